@@ -1,0 +1,1 @@
+"""cribwatch alerts: the channels that reach staff (MQTT, buzzer and LED, log)."""

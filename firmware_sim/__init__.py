@@ -1,0 +1,1 @@
+"""cribwatch sensor simulator: speaks exactly what real crib-latch sensor firmware speaks."""

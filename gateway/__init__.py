@@ -1,0 +1,1 @@
+"""cribwatch gateway: sensors in (MQTT, GPIO), alarm core, alerts out."""

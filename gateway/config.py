@@ -1,0 +1,248 @@
+"""One validated configuration tree: a TOML file for the site, the environment for secrets.
+
+Load it with :func:`load_settings`; every error names the key, the value and what was expected
+(:class:`ConfigError`). Nothing here identifies a child: rooms and cribs have ids and labels only.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from gateway.protocol import DEFAULT_BASE_TOPIC, ID_PATTERN
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN, description="Lower case letters, digits, - and _.")]
+Label = Annotated[str, Field(min_length=1, max_length=64)]
+GpioPin = Annotated[int, Field(ge=0, le=27, description="BCM pin number of the Raspberry Pi header.")]
+
+ENV_PREFIX = "CRIBWATCH_"
+ENV_MQTT_HOST = "CRIBWATCH_MQTT_HOST"
+ENV_MQTT_PORT = "CRIBWATCH_MQTT_PORT"
+ENV_MQTT_USERNAME = "CRIBWATCH_MQTT_USERNAME"
+ENV_MQTT_PASSWORD = "CRIBWATCH_MQTT_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(_Model):
+    id: Identifier = Field(description="The site's id, used in every MQTT topic.")
+    label: Label = Field(description="Shown to staff, e.g. 'KDV Kids-F'.")
+    demo: bool = Field(
+        default=False,
+        description="Demo mode: allows an anonymous broker connection. Never on a site with children.",
+    )
+
+
+class MqttConfig(_Model):
+    host: str = Field(default="127.0.0.1", min_length=1, description="Broker host (env CRIBWATCH_MQTT_HOST).")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port (env CRIBWATCH_MQTT_PORT).")
+    username: str | None = Field(default=None, description="Only from env CRIBWATCH_MQTT_USERNAME.")
+    password: SecretStr | None = Field(default=None, description="Only from env CRIBWATCH_MQTT_PASSWORD.")
+    base_topic: Identifier = Field(default=DEFAULT_BASE_TOPIC, description="First level of every topic.")
+    client_id: Identifier | None = Field(
+        default=None, description="Gateway's MQTT client id; default cribwatch-gateway-<site>."
+    )
+    keepalive_s: int = Field(default=10, ge=2, le=600, description="MQTT keepalive of the gateway.")
+    reconnect_min_s: float = Field(default=0.2, gt=0, description="First wait before reconnecting.")
+    reconnect_max_s: float = Field(default=10.0, gt=0, description="Longest wait between reconnects.")
+    stats_interval_s: float = Field(default=10.0, gt=0, description="How often stats are published.")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Self:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+
+class AlarmsConfig(_Model):
+    heartbeat_interval_s: float = Field(
+        default=30.0, gt=0, description="Expected heartbeat interval until a sensor announces its own."
+    )
+    missed_heartbeats: int = Field(
+        default=3, ge=1, le=100, description="Heartbeats missed in a row before 'sensor offline'."
+    )
+    offline_grace_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a sensor may be gone (last will) before 'sensor offline' is raised; "
+        "absorbs a sensor that reconnects at once.",
+    )
+    battery_low_pct: int = Field(default=20, ge=0, le=100, description="Battery below this raises an alarm.")
+    battery_ok_pct: int = Field(
+        default=25, ge=0, le=100, description="Battery at or above this clears it (hysteresis)."
+    )
+    debounce_mqtt_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=5000,
+        description="Extra debounce for wireless sensors (their firmware already debounces).",
+    )
+    debounce_gpio_ms: float = Field(
+        default=30.0, ge=0, le=5000, description="Debounce of wired reed switches (contact bounce)."
+    )
+
+    @model_validator(mode="after")
+    def _battery_hysteresis(self) -> Self:
+        if self.battery_ok_pct < self.battery_low_pct:
+            raise ValueError("battery_ok_pct must be >= battery_low_pct")
+        return self
+
+
+class BuzzerConfig(_Model):
+    pin: GpioPin | None = Field(default=None, description="Buzzer on this pin sounds for unacknowledged alarms.")
+    led_pin: GpioPin | None = Field(default=None, description="LED on this pin is lit while any alarm is open.")
+    min_priority: str = Field(
+        default="medium", pattern="^(low|medium|high)$", description="Lowest priority that sounds the buzzer."
+    )
+
+
+class CribConfig(_Model):
+    id: Identifier
+    label: Label = Field(description="What staff see, e.g. 'Bedje 3'. Never a child's name.")
+    sensor_id: Identifier | None = Field(default=None, description="Id of the wireless (MQTT) sensor.")
+    gpio_pin: GpioPin | None = Field(default=None, description="Pin of the wired reed switch.")
+
+    @model_validator(mode="after")
+    def _one_sensor(self) -> Self:
+        if (self.sensor_id is None) == (self.gpio_pin is None):
+            raise ValueError("a crib needs exactly one of sensor_id (wireless) or gpio_pin (wired)")
+        return self
+
+    @property
+    def sensor_key(self) -> str:
+        """The sensor's id inside the gateway: the MQTT sensor id, or ``gpio<pin>`` for a wired one."""
+        if self.sensor_id is not None:
+            return self.sensor_id
+        return f"gpio{self.gpio_pin}"
+
+    @property
+    def wired(self) -> bool:
+        return self.gpio_pin is not None
+
+
+class RoomConfig(_Model):
+    id: Identifier
+    label: Label
+    grace_s: float = Field(
+        default=10.0, ge=0, le=3600, description="How long a crib may stand open before the alarm (0 allowed)."
+    )
+    cribs: tuple[CribConfig, ...] = Field(min_length=1)
+
+
+class Settings(_Model):
+    site: SiteConfig
+    mqtt: MqttConfig = MqttConfig()
+    alarms: AlarmsConfig = AlarmsConfig()
+    buzzer: BuzzerConfig = BuzzerConfig()
+    rooms: tuple[RoomConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_and_safe(self) -> Self:
+        _unique("rooms", [r.id for r in self.rooms])
+        cribs = [c for r in self.rooms for c in r.cribs]
+        _unique("crib id", [c.id for c in cribs])
+        _unique("sensor_id", [c.sensor_id for c in cribs if c.sensor_id is not None])
+        pins = [c.gpio_pin for c in cribs if c.gpio_pin is not None]
+        pins += [p for p in (self.buzzer.pin, self.buzzer.led_pin) if p is not None]
+        _unique("gpio pin (cribs and buzzer)", pins)
+        if not self.site.demo and (self.mqtt.username is None or self.mqtt.password is None):
+            raise ValueError(
+                f"the broker needs credentials: set {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} "
+                "(an anonymous broker connection is allowed in demo mode only: [site] demo = true)"
+            )
+        return self
+
+    @property
+    def gateway_client_id(self) -> str:
+        return self.mqtt.client_id or f"cribwatch-gateway-{self.site.id}"
+
+    def cribs(self) -> list[tuple[RoomConfig, CribConfig]]:
+        return [(room, crib) for room in self.rooms for crib in room.cribs]
+
+
+def _unique(what: str, values: list[Any]) -> None:
+    counts = Counter(values)
+    doubles = sorted(str(v) for v, n in counts.items() if n > 1)
+    if doubles:
+        raise ValueError(f"{what} must be unique; used more than once: {', '.join(doubles)}")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run. ``problems`` has one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration {source}:\n{lines}")
+
+
+def _format_error(raw: Mapping[str, Any], err: Any) -> str:
+    loc = list(err["loc"])
+    key = _dotted(loc) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key (value {err['input']!r}); check its spelling against docs/configuration.md"
+    if err["type"] == "missing":
+        return f"{key}: missing; {msg.lower()}"
+    value = err.get("input")
+    if isinstance(value, Mapping) or err["type"] == "value_error":
+        return f"{key}: {msg.removeprefix('Value error, ')}"
+    shown = "********" if "password" in key else repr(value)
+    return f"{key} = {shown}: expected {msg[0].lower()}{msg[1:]}" if msg else f"{key} = {shown}"
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "<mapping>"
+) -> Settings:
+    """Validate a parsed TOML document, with the broker address and credentials from ``env``."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = dict(data)
+    mqtt: dict[str, Any] = dict(merged.get("mqtt") or {})
+    for key in ("username", "password"):
+        if key in mqtt:
+            raise ConfigError(
+                source, [f"mqtt.{key}: secrets do not belong in the file; set {ENV_PREFIX}MQTT_{key.upper()}"]
+            )
+    for key, var in (
+        ("host", ENV_MQTT_HOST),
+        ("port", ENV_MQTT_PORT),
+        ("username", ENV_MQTT_USERNAME),
+        ("password", ENV_MQTT_PASSWORD),
+    ):
+        if env.get(var):
+            mqtt[key] = env[var]
+    merged["mqtt"] = mqtt
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(source, [_format_error(merged, e) for e in exc.errors()]) from None
+
+
+def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the TOML file at ``path``; ConfigError on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    return settings_from_mapping(data, env=env, source=str(path))

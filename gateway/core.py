@@ -1,0 +1,461 @@
+"""The alarm core: pure, clock-injected, no I/O.
+
+Per crib::
+
+    closed --open--> open (grace running) --grace over--> alarm RAISED --ack--> ACKNOWLEDGED
+       ^                                                     |                     |
+       +----------------------- closed again: RESOLVED <-----+---------------------+
+
+Besides the latch, a wireless sensor that goes silent (its last will, or no message for
+``missed_heartbeats`` heartbeat intervals) raises ``sensor_offline``: a silent crib is not a safe crib.
+A battery under ``battery_low_pct`` raises ``battery_low`` until it is back at ``battery_ok_pct``.
+
+Contact bounce is filtered here (a reading must hold for the debounce time), duplicate and
+out-of-order messages are ignored by (boot, seq), and bad input is counted, never raised.
+
+The core is driven by two calls: :meth:`CribMonitor.handle` for an inbound event and
+:meth:`CribMonitor.advance` when :meth:`CribMonitor.next_deadline` has passed. Both read the time from
+the injected clock and return the outbound events, in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.clock import Clock
+from gateway.config import CribConfig, RoomConfig, Settings
+from gateway.events import (
+    AckRequest,
+    AlarmEvent,
+    AlarmSummary,
+    AvailabilityChange,
+    CribState,
+    InboundEvent,
+    LatchReading,
+    OutboundEvent,
+    Source,
+    TelemetryReading,
+    Trigger,
+)
+from gateway.protocol import PRIORITY_OF, AlarmEventType, AlarmKind, LatchState
+from gateway.stats import IngestStats
+
+SeqKey = tuple[int, int]
+"""(boot, seq): orders a sensor's messages across reboots."""
+
+
+@dataclass(slots=True)
+class _Step:
+    """What one call into the core produces: events in order, and the cribs whose state changed."""
+
+    out: list[OutboundEvent] = field(default_factory=list)
+    dirty: dict[str, _Crib] = field(default_factory=dict)
+
+
+
+@dataclass(slots=True)
+class _Alarm:
+    id: str
+    kind: AlarmKind
+    raised_at: float
+    trigger: Trigger | None
+    acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
+
+
+@dataclass(slots=True)
+class _PendingLatch:
+    state: LatchState
+    since: float
+    trigger: Trigger
+
+
+@dataclass(slots=True)
+class SensorHealth:
+    """What a technician wants to know about one sensor."""
+
+    online: bool | None = None
+    """None: not heard from yet (wireless) or wired (a wired switch cannot go offline)."""
+    last_seen: float | None = None
+    """Monotonic time of the last live message."""
+    battery_pct: int | None = None
+    rssi_dbm: int | None = None
+    firmware: str | None = None
+    uptime_s: int | None = None
+    boot: int | None = None
+    interval_s: float | None = None
+
+
+@dataclass(slots=True)
+class _Crib:
+    room: RoomConfig
+    config: CribConfig
+    debounce_s: float
+    last_seen: float
+    latch: LatchState | None = None
+    pending: _PendingLatch | None = None
+    open_since: float | None = None
+    open_trigger: Trigger | None = None
+    offline_since: float | None = None
+    last_latch: SeqKey | None = None
+    last_telemetry: SeqKey | None = None
+    health: SensorHealth = field(default_factory=SensorHealth)
+    alarms: dict[AlarmKind, _Alarm] = field(default_factory=dict)
+
+    @property
+    def wired(self) -> bool:
+        return self.config.wired
+
+
+class CribMonitor:
+    """Decides, for every crib of one site, when to raise, acknowledge and resolve alarms."""
+
+    def __init__(self, settings: Settings, clock: Clock, stats: IngestStats | None = None) -> None:
+        self._settings = settings
+        self._alarm_cfg = settings.alarms
+        self._clock = clock
+        self.stats = stats if stats is not None else IngestStats()
+        self.gw_boot = int(clock.time() * 1000)
+        self._seq = 0
+        self._alarm_count = 0
+        now = clock.monotonic()
+        self._cribs: dict[str, _Crib] = {}
+        self._by_sensor: dict[str, _Crib] = {}
+        for room, crib_cfg in settings.cribs():
+            debounce_ms = self._alarm_cfg.debounce_gpio_ms if crib_cfg.wired else self._alarm_cfg.debounce_mqtt_ms
+            crib = _Crib(room=room, config=crib_cfg, debounce_s=debounce_ms / 1000.0, last_seen=now)
+            self._cribs[crib_cfg.id] = crib
+            self._by_sensor[crib_cfg.sensor_key] = crib
+        self._alarms_by_id: dict[str, tuple[_Crib, _Alarm]] = {}
+
+    # ------------------------------------------------------------------------------------- queries
+
+    @property
+    def site_id(self) -> str:
+        return self._settings.site.id
+
+    def crib_states(self) -> list[CribState]:
+        """The current state of every crib (for a client that has just (re)connected)."""
+        at = self._clock.time()
+        return [self._state_of(crib, at) for crib in self._cribs.values()]
+
+    def crib_state(self, crib_id: str) -> CribState:
+        return self._state_of(self._cribs[crib_id], self._clock.time())
+
+    def active_alarms(self) -> list[AlarmSummary]:
+        return [_summary(alarm) for _, alarm in self._alarms_by_id.values()]
+
+    def sensor_health(self, crib_id: str) -> SensorHealth:
+        return self._cribs[crib_id].health
+
+    def next_deadline(self) -> float | None:
+        """The earliest monotonic time at which :meth:`advance` has something to do."""
+        best: float | None = None
+        for crib in self._cribs.values():
+            for due in self._deadlines(crib):
+                if best is None or due < best:
+                    best = due
+        return best
+
+    # ------------------------------------------------------------------------------------ commands
+
+    def handle(self, event: InboundEvent) -> list[OutboundEvent]:
+        """Take one inbound event; return what follows from it (timers that fell due come first)."""
+        step = _Step(out=self.advance())
+        if isinstance(event, LatchReading):
+            self._on_latch(event, step)
+        elif isinstance(event, TelemetryReading):
+            self._on_telemetry(event, step)
+        elif isinstance(event, AvailabilityChange):
+            self._on_availability(event, step)
+        else:
+            self._on_ack(event, step)
+        return self._finish(step)
+
+    def advance(self) -> list[OutboundEvent]:
+        """Fire every timer that is due: debounce, grace, missed heartbeats, offline grace."""
+        now = self._clock.monotonic()
+        step = _Step()
+        cfg = self._alarm_cfg
+        for crib in self._cribs.values():
+            pending = crib.pending
+            if pending is not None and now >= pending.since + crib.debounce_s:
+                crib.pending = None
+                self._apply_latch(crib, pending.state, pending.since, pending.trigger, step)
+            if (
+                crib.open_since is not None
+                and AlarmKind.CRIB_OPEN not in crib.alarms
+                and now >= crib.open_since + crib.room.grace_s
+            ):
+                self._raise(crib, AlarmKind.CRIB_OPEN, crib.open_trigger, step)
+            if crib.wired:
+                continue
+            if crib.health.online is not False and now >= self._silence_deadline(crib):
+                crib.health.online = False
+                crib.offline_since = now
+                self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
+            if (
+                crib.offline_since is not None
+                and AlarmKind.SENSOR_OFFLINE not in crib.alarms
+                and now >= crib.offline_since + cfg.offline_grace_s
+            ):
+                self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
+        return self._finish(step)
+
+    # ------------------------------------------------------------------------------------ inbound
+
+    def _sensor(self, sensor_id: str, what: str) -> _Crib | None:
+        crib = self._by_sensor.get(sensor_id)
+        if crib is None:
+            self.stats.reject("unknown_sensor", f"{what} from sensor {sensor_id!r}, which no crib uses")
+        return crib
+
+    def _on_latch(self, ev: LatchReading, step: _Step) -> None:
+        crib = self._sensor(ev.sensor_id, "latch")
+        if crib is None:
+            return
+        key = (ev.boot, ev.seq)
+        if not self._in_order(crib.last_latch, key, ev.sensor_id, "latch"):
+            return
+        crib.last_latch = key
+        self.stats.accept()
+        now = self._clock.monotonic()
+        if ev.live:
+            self._seen(crib, now, ev.boot, step)
+        trigger = Trigger(ev.sensor_id, ev.boot, ev.seq)
+        if crib.debounce_s == 0:
+            crib.pending = None
+            self._apply_latch(crib, ev.state, now, trigger, step)
+        elif ev.state == crib.latch:
+            crib.pending = None  # bounced back before it held: nothing happened
+        elif crib.pending is None or crib.pending.state != ev.state:
+            crib.pending = _PendingLatch(ev.state, now, trigger)
+
+    def _on_telemetry(self, ev: TelemetryReading, step: _Step) -> None:
+        crib = self._sensor(ev.sensor_id, "telemetry")
+        if crib is None:
+            return
+        key = (ev.boot, ev.seq)
+        if not self._in_order(crib.last_telemetry, key, ev.sensor_id, "telemetry"):
+            return
+        crib.last_telemetry = key
+        self.stats.accept()
+        self._seen(crib, self._clock.monotonic(), ev.boot, step)
+        health = crib.health
+        if health.battery_pct != ev.battery_pct:
+            step.dirty[crib.config.id] = crib
+        health.battery_pct = ev.battery_pct
+        health.rssi_dbm = ev.rssi_dbm
+        health.firmware = ev.firmware
+        health.uptime_s = ev.uptime_s
+        health.interval_s = ev.interval_s
+        cfg = self._alarm_cfg
+        if ev.battery_pct < cfg.battery_low_pct and AlarmKind.BATTERY_LOW not in crib.alarms:
+            trigger = Trigger(ev.sensor_id, ev.boot, ev.seq)
+            self._raise(crib, AlarmKind.BATTERY_LOW, trigger, step)
+        elif ev.battery_pct >= cfg.battery_ok_pct and AlarmKind.BATTERY_LOW in crib.alarms:
+            self._resolve(crib, AlarmKind.BATTERY_LOW, step)
+
+    def _on_availability(
+        self, ev: AvailabilityChange, step: _Step
+    ) -> None:
+        crib = self._sensor(ev.sensor_id, "availability")
+        if crib is None:
+            return
+        if crib.wired:
+            self.stats.reject("wired_sensor", f"availability for wired sensor {ev.sensor_id!r}")
+            return
+        if crib.health.boot is not None and ev.boot < crib.health.boot:
+            self.stats.ignore("stale", f"availability of {ev.sensor_id!r} from an earlier boot {ev.boot}")
+            return
+        self.stats.accept()
+        now = self._clock.monotonic()
+        if ev.online:
+            self._seen(crib, now, ev.boot, step)
+            return
+        crib.health.boot = ev.boot
+        if crib.health.online is not False:
+            crib.health.online = False
+            crib.offline_since = now
+            step.dirty[crib.config.id] = crib
+        if self._alarm_cfg.offline_grace_s == 0 and AlarmKind.SENSOR_OFFLINE not in crib.alarms:
+            self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
+
+    def _on_ack(self, ev: AckRequest, step: _Step) -> None:
+        targets: list[tuple[_Crib, _Alarm]] = []
+        if ev.alarm_id is not None:
+            found = self._alarms_by_id.get(ev.alarm_id)
+            if found is None:
+                self.stats.reject("ack_unknown_alarm", f"{ev.by} via {ev.device}: no open alarm {ev.alarm_id!r}")
+                return
+            targets.append(found)
+        elif ev.crib_id is not None:
+            crib = self._cribs.get(ev.crib_id)
+            if crib is None:
+                self.stats.reject("ack_unknown_crib", f"{ev.by} via {ev.device}: no crib {ev.crib_id!r}")
+                return
+            targets.extend((crib, alarm) for alarm in crib.alarms.values())
+        else:
+            self.stats.reject("bad_ack", f"{ev.by} via {ev.device}: neither alarm_id nor crib given")
+            return
+        pending = [(crib, alarm) for crib, alarm in targets if alarm.acknowledged_by is None]
+        if not pending:
+            self.stats.ignore("ack_again", f"{ev.by} via {ev.device}: already acknowledged")
+            return
+        self.stats.accept()
+        at = self._clock.time()
+        for crib, alarm in pending:
+            alarm.acknowledged_by = ev.by
+            alarm.acknowledged_at = at
+            step.out.append(self._event(crib, alarm, AlarmEventType.ACKNOWLEDGED, at, by=ev.by, device=ev.device))
+            step.dirty[crib.config.id] = crib
+
+    # ----------------------------------------------------------------------------------- helpers
+
+    def _in_order(self, last: SeqKey | None, key: SeqKey, sensor_id: str, what: str) -> bool:
+        if last is None or key > last:
+            return True
+        reason = "duplicate" if key == last else "out_of_order"
+        self.stats.ignore(reason, f"{what} {key} of {sensor_id!r} after {last}")
+        return False
+
+    def _seen(self, crib: _Crib, now: float, boot: int, step: _Step) -> None:
+        crib.last_seen = now
+        crib.health.last_seen = now
+        crib.health.boot = boot if crib.health.boot is None else max(boot, crib.health.boot)
+        if crib.wired:
+            return
+        if crib.health.online is not True:
+            crib.health.online = True
+            crib.offline_since = None
+            step.dirty[crib.config.id] = crib
+        if AlarmKind.SENSOR_OFFLINE in crib.alarms:
+            self._resolve(crib, AlarmKind.SENSOR_OFFLINE, step)
+
+    def _silence_deadline(self, crib: _Crib) -> float:
+        interval = crib.health.interval_s or self._alarm_cfg.heartbeat_interval_s
+        return crib.last_seen + interval * self._alarm_cfg.missed_heartbeats
+
+    def _deadlines(self, crib: _Crib) -> list[float]:
+        due: list[float] = []
+        if crib.pending is not None:
+            due.append(crib.pending.since + crib.debounce_s)
+        if crib.open_since is not None and AlarmKind.CRIB_OPEN not in crib.alarms:
+            due.append(crib.open_since + crib.room.grace_s)
+        if not crib.wired:
+            if crib.health.online is not False:
+                due.append(self._silence_deadline(crib))
+            elif crib.offline_since is not None and AlarmKind.SENSOR_OFFLINE not in crib.alarms:
+                due.append(crib.offline_since + self._alarm_cfg.offline_grace_s)
+        return due
+
+    def _apply_latch(
+        self,
+        crib: _Crib,
+        state: LatchState,
+        since: float,
+        trigger: Trigger,
+        step: _Step,
+    ) -> None:
+        if crib.latch == state:
+            return
+        crib.latch = state
+        step.dirty[crib.config.id] = crib
+        if state is LatchState.OPEN:
+            crib.open_since = since
+            crib.open_trigger = trigger
+            if self._clock.monotonic() >= since + crib.room.grace_s:
+                self._raise(crib, AlarmKind.CRIB_OPEN, trigger, step)
+        else:
+            crib.open_since = None
+            crib.open_trigger = None
+            if AlarmKind.CRIB_OPEN in crib.alarms:
+                self._resolve(crib, AlarmKind.CRIB_OPEN, step)
+
+    def _raise(
+        self,
+        crib: _Crib,
+        kind: AlarmKind,
+        trigger: Trigger | None,
+        step: _Step,
+    ) -> None:
+        self._alarm_count += 1
+        at = self._clock.time()
+        alarm = _Alarm(id=f"{self.gw_boot}-{self._alarm_count}", kind=kind, raised_at=at, trigger=trigger)
+        crib.alarms[kind] = alarm
+        self._alarms_by_id[alarm.id] = (crib, alarm)
+        step.dirty[crib.config.id] = crib
+        step.out.append(self._event(crib, alarm, AlarmEventType.RAISED, at))
+
+    def _resolve(self, crib: _Crib, kind: AlarmKind, step: _Step) -> None:
+        alarm = crib.alarms.pop(kind)
+        del self._alarms_by_id[alarm.id]
+        step.dirty[crib.config.id] = crib
+        step.out.append(self._event(crib, alarm, AlarmEventType.RESOLVED, self._clock.time()))
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _event(
+        self,
+        crib: _Crib,
+        alarm: _Alarm,
+        type_: AlarmEventType,
+        at: float,
+        *,
+        by: str | None = None,
+        device: str | None = None,
+    ) -> AlarmEvent:
+        return AlarmEvent(
+            seq=self._next_seq(),
+            type=type_,
+            alarm_id=alarm.id,
+            kind=alarm.kind,
+            priority=PRIORITY_OF[alarm.kind],
+            site_id=self.site_id,
+            room_id=crib.room.id,
+            crib_id=crib.config.id,
+            room_label=crib.room.label,
+            crib_label=crib.config.label,
+            at=at,
+            raised_at=alarm.raised_at,
+            by=by,
+            device=device,
+            trigger=alarm.trigger,
+        )
+
+    def _finish(self, step: _Step) -> list[OutboundEvent]:
+        """Close a call: one state event for each crib that changed, after its alarm events."""
+        if step.dirty:
+            at = self._clock.time()
+            step.out.extend(self._state_of(crib, at, seq=self._next_seq()) for crib in step.dirty.values())
+        return step.out
+
+    def _state_of(self, crib: _Crib, at: float, seq: int | None = None) -> CribState:
+        return CribState(
+            seq=self._seq if seq is None else seq,
+            site_id=self.site_id,
+            room_id=crib.room.id,
+            crib_id=crib.config.id,
+            room_label=crib.room.label,
+            crib_label=crib.config.label,
+            latch=crib.latch,
+            sensor_online=None if crib.wired else crib.health.online,
+            battery_pct=crib.health.battery_pct,
+            alarms=tuple(_summary(a) for a in sorted(crib.alarms.values(), key=lambda a: a.raised_at)),
+            at=at,
+        )
+
+
+def _summary(alarm: _Alarm) -> AlarmSummary:
+    return AlarmSummary(
+        alarm_id=alarm.id,
+        kind=alarm.kind,
+        priority=PRIORITY_OF[alarm.kind],
+        acknowledged_by=alarm.acknowledged_by,
+        raised_at=alarm.raised_at,
+    )
+
+
+__all__ = ["CribMonitor", "SensorHealth", "Source"]
