@@ -1,0 +1,63 @@
+"""The gateway's own buzzer and LED, on GPIO through gpiozero: they work with the broker down.
+
+The buzzer beeps while any alarm at or above ``min_priority`` is raised and not yet acknowledged
+(acknowledging silences it, as on a nurse-call panel); the LED is lit while any alarm is open.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway.config import BuzzerConfig
+from gateway.events import AlarmEvent, OutboundEvent
+from gateway.protocol import AlarmEventType, Priority
+
+log = logging.getLogger("cribwatch.buzzer")
+
+
+class BuzzerChannel:
+    name = "buzzer"
+
+    def __init__(self, config: BuzzerConfig, pin_factory: Any = None) -> None:
+        from gpiozero import LED, Buzzer  # noqa: PLC0415 - only a gateway with a buzzer needs gpiozero here
+
+        self._min = Priority[config.min_priority.upper()]
+        self._buzzer = None if config.pin is None else Buzzer(config.pin, pin_factory=pin_factory)
+        self._led = None if config.led_pin is None else LED(config.led_pin, pin_factory=pin_factory)
+        self._open: dict[str, tuple[Priority, bool]] = {}
+        """alarm id -> (priority, acknowledged)"""
+        self.sounding = False
+        self.lit = False
+
+    def deliver(self, event: OutboundEvent) -> None:
+        if not isinstance(event, AlarmEvent):
+            return
+        if event.type is AlarmEventType.RAISED:
+            self._open[event.alarm_id] = (event.priority, False)
+        elif event.type is AlarmEventType.ACKNOWLEDGED:
+            self._open[event.alarm_id] = (event.priority, True)
+        else:
+            self._open.pop(event.alarm_id, None)
+        self._update()
+
+    def _update(self) -> None:
+        sound = any(prio >= self._min and not acked for prio, acked in self._open.values())
+        lit = bool(self._open)
+        if sound != self.sounding:
+            self.sounding = sound
+            if self._buzzer is not None:
+                if sound:
+                    self._buzzer.beep(on_time=0.4, off_time=0.4)
+                else:
+                    self._buzzer.off()
+            log.info("buzzer %s", "on" if sound else "off")
+        if lit != self.lit:
+            self.lit = lit
+            if self._led is not None:
+                self._led.value = lit
+
+    def close(self) -> None:
+        for device in (self._buzzer, self._led):
+            if device is not None:
+                device.close()

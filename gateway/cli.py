@@ -1,0 +1,111 @@
+"""``cribwatch``: one command, with subcommands ``demo``, ``gateway``, ``sim`` and ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from gateway.config import ConfigError, Settings, load_settings
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "kids-f.toml"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _load(path: str) -> Settings | None:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    wired = sum(1 for _, crib in settings.cribs() if crib.wired)
+    print(
+        f"{args.config}: OK: site {settings.site.id!r}, {len(settings.rooms)} rooms, "
+        f"{len(settings.cribs())} cribs ({wired} wired), broker {settings.mqtt.host}:{settings.mqtt.port}"
+        + (" [DEMO MODE]" if settings.site.demo else "")
+    )
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    if settings.site.demo:
+        logging.getLogger("cribwatch").warning("DEMO MODE: anonymous broker allowed; not for a site with children")
+    from gateway.service import Gateway  # noqa: PLC0415 - keep `check-config` light
+
+    async def main() -> None:
+        await Gateway(settings).run()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo  # noqa: PLC0415
+
+    return asyncio.run(run_demo(Path(args.config), pace=args.pace))
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from firmware_sim.cli import main_from_args  # noqa: PLC0415
+
+    return main_from_args(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cribwatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run broker, gateway and simulated sensors; show an alarm's whole life")
+    p.add_argument("--config", default=str(EXAMPLE_CONFIG), help="site file (default: the Kids-F example)")
+    p.add_argument("--pace", type=float, default=1.0, help="pause multiplier between steps (0 = no pauses)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("gateway", help="run the gateway for one site")
+    p.add_argument("--config", required=True, help="the site's TOML file")
+    p.add_argument("--log-level", default=os.environ.get("CRIBWATCH_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_gateway)
+
+    p = sub.add_parser("check-config", help="validate a site file and exit (0 = OK, 2 = problems)")
+    p.add_argument("config", help="the site's TOML file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("sim", help="simulated crib-latch sensors (a technician's test tool)")
+    from firmware_sim.cli import add_arguments  # noqa: PLC0415
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""Conversion between MQTT messages and events, in both directions. Pure: no broker, no clock.
+
+Inbound, a (topic, payload, retain flag) becomes one frozen event or a :class:`ProtocolError`;
+outbound, an event becomes (topic, payload bytes, QoS, retain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.events import (
+    AckRequest,
+    AlarmEvent,
+    AvailabilityChange,
+    CribState,
+    InboundEvent,
+    LatchReading,
+    OutboundEvent,
+    Source,
+    TelemetryReading,
+)
+from gateway.protocol import (
+    ALARM_EVENT,
+    CRIB_STATE,
+    AckPayload,
+    AlarmEventPayload,
+    AvailabilityPayload,
+    CribAlarmSummary,
+    CribStatePayload,
+    LatchPayload,
+    ProtocolError,
+    SensorChannel,
+    TelemetryPayload,
+    Topics,
+    TopicSpec,
+    TriggerPayload,
+    decode,
+    encode,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+    @classmethod
+    def of(cls, topic: str, payload: bytes, spec: TopicSpec) -> Outgoing:
+        return cls(topic, payload, int(spec.qos), spec.retain)
+
+
+def decode_inbound(topics: Topics, topic: str, payload: bytes, *, retained: bool = False) -> InboundEvent:
+    """One message from the gateway's subscriptions as an event; ProtocolError if it is not one."""
+    if topic == topics.ack:
+        ack = decode(AckPayload, payload)
+        if ack.alarm_id is None and ack.crib is None:
+            raise ProtocolError("bad_payload", "AckPayload: give alarm_id or crib")
+        return AckRequest(by=ack.by, device=ack.device, alarm_id=ack.alarm_id, crib_id=ack.crib, sent_ts=ack.ts)
+    sensor_id, channel = topics.parse_sensor_topic(topic)
+    if channel is SensorChannel.LATCH:
+        latch = decode(LatchPayload, payload)
+        return LatchReading(
+            sensor_id=sensor_id,
+            state=latch.state,
+            boot=latch.boot,
+            seq=latch.seq,
+            sensor_ts=latch.ts,
+            source=Source.MQTT,
+            live=not retained,
+        )
+    if channel is SensorChannel.TELEMETRY:
+        tel = decode(TelemetryPayload, payload)
+        return TelemetryReading(
+            sensor_id=sensor_id,
+            boot=tel.boot,
+            seq=tel.seq,
+            sensor_ts=tel.ts,
+            battery_pct=tel.battery_pct,
+            rssi_dbm=tel.rssi_dbm,
+            firmware=tel.fw,
+            uptime_s=tel.uptime_s,
+            interval_s=tel.interval_s,
+        )
+    avail = decode(AvailabilityPayload, payload)
+    return AvailabilityChange(sensor_id=sensor_id, online=avail.state == "online", boot=avail.boot, sensor_ts=avail.ts)
+
+
+def alarm_event_payload(ev: AlarmEvent, gw_boot: int) -> AlarmEventPayload:
+    trigger = None
+    if ev.trigger is not None:
+        trigger = TriggerPayload(sensor=ev.trigger.sensor_id, boot=ev.trigger.boot, seq=ev.trigger.seq)
+    return AlarmEventPayload(
+        seq=ev.seq,
+        gw_boot=gw_boot,
+        event=ev.type,
+        alarm_id=ev.alarm_id,
+        kind=ev.kind,
+        priority=ev.priority.label,
+        site=ev.site_id,
+        room=ev.room_id,
+        crib=ev.crib_id,
+        room_label=ev.room_label,
+        crib_label=ev.crib_label,
+        ts=ev.at,
+        raised_at=ev.raised_at,
+        by=ev.by,
+        device=ev.device,
+        trigger=trigger,
+    )
+
+
+def crib_state_payload(st: CribState, gw_boot: int) -> CribStatePayload:
+    return CribStatePayload(
+        seq=st.seq,
+        gw_boot=gw_boot,
+        site=st.site_id,
+        room=st.room_id,
+        crib=st.crib_id,
+        room_label=st.room_label,
+        crib_label=st.crib_label,
+        latch="unknown" if st.latch is None else st.latch.value,
+        sensor_online=st.sensor_online,
+        battery_pct=st.battery_pct,
+        alarms=tuple(
+            CribAlarmSummary(
+                alarm_id=a.alarm_id,
+                kind=a.kind,
+                priority=a.priority.label,
+                state="raised" if a.acknowledged_by is None else "acknowledged",
+                raised_at=a.raised_at,
+                acknowledged_by=a.acknowledged_by,
+            )
+            for a in st.alarms
+        ),
+        ts=st.at,
+    )
+
+
+def encode_outbound(topics: Topics, ev: OutboundEvent, gw_boot: int) -> Outgoing:
+    if isinstance(ev, AlarmEvent):
+        return Outgoing.of(topics.alarm(ev.room_id), encode(alarm_event_payload(ev, gw_boot)), ALARM_EVENT)
+    return Outgoing.of(topics.crib_state(ev.crib_id), encode(crib_state_payload(ev, gw_boot)), CRIB_STATE)

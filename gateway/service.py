@@ -1,0 +1,157 @@
+"""The composition root: builds the gateway from one validated :class:`Settings` and runs it.
+
+Everything long-lived is opened here and nowhere else, inside one TaskGroup with named tasks:
+the MQTT link, the wired inputs, the core loop and the stats publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from alerts.buzzer import BuzzerChannel
+from alerts.channels import AlertChannel, Dispatcher, LogChannel, MqttAlertChannel
+from gateway.clock import Clock, SystemClock
+from gateway.codec import Outgoing
+from gateway.config import Settings
+from gateway.core import CribMonitor
+from gateway.events import InboundEvent
+from gateway.gpio import GpioLatchInputs
+from gateway.mqtt import MqttLink
+from gateway.mqtt_client import BrokerAddress
+from gateway.protocol import GATEWAY_STATS, GatewayStatsPayload, Topics, encode
+from gateway.stats import IngestStats
+
+log = logging.getLogger("cribwatch.gateway")
+
+
+def broker_address(settings: Settings) -> BrokerAddress:
+    mqtt = settings.mqtt
+    password = None if mqtt.password is None else mqtt.password.get_secret_value()
+    return BrokerAddress(mqtt.host, mqtt.port, mqtt.username, password)
+
+
+class Gateway:
+    """One site's gateway. ``await gateway.run()`` until cancelled; ``ready`` is set once it is listening."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        pin_factory: Any = None,
+        extra_channels: Sequence[AlertChannel] = (),
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.stats = IngestStats()
+        self.core = CribMonitor(settings, self.clock, self.stats)
+        self.topics = Topics(settings.site.id, settings.mqtt.base_topic)
+        self.inbound: asyncio.Queue[InboundEvent] = asyncio.Queue()
+        self.ready = asyncio.Event()
+        self._pin_factory = pin_factory
+        self._extra_channels = list(extra_channels)
+        self.mqtt = MqttLink(
+            topics=self.topics,
+            broker=broker_address(settings),
+            client_id=settings.gateway_client_id,
+            inbound=self.inbound,
+            stats=self.stats,
+            gw_boot=self.core.gw_boot,
+            keepalive=settings.mqtt.keepalive_s,
+            reconnect_min_s=settings.mqtt.reconnect_min_s,
+            reconnect_max_s=settings.mqtt.reconnect_max_s,
+            on_connected=self._resync,
+        )
+        self.dispatcher: Dispatcher | None = None
+        self.buzzer: BuzzerChannel | None = None
+        self.gpio: GpioLatchInputs | None = None
+
+    def submit(self, event: InboundEvent) -> None:
+        """Hand an inbound event to the core (from the event loop's thread)."""
+        self.inbound.put_nowait(event)
+
+    def _send(self, item: Outgoing) -> None:
+        self.mqtt.outbox.put(item)
+
+    def _resync(self) -> None:
+        """On every (re)connect: publish every crib's state, so retained copies are current."""
+        if self.dispatcher is None:
+            return
+        mqtt_channels = [c for c in self.dispatcher.channels if isinstance(c, MqttAlertChannel)]
+        for state in self.core.crib_states():
+            for channel in mqtt_channels:
+                channel.deliver(state)
+
+    def _open_channels(self) -> Dispatcher:
+        channels: list[AlertChannel] = [MqttAlertChannel(self.topics, self.core.gw_boot, self._send), LogChannel()]
+        buzzer_cfg = self.settings.buzzer
+        if buzzer_cfg.pin is not None or buzzer_cfg.led_pin is not None:
+            self.buzzer = BuzzerChannel(buzzer_cfg, pin_factory=self._pin_factory)
+            channels.append(self.buzzer)
+        channels.extend(self._extra_channels)
+        return Dispatcher(channels)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.dispatcher = self._open_channels()
+        try:
+            wired = [crib for _, crib in self.settings.cribs() if crib.wired]
+            if wired:
+                self.gpio = GpioLatchInputs(wired, self.submit, loop, pin_factory=self._pin_factory)
+                self.gpio.read_all()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.mqtt.run(), name="mqtt-link")
+                tg.create_task(self._core_loop(), name="alarm-core")
+                tg.create_task(self._stats_loop(), name="stats")
+                self.ready.set()
+                log.info(
+                    "gateway for %s running: %d cribs (%d wired), broker %s:%s",
+                    self.settings.site.id,
+                    len(self.settings.cribs()),
+                    len(wired),
+                    self.settings.mqtt.host,
+                    self.settings.mqtt.port,
+                )
+        finally:
+            if self.gpio is not None:
+                self.gpio.close()
+            self.dispatcher.close()
+
+    async def _core_loop(self) -> None:
+        core, inbound, clock = self.core, self.inbound, self.clock
+        assert self.dispatcher is not None
+        dispatch = self.dispatcher.dispatch
+        while True:
+            deadline = core.next_deadline()
+            event: InboundEvent | None = None
+            if deadline is None:
+                event = await inbound.get()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, deadline - clock.monotonic())):
+                        event = await inbound.get()
+            dispatch(core.advance() if event is None else core.handle(event))
+
+    def stats_payload(self) -> GatewayStatsPayload:
+        rejected = dict(self.stats.rejected)
+        if self.mqtt.outbox.dropped:
+            rejected["outbox_dropped"] = self.mqtt.outbox.dropped
+        return GatewayStatsPayload(
+            gw_boot=self.core.gw_boot,
+            ts=self.clock.time(),
+            accepted=self.stats.accepted,
+            rejected=rejected,
+            ignored=dict(self.stats.ignored),
+            active_alarms=len(self.core.active_alarms()),
+            channel_failures=dict(self.dispatcher.failures) if self.dispatcher else {},
+        )
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.mqtt.stats_interval_s)
+            payload = encode(self.stats_payload())
+            self._send(Outgoing.of(self.topics.gateway_stats, payload, GATEWAY_STATS))
