@@ -92,7 +92,7 @@ def demo_settings(config: Path, broker: BrokerAddress) -> Settings:
 
 async def run_demo(config: Path, *, pace: float = 1.0) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("cribwatch.demo").setLevel(logging.INFO)
+    logging.getLogger("cribwatch.alarm").setLevel(logging.ERROR)  # the pager below shows every alarm
     console = _Console()
     with tempfile.TemporaryDirectory(prefix="cribwatch-demo-") as tmp:
         async with start_embedded_broker(Path(tmp)) as endpoint:
@@ -123,6 +123,9 @@ async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: flo
         gw_task = tg.create_task(gateway.run(), name="gateway")
         async with asyncio.timeout(STEP_TIMEOUT_S):
             await gateway.mqtt.connected.wait()
+        for _, crib_cfg in settings.cribs():  # every wired crib starts closed: its reed switch pulls the pin low
+            if crib_cfg.gpio_pin is not None:
+                pins.pin(crib_cfg.gpio_pin).drive_low()
         console.say("gateway", f"running for {settings.site.label}: {len(settings.cribs())} cribs")
 
         async with new_client(broker, identifier="demo-pager") as pager_client, \

@@ -34,7 +34,7 @@ def new_client(
     timeout: float = 10.0,
 ) -> aiomqtt.Client:
     """An aiomqtt client with TCP_NODELAY on its socket; connect with ``async with``."""
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         broker.host,
         broker.port,
         username=broker.username,
@@ -47,6 +47,9 @@ def new_client(
         socket_options=(TCP_NODELAY,),
         timeout=timeout,
     )
+    # aiomqtt warns above 10 concurrent publishes; a gateway resyncing every crib's state has more.
+    client.pending_calls_threshold = max_inflight
+    return client
 
 
 def drop_connection(client: aiomqtt.Client) -> None:

@@ -293,7 +293,7 @@ class CribStatePayload(_Payload):
     room_label: str
     crib_label: str
     latch: Literal["open", "closed", "unknown"]
-    sensor_online: bool | None = Field(description="None for wired sensors, which cannot go offline.")
+    sensor_online: bool | None = Field(default=None, description="Absent for wired sensors (never offline).")
     battery_pct: int | None = None
     alarms: tuple[CribAlarmSummary, ...] = ()
     ts: float

@@ -1,0 +1,56 @@
+# cribwatch developer and CI entry points.
+#
+#   make test     install the venv and system packages (Mosquitto), run the test suite
+#                 (PYTEST_ARGS='-k broker -x' passes options through)
+#   make lint     ruff check and mypy (strict, configured in pyproject.toml)
+#   make demo     run the demo (falls back to an in-process broker without Mosquitto)
+#   make bench    alarm latency benchmark with 100 simulated cribs against a real Mosquitto
+#   make clean    remove the venv, caches and build output
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv demo system-deps test lint bench clean
+
+# -- environment ------------------------------------------------------------------------------------
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "cribwatch needs Python 3.11+; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled only when pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+system-deps:
+	@scripts/ensure-system-deps
+
+# -- targets ----------------------------------------------------------------------------------------
+
+demo: venv
+	$(BIN)/cribwatch demo
+
+test: venv system-deps
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: venv system-deps
+	$(BIN)/python -m bench.latency --cribs 100
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +

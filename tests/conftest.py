@@ -1,0 +1,47 @@
+"""Shared fixtures for the cribwatch test suite.
+
+Brokers
+    ``mosquitto_broker`` (session): one real Mosquitto for the whole run, password-protected, in a temporary
+    directory. ``mqtt_endpoint`` (function): where it listens and the credentials to use.
+    Mosquitto is required: ``make test`` installs it (``make system-deps``); a missing one fails, not skips.
+    Tests that kill, restart or reconfigure a broker should start their own ``MosquittoBroker`` rather than
+    disturb the shared one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.brokers import BrokerEndpoint, MosquittoBroker, find_mosquitto
+
+# -- brokers -----------------------------------------------------------------------------------------
+
+MQTT_USERNAME = "cribwatch"
+
+
+@pytest.fixture(scope="session")
+def mosquitto_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """A running Mosquitto on 127.0.0.1 for the whole session; anonymous clients are refused."""
+    if find_mosquitto() is None:
+        pytest.fail(
+            "Mosquitto is not installed (not in PATH nor /usr/sbin). Run `make system-deps` "
+            "(or `make test`, which does it) to install Debian's mosquitto and mosquitto-clients.",
+            pytrace=False,
+        )
+    workdir = tmp_path_factory.mktemp("mosquitto")
+    with MosquittoBroker(workdir, users={MQTT_USERNAME: secrets.token_urlsafe(16)}) as broker:
+        yield broker
+
+
+@pytest.fixture
+def mqtt_endpoint(mosquitto_broker: MosquittoBroker) -> BrokerEndpoint:
+    """Host, port, username and password of the session's Mosquitto.
+
+    If an earlier test killed the shared broker, it is started again (same port, users and persistence).
+    """
+    if not mosquitto_broker.running:
+        mosquitto_broker.start()
+    return mosquitto_broker.endpoint

@@ -1,0 +1,376 @@
+"""The crib alarm path end to end: simulated sensors -> real Mosquitto -> gateway -> staff subscriber.
+
+Every test uses its own site id, so retained messages of one test never reach another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from firmware_sim.sensor import SimulatedSensor
+from gateway.brokers import BrokerEndpoint, MosquittoBroker
+from gateway.config import Settings, settings_from_mapping
+from gateway.mqtt_client import BrokerAddress, new_client
+from gateway.protocol import (
+    AckPayload,
+    AlarmEventPayload,
+    AlarmEventType,
+    AlarmKind,
+    CribStatePayload,
+    GatewayStatsPayload,
+    LatchPayload,
+    LatchState,
+    SensorChannel,
+    Topics,
+    decode,
+    encode,
+)
+from gateway.service import Gateway
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 10.0
+
+
+def address(endpoint: BrokerEndpoint) -> BrokerAddress:
+    return BrokerAddress(endpoint.host, endpoint.port, endpoint.username, endpoint.password)
+
+
+def make_settings(endpoint: BrokerEndpoint, *, alarms: dict[str, Any] | None = None, **site: Any) -> Settings:
+    """A two-room site: 'nursery' (wireless, grace 0) and 'wired' (GPIO pins 17 and 27, grace 0)."""
+    site_id = f"t-{secrets.token_hex(4)}"
+    data: dict[str, Any] = {
+        "site": {"id": site_id, "label": "Test site"},
+        "mqtt": {"host": endpoint.host, "port": endpoint.port, "stats_interval_s": 0.2, "reconnect_max_s": 0.5},
+        "alarms": {"offline_grace_s": 0, "heartbeat_interval_s": 30, **(alarms or {})},
+        "buzzer": {"pin": 18, "led_pin": 23},
+        "rooms": [
+            {
+                "id": "nursery",
+                "label": "Nursery",
+                "grace_s": 0,
+                "cribs": [{"id": f"n-{i}", "label": f"Crib {i}", "sensor_id": f"s-{i}"} for i in (1, 2, 3)],
+            },
+            {
+                "id": "wired",
+                "label": "Sleeping room",
+                "grace_s": 0,
+                "cribs": [{"id": "w-1", "label": "Crib W1", "gpio_pin": 17}, {"id": "w-2", "label": "W2", "gpio_pin": 27}],
+            },
+        ],
+        **site,
+    }
+    env = {"CRIBWATCH_MQTT_USERNAME": endpoint.username or "", "CRIBWATCH_MQTT_PASSWORD": endpoint.password or ""}
+    return settings_from_mapping(data, env=env)
+
+
+class Staff:
+    """A staff device: receives alarm events, crib states and stats; sends acknowledgements."""
+
+    def __init__(self, client: aiomqtt.Client, topics: Topics) -> None:
+        self.client = client
+        self.topics = topics
+        self.events: list[AlarmEventPayload] = []
+        self.states: dict[str, CribStatePayload] = {}
+        self.stats: GatewayStatsPayload | None = None
+        self._changed = asyncio.Event()
+
+    async def listen(self) -> None:
+        async for message in self.client.messages:
+            assert isinstance(message.payload, bytes)
+            topic = message.topic.value
+            if topic.startswith(f"{self.topics.prefix}/alarm/"):
+                self.events.append(decode(AlarmEventPayload, message.payload))
+            elif topic == self.topics.gateway_stats:
+                self.stats = decode(GatewayStatsPayload, message.payload)
+            elif topic.endswith("/state"):
+                state = decode(CribStatePayload, message.payload)
+                self.states[state.crib] = state
+            self._changed.set()
+
+    async def until(self, check: Callable[[], Any]) -> Any:
+        """Wait (bounded) until ``check()`` returns something truthy, and return it."""
+        async with asyncio.timeout(WAIT_S):
+            while not (result := check()):
+                self._changed.clear()
+                await self._changed.wait()
+            return result
+
+    async def event(self, crib: str, kind: AlarmKind, event: AlarmEventType) -> AlarmEventPayload:
+        def find() -> AlarmEventPayload | None:
+            return next((e for e in self.events if (e.crib, e.kind, e.event) == (crib, kind, event)), None)
+
+        found: AlarmEventPayload = await self.until(find)
+        return found
+
+    def count(self, crib: str, kind: AlarmKind, event: AlarmEventType) -> int:
+        return sum(1 for e in self.events if (e.crib, e.kind, e.event) == (crib, kind, event))
+
+    async def ack(self, *, by: str, device: str, alarm_id: str | None = None, crib: str | None = None) -> None:
+        payload = encode(AckPayload(alarm_id=alarm_id, crib=crib, by=by, device=device))
+        await self.client.publish(self.topics.ack, payload, qos=1)
+
+
+@asynccontextmanager
+async def running(settings: Settings, pins: MockFactory | None = None) -> AsyncIterator[Gateway]:
+    gateway = Gateway(settings, pin_factory=pins or MockFactory())
+    task = asyncio.create_task(gateway.run(), name="gateway-under-test")
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await gateway.mqtt.connected.wait()
+        yield gateway
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@asynccontextmanager
+async def staff_device(endpoint: BrokerEndpoint, topics: Topics) -> AsyncIterator[Staff]:
+    async with new_client(address(endpoint), identifier=f"staff-{secrets.token_hex(3)}") as client:
+        staff = Staff(client, topics)
+        for topic in (topics.alarm_filter, topics.crib_state_filter, topics.gateway_stats):
+            await client.subscribe(topic, qos=1)
+        task = asyncio.create_task(staff.listen())
+        try:
+            yield staff
+        finally:
+            task.cancel()
+
+
+@asynccontextmanager
+async def sensor(endpoint: BrokerEndpoint, topics: Topics, sensor_id: str, **kw: Any) -> AsyncIterator[SimulatedSensor]:
+    sim = SimulatedSensor(sensor_id, topics, address(endpoint), **kw)
+    async with sim:
+        yield sim
+
+
+async def test_open_alarm_ack_close_resolved(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings = make_settings(mqtt_endpoint)
+    topics = Topics(settings.site.id)
+    async with running(settings) as gw, staff_device(mqtt_endpoint, topics) as staff, \
+            sensor(mqtt_endpoint, topics, "s-1") as s1:
+        sent = await s1.open()
+        raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+        assert raised.priority == "high"
+        assert (raised.room, raised.room_label, raised.crib_label) == ("nursery", "Nursery", "Crib 1")
+        assert raised.trigger is not None
+        assert (raised.trigger.sensor, raised.trigger.boot, raised.trigger.seq) == ("s-1", sent.boot, sent.seq)
+        state = await staff.until(lambda: (s := staff.states.get("n-1")) and s.alarms and s)
+        assert state.latch == "open"
+        assert state.alarms[0].alarm_id == raised.alarm_id
+        assert state.alarms[0].state == "raised"
+
+        await staff.ack(alarm_id=raised.alarm_id, by="staff-07", device="pager-2")
+        acked = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
+        assert (acked.alarm_id, acked.by, acked.device) == (raised.alarm_id, "staff-07", "pager-2")
+        assert acked.ts >= raised.raised_at
+
+        await s1.close_latch()
+        resolved = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
+        assert resolved.alarm_id == raised.alarm_id
+        await staff.until(lambda: (s := staff.states.get("n-1")) and s.latch == "closed" and not s.alarms)
+        assert gw.core.active_alarms() == [] or all(a.kind is not AlarmKind.CRIB_OPEN for a in gw.core.active_alarms())
+
+        # The retained crib state is what a tablet that connects later sees first.
+        async with staff_device(mqtt_endpoint, topics) as late:
+            retained = await late.until(lambda: late.states.get("n-1"))
+            assert retained.latch == "closed"
+
+
+async def test_ack_by_crib_from_a_pager_button(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings = make_settings(mqtt_endpoint)
+    topics = Topics(settings.site.id)
+    async with running(settings), staff_device(mqtt_endpoint, topics) as staff, \
+            sensor(mqtt_endpoint, topics, "s-2") as s2:
+        await s2.open()
+        raised = await staff.event("n-2", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+        await staff.ack(crib="n-2", by="staff-01", device="pager-9")
+        acked = await staff.event("n-2", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
+        assert acked.alarm_id == raised.alarm_id
+
+
+async def test_sensor_connection_killed_raises_offline(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings = make_settings(mqtt_endpoint)
+    topics = Topics(settings.site.id)
+    async with running(settings), staff_device(mqtt_endpoint, topics) as staff, \
+            sensor(mqtt_endpoint, topics, "s-3") as s3:
+        await staff.until(lambda: (s := staff.states.get("n-3")) and s.sensor_online)
+        await s3.power_off()  # TCP cut, no DISCONNECT: the broker publishes the last will
+        raised = await staff.event("n-3", AlarmKind.SENSOR_OFFLINE, AlarmEventType.RAISED)
+        assert raised.priority == "medium"
+        await s3.power_on()
+        await staff.event("n-3", AlarmKind.SENSOR_OFFLINE, AlarmEventType.RESOLVED)
+
+
+async def test_silent_sensor_raises_offline_after_missed_heartbeats(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings = make_settings(mqtt_endpoint, alarms={"heartbeat_interval_s": 0.2, "missed_heartbeats": 2})
+    topics = Topics(settings.site.id)
+    async with running(settings), staff_device(mqtt_endpoint, topics) as staff:
+        # s-1 never says anything: after 2 x 0.2 s of silence it is offline.
+        raised = await staff.event("n-1", AlarmKind.SENSOR_OFFLINE, AlarmEventType.RAISED)
+        assert raised.trigger is None
+        async with sensor(mqtt_endpoint, topics, "s-1", interval_s=0.1):
+            await staff.event("n-1", AlarmKind.SENSOR_OFFLINE, AlarmEventType.RESOLVED)
+
+
+async def test_low_battery_raises_low_priority_alarm(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings = make_settings(mqtt_endpoint)
+    topics = Topics(settings.site.id)
+    async with running(settings), staff_device(mqtt_endpoint, topics) as staff, \
+            sensor(mqtt_endpoint, topics, "s-2") as s2:
+        await s2.set_battery(12)
+        raised = await staff.event("n-2", AlarmKind.BATTERY_LOW, AlarmEventType.RAISED)
+        assert raised.priority == "low"
+        await s2.set_battery(90)
+        await staff.event("n-2", AlarmKind.BATTERY_LOW, AlarmEventType.RESOLVED)
+
+
+async def test_duplicate_and_replayed_latch_messages_raise_one_alarm(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings = make_settings(mqtt_endpoint)
+    topics = Topics(settings.site.id)
+    async with running(settings) as gw, staff_device(mqtt_endpoint, topics) as staff, \
+            sensor(mqtt_endpoint, topics, "s-1") as s1:
+        sent = await s1.open()
+        await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+        same = encode(LatchPayload(boot=sent.boot, seq=sent.seq, ts=1.0, state=LatchState.OPEN))
+        older_close = encode(LatchPayload(boot=sent.boot, seq=max(sent.seq - 1, 0), ts=1.0, state=LatchState.CLOSED))
+        for _ in range(5):
+            await s1.send_raw(SensorChannel.LATCH, same)
+        await s1.send_raw(SensorChannel.LATCH, older_close)
+        await staff.until(lambda: gw.stats.ignored["duplicate"] >= 5 and gw.stats.ignored["out_of_order"] >= 1)
+        assert staff.count("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED) == 1
+        assert staff.count("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED) == 0
+
+
+async def test_gpio_crib_with_mock_pins_and_buzzer(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings = make_settings(mqtt_endpoint, alarms={"debounce_gpio_ms": 20})
+    topics = Topics(settings.site.id)
+    pins = MockFactory()
+    async with running(settings, pins) as gw, staff_device(mqtt_endpoint, topics) as staff:
+        await staff.until(lambda: (s := staff.states.get("w-1")) and s.latch == "open")
+        # Nothing holds the pins low yet: the pull-up reads every wired crib as open. Close them.
+        pins.pin(17).drive_low()
+        pins.pin(27).drive_low()
+        await staff.until(lambda: (s := staff.states.get("w-1")) and s.latch == "closed" and not s.alarms)
+        await staff.until(lambda: (s := staff.states.get("w-2")) and s.latch == "closed" and not s.alarms)
+        resolved_before = staff.count("w-1", AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
+
+        # Contact bounce: short open blips never raise anything.
+        pin = pins.pin(17)
+        for _ in range(5):
+            pin.drive_high()
+            pin.drive_low()
+        pins.pin(27).drive_high()  # a real opening elsewhere, to know the bounces have been processed
+        await staff.event("w-2", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+        assert staff.count("w-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED) == resolved_before
+
+        pin.drive_high()
+        raised = await _nth_event(staff, "w-1", AlarmEventType.RAISED, resolved_before + 1)
+        assert gw.buzzer is not None
+        assert gw.buzzer.sounding
+        assert pins.pin(23).state  # the LED is lit
+        await staff.ack(alarm_id=raised.alarm_id, by="staff-03", device="board")
+        await _nth_event(staff, "w-1", AlarmEventType.ACKNOWLEDGED, 1)
+        await staff.ack(crib="w-2", by="staff-03", device="board")
+        await _nth_event(staff, "w-2", AlarmEventType.ACKNOWLEDGED, 1)
+        assert not gw.buzzer.sounding  # acknowledged: silenced
+        assert not pins.pin(18).state
+        assert pins.pin(23).state  # still open: the LED stays lit
+        pin.drive_low()
+        pins.pin(27).drive_low()
+        await _nth_event(staff, "w-1", AlarmEventType.RESOLVED, resolved_before + 1)
+        await _nth_event(staff, "w-2", AlarmEventType.RESOLVED, 2)
+        assert not pins.pin(23).state
+
+
+async def _nth_event(staff: Staff, crib: str, event: AlarmEventType, n: int) -> AlarmEventPayload:
+    def find() -> AlarmEventPayload | None:
+        matching = [e for e in staff.events if e.crib == crib and e.kind is AlarmKind.CRIB_OPEN and e.event is event]
+        return matching[n - 1] if len(matching) >= n else None
+
+    found: AlarmEventPayload = await staff.until(find)
+    return found
+
+
+async def test_barrage_of_bad_input_is_counted_and_the_gateway_still_answers(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings = make_settings(mqtt_endpoint)
+    topics = Topics(settings.site.id)
+    good = encode(LatchPayload(boot=1, seq=1, ts=1.0, state=LatchState.OPEN))
+    bad: list[tuple[str, bytes]] = []
+    for i in range(50):
+        bad += [
+            (topics.sensor("s-1", SensorChannel.LATCH), b"{not json"),
+            (topics.sensor("s-1", SensorChannel.LATCH), b'{"v":2,"boot":1,"seq":1,"ts":1,"state":"open"}'),
+            (topics.sensor("s-1", SensorChannel.TELEMETRY), b'{"v":1,"boot":1}'),
+            (topics.sensor(f"ghost-{i}", SensorChannel.LATCH), good),
+            (f"{topics.prefix}/sensor/s-1/firmware", good),
+            (f"{topics.prefix}/sensor/BAD ID/latch", good),
+            (topics.ack, b'{"v":1,"by":"staff-1","device":"p","alarm_id":"nope"}'),
+            (topics.ack, b'{"v":1,"by":"Not An Id!","device":"p","crib":"n-1"}'),
+            (topics.sensor("s-1", SensorChannel.LATCH), b"\xff\xfe" * 10),
+            (topics.sensor("s-1", SensorChannel.LATCH), b"x" * 5000),
+        ]
+    async with running(settings) as gw, staff_device(mqtt_endpoint, topics) as staff, \
+            new_client(address(mqtt_endpoint), identifier=f"vandal-{secrets.token_hex(3)}") as vandal:
+        for topic, payload in bad:
+            await vandal.publish(topic, payload, qos=1)
+        # Still answers: a real opening right after the barrage raises its alarm.
+        async with sensor(mqtt_endpoint, topics, "s-2") as s2:
+            await s2.open()
+            await staff.event("n-2", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+        expected = {
+            "bad_json": 100,  # not JSON, and not UTF-8
+            "bad_payload": 150,  # wrong version, missing fields, bad staff id
+            "unknown_sensor": 50,
+            "topic": 100,  # unknown channel, bad sensor id
+            "too_large": 50,
+            "ack_unknown_alarm": 50,
+        }
+        await staff.until(lambda: all(gw.stats.rejected[k] >= v for k, v in expected.items()))
+        assert dict(gw.stats.rejected) == expected
+        # ... and says so on its stats topic.
+        stats = await staff.until(lambda: staff.stats and staff.stats.rejected == expected and staff.stats)
+        assert stats.active_alarms >= 1
+
+
+async def test_gateway_survives_a_broker_restart_and_buzzer_works_without_broker(tmp_path: Path) -> None:
+    with MosquittoBroker(tmp_path / "broker", users={"gw": secrets.token_urlsafe(8)}) as broker:
+        endpoint = broker.endpoint
+        settings = make_settings(endpoint)
+        topics = Topics(settings.site.id)
+        pins = MockFactory()
+        async with running(settings, pins) as gw:
+            pins.pin(17).drive_low()
+            pins.pin(27).drive_low()
+            broker.kill()
+            await asyncio.sleep(0)  # let the gateway notice whenever it does; the buzzer does not care
+            pins.pin(17).drive_high()
+            async with asyncio.timeout(WAIT_S):
+                while not (gw.buzzer and gw.buzzer.sounding):
+                    await asyncio.sleep(0.01)
+            broker.start()
+            async with staff_device(endpoint, topics) as staff:
+                # The crib state published on reconnect tells staff what happened while the broker was down.
+                state = await staff.until(lambda: (s := staff.states.get("w-1")) and s.alarms and s)
+                assert state.alarms[0].kind is AlarmKind.CRIB_OPEN
+                async with sensor(endpoint, topics, "s-1") as s1:
+                    await s1.open()
+                    await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+            assert gw.mqtt.connections >= 2
+
+
+def test_stats_payload_is_json(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings = make_settings(mqtt_endpoint)
+    gateway = Gateway(settings)
+    assert json.loads(encode(gateway.stats_payload()))["accepted"] == 0
