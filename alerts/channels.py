@@ -94,8 +94,13 @@ class LogChannel:
 
     def deliver(self, event: OutboundEvent) -> None:
         if isinstance(event, CribState):
-            self._log.debug("crib %s: latch=%s online=%s alarms=%d", event.crib_id,
-                            event.latch, event.sensor_online, len(event.alarms))
+            self._log.debug(
+                "crib %s: latch=%s online=%s alarms=%d",
+                event.crib_id,
+                event.latch,
+                event.sensor_online,
+                len(event.alarms),
+            )
             return
         level = logging.WARNING if event.type is AlarmEventType.RAISED else logging.INFO
         self._log.log(level, "%s", describe(event))

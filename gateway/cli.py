@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -55,10 +56,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     async def main() -> None:
         await Gateway(settings).run()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -85,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gateway", help="run the gateway for one site")
     p.add_argument("--config", required=True, help="the site's TOML file")
-    p.add_argument("--log-level", default=os.environ.get("CRIBWATCH_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("CRIBWATCH_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
     p.set_defaults(func=cmd_gateway)
 
     p = sub.add_parser("check-config", help="validate a site file and exit (0 = OK, 2 = problems)")

@@ -51,13 +51,25 @@ class Outgoing:
         return cls(topic, payload, int(spec.qos), spec.retain)
 
 
-def decode_inbound(topics: Topics, topic: str, payload: bytes, *, retained: bool = False) -> InboundEvent:
-    """One message from the gateway's subscriptions as an event; ProtocolError if it is not one."""
+def decode_inbound(
+    topics: Topics, topic: str, payload: bytes, *, retained: bool = False, observed_at: float | None = None
+) -> InboundEvent:
+    """One message from the gateway's subscriptions as an event; ProtocolError if it is not one.
+
+    ``observed_at`` is the monotonic time the message arrived; the core judges the event by it.
+    """
     if topic == topics.ack:
         ack = decode(AckPayload, payload)
         if ack.alarm_id is None and ack.crib is None:
             raise ProtocolError("bad_payload", "AckPayload: give alarm_id or crib")
-        return AckRequest(by=ack.by, device=ack.device, alarm_id=ack.alarm_id, crib_id=ack.crib, sent_ts=ack.ts)
+        return AckRequest(
+            by=ack.by,
+            device=ack.device,
+            alarm_id=ack.alarm_id,
+            crib_id=ack.crib,
+            sent_ts=ack.ts,
+            observed_at=observed_at,
+        )
     sensor_id, channel = topics.parse_sensor_topic(topic)
     if channel is SensorChannel.LATCH:
         latch = decode(LatchPayload, payload)
@@ -69,6 +81,7 @@ def decode_inbound(topics: Topics, topic: str, payload: bytes, *, retained: bool
             sensor_ts=latch.ts,
             source=Source.MQTT,
             live=not retained,
+            observed_at=observed_at,
         )
     if channel is SensorChannel.TELEMETRY:
         tel = decode(TelemetryPayload, payload)
@@ -82,9 +95,16 @@ def decode_inbound(topics: Topics, topic: str, payload: bytes, *, retained: bool
             firmware=tel.fw,
             uptime_s=tel.uptime_s,
             interval_s=tel.interval_s,
+            observed_at=observed_at,
         )
     avail = decode(AvailabilityPayload, payload)
-    return AvailabilityChange(sensor_id=sensor_id, online=avail.state == "online", boot=avail.boot, sensor_ts=avail.ts)
+    return AvailabilityChange(
+        sensor_id=sensor_id,
+        online=avail.state == "online",
+        boot=avail.boot,
+        sensor_ts=avail.ts,
+        observed_at=observed_at,
+    )
 
 
 def alarm_event_payload(ev: AlarmEvent, gw_boot: int) -> AlarmEventPayload:

@@ -185,7 +185,7 @@ class ConfigError(Exception):
         super().__init__(f"invalid configuration {source}:\n{lines}")
 
 
-def _format_error(raw: Mapping[str, Any], err: Any) -> str:
+def _format_error(err: Any) -> str:
     loc = list(err["loc"])
     key = _dotted(loc) or "(top level)"
     msg = err["msg"]
@@ -197,7 +197,9 @@ def _format_error(raw: Mapping[str, Any], err: Any) -> str:
     if isinstance(value, Mapping) or err["type"] == "value_error":
         return f"{key}: {msg.removeprefix('Value error, ')}"
     shown = "********" if "password" in key else repr(value)
-    return f"{key} = {shown}: expected {msg[0].lower()}{msg[1:]}" if msg else f"{key} = {shown}"
+    if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == ID_PATTERN:
+        msg = "expected an id: lower case letters, digits, '-' and '_', starting with a letter or digit, at most 64"
+    return f"{key} = {shown}: {msg.lower()}" if msg else f"{key} = {shown}"
 
 
 def _dotted(loc: list[Any]) -> str:
@@ -231,7 +233,18 @@ def settings_from_mapping(
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(source, [_format_error(merged, e) for e in exc.errors()]) from None
+        errors = exc.errors()
+        # A list whose items failed also reports "too short" for itself: the items' errors say it all.
+        nested = [tuple(e["loc"]) for e in errors]
+        errors = [
+            e
+            for e in errors
+            if not (
+                e["type"] == "too_short"
+                and any(len(n) > len(e["loc"]) and n[: len(e["loc"])] == tuple(e["loc"]) for n in nested)
+            )
+        ]
+        raise ConfigError(source, [_format_error(e) for e in errors]) from None
 
 
 def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:

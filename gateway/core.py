@@ -48,9 +48,10 @@ SeqKey = tuple[int, int]
 class _Step:
     """What one call into the core produces: events in order, and the cribs whose state changed."""
 
+    now: float
+    """Monotonic time this step happens at: the event's own time, or the clock's for timers."""
     out: list[OutboundEvent] = field(default_factory=list)
     dirty: dict[str, _Crib] = field(default_factory=dict)
-
 
 
 @dataclass(slots=True)
@@ -119,6 +120,7 @@ class CribMonitor:
         self._seq = 0
         self._alarm_count = 0
         now = clock.monotonic()
+        self._last_step = now
         self._cribs: dict[str, _Crib] = {}
         self._by_sensor: dict[str, _Crib] = {}
         for room, crib_cfg in settings.cribs():
@@ -160,8 +162,14 @@ class CribMonitor:
     # ------------------------------------------------------------------------------------ commands
 
     def handle(self, event: InboundEvent) -> list[OutboundEvent]:
-        """Take one inbound event; return what follows from it (timers that fell due come first)."""
-        step = _Step(out=self.advance())
+        """Take one inbound event; return what follows from it.
+
+        The event happens at its ``observed_at`` (taken at the edge, so a reading that waited in a queue
+        is judged by when it happened: contact bounce stays bounce however late it is processed); timers
+        that fell due before that fire first.
+        """
+        step = _Step(now=self._step_time(event.observed_at))
+        self._fire_due(step)
         if isinstance(event, LatchReading):
             self._on_latch(event, step)
         elif isinstance(event, TelemetryReading):
@@ -173,9 +181,20 @@ class CribMonitor:
         return self._finish(step)
 
     def advance(self) -> list[OutboundEvent]:
-        """Fire every timer that is due: debounce, grace, missed heartbeats, offline grace."""
+        """Fire every timer that is due now: debounce, grace, missed heartbeats, offline grace."""
+        step = _Step(now=self._step_time(None))
+        self._fire_due(step)
+        return self._finish(step)
+
+    def _step_time(self, observed_at: float | None) -> float:
         now = self._clock.monotonic()
-        step = _Step()
+        at = now if observed_at is None else min(observed_at, now)
+        at = max(at, self._last_step)  # never step back in time: sources interleave
+        self._last_step = at
+        return at
+
+    def _fire_due(self, step: _Step) -> None:
+        now = step.now
         cfg = self._alarm_cfg
         for crib in self._cribs.values():
             pending = crib.pending
@@ -200,7 +219,6 @@ class CribMonitor:
                 and now >= crib.offline_since + cfg.offline_grace_s
             ):
                 self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
-        return self._finish(step)
 
     # ------------------------------------------------------------------------------------ inbound
 
@@ -219,7 +237,7 @@ class CribMonitor:
             return
         crib.last_latch = key
         self.stats.accept()
-        now = self._clock.monotonic()
+        now = step.now
         if ev.live:
             self._seen(crib, now, ev.boot, step)
         trigger = Trigger(ev.sensor_id, ev.boot, ev.seq)
@@ -240,7 +258,7 @@ class CribMonitor:
             return
         crib.last_telemetry = key
         self.stats.accept()
-        self._seen(crib, self._clock.monotonic(), ev.boot, step)
+        self._seen(crib, step.now, ev.boot, step)
         health = crib.health
         if health.battery_pct != ev.battery_pct:
             step.dirty[crib.config.id] = crib
@@ -256,9 +274,7 @@ class CribMonitor:
         elif ev.battery_pct >= cfg.battery_ok_pct and AlarmKind.BATTERY_LOW in crib.alarms:
             self._resolve(crib, AlarmKind.BATTERY_LOW, step)
 
-    def _on_availability(
-        self, ev: AvailabilityChange, step: _Step
-    ) -> None:
+    def _on_availability(self, ev: AvailabilityChange, step: _Step) -> None:
         crib = self._sensor(ev.sensor_id, "availability")
         if crib is None:
             return
@@ -269,7 +285,7 @@ class CribMonitor:
             self.stats.ignore("stale", f"availability of {ev.sensor_id!r} from an earlier boot {ev.boot}")
             return
         self.stats.accept()
-        now = self._clock.monotonic()
+        now = step.now
         if ev.online:
             self._seen(crib, now, ev.boot, step)
             return
@@ -364,7 +380,7 @@ class CribMonitor:
         if state is LatchState.OPEN:
             crib.open_since = since
             crib.open_trigger = trigger
-            if self._clock.monotonic() >= since + crib.room.grace_s:
+            if step.now >= since + crib.room.grace_s:
                 self._raise(crib, AlarmKind.CRIB_OPEN, trigger, step)
         else:
             crib.open_since = None

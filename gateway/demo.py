@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from gpiozero.pins.mock import MockFactory
 
+from firmware_sim.fleet import Fleet
 from gateway.brokers import start_embedded_broker
 from gateway.config import Settings, settings_from_mapping
 from gateway.mqtt_client import BrokerAddress, new_client
 from gateway.protocol import (
     ACK,
+    ALARM_EVENT,
     AckPayload,
     AlarmEventPayload,
     AlarmEventType,
@@ -49,8 +52,9 @@ class _Console:
 class _Pager:
     """A staff pager subscribed to every alarm of the site: prints and remembers what it receives."""
 
-    def __init__(self, client: aiomqtt.Client, console: _Console) -> None:
+    def __init__(self, client: aiomqtt.Client, topics: Topics, console: _Console) -> None:
         self._client = client
+        self._topics = topics
         self._console = console
         self.events: list[AlarmEventPayload] = []
         self._changed = asyncio.Event()
@@ -69,6 +73,11 @@ class _Pager:
                 f"{ev.room_label} / {ev.crib_label}{extra} [alarm {ev.alarm_id}]",
             )
 
+    async def ack(self, alarm_id: str, by: str, device: str) -> None:
+        self._console.say(by, f"presses acknowledge on {device}")
+        payload = encode(AckPayload(alarm_id=alarm_id, by=by, device=device))
+        await self._client.publish(self._topics.ack, payload, qos=int(ACK.qos))
+
     async def wait_for(self, crib: str, kind: AlarmKind, event: AlarmEventType) -> AlarmEventPayload:
         async with asyncio.timeout(STEP_TIMEOUT_S):
             while True:
@@ -86,7 +95,9 @@ def demo_settings(config: Path, broker: BrokerAddress) -> Settings:
     data["site"] = {**data["site"], "demo": True}
     data["mqtt"] = {**data.get("mqtt", {}), "host": broker.host, "port": broker.port}
     data["alarms"] = {**data.get("alarms", {}), "offline_grace_s": 1.0, "heartbeat_interval_s": 5.0}
-    data["rooms"] = [{**room, "grace_s": min(room.get("grace_s", DEMO_GRACE_S), DEMO_GRACE_S)} for room in data["rooms"]]
+    data["rooms"] = [
+        {**room, "grace_s": min(room.get("grace_s", DEMO_GRACE_S), DEMO_GRACE_S)} for room in data["rooms"]
+    ]
     return settings_from_mapping(data, env={}, source=f"{config} (demo)")
 
 
@@ -96,10 +107,9 @@ async def run_demo(config: Path, *, pace: float = 1.0) -> int:
     console = _Console()
     with tempfile.TemporaryDirectory(prefix="cribwatch-demo-") as tmp:
         async with start_embedded_broker(Path(tmp)) as endpoint:
-            broker = BrokerAddress(endpoint.host, endpoint.port, endpoint.username, endpoint.password)
-            console.say("demo", f"broker on {broker.host}:{broker.port}")
+            console.say("demo", f"broker on {endpoint.host}:{endpoint.port}")
             try:
-                await _run(config, broker, console, pace)
+                await _run(config, endpoint, console, pace)
             except TimeoutError:
                 console.say("demo", "FAILED: an expected alarm event did not arrive in time")
                 return 1
@@ -107,18 +117,72 @@ async def run_demo(config: Path, *, pace: float = 1.0) -> int:
     return 0
 
 
-async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: float) -> None:
-    from firmware_sim.fleet import Fleet  # noqa: PLC0415 - the simulator is the demo's, not the gateway's
-    from gpiozero.pins.mock import MockFactory  # noqa: PLC0415
+class _Scenario:
+    """The three stories the demo tells, each an alarm's whole life."""
 
+    def __init__(
+        self, gateway: Gateway, *, fleet: Fleet, pins: MockFactory, pager: _Pager, console: _Console, pace: float
+    ) -> None:
+        self.gateway = gateway
+        self.fleet = fleet
+        self.pins = pins
+        self.pager = pager
+        self.say = console.say
+        self.pace = pace
+
+    async def pause(self, seconds: float = 1.0) -> None:
+        await asyncio.sleep(seconds * self.pace)
+
+    def buzzer(self) -> str:
+        return "SOUNDING" if self.gateway.buzzer is not None and self.gateway.buzzer.sounding else "silent"
+
+    async def wireless_crib_left_open(self, crib: str, sensor: str) -> None:
+        await self.pause()
+        self.say("sensors", f"{sensor}: latch of crib {crib} OPENS (grace {DEMO_GRACE_S:.0f} s)")
+        await self.fleet[sensor].open()
+        raised = await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+        await self.pause()
+        await self.pager.ack(raised.alarm_id, "staff-07", "pager-2")
+        await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
+        await self.pause()
+        self.say("sensors", f"{sensor}: latch of crib {crib} CLOSES")
+        await self.fleet[sensor].close_latch()
+        await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
+
+    async def wired_crib_left_open(self, crib: str, pin_number: int) -> None:
+        await self.pause()
+        pin = self.pins.pin(pin_number)
+        self.say("gpio", f"pin {pin_number}: wired crib {crib} OPENS (the reed switch bounces first)")
+        await _bounce(pin.drive_high, pin.drive_low, times=3)
+        pin.drive_high()
+        raised = await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+        self.say("gateway", f"buzzer {self.buzzer()}")
+        await self.pause()
+        await self.pager.ack(raised.alarm_id, "staff-03", "tablet-slaapkamer")
+        await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
+        self.say("gateway", f"buzzer {self.buzzer()} after the acknowledgement")
+        self.say("gpio", f"pin {pin_number}: crib {crib} CLOSES")
+        pin.drive_low()
+        await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
+
+    async def sensor_loses_power(self, crib: str, sensor: str) -> None:
+        await self.pause()
+        self.say("sensors", f"{sensor}: POWER LOST (the broker sends its last will)")
+        await self.fleet[sensor].power_off()
+        raised = await self.pager.wait_for(crib, AlarmKind.SENSOR_OFFLINE, AlarmEventType.RAISED)
+        await self.pager.ack(raised.alarm_id, "staff-11", "pager-5")
+        await self.pager.wait_for(crib, AlarmKind.SENSOR_OFFLINE, AlarmEventType.ACKNOWLEDGED)
+        await self.pause()
+        self.say("sensors", f"{sensor}: powered on again (boot +1)")
+        await self.fleet[sensor].power_on()
+        await self.pager.wait_for(crib, AlarmKind.SENSOR_OFFLINE, AlarmEventType.RESOLVED)
+
+
+async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: float) -> None:
     settings = demo_settings(config, broker)
     topics = Topics(settings.site.id, settings.mqtt.base_topic)
     pins = MockFactory()
     gateway = Gateway(settings, pin_factory=pins)
-
-    async def pause(seconds: float) -> None:
-        await asyncio.sleep(seconds * pace)
-
     async with asyncio.TaskGroup() as tg:
         gw_task = tg.create_task(gateway.run(), name="gateway")
         async with asyncio.timeout(STEP_TIMEOUT_S):
@@ -127,67 +191,24 @@ async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: flo
             if crib_cfg.gpio_pin is not None:
                 pins.pin(crib_cfg.gpio_pin).drive_low()
         console.say("gateway", f"running for {settings.site.label}: {len(settings.cribs())} cribs")
-
-        async with new_client(broker, identifier="demo-pager") as pager_client, \
-                Fleet.from_settings(settings, broker=broker, interval_s=5.0) as fleet:
-            await pager_client.subscribe(topics.alarm_filter, qos=1)
-            pager = _Pager(pager_client, console)
+        async with (
+            new_client(broker, identifier="demo-pager") as pager_client,
+            Fleet.from_settings(settings, broker=broker, interval_s=5.0) as fleet,
+        ):
+            await pager_client.subscribe(topics.alarm_filter, qos=int(ALARM_EVENT.qos))
+            pager = _Pager(pager_client, topics, console)
             pager_task = tg.create_task(pager.listen(), name="pager")
             console.say("sensors", f"{len(fleet)} wireless sensors online")
-
-            async def ack(alarm_id: str, by: str, device: str) -> None:
-                console.say(by, f"presses acknowledge on {device}")
-                payload = encode(AckPayload(alarm_id=alarm_id, by=by, device=device))
-                await pager_client.publish(topics.ack, payload, qos=int(ACK.qos))
-
-            # 1. a wireless crib in Vlinders is left open
-            crib, sensor = "vl-1", "s-0101"
-            await pause(1)
-            console.say("sensors", f"{sensor}: latch of crib {crib} OPENS (grace {DEMO_GRACE_S:.0f} s)")
-            await fleet[sensor].open()
-            raised = await pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
-            await pause(1)
-            await ack(raised.alarm_id, "staff-07", "pager-2")
-            await pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
-            await pause(1)
-            console.say("sensors", f"{sensor}: latch of crib {crib} CLOSES")
-            await fleet[sensor].close_latch()
-            await pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
-
-            # 2. a wired crib in the sleeping room (the gateway's GPIO header; mock pins here)
-            await pause(1)
-            pin = pins.pin(17)
-            console.say("gpio", "pin 17: wired crib sk-1 OPENS (the reed switch bounces first)")
-            await _bounce(pin.drive_high, pin.drive_low, times=3)
-            pin.drive_high()
-            raised = await pager.wait_for("sk-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
-            buzzing = gateway.buzzer is not None and gateway.buzzer.sounding
-            console.say("gateway", f"buzzer {'SOUNDING' if buzzing else 'silent'}")
-            await pause(1)
-            await ack(raised.alarm_id, "staff-03", "tablet-slaapkamer")
-            await pager.wait_for("sk-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
-            buzzing = gateway.buzzer is not None and gateway.buzzer.sounding
-            console.say("gateway", f"buzzer {'SOUNDING' if buzzing else 'silent'} after the acknowledgement")
-            console.say("gpio", "pin 17: crib sk-1 CLOSES")
-            pin.drive_low()
-            await pager.wait_for("sk-1", AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
-
-            # 3. a sensor loses power: a silent crib is not a safe crib
-            await pause(1)
-            sensor, crib = "s-0203", "eg-3"
-            console.say("sensors", f"{sensor}: POWER LOST (the broker sends its last will)")
-            await fleet[sensor].power_off()
-            raised = await pager.wait_for(crib, AlarmKind.SENSOR_OFFLINE, AlarmEventType.RAISED)
-            await ack(raised.alarm_id, "staff-11", "pager-5")
-            await pager.wait_for(crib, AlarmKind.SENSOR_OFFLINE, AlarmEventType.ACKNOWLEDGED)
-            await pause(1)
-            console.say("sensors", f"{sensor}: powered on again (boot +1)")
-            await fleet[sensor].power_on()
-            await pager.wait_for(crib, AlarmKind.SENSOR_OFFLINE, AlarmEventType.RESOLVED)
-
+            scenario = _Scenario(gateway, fleet=fleet, pins=pins, pager=pager, console=console, pace=pace)
+            await scenario.wireless_crib_left_open("vl-1", "s-0101")
+            await scenario.wired_crib_left_open("sk-1", 17)
+            await scenario.sensor_loses_power("eg-3", "s-0203")
             stats = gateway.stats_payload()
-            console.say("gateway", f"accepted {stats.accepted} messages, rejected {sum(stats.rejected.values())}, "
-                        f"open alarms {stats.active_alarms}")
+            console.say(
+                "gateway",
+                f"accepted {stats.accepted} messages, rejected {sum(stats.rejected.values())}, "
+                f"open alarms {stats.active_alarms}",
+            )
             pager_task.cancel()
         gw_task.cancel()
 
@@ -198,4 +219,3 @@ async def _bounce(up: Callable[[], None], down: Callable[[], None], *, times: in
         await asyncio.sleep(0.002)
         down()
         await asyncio.sleep(0.002)
-

@@ -32,6 +32,8 @@ class LatchReading:
     source: Source
     live: bool = True
     """False for a retained copy replayed by the broker: it tells the state, not that the sensor lives."""
+    observed_at: float | None = None
+    """Monotonic time the gateway saw it (set by the adapter); None: when the core handles it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,8 @@ class TelemetryReading:
     firmware: str
     uptime_s: int
     interval_s: float
+    observed_at: float | None = None
+    """Monotonic time the gateway saw it (set by the adapter); None: when the core handles it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class AvailabilityChange:
     online: bool
     boot: int
     sensor_ts: float
+    observed_at: float | None = None
+    """Monotonic time the gateway saw it (set by the adapter); None: when the core handles it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,8 @@ class AckRequest:
     alarm_id: str | None = None
     crib_id: str | None = None
     sent_ts: float | None = None
+    observed_at: float | None = None
+    """Monotonic time the gateway saw it (set by the adapter); None: when the core handles it."""
 
 
 InboundEvent = LatchReading | TelemetryReading | AvailabilityChange | AckRequest

@@ -28,14 +28,17 @@ class GpioLatchInputs:
         cribs: list[CribConfig],
         submit: Callable[[InboundEvent], None],
         loop: asyncio.AbstractEventLoop,
+        *,
         pin_factory: Any = None,
         wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         from gpiozero import Button  # noqa: PLC0415 - gpiozero probes for pin libraries: only when needed
 
         self._submit = submit
         self._loop = loop
         self._wall = wall_clock
+        self._monotonic = monotonic
         self._buttons: list[Any] = []
         self._seq = itertools.count()
         self.boot = int(wall_clock())
@@ -52,7 +55,7 @@ class GpioLatchInputs:
         log.info("watching %d wired cribs", len(self._buttons))
 
     def _callback(self, sensor_key: str, state: LatchState) -> Callable[[], None]:
-        def on_edge() -> None:  # runs on a gpiozero thread
+        def on_edge() -> None:  # runs on a gpiozero thread; the reading is stamped here, at the edge
             self._loop.call_soon_threadsafe(self._submit, self._reading(sensor_key, state))
 
         return on_edge
@@ -65,6 +68,7 @@ class GpioLatchInputs:
             seq=next(self._seq),
             sensor_ts=self._wall(),
             source=Source.GPIO,
+            observed_at=self._monotonic(),
         )
 
     def read_all(self) -> None:

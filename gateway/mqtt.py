@@ -16,6 +16,7 @@ import asyncio
 import collections
 import logging
 import random
+import time
 from collections.abc import Callable
 
 import aiomqtt
@@ -83,6 +84,7 @@ class MqttLink:
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 10.0,
         on_connected: Callable[[], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._topics = topics
         self._broker = broker
@@ -93,6 +95,7 @@ class MqttLink:
         self._keepalive = keepalive
         self._backoff = (reconnect_min_s, reconnect_max_s)
         self._on_connected = on_connected
+        self._monotonic = monotonic
         self.outbox = Outbox()
         self.connected = asyncio.Event()
         self.connections = 0
@@ -125,8 +128,9 @@ class MqttLink:
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 wait = delay * random.uniform(0.8, 1.2)
-                log.warning("broker %s:%s unreachable (%s); retrying in %.1f s",
-                            self._broker.host, self._broker.port, exc, wait)
+                log.warning(
+                    "broker %s:%s unreachable (%s); retrying in %.1f s", self._broker.host, self._broker.port, exc, wait
+                )
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, self._backoff[1])
 
@@ -154,14 +158,19 @@ class MqttLink:
             self.connected.clear()
 
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
-        topics, stats, put = self._topics, self._stats, self._inbound.put_nowait
+        topics, stats, put, monotonic = self._topics, self._stats, self._inbound.put_nowait, self._monotonic
         async for message in client.messages:
+            observed_at = monotonic()
             payload = message.payload
             if not isinstance(payload, bytes):
                 stats.reject("bad_payload", f"non-bytes payload on {message.topic.value}")
                 continue
             try:
-                put(decode_inbound(topics, message.topic.value, payload, retained=message.retain))
+                put(
+                    decode_inbound(
+                        topics, message.topic.value, payload, retained=message.retain, observed_at=observed_at
+                    )
+                )
             except ProtocolError as exc:
                 stats.reject(exc.reason, f"{message.topic.value}: {exc.detail}")
         raise aiomqtt.MqttError("message stream ended")

@@ -65,6 +65,7 @@ class Gateway:
             reconnect_min_s=settings.mqtt.reconnect_min_s,
             reconnect_max_s=settings.mqtt.reconnect_max_s,
             on_connected=self._resync,
+            monotonic=self.clock.monotonic,
         )
         self.dispatcher: Dispatcher | None = None
         self.buzzer: BuzzerChannel | None = None
@@ -101,7 +102,14 @@ class Gateway:
         try:
             wired = [crib for _, crib in self.settings.cribs() if crib.wired]
             if wired:
-                self.gpio = GpioLatchInputs(wired, self.submit, loop, pin_factory=self._pin_factory)
+                self.gpio = GpioLatchInputs(
+                    wired,
+                    self.submit,
+                    loop,
+                    pin_factory=self._pin_factory,
+                    wall_clock=self.clock.time,
+                    monotonic=self.clock.monotonic,
+                )
                 self.gpio.read_all()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.mqtt.run(), name="mqtt-link")
