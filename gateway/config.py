@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from gateway.protocol import DEFAULT_BASE_TOPIC, ID_PATTERN
 
@@ -55,11 +63,13 @@ class MqttConfig(_Model):
     reconnect_max_s: float = Field(default=10.0, gt=0, description="Longest wait between reconnects.")
     stats_interval_s: float = Field(default=10.0, gt=0, description="How often stats are published.")
 
-    @model_validator(mode="after")
-    def _backoff_order(self) -> Self:
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
-        return self
+    @field_validator("reconnect_max_s")
+    @classmethod
+    def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("reconnect_min_s")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= reconnect_min_s ({low})")
+        return value
 
 
 class AlarmsConfig(_Model):
@@ -89,11 +99,13 @@ class AlarmsConfig(_Model):
         default=30.0, ge=0, le=5000, description="Debounce of wired reed switches (contact bounce)."
     )
 
-    @model_validator(mode="after")
-    def _battery_hysteresis(self) -> Self:
-        if self.battery_ok_pct < self.battery_low_pct:
-            raise ValueError("battery_ok_pct must be >= battery_low_pct")
-        return self
+    @field_validator("battery_ok_pct")
+    @classmethod
+    def _battery_hysteresis(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("battery_low_pct")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= battery_low_pct ({low})")
+        return value
 
 
 class BuzzerConfig(_Model):
@@ -146,13 +158,14 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _unique_and_safe(self) -> Self:
-        _unique("rooms", [r.id for r in self.rooms])
-        cribs = [c for r in self.rooms for c in r.cribs]
-        _unique("crib id", [c.id for c in cribs])
-        _unique("sensor_id", [c.sensor_id for c in cribs if c.sensor_id is not None])
-        pins = [c.gpio_pin for c in cribs if c.gpio_pin is not None]
-        pins += [p for p in (self.buzzer.pin, self.buzzer.led_pin) if p is not None]
-        _unique("gpio pin (cribs and buzzer)", pins)
+        rooms = list(enumerate(self.rooms))
+        cribs = [(f"rooms[{i}].cribs[{j}]", c) for i, r in rooms for j, c in enumerate(r.cribs)]
+        _unique([(f"rooms[{i}].id", r.id) for i, r in rooms])
+        _unique([(f"{at}.id", c.id) for at, c in cribs])
+        _unique([(f"{at}.sensor_id", c.sensor_id) for at, c in cribs if c.sensor_id is not None])
+        pins: list[tuple[str, int | None]] = [(f"{at}.gpio_pin", c.gpio_pin) for at, c in cribs]
+        pins += [("buzzer.pin", self.buzzer.pin), ("buzzer.led_pin", self.buzzer.led_pin)]
+        _unique([(at, pin) for at, pin in pins if pin is not None])
         if not self.site.demo and (self.mqtt.username is None or self.mqtt.password is None):
             raise ValueError(
                 f"the broker needs credentials: set {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} "
@@ -168,11 +181,13 @@ class Settings(_Model):
         return [(room, crib) for room in self.rooms for crib in room.cribs]
 
 
-def _unique(what: str, values: list[Any]) -> None:
-    counts = Counter(values)
-    doubles = sorted(str(v) for v, n in counts.items() if n > 1)
-    if doubles:
-        raise ValueError(f"{what} must be unique; used more than once: {', '.join(doubles)}")
+def _unique(entries: list[tuple[str, Any]]) -> None:
+    """Raise on the first value used twice, naming both keys."""
+    first: dict[Any, str] = {}
+    for key, value in entries:
+        if value in first:
+            raise ValueError(f"{key} = {value!r}: already used by {first[value]}; must be unique")
+        first[value] = key
 
 
 class ConfigError(Exception):
@@ -188,14 +203,21 @@ class ConfigError(Exception):
 def _format_error(err: Any) -> str:
     loc = list(err["loc"])
     key = _dotted(loc) or "(top level)"
-    msg = err["msg"]
+    msg = str(err["msg"])
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key (value {err['input']!r}); check its spelling against docs/configuration.md"
     if err["type"] == "missing":
         return f"{key}: missing; {msg.lower()}"
     value = err.get("input")
-    if isinstance(value, Mapping) or err["type"] == "value_error":
-        return f"{key}: {msg.removeprefix('Value error, ')}"
+    if err["type"] == "value_error":
+        problem = msg.removeprefix("Value error, ")
+        if not loc:
+            return problem
+        if not isinstance(value, Mapping):
+            return f"{key} = {value!r}: {problem}"
+        return f"{key}: {problem}"
+    if isinstance(value, Mapping):
+        return f"{key}: {msg}"
     shown = "********" if "password" in key else repr(value)
     if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == ID_PATTERN:
         msg = "expected an id: lower case letters, digits, '-' and '_', starting with a letter or digit, at most 64"
@@ -215,7 +237,10 @@ def settings_from_mapping(
     """Validate a parsed TOML document, with the broker address and credentials from ``env``."""
     env = os.environ if env is None else env
     merged: dict[str, Any] = dict(data)
-    mqtt: dict[str, Any] = dict(merged.get("mqtt") or {})
+    raw_mqtt = merged.get("mqtt", {})
+    if not isinstance(raw_mqtt, Mapping):
+        raise ConfigError(source, [f"mqtt = {raw_mqtt!r}: expected a table ([mqtt] with host, port, ...)"])
+    mqtt: dict[str, Any] = dict(raw_mqtt)
     for key in ("username", "password"):
         if key in mqtt:
             raise ConfigError(
@@ -254,6 +279,8 @@ def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> 
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text (byte {exc.start}): save the file as UTF-8"]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -314,6 +314,9 @@ class CribMonitor:
         else:
             self.stats.reject("bad_ack", f"{ev.by} via {ev.device}: neither alarm_id nor crib given")
             return
+        if not targets:
+            self.stats.reject("ack_nothing_open", f"{ev.by} via {ev.device}: crib {ev.crib_id!r} has no open alarm")
+            return
         pending = [(crib, alarm) for crib, alarm in targets if alarm.acknowledged_by is None]
         if not pending:
             self.stats.ignore("ack_again", f"{ev.by} via {ev.device}: already acknowledged")

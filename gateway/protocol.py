@@ -25,9 +25,9 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 SCHEMA_VERSION = 1
 DEFAULT_BASE_TOPIC = "cribwatch"
@@ -139,7 +139,7 @@ class Topics:
         if len(parts) != 2:
             raise ProtocolError("topic", f"expected {head}<sensor>/<channel>, got {topic!r}")
         sensor_id, channel = parts
-        if not _ID_RE.match(sensor_id):
+        if not _ID_RE.fullmatch(sensor_id):
             raise ProtocolError("topic", f"sensor id {sensor_id!r} does not match {ID_PATTERN}")
         try:
             return sensor_id, SensorChannel(channel)
@@ -162,6 +162,14 @@ class ProtocolError(ValueError):
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+        """A payload from the wire must say its version; one built in code gets the current one."""
+        if info.context and info.context.get("wire") and isinstance(data, dict) and "v" not in data:
+            raise ValueError("missing schema version 'v'")
+        return data
 
     v: Literal[1] = 1
     """The schema version (SCHEMA_VERSION)."""
@@ -346,7 +354,7 @@ def decode(model: type[P], raw: bytes) -> P:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise ProtocolError("too_large", f"{len(raw)} bytes (at most {MAX_PAYLOAD_BYTES})")
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate_json(raw, context={"wire": True})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "payload"
@@ -355,4 +363,4 @@ def decode(model: type[P], raw: bytes) -> P:
 
 
 def is_identifier(value: str) -> bool:
-    return bool(_ID_RE.match(value))
+    return bool(_ID_RE.fullmatch(value))

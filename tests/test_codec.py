@@ -1,0 +1,458 @@
+"""MQTT messages <-> events (gateway.codec): every inbound channel, every way a message can be wrong, and
+outbound events round-tripped through the payload models of gateway.protocol."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.codec import Outgoing, decode_inbound, encode_outbound
+from gateway.events import (
+    AckRequest,
+    AlarmEvent,
+    AvailabilityChange,
+    CribState,
+    LatchReading,
+    Source,
+    TelemetryReading,
+)
+from gateway.protocol import (
+    ALARM_EVENT,
+    CRIB_STATE,
+    MAX_PAYLOAD_BYTES,
+    AlarmEventPayload,
+    AlarmEventType,
+    AlarmKind,
+    CribStatePayload,
+    LatchPayload,
+    LatchState,
+    ProtocolError,
+    SensorChannel,
+    Topics,
+    decode,
+    encode,
+)
+from tests.helpers import (
+    CLOSED,
+    FAST_WIRED,
+    FAST_WIRELESS,
+    OPEN,
+    SITE_ID,
+    SLOW_ROOM,
+    SLOW_WIRELESS,
+    CoreHarness,
+    acknowledged,
+    crib_states,
+    raised,
+    resolved,
+)
+
+TOPICS = Topics(SITE_ID)
+SENSOR = "s-0101"
+
+LATCH = {"v": 1, "boot": 3, "seq": 17, "ts": 1764160000.25, "state": "open"}
+TELEMETRY = {
+    "v": 1,
+    "boot": 3,
+    "seq": 120,
+    "ts": 1764160030.0,
+    "battery_pct": 87,
+    "rssi_dbm": -61,
+    "fw": "1.4.2",
+    "uptime_s": 3600,
+    "interval_s": 30.0,
+}
+AVAILABILITY = {"v": 1, "state": "offline", "boot": 3, "ts": 1764159000.0}
+ACK = {"v": 1, "alarm_id": "1764159000000-12", "by": "staff-07", "device": "pager-2", "ts": 1764160005.0}
+
+
+def raw(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def sensor_topic(channel: SensorChannel, sensor_id: str = SENSOR) -> str:
+    return TOPICS.sensor(sensor_id, channel)
+
+
+def without(payload: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k != key}
+
+
+# ----------------------------------------------------------------------------------------- inbound
+
+
+class TestDecodeValid:
+    def test_latch(self) -> None:
+        ev = decode_inbound(TOPICS, sensor_topic(SensorChannel.LATCH), raw(LATCH))
+        assert ev == LatchReading(
+            sensor_id=SENSOR,
+            state=LatchState.OPEN,
+            boot=3,
+            seq=17,
+            sensor_ts=1764160000.25,
+            source=Source.MQTT,
+            live=True,
+        )
+
+    def test_retained_latch_is_not_live(self) -> None:
+        ev = decode_inbound(TOPICS, sensor_topic(SensorChannel.LATCH), raw(LATCH | {"state": "closed"}), retained=True)
+        assert isinstance(ev, LatchReading)
+        assert (ev.state, ev.live) == (LatchState.CLOSED, False)
+
+    def test_telemetry(self) -> None:
+        ev = decode_inbound(TOPICS, sensor_topic(SensorChannel.TELEMETRY), raw(TELEMETRY))
+        assert ev == TelemetryReading(
+            sensor_id=SENSOR,
+            boot=3,
+            seq=120,
+            sensor_ts=1764160030.0,
+            battery_pct=87,
+            rssi_dbm=-61,
+            firmware="1.4.2",
+            uptime_s=3600,
+            interval_s=30.0,
+        )
+
+    @pytest.mark.parametrize(("state", "online"), [("online", True), ("offline", False)])
+    @pytest.mark.parametrize("retained", [False, True])
+    def test_availability(self, state: str, online: bool, retained: bool) -> None:
+        ev = decode_inbound(
+            TOPICS, sensor_topic(SensorChannel.AVAILABILITY), raw(AVAILABILITY | {"state": state}), retained=retained
+        )
+        assert ev == AvailabilityChange(sensor_id=SENSOR, online=online, boot=3, sensor_ts=1764159000.0)
+
+    def test_ack_by_alarm_id(self) -> None:
+        ev = decode_inbound(TOPICS, TOPICS.ack, raw(ACK))
+        assert ev == AckRequest(
+            by="staff-07", device="pager-2", alarm_id="1764159000000-12", crib_id=None, sent_ts=1764160005.0
+        )
+
+    def test_ack_by_crib_without_ts(self) -> None:
+        payload = without(without(ACK, "alarm_id"), "ts") | {"crib": "vl-1"}
+        ev = decode_inbound(TOPICS, TOPICS.ack, raw(payload))
+        assert ev == AckRequest(by="staff-07", device="pager-2", alarm_id=None, crib_id="vl-1", sent_ts=None)
+
+    @pytest.mark.parametrize(
+        ("channel", "payload"),
+        [
+            (SensorChannel.LATCH, LATCH),
+            (SensorChannel.TELEMETRY, TELEMETRY),
+            (SensorChannel.AVAILABILITY, AVAILABILITY),
+            (None, ACK),
+        ],
+        ids=["latch", "telemetry", "availability", "ack"],
+    )
+    def test_observed_at_is_carried_into_every_event(
+        self, channel: SensorChannel | None, payload: dict[str, Any]
+    ) -> None:
+        topic = TOPICS.ack if channel is None else sensor_topic(channel)
+        assert decode_inbound(TOPICS, topic, raw(payload), observed_at=1234.5).observed_at == 1234.5
+        assert decode_inbound(TOPICS, topic, raw(payload)).observed_at is None
+
+    def test_integer_times_are_accepted(self) -> None:
+        ev = decode_inbound(TOPICS, sensor_topic(SensorChannel.LATCH), raw(LATCH | {"ts": 1764160000}))
+        assert isinstance(ev, LatchReading)
+        assert ev.sensor_ts == 1764160000
+
+    def test_other_base_topic(self) -> None:
+        topics = Topics(SITE_ID, base="kdv")
+        ev = decode_inbound(topics, f"kdv/{SITE_ID}/sensor/{SENSOR}/latch", raw(LATCH))
+        assert isinstance(ev, LatchReading)
+        with pytest.raises(ProtocolError) as info:
+            decode_inbound(topics, sensor_topic(SensorChannel.LATCH), raw(LATCH))
+        assert info.value.reason == "topic"
+
+    def test_payload_of_exactly_the_maximum_size_is_accepted(self) -> None:
+        body = raw(LATCH)
+        padded = body[:-1] + b" " * (MAX_PAYLOAD_BYTES - len(body)) + b"}"
+        assert len(padded) == MAX_PAYLOAD_BYTES
+        assert isinstance(decode_inbound(TOPICS, sensor_topic(SensorChannel.LATCH), padded), LatchReading)
+
+
+LATCH_TOPIC = sensor_topic(SensorChannel.LATCH)
+TELEMETRY_TOPIC = sensor_topic(SensorChannel.TELEMETRY)
+AVAILABILITY_TOPIC = sensor_topic(SensorChannel.AVAILABILITY)
+OVERSIZED = raw(LATCH)[:-1] + b" " * MAX_PAYLOAD_BYTES + b"}"
+
+# id -> (topic, payload, reason)
+BAD_INBOUND: dict[str, tuple[str, bytes, str]] = {
+    # malformed JSON
+    "latch: truncated JSON": (LATCH_TOPIC, b'{"v": 1, "boot": 3,', "bad_json"),
+    "latch: empty": (LATCH_TOPIC, b"", "bad_json"),
+    "latch: not UTF-8": (LATCH_TOPIC, b"\xff\xfe{}", "bad_json"),
+    "telemetry: not JSON": (TELEMETRY_TOPIC, b"battery=87", "bad_json"),
+    "availability: plain word": (AVAILABILITY_TOPIC, b"offline", "bad_json"),
+    "ack: truncated JSON": (TOPICS.ack, b'{"v": 1, "by": ', "bad_json"),
+    # JSON, but not this payload
+    "latch: JSON array": (LATCH_TOPIC, b"[]", "bad_payload"),
+    "latch: JSON null": (LATCH_TOPIC, b"null", "bad_payload"),
+    "latch: schema v2": (LATCH_TOPIC, raw(LATCH | {"v": 2}), "bad_payload"),
+    "telemetry: schema v0": (TELEMETRY_TOPIC, raw(TELEMETRY | {"v": 0}), "bad_payload"),
+    "availability: schema v2": (AVAILABILITY_TOPIC, raw(AVAILABILITY | {"v": 2}), "bad_payload"),
+    "ack: schema v2": (TOPICS.ack, raw(ACK | {"v": 2}), "bad_payload"),
+    "latch: missing seq": (LATCH_TOPIC, raw(without(LATCH, "seq")), "bad_payload"),
+    "latch: missing state": (LATCH_TOPIC, raw(without(LATCH, "state")), "bad_payload"),
+    "telemetry: missing battery": (TELEMETRY_TOPIC, raw(without(TELEMETRY, "battery_pct")), "bad_payload"),
+    "availability: missing boot": (AVAILABILITY_TOPIC, raw(without(AVAILABILITY, "boot")), "bad_payload"),
+    "ack: missing by": (TOPICS.ack, raw(without(ACK, "by")), "bad_payload"),
+    "latch: extra field": (LATCH_TOPIC, raw(LATCH | {"child": "x"}), "bad_payload"),
+    "telemetry: extra field": (TELEMETRY_TOPIC, raw(TELEMETRY | {"temp_c": 21}), "bad_payload"),
+    "availability: extra field": (AVAILABILITY_TOPIC, raw(AVAILABILITY | {"reason": "x"}), "bad_payload"),
+    "ack: extra field": (TOPICS.ack, raw(ACK | {"note": "x"}), "bad_payload"),
+    "latch: unknown state": (LATCH_TOPIC, raw(LATCH | {"state": "ajar"}), "bad_payload"),
+    "latch: negative seq": (LATCH_TOPIC, raw(LATCH | {"seq": -1}), "bad_payload"),
+    "latch: seq as text": (LATCH_TOPIC, raw(LATCH | {"seq": "x"}), "bad_payload"),
+    "telemetry: battery over 100": (TELEMETRY_TOPIC, raw(TELEMETRY | {"battery_pct": 101}), "bad_payload"),
+    "telemetry: zero interval": (TELEMETRY_TOPIC, raw(TELEMETRY | {"interval_s": 0}), "bad_payload"),
+    "telemetry on the latch topic": (LATCH_TOPIC, raw(TELEMETRY), "bad_payload"),
+    "availability: unknown state": (AVAILABILITY_TOPIC, raw(AVAILABILITY | {"state": "sleeping"}), "bad_payload"),
+    "ack: neither alarm_id nor crib": (TOPICS.ack, raw(without(ACK, "alarm_id")), "bad_payload"),
+    "ack: empty alarm_id": (TOPICS.ack, raw(ACK | {"alarm_id": ""}), "bad_payload"),
+    "ack: staff name, not id": (TOPICS.ack, raw(ACK | {"by": "Anna de Vries"}), "bad_payload"),
+    "ack: bad crib id": (TOPICS.ack, raw(without(ACK, "alarm_id") | {"crib": "Bed 1"}), "bad_payload"),
+    # topics
+    "other site": (f"cribwatch/other-site/sensor/{SENSOR}/latch", raw(LATCH), "topic"),
+    "other base": (f"kdv/{SITE_ID}/sensor/{SENSOR}/latch", raw(LATCH), "topic"),
+    "alarm topic": (TOPICS.alarm("vlinders"), raw(LATCH), "topic"),
+    "crib state topic": (TOPICS.crib_state("vl-1"), raw(LATCH), "topic"),
+    "gateway topic": (TOPICS.gateway_availability, raw(LATCH), "topic"),
+    "too deep": (LATCH_TOPIC + "/extra", raw(LATCH), "topic"),
+    "no channel": (f"cribwatch/{SITE_ID}/sensor/{SENSOR}", raw(LATCH), "topic"),
+    "unknown channel": (f"cribwatch/{SITE_ID}/sensor/{SENSOR}/battery", raw(LATCH), "topic"),
+    "channel in capitals": (f"cribwatch/{SITE_ID}/sensor/{SENSOR}/LATCH", raw(LATCH), "topic"),
+    "sensor id in capitals": (f"cribwatch/{SITE_ID}/sensor/S-0101/latch", raw(LATCH), "topic"),
+    "empty sensor id": (f"cribwatch/{SITE_ID}/sensor//latch", raw(LATCH), "topic"),
+    "wildcard as sensor id": (f"cribwatch/{SITE_ID}/sensor/+/latch", raw(LATCH), "topic"),
+    "sensor id too long": (f"cribwatch/{SITE_ID}/sensor/{'s' * 65}/latch", raw(LATCH), "topic"),
+    "ack with a suffix": (TOPICS.ack + "/x", raw(ACK), "topic"),
+    # size
+    "latch: oversized": (LATCH_TOPIC, OVERSIZED, "too_large"),
+    "ack: oversized": (TOPICS.ack, raw(ACK | {"alarm_id": "a" * 10}) + b" " * MAX_PAYLOAD_BYTES, "too_large"),
+    "oversized garbage": (TELEMETRY_TOPIC, b"\x00" * (MAX_PAYLOAD_BYTES + 1), "too_large"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INBOUND))
+def test_bad_inbound_gives_a_protocol_error_with_a_stable_reason(case: str) -> None:
+    topic, payload, reason = BAD_INBOUND[case]
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, topic, payload)
+    assert info.value.reason == reason
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).startswith(f"{reason}: ")
+    assert info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        (LATCH_TOPIC, without(LATCH, "v")),
+        (TELEMETRY_TOPIC, without(TELEMETRY, "v")),
+        (AVAILABILITY_TOPIC, without(AVAILABILITY, "v")),
+        (TOPICS.ack, without(ACK, "v")),
+    ],
+    ids=["latch", "telemetry", "availability", "ack"],
+)
+def test_payload_without_schema_version_is_refused(topic: str, payload: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, topic, raw(payload))
+    assert info.value.reason == "bad_payload"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (without(LATCH, "seq"), "seq"),
+        (LATCH | {"state": "ajar"}, "state"),
+        (LATCH | {"v": 2}, "v"),
+        (LATCH | {"colour": "red"}, "colour"),
+    ],
+)
+def test_bad_payload_detail_names_the_model_and_field(payload: dict[str, Any], field: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, LATCH_TOPIC, raw(payload))
+    assert "LatchPayload" in info.value.detail
+    assert field in info.value.detail
+
+
+def test_topic_error_detail_names_the_topic_part() -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, f"cribwatch/{SITE_ID}/sensor/{SENSOR}/battery", raw(LATCH))
+    assert "'battery'" in info.value.detail
+    assert "latch" in info.value.detail
+
+
+def test_oversized_is_refused_before_parsing() -> None:
+    """A huge payload is refused by size, even if it is not JSON at all."""
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, TOPICS.ack, b"{" * (MAX_PAYLOAD_BYTES + 1))
+    assert info.value.reason == "too_large"
+    assert str(MAX_PAYLOAD_BYTES) in info.value.detail
+
+
+def test_sensor_payloads_encoded_by_protocol_decode_back() -> None:
+    """What the simulator sends with protocol.encode is what the gateway reads."""
+    payload = LatchPayload(boot=9, seq=0, ts=1.5, state=LatchState.CLOSED)
+    ev = decode_inbound(TOPICS, LATCH_TOPIC, encode(payload))
+    assert isinstance(ev, LatchReading)
+    assert (ev.boot, ev.seq, ev.sensor_ts, ev.state) == (9, 0, 1.5, LatchState.CLOSED)
+
+
+# ---------------------------------------------------------------------------------------- outbound
+
+
+def _alarm_life() -> tuple[CoreHarness, list[AlarmEvent]]:
+    """Raise, acknowledge and resolve a crib_open alarm in the grace-10 room, and a trigger-less offline."""
+    h = CoreHarness()
+    h.latch(SLOW_WIRELESS, OPEN, boot=4, seq=7)
+    (raised_ev,) = raised(h.advance(10.0))
+    h.advance(3.5)
+    (acked,) = acknowledged(h.ack(alarm_id=raised_ev.alarm_id, by="staff-07", device="pager-2"))
+    (resolved_ev,) = resolved(h.latch(SLOW_WIRELESS, CLOSED, boot=4, seq=8))
+    h.telemetry(FAST_WIRELESS)
+    h.availability(FAST_WIRELESS, online=False)
+    (offline,) = raised(h.advance(5.0), AlarmKind.SENSOR_OFFLINE)
+    return h, [raised_ev, acked, resolved_ev, offline]
+
+
+def test_alarm_events_round_trip_with_topic_qos_and_retain() -> None:
+    h, events = _alarm_life()
+    for ev in events:
+        out = encode_outbound(TOPICS, ev, h.monitor.gw_boot)
+
+        assert isinstance(out, Outgoing)
+        assert out.topic == TOPICS.alarm(ev.room_id)
+        assert (out.qos, out.retain) == (int(ALARM_EVENT.qos), ALARM_EVENT.retain)
+        assert (out.qos, out.retain) == (1, False)
+        back = decode(AlarmEventPayload, out.payload)
+        assert back.v == 1
+        assert (back.seq, back.gw_boot, back.event, back.alarm_id) == (
+            ev.seq,
+            h.monitor.gw_boot,
+            ev.type,
+            ev.alarm_id,
+        )
+        assert (back.kind, back.priority) == (ev.kind, ev.priority.name.lower())
+        assert (back.site, back.room, back.crib) == (ev.site_id, ev.room_id, ev.crib_id)
+        assert (back.room_label, back.crib_label) == (ev.room_label, ev.crib_label)
+        assert (back.ts, back.raised_at, back.by, back.device) == (ev.at, ev.raised_at, ev.by, ev.device)
+        if ev.trigger is None:
+            assert back.trigger is None
+        else:
+            assert back.trigger is not None
+            assert (back.trigger.sensor, back.trigger.boot, back.trigger.seq) == (
+                ev.trigger.sensor_id,
+                ev.trigger.boot,
+                ev.trigger.seq,
+            )
+    raised_ev, acked, resolved_ev, offline = events
+    assert decode(AlarmEventPayload, encode_outbound(TOPICS, raised_ev, 1).payload).priority == "high"
+    assert decode(AlarmEventPayload, encode_outbound(TOPICS, offline, 1).payload).priority == "medium"
+    assert raised_ev.trigger is not None
+    assert (raised_ev.trigger.boot, raised_ev.trigger.seq) == (4, 7)
+    assert acked.by == "staff-07"
+    assert resolved_ev.type is AlarmEventType.RESOLVED
+    assert encode_outbound(TOPICS, raised_ev, 1).topic == f"cribwatch/{SITE_ID}/alarm/{SLOW_ROOM}"
+
+
+def test_alarm_event_payload_leaves_out_unset_fields() -> None:
+    h, events = _alarm_life()
+    raised_json = json.loads(encode_outbound(TOPICS, events[0], h.monitor.gw_boot).payload)
+    offline_json = json.loads(encode_outbound(TOPICS, events[3], h.monitor.gw_boot).payload)
+    acked_json = json.loads(encode_outbound(TOPICS, events[1], h.monitor.gw_boot).payload)
+    assert "by" not in raised_json
+    assert "device" not in raised_json
+    assert "trigger" not in offline_json
+    assert (acked_json["by"], acked_json["device"]) == ("staff-07", "pager-2")
+    assert acked_json["ts"] - acked_json["raised_at"] == pytest.approx(3.5)
+    for payload in (raised_json, offline_json, acked_json):
+        assert None not in payload.values()
+
+
+def test_crib_states_round_trip_with_topic_qos_and_retain() -> None:
+    h = CoreHarness()
+    h.telemetry(FAST_WIRELESS, battery_pct=12)
+    alarm = h.open_alarm(FAST_WIRELESS)
+    h.ack(alarm_id=alarm.alarm_id, by="staff-07")
+    h.latch(FAST_WIRED, CLOSED)
+    h.advance(0.03)
+    states = crib_states(h.log) + h.monitor.crib_states()
+    assert {s.crib_id for s in states} >= {FAST_WIRELESS, FAST_WIRED, SLOW_WIRELESS}
+
+    for st in states:
+        out = encode_outbound(TOPICS, st, h.monitor.gw_boot)
+
+        assert out.topic == TOPICS.crib_state(st.crib_id)
+        assert (out.qos, out.retain) == (int(CRIB_STATE.qos), CRIB_STATE.retain)
+        assert (out.qos, out.retain) == (1, True)
+        back = decode(CribStatePayload, out.payload)
+        assert (back.seq, back.gw_boot, back.site, back.room, back.crib) == (
+            st.seq,
+            h.monitor.gw_boot,
+            st.site_id,
+            st.room_id,
+            st.crib_id,
+        )
+        assert (back.room_label, back.crib_label, back.ts) == (st.room_label, st.crib_label, st.at)
+        assert back.latch == ("unknown" if st.latch is None else st.latch.value)
+        assert (back.sensor_online, back.battery_pct) == (st.sensor_online, st.battery_pct)
+        assert [(a.alarm_id, a.kind, a.priority, a.raised_at, a.acknowledged_by) for a in back.alarms] == [
+            (a.alarm_id, a.kind, a.priority.name.lower(), a.raised_at, a.acknowledged_by) for a in st.alarms
+        ]
+        assert [a.state for a in back.alarms] == [
+            "raised" if a.acknowledged_by is None else "acknowledged" for a in st.alarms
+        ]
+
+
+def test_crib_state_payload_of_each_kind_of_crib() -> None:
+    h = CoreHarness()
+    h.telemetry(FAST_WIRELESS, battery_pct=12)
+    alarm = h.open_alarm(FAST_WIRELESS)
+    h.ack(alarm_id=alarm.alarm_id, by="staff-07")
+    h.latch(FAST_WIRED, CLOSED)
+    h.advance(0.03)
+
+    def sent(crib_id: str) -> dict[str, Any]:
+        st: CribState = h.monitor.crib_state(crib_id)
+        return dict(json.loads(encode_outbound(TOPICS, st, h.monitor.gw_boot).payload))
+
+    wireless = sent(FAST_WIRELESS)
+    assert (wireless["latch"], wireless["sensor_online"], wireless["battery_pct"]) == ("open", True, 12)
+    assert [(a["kind"], a["state"]) for a in wireless["alarms"]] == [
+        ("battery_low", "raised"),
+        ("crib_open", "acknowledged"),
+    ]
+    assert wireless["alarms"][1]["acknowledged_by"] == "staff-07"
+    assert "acknowledged_by" not in wireless["alarms"][0]
+    wired = sent(FAST_WIRED)
+    assert wired["latch"] == "closed"
+    assert "sensor_online" not in wired  # a wired switch cannot go offline
+    assert "battery_pct" not in wired
+    assert wired["alarms"] == []
+    never_heard = sent(SLOW_WIRELESS)
+    assert never_heard["latch"] == "unknown"
+    assert "sensor_online" not in never_heard
+    wired_back = decode(CribStatePayload, encode_outbound(TOPICS, h.monitor.crib_state(FAST_WIRED), 1).payload)
+    assert wired_back.sensor_online is None
+
+
+def test_outbound_payloads_are_compact_utf8_json_within_the_size_limit() -> None:
+    h, events = _alarm_life()
+    everything = list(h.log) + events
+    for ev in everything:
+        payload = encode_outbound(TOPICS, ev, h.monitor.gw_boot).payload
+        assert len(payload) <= MAX_PAYLOAD_BYTES
+        assert b": " not in payload
+        assert b", " not in payload
+        assert json.loads(payload.decode("utf-8"))["v"] == 1
+
+
+def test_outbound_topics_follow_the_base_topic() -> None:
+    h, events = _alarm_life()
+    topics = Topics(SITE_ID, base="kdv")
+    assert encode_outbound(topics, events[0], 1).topic == f"kdv/{SITE_ID}/alarm/{SLOW_ROOM}"
+    assert encode_outbound(topics, h.monitor.crib_state(SLOW_WIRELESS), 1).topic == (
+        f"kdv/{SITE_ID}/crib/{SLOW_WIRELESS}/state"
+    )

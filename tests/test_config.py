@@ -1,0 +1,438 @@
+"""The validated config tree (gateway.config) and ``cribwatch check-config``.
+
+Every rejected configuration must give a ConfigError whose message names the key path, the value and
+what was expected, so an installer can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import (
+    ENV_MQTT_HOST,
+    ENV_MQTT_PASSWORD,
+    ENV_MQTT_PORT,
+    ENV_MQTT_USERNAME,
+    ConfigError,
+    Settings,
+    load_settings,
+    settings_from_mapping,
+)
+from gateway.protocol import ID_PATTERN
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "kids-f.toml"
+CREDS = {ENV_MQTT_USERNAME: "gateway", ENV_MQTT_PASSWORD: "s3cret-pw"}
+
+
+def example_data() -> dict[str, Any]:
+    return tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+
+
+def config_error(data: dict[str, Any], env: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping(data, env=CREDS if env is None else env)
+    return info.value
+
+
+def mutated(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    data = copy.deepcopy(example_data())
+    change(data)
+    return data
+
+
+def crib(data: dict[str, Any], room: int, index: int) -> dict[str, Any]:
+    found: dict[str, Any] = data["rooms"][room]["cribs"][index]
+    return found
+
+
+# ------------------------------------------------------------------------------------------ example
+
+
+class TestExampleFile:
+    def test_loads_with_credentials_from_the_environment(self) -> None:
+        settings = load_settings(EXAMPLE, env=CREDS)
+
+        assert (settings.site.id, settings.site.label, settings.site.demo) == ("kids-f", "KDV Kids-F", False)
+        assert [r.id for r in settings.rooms] == ["vlinders", "egeltjes", "kikkers", "slaapkamer"]
+        assert [r.grace_s for r in settings.rooms] == [10, 20, 30, 10]
+        cribs = settings.cribs()
+        assert len(cribs) == 12
+        assert [c.id for _, c in cribs if c.wired] == ["sk-1", "sk-2", "sk-3"]
+        assert [c.sensor_key for _, c in cribs if c.wired] == ["gpio17", "gpio27", "gpio22"]
+        assert cribs[0][1].sensor_key == "s-0101"
+        assert cribs[0][0].id == "vlinders"
+        assert settings.mqtt.username == "gateway"
+        assert settings.mqtt.password is not None
+        assert settings.mqtt.password.get_secret_value() == "s3cret-pw"
+        assert (settings.mqtt.host, settings.mqtt.port) == ("127.0.0.1", 1883)
+        assert settings.gateway_client_id == "cribwatch-gateway-kids-f"
+        alarms = settings.alarms
+        assert (alarms.heartbeat_interval_s, alarms.missed_heartbeats, alarms.offline_grace_s) == (30, 3, 5)
+        assert (alarms.battery_low_pct, alarms.battery_ok_pct, alarms.debounce_gpio_ms) == (20, 25, 30)
+        assert (settings.buzzer.pin, settings.buzzer.led_pin, settings.buzzer.min_priority) == (18, 23, "medium")
+
+    def test_no_child_names_only_numbered_labels(self) -> None:
+        settings = load_settings(EXAMPLE, env=CREDS)
+        assert all(c.label.startswith("Bedje ") for _, c in settings.cribs())
+
+    def test_fails_without_credentials(self) -> None:
+        with pytest.raises(ConfigError) as info:
+            load_settings(EXAMPLE, env={})
+        message = str(info.value)
+        assert str(EXAMPLE) in message
+        assert ENV_MQTT_USERNAME in message
+        assert ENV_MQTT_PASSWORD in message
+        assert "demo" in message
+
+    @pytest.mark.parametrize("only", [ENV_MQTT_USERNAME, ENV_MQTT_PASSWORD])
+    def test_fails_with_half_the_credentials(self, only: str) -> None:
+        with pytest.raises(ConfigError, match="credentials"):
+            load_settings(EXAMPLE, env={only: CREDS[only]})
+
+    def test_demo_needs_no_credentials(self) -> None:
+        data = mutated(lambda d: d["site"].update(demo=True))
+        settings = settings_from_mapping(data, env={})
+        assert settings.site.demo is True
+        assert (settings.mqtt.username, settings.mqtt.password) == (None, None)
+
+    def test_reads_os_environ_by_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in (ENV_MQTT_HOST, ENV_MQTT_PORT, ENV_MQTT_USERNAME, ENV_MQTT_PASSWORD):
+            monkeypatch.delenv(name, raising=False)
+        with pytest.raises(ConfigError):
+            load_settings(EXAMPLE)
+        monkeypatch.setenv(ENV_MQTT_USERNAME, "from-env")
+        monkeypatch.setenv(ENV_MQTT_PASSWORD, "pw")
+        assert load_settings(EXAMPLE).mqtt.username == "from-env"
+
+
+# ---------------------------------------------------------------------------------------- environment
+
+
+class TestEnvironment:
+    def test_env_overrides_host_and_port(self) -> None:
+        env = CREDS | {ENV_MQTT_HOST: "broker.lan", ENV_MQTT_PORT: "8883"}
+        settings = load_settings(EXAMPLE, env=env)
+        assert (settings.mqtt.host, settings.mqtt.port) == ("broker.lan", 8883)
+
+    def test_empty_env_values_do_not_override(self) -> None:
+        settings = load_settings(EXAMPLE, env=CREDS | {ENV_MQTT_HOST: "", ENV_MQTT_PORT: ""})
+        assert (settings.mqtt.host, settings.mqtt.port) == ("127.0.0.1", 1883)
+
+    @pytest.mark.parametrize(("port", "expected"), [("abc", "integer"), ("0", "greater than or equal to 1")])
+    def test_bad_env_port_names_the_key_and_value(self, port: str, expected: str) -> None:
+        with pytest.raises(ConfigError) as info:
+            load_settings(EXAMPLE, env=CREDS | {ENV_MQTT_PORT: port})
+        message = str(info.value)
+        assert "mqtt.port" in message
+        assert repr(port) in message
+        assert expected in message
+
+    @pytest.mark.parametrize(("key", "var"), [("username", ENV_MQTT_USERNAME), ("password", ENV_MQTT_PASSWORD)])
+    def test_secrets_in_the_file_are_refused(self, key: str, var: str) -> None:
+        data = mutated(lambda d: d["mqtt"].update({key: "hunter2"}))
+        error = config_error(data)  # refused even though the environment has credentials
+        message = str(error)
+        assert f"mqtt.{key}" in message
+        assert var in message
+        assert "hunter2" not in message
+
+    def test_the_password_is_never_shown(self) -> None:
+        settings = load_settings(EXAMPLE, env=CREDS)
+        assert "s3cret-pw" not in repr(settings)
+        assert "s3cret-pw" not in str(settings.mqtt)
+        assert "s3cret-pw" not in settings.model_dump_json()
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+def _set(path: str, value: object) -> Callable[[dict[str, Any]], object]:
+    """A change that sets ``path`` (dotted, with [i] indexes, as in the error messages) to ``value``."""
+
+    def change(data: dict[str, Any]) -> None:
+        node: Any = data
+        parts = path.replace("[", ".[").split(".")
+        for part in parts[:-1]:
+            node = node[int(part[1:-1])] if part.startswith("[") else node.setdefault(part, {})
+        last = parts[-1]
+        if last.startswith("["):
+            node[int(last[1:-1])] = value
+        elif value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+
+    return change
+
+
+_DELETE = object()
+
+# (change, fragments the message must contain: the key path, the value, what was expected)
+BAD_VALUES: dict[str, tuple[Callable[[dict[str, Any]], object], list[str]]] = {
+    "unknown top-level key": (_set("extras", 1), ["extras", "unknown key", "1"]),
+    "unknown crib key": (
+        _set("rooms[0].cribs[1].sensr", "s-0999"),
+        ["rooms[0].cribs[1].sensr", "'s-0999'", "unknown key"],
+    ),
+    "unknown alarms key": (_set("alarms.grace_s", 3), ["alarms.grace_s", "3", "unknown key"]),
+    "port not a number": (_set("mqtt.port", "abc"), ["mqtt.port", "'abc'", "valid integer"]),
+    "port out of range": (_set("mqtt.port", 70000), ["mqtt.port", "70000", "65535"]),
+    "grace not a number": (_set("rooms[1].grace_s", "ten"), ["rooms[1].grace_s", "'ten'", "valid number"]),
+    "demo not a bool": (_set("site.demo", "maybe"), ["site.demo", "'maybe'", "valid boolean"]),
+    "negative grace": (_set("rooms[0].grace_s", -1), ["rooms[0].grace_s", "-1", "greater than or equal to 0"]),
+    "grace too long": (_set("rooms[2].grace_s", 3601), ["rooms[2].grace_s", "3601", "3600"]),
+    "gpio pin off the header": (
+        _set("rooms[3].cribs[1].gpio_pin", 28),
+        ["rooms[3].cribs[1].gpio_pin", "28", "less than or equal to 27"],
+    ),
+    "no heartbeats": (
+        _set("alarms.missed_heartbeats", 0),
+        ["alarms.missed_heartbeats", "0", "greater than or equal to 1"],
+    ),
+    "buzzer priority": (_set("buzzer.min_priority", "loud"), ["buzzer.min_priority", "'loud'", "low|medium|high"]),
+    "empty label": (_set("rooms[0].cribs[2].label", ""), ["rooms[0].cribs[2].label", "''", "at least 1"]),
+    "missing site label": (_set("site.label", _DELETE), ["site.label", "missing"]),
+    "no rooms": (_set("rooms", []), ["rooms", "at least 1"]),
+    "room without cribs": (_set("rooms[1].cribs", []), ["rooms[1].cribs", "at least 1"]),
+    "crib with both sensors": (
+        _set("rooms[0].cribs[1].gpio_pin", 5),
+        ["rooms[0].cribs[1]", "exactly one of sensor_id", "gpio_pin"],
+    ),
+    "crib with no sensor": (
+        _set("rooms[3].cribs[2].gpio_pin", _DELETE),
+        ["rooms[3].cribs[2]", "exactly one of sensor_id", "gpio_pin"],
+    ),
+    "backoff order": (
+        lambda d: d["mqtt"].update(reconnect_min_s=5.0, reconnect_max_s=1.0),
+        ["mqtt", "reconnect_max_s", "reconnect_min_s"],
+    ),
+    "battery_ok below battery_low": (
+        lambda d: d["alarms"].update(battery_low_pct=30, battery_ok_pct=10),
+        ["alarms", "battery_ok_pct", ">= battery_low_pct"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_value_names_key_value_and_expectation(case: str) -> None:
+    change, fragments = BAD_VALUES[case]
+    error = config_error(mutated(change))
+    message = str(error)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} missing from:\n{message}"
+    assert message.startswith("invalid configuration")
+    assert error.problems
+    assert all(p in message for p in error.problems)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [("rooms[0].cribs[0].id", "Bedje 1"), ("site.id", "Kids F"), ("rooms[1].cribs[0].sensor_id", "S-0201")],
+)
+def test_bad_id_names_key_value_and_the_id_rule(path: str, value: str) -> None:
+    message = str(config_error(mutated(_set(path, value))))
+    assert f"{path} = {value!r}" in message
+    assert "lower case" in message or ID_PATTERN in message
+
+
+def test_one_problem_in_a_room_is_reported_once() -> None:
+    """A bad value inside the only room is one problem, not also 'rooms: too short' with the whole list."""
+    data = mutated(lambda d: d.update(rooms=[d["rooms"][0]]))
+    data["rooms"][0]["grace_s"] = -1
+    error = config_error(data)
+    assert len(error.problems) == 1, error.problems
+    assert error.problems[0].startswith("rooms[0].grace_s")
+
+
+def test_several_problems_are_all_reported() -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["rooms"][0]["grace_s"] = -1
+        d["mqtt"]["port"] = "abc"
+        d["alarms"]["typo"] = 1
+
+    error = config_error(mutated(change))
+    joined = "\n".join(error.problems)
+    assert len(error.problems) == 3
+    for key in ("rooms[0].grace_s", "mqtt.port", "alarms.typo"):
+        assert key in joined
+
+
+# Duplicates: (change, the duplicated value, the key path of the second use)
+DUPLICATES: dict[str, tuple[Callable[[dict[str, Any]], object], str, list[str]]] = {
+    "crib id": (_set("rooms[1].cribs[0].id", "vl-1"), "vl-1", ["rooms[1].cribs[0].id"]),
+    "room id": (_set("rooms[2].id", "vlinders"), "vlinders", ["rooms[2].id"]),
+    "sensor id": (_set("rooms[1].cribs[0].sensor_id", "s-0101"), "s-0101", ["rooms[1].cribs[0].sensor_id"]),
+    "gpio pin": (_set("rooms[3].cribs[1].gpio_pin", 17), "17", ["rooms[3].cribs[1].gpio_pin"]),
+    "gpio pin = buzzer pin": (
+        _set("rooms[3].cribs[0].gpio_pin", 18),
+        "18",
+        ["rooms[3].cribs[0].gpio_pin", "buzzer.pin"],
+    ),
+    "buzzer led pin = buzzer pin": (_set("buzzer.led_pin", 18), "18", ["buzzer.led_pin"]),
+}
+
+
+@pytest.mark.parametrize("case", list(DUPLICATES))
+def test_duplicate_is_refused_naming_the_value(case: str) -> None:
+    change, value, _ = DUPLICATES[case]
+    message = str(config_error(mutated(change)))
+    assert "unique" in message
+    assert value in message
+
+
+@pytest.mark.parametrize("case", list(DUPLICATES))
+def test_duplicate_names_the_key_path(case: str) -> None:
+    change, _, paths = DUPLICATES[case]
+    message = str(config_error(mutated(change)))
+    assert any(path in message for path in paths), message
+
+
+def test_battery_hysteresis_error_shows_the_values() -> None:
+    message = str(config_error(mutated(lambda d: d["alarms"].update(battery_low_pct=30, battery_ok_pct=10))))
+    assert "alarms.battery_ok_pct" in message
+    assert "10" in message
+    assert "30" in message
+
+
+@pytest.mark.parametrize("value", [5, "broker.lan"])
+def test_mqtt_that_is_not_a_table_is_a_config_error(value: object) -> None:
+    data = example_data()
+    data["mqtt"] = value
+    message = str(config_error(data))
+    assert "mqtt" in message
+    assert repr(value) in message
+
+
+def test_defaults_of_a_minimal_site() -> None:
+    settings = settings_from_mapping(
+        {
+            "site": {"id": "mini", "label": "Mini", "demo": True},
+            "rooms": [{"id": "r", "label": "R", "cribs": [{"id": "c", "label": "C", "gpio_pin": 4}]}],
+        },
+        env={},
+    )
+    a = settings.alarms
+    assert (a.heartbeat_interval_s, a.missed_heartbeats, a.offline_grace_s) == (30, 3, 5)
+    assert (a.battery_low_pct, a.battery_ok_pct, a.debounce_mqtt_ms, a.debounce_gpio_ms) == (20, 25, 0, 30)
+    assert settings.rooms[0].grace_s == 10
+    assert (settings.mqtt.host, settings.mqtt.port, settings.mqtt.base_topic) == ("127.0.0.1", 1883, "cribwatch")
+    assert settings.gateway_client_id == "cribwatch-gateway-mini"
+    assert (settings.buzzer.pin, settings.buzzer.led_pin) == (None, None)
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(EXAMPLE, env=CREDS)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.site.id = "other"  # type: ignore[misc]
+    assert isinstance(settings, Settings)
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def test_broken_toml_names_the_file_and_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('[site]\nid = "x"\nlabel = "unterminated\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env=CREDS)
+    message = str(info.value)
+    assert str(path) in message
+    assert "not valid TOML" in message
+    assert "line 3" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env=CREDS)
+    message = str(info.value)
+    assert str(path) in message
+    assert "cannot read" in message
+    assert "No such file" in message
+
+
+def test_file_not_in_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    text = EXAMPLE.read_text(encoding="utf-8").replace('label = "KDV Kids-F"', 'label = "KDV Kids-F Créche"')
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env=CREDS)
+    assert str(path) in str(info.value)
+    assert "UTF-8" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def run_check_config(path: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRIBWATCH_")}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra_env)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_accepts_the_example() -> None:
+    result = run_check_config(EXAMPLE, CREDS)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+    assert "kids-f" in result.stdout
+    assert "12 cribs (3 wired)" in result.stdout
+    assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "env", "expected"),
+    [
+        (("gpio_pin = 27", "gpio_pin = 40"), CREDS, ["rooms[3].cribs[1].gpio_pin = 40", "27"]),
+        (('id = "vl-2"', 'id = "Vl 2"'), CREDS, ["rooms[0].cribs[1].id", "'Vl 2'"]),
+        (("grace_s = 20", "grace_s = -5"), CREDS, ["rooms[1].grace_s = -5"]),
+        (("[buzzer]", "[buzzer]\nvolume = 3"), CREDS, ["buzzer.volume", "unknown key"]),
+        (('id = "kids-f"', 'id = "kids-f'), CREDS, ["not valid TOML"]),
+        (("", ""), {}, [ENV_MQTT_USERNAME, ENV_MQTT_PASSWORD]),
+    ],
+    ids=["pin", "id", "grace", "unknown-key", "toml", "no-credentials"],
+)
+def test_check_config_rejects_a_broken_file_readably(
+    tmp_path: Path, edit: tuple[str, str], env: dict[str, str], expected: list[str]
+) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    old, new = edit
+    if old:
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = tmp_path / "site.toml"
+    path.write_text(text, encoding="utf-8")
+
+    result = run_check_config(path, env)
+
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert str(path) in result.stderr
+    for fragment in expected:
+        assert fragment in result.stderr, result.stderr
+    assert "OK" not in result.stdout
+
+
+def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
+    result = run_check_config(tmp_path / "missing.toml", CREDS)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "cannot read" in result.stderr
