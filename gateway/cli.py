@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -54,10 +55,16 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from gateway.service import Gateway  # noqa: PLC0415 - keep `check-config` light
 
     async def main() -> None:
-        await Gateway(settings).run()
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await Gateway(settings).run()
+        logging.getLogger("cribwatch.gateway").info("stopped")
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    asyncio.run(main())
     return 0
 
 

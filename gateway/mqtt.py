@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
@@ -124,7 +125,11 @@ class MqttLink:
             try:
                 async with client:
                     delay = self._backoff[0]
-                    await self._session(client)
+                    try:
+                        await self._session(client)
+                    except asyncio.CancelledError:
+                        await self._goodbye(client)
+                        raise
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 wait = delay * random.uniform(0.8, 1.2)
@@ -133,6 +138,18 @@ class MqttLink:
                 )
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, self._backoff[1])
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        """On shutdown: say offline ourselves (a clean disconnect does not fire the last will)."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await client.publish(
+                    self._topics.gateway_availability,
+                    self._availability("offline"),
+                    qos=int(GATEWAY_AVAILABILITY.qos),
+                    retain=GATEWAY_AVAILABILITY.retain,
+                )
+        log.info("disconnected from broker %s:%s", self._broker.host, self._broker.port)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.subscribe(self._topics.sensor_filter, qos=int(LATCH.qos))

@@ -1,0 +1,130 @@
+"""``cribwatch gateway`` as a site runs it: a process, a site file, secrets in the environment, SIGTERM to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.brokers import BrokerEndpoint
+from gateway.mqtt_client import new_client
+from gateway.protocol import (
+    AlarmEventPayload,
+    GatewayAvailabilityPayload,
+    LatchPayload,
+    LatchState,
+    SensorChannel,
+    Topics,
+    decode,
+    encode,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def site_file(tmp_path: Path, endpoint: BrokerEndpoint, site_id: str) -> Path:
+    path = tmp_path / "site.toml"
+    path.write_text(
+        f"""
+[site]
+id = "{site_id}"
+label = "CLI test site"
+
+[mqtt]
+host = "{endpoint.host}"
+port = {endpoint.port}
+
+[[rooms]]
+id = "room-1"
+label = "Room 1"
+grace_s = 0
+
+  [[rooms.cribs]]
+  id = "c-1"
+  label = "Crib 1"
+  sensor_id = "s-1"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def cli_env(endpoint: BrokerEndpoint | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRIBWATCH_")}
+    env["PYTHONPATH"] = str(REPO)
+    if endpoint is not None:
+        env["CRIBWATCH_MQTT_USERNAME"] = endpoint.username or ""
+        env["CRIBWATCH_MQTT_PASSWORD"] = endpoint.password or ""
+    return env
+
+
+def test_gateway_refuses_to_start_without_credentials(tmp_path: Path, mqtt_endpoint: BrokerEndpoint) -> None:
+    path = site_file(tmp_path, mqtt_endpoint, "t-nocreds")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(path)],
+        env=cli_env(None),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "CRIBWATCH_MQTT_USERNAME" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+async def test_gateway_process_alarms_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, mqtt_endpoint: BrokerEndpoint
+) -> None:
+    site_id = f"t-{secrets.token_hex(4)}"
+    topics = Topics(site_id)
+    path = site_file(tmp_path, mqtt_endpoint, site_id)
+    async with new_client(mqtt_endpoint, identifier=f"cli-test-{site_id}") as client:
+        await client.subscribe(topics.gateway_availability, qos=1)
+        await client.subscribe(topics.alarm_filter, qos=1)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "gateway",
+            "--config",
+            str(path),
+            env=cli_env(mqtt_endpoint),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(20):
+                states: list[str] = []
+                raised = None
+                async for message in client.messages:
+                    assert isinstance(message.payload, bytes)
+                    if message.topic.value == topics.gateway_availability:
+                        states.append(decode(GatewayAvailabilityPayload, message.payload).state)
+                        if states[-1] == "online" and raised is None:
+                            latch = LatchPayload(boot=1, seq=0, ts=1.0, state=LatchState.OPEN)
+                            await client.publish(topics.sensor("s-1", SensorChannel.LATCH), encode(latch), qos=1)
+                        if states[-1] == "offline":
+                            break
+                    else:
+                        raised = decode(AlarmEventPayload, message.payload)
+                        assert (raised.crib, raised.event.value) == ("c-1", "raised")
+                        proc.send_signal(signal.SIGTERM)
+                code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert raised is not None
+        assert states[-2:] == ["online", "offline"]
+        assert code == 0
+        assert proc.stderr is not None
+        stderr = (await proc.stderr.read()).decode()
+        assert "Traceback" not in stderr
+        assert "stopped" in stderr
