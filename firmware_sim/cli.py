@@ -1,0 +1,263 @@
+"""``cribwatch sim``: run simulated sensors against a broker, driven by a script or a technician at stdin.
+
+Sensors are a site's wireless sensors (``--config FILE``), a list of ids (``--site ID --sensor ID ...``) or
+``--count N`` sensors ``sim-0001``... Commands: see :mod:`firmware_sim.commands` (``help`` lists them).
+
+Mounted by ``gateway.cli`` through :func:`add_arguments` and :func:`main_from_args`; on its own through
+:func:`run` (``python -m firmware_sim``). Exit status: 0 after ``quit`` or the end of the input, 1 if the
+sensors cannot connect, 2 on bad arguments or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from firmware_sim.console import Console, script_lines, stream_lines
+from firmware_sim.fleet import Fleet, broker_from_settings, wireless_sensor_ids
+from firmware_sim.sensor import SensorConnectError
+from gateway.config import (
+    ENV_MQTT_HOST,
+    ENV_MQTT_PASSWORD,
+    ENV_MQTT_PORT,
+    ENV_MQTT_USERNAME,
+    ConfigError,
+    load_settings,
+)
+from gateway.mqtt_client import BrokerAddress
+from gateway.protocol import DEFAULT_BASE_TOPIC, Topics, is_identifier
+
+__all__ = ["add_arguments", "build_parser", "main_from_args", "run"]
+
+PROG = "cribwatch sim"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 1883
+DEFAULT_INTERVAL_S = 30.0
+"""The firmware's heartbeat interval."""
+DEFAULT_COUNT_SITE = "sim"
+MAX_COUNT = 9999
+EXIT_OK = 0
+EXIT_CANNOT_CONNECT = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DESCRIPTION = "Simulated wireless crib-latch sensors, each with its own MQTT connection, as the firmware behaves."
+EPILOG = (
+    "Commands (from --script, separated by ';', or typed at stdin; `help` lists them): open/close SENSOR, "
+    "battery SENSOR PCT, heartbeat SENSOR, kill SENSOR, poweron SENSOR, reboot SENSOR, blip SENSOR [SECONDS], "
+    "shutdown SENSOR, sleep SECONDS, status, help, quit. "
+    f"Broker credentials come from {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD}."
+)
+
+
+class UsageError(Exception):
+    """Arguments that do not make a simulation; exit status 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the arguments resolve to: which sensors, on which site, at which broker."""
+
+    topics: Topics
+    broker: BrokerAddress
+    sensor_ids: tuple[str, ...]
+    interval_s: float
+    script: str | None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be within 1..{MAX_COUNT}, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be within 1..65535, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the simulator's options to ``parser`` (the ``sim`` subcommand of the main CLI)."""
+    which = parser.add_argument_group("which sensors (exactly one of)")
+    source = which.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", metavar="FILE", help="every wireless sensor of this site configuration")
+    source.add_argument(
+        "--sensor",
+        metavar="ID",
+        action="append",
+        dest="sensors",
+        help="a sensor id (repeat for more); needs --site",
+    )
+    source.add_argument("--count", metavar="N", type=_count, help="N sensors sim-0001, sim-0002, ...")
+    parser.add_argument(
+        "--site", metavar="ID", help=f"site id with --sensor (required) or --count (default {DEFAULT_COUNT_SITE})"
+    )
+    parser.add_argument("--base-topic", metavar="TOPIC", help=f"first topic level (default {DEFAULT_BASE_TOPIC})")
+    broker = parser.add_argument_group("broker")
+    broker.add_argument(
+        "--host", help=f"broker host (default: from --config, else {ENV_MQTT_HOST}, else {DEFAULT_HOST})"
+    )
+    broker.add_argument(
+        "--port",
+        type=_port,
+        help=f"broker port (default: from --config, else {ENV_MQTT_PORT}, else {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=DEFAULT_INTERVAL_S,
+        help=f"heartbeat interval of every sensor (default {DEFAULT_INTERVAL_S:g})",
+    )
+    parser.add_argument(
+        "--script",
+        metavar="COMMANDS",
+        help="run these commands (separated by ';') instead of reading stdin, e.g. \"open s-0101; sleep 2; quit\"",
+    )
+
+
+def build_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser] | None = None,
+) -> argparse.ArgumentParser:
+    """The simulator's parser: on its own, or as the ``sim`` subcommand of ``subparsers``."""
+    if subparsers is None:
+        parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG)
+    else:
+        parser = subparsers.add_parser("sim", help="run simulated sensors", description=DESCRIPTION, epilog=EPILOG)
+    add_arguments(parser)
+    return parser
+
+
+def plan_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Plan:
+    """Resolve the arguments (and the environment) into a :class:`Plan`; :class:`UsageError` if they cannot."""
+    env = os.environ if env is None else env
+    base_topic: str | None = args.base_topic
+    if base_topic is not None and not is_identifier(base_topic):
+        raise UsageError(f"--base-topic {base_topic!r}: use lower case letters, digits, - and _")
+    if args.config is not None:
+        if args.site is not None:
+            raise UsageError("--site cannot be combined with --config (the site comes from the file)")
+        try:
+            settings = load_settings(args.config, env=env)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        ids = wireless_sensor_ids(settings)
+        if not ids:
+            raise UsageError(f"{args.config}: the site has no wireless sensors (wired cribs are not simulated)")
+        from_file = broker_from_settings(settings)
+        broker = BrokerAddress(
+            args.host or from_file.host,
+            args.port or from_file.port,
+            from_file.username,
+            from_file.password,
+        )
+        topics = Topics(settings.site.id, base_topic or settings.mqtt.base_topic)
+    else:
+        if args.sensors is not None:
+            if args.site is None:
+                raise UsageError("--sensor needs --site ID")
+            ids = list(args.sensors)
+            bad = [i for i in ids if not is_identifier(i)]
+            if bad:
+                raise UsageError(f"not a sensor id: {', '.join(map(repr, bad))} (lower case letters, digits, - and _)")
+            doubles = sorted({i for i in ids if ids.count(i) > 1})
+            if doubles:
+                raise UsageError(f"--sensor given more than once for: {', '.join(doubles)}")
+        else:
+            ids = [f"sim-{n:04d}" for n in range(1, args.count + 1)]
+        site = args.site if args.site is not None else DEFAULT_COUNT_SITE
+        if not is_identifier(site):
+            raise UsageError(f"--site {site!r}: use lower case letters, digits, - and _")
+        broker = BrokerAddress(
+            args.host or env.get(ENV_MQTT_HOST) or DEFAULT_HOST,
+            args.port or _env_port(env),
+            env.get(ENV_MQTT_USERNAME) or None,
+            env.get(ENV_MQTT_PASSWORD) or None,
+        )
+        topics = Topics(site, base_topic or DEFAULT_BASE_TOPIC)
+    return Plan(topics, broker, tuple(ids), args.interval, args.script)
+
+
+def _env_port(env: Mapping[str, str]) -> int:
+    text = env.get(ENV_MQTT_PORT)
+    if not text:
+        return DEFAULT_PORT
+    try:
+        return _port(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"{ENV_MQTT_PORT}: {exc}") from None
+
+
+async def simulate(plan: Plan) -> int:
+    """Start the fleet, run the commands, stop the fleet cleanly. The exit status."""
+    fleet = Fleet(plan.topics, plan.broker, plan.sensor_ids, interval_s=plan.interval_s)
+    console = Console(fleet, sys.stdout, sys.stderr)
+    where = f"{plan.broker.host}:{plan.broker.port}"
+    try:
+        await fleet.start()
+    except SensorConnectError as exc:
+        print(f"{PROG}: cannot connect to the broker at {where}: {exc.reason}", file=sys.stderr)
+        return EXIT_CANNOT_CONNECT
+    try:
+        console.say(
+            f"{len(fleet)} sensors online at {where}, site {plan.topics.site} "
+            f"(heartbeat every {plan.interval_s:g} s)"
+            + ("" if plan.script is not None else "; type `help` for the commands")
+        )
+        lines = script_lines(plan.script) if plan.script is not None else stream_lines(sys.stdin)
+        quit_ = await console.run(lines)
+        if not quit_:
+            console.say(f"end of input: stopping {len(fleet)} sensors")
+    finally:
+        await fleet.stop()
+    console.say("stopped")
+    return EXIT_OK
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    """Run the simulator from parsed arguments (those of :func:`add_arguments`); the exit status."""
+    try:
+        plan = plan_from_args(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(simulate(plan))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the sensors were stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run(argv: list[str] | None = None) -> int:
+    """``cribwatch-sim`` on its own: parse ``argv`` (default ``sys.argv[1:]``) and run; the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or bad arguments (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return main_from_args(args)
