@@ -20,6 +20,7 @@ the injected clock and return the outbound events, in order.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from gateway.clock import Clock
@@ -102,6 +103,8 @@ class _Crib:
     last_telemetry: SeqKey | None = None
     health: SensorHealth = field(default_factory=SensorHealth)
     alarms: dict[AlarmKind, _Alarm] = field(default_factory=dict)
+    timer_version: int = 0
+    """Bumped on every reschedule: older entries of this crib in the timer heap are stale."""
 
     @property
     def wired(self) -> bool:
@@ -129,6 +132,10 @@ class CribMonitor:
             self._cribs[crib_cfg.id] = crib
             self._by_sensor[crib_cfg.sensor_key] = crib
         self._alarms_by_id: dict[str, tuple[_Crib, _Alarm]] = {}
+        self._timers: list[tuple[float, int, str]] = []
+        """Heap of (due, version, crib id): each crib's earliest timer, so a step costs O(log n), not O(n)."""
+        for crib in self._cribs.values():
+            self._reschedule(crib)
 
     # ------------------------------------------------------------------------------------- queries
 
@@ -152,12 +159,10 @@ class CribMonitor:
 
     def next_deadline(self) -> float | None:
         """The earliest monotonic time at which :meth:`advance` has something to do."""
-        best: float | None = None
-        for crib in self._cribs.values():
-            for due in self._deadlines(crib):
-                if best is None or due < best:
-                    best = due
-        return best
+        timers = self._timers
+        while timers and self._stale(timers[0]):
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
 
     # ------------------------------------------------------------------------------------ commands
 
@@ -170,14 +175,20 @@ class CribMonitor:
         """
         step = _Step(now=self._step_time(event.observed_at))
         self._fire_due(step)
+        if isinstance(event, AckRequest):
+            self._on_ack(event, step)  # an ack changes no timer
+            return self._finish(step)
+        crib = self._by_sensor.get(event.sensor_id)
+        if crib is None:
+            self.stats.reject("unknown_sensor", f"{_what(event)} from sensor {event.sensor_id!r}, which no crib uses")
+            return self._finish(step)
         if isinstance(event, LatchReading):
-            self._on_latch(event, step)
+            self._on_latch(crib, event, step)
         elif isinstance(event, TelemetryReading):
-            self._on_telemetry(event, step)
-        elif isinstance(event, AvailabilityChange):
-            self._on_availability(event, step)
+            self._on_telemetry(crib, event, step)
         else:
-            self._on_ack(event, step)
+            self._on_availability(crib, event, step)
+        self._reschedule(crib)
         return self._finish(step)
 
     def advance(self) -> list[OutboundEvent]:
@@ -193,45 +204,53 @@ class CribMonitor:
         self._last_step = at
         return at
 
+    def _stale(self, entry: tuple[float, int, str]) -> bool:
+        return entry[1] != self._cribs[entry[2]].timer_version
+
+    def _reschedule(self, crib: _Crib) -> None:
+        """After any change to a crib: put its earliest timer (if any) on the heap."""
+        crib.timer_version += 1
+        due = self._deadlines(crib)
+        if due:
+            heapq.heappush(self._timers, (min(due), crib.timer_version, crib.config.id))
+
     def _fire_due(self, step: _Step) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= step.now:
+            entry = heapq.heappop(timers)
+            if not self._stale(entry):
+                crib = self._cribs[entry[2]]
+                self._fire_crib(crib, step)
+                self._reschedule(crib)
+
+    def _fire_crib(self, crib: _Crib, step: _Step) -> None:
         now = step.now
-        cfg = self._alarm_cfg
-        for crib in self._cribs.values():
-            pending = crib.pending
-            if pending is not None and now >= pending.since + crib.debounce_s:
-                crib.pending = None
-                self._apply_latch(crib, pending.state, pending.since, pending.trigger, step)
-            if (
-                crib.open_since is not None
-                and AlarmKind.CRIB_OPEN not in crib.alarms
-                and now >= crib.open_since + crib.room.grace_s
-            ):
-                self._raise(crib, AlarmKind.CRIB_OPEN, crib.open_trigger, step)
-            if crib.wired:
-                continue
-            if crib.health.online is not False and now >= self._silence_deadline(crib):
-                crib.health.online = False
-                crib.offline_since = now
-                self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
-            if (
-                crib.offline_since is not None
-                and AlarmKind.SENSOR_OFFLINE not in crib.alarms
-                and now >= crib.offline_since + cfg.offline_grace_s
-            ):
-                self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
+        pending = crib.pending
+        if pending is not None and now >= pending.since + crib.debounce_s:
+            crib.pending = None
+            self._apply_latch(crib, pending.state, pending.since, pending.trigger, step)
+        if (
+            crib.open_since is not None
+            and AlarmKind.CRIB_OPEN not in crib.alarms
+            and now >= crib.open_since + crib.room.grace_s
+        ):
+            self._raise(crib, AlarmKind.CRIB_OPEN, crib.open_trigger, step)
+        if crib.wired:
+            return
+        if crib.health.online is not False and now >= self._silence_deadline(crib):
+            crib.health.online = False
+            crib.offline_since = now
+            self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
+        if (
+            crib.offline_since is not None
+            and AlarmKind.SENSOR_OFFLINE not in crib.alarms
+            and now >= crib.offline_since + self._alarm_cfg.offline_grace_s
+        ):
+            self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
 
     # ------------------------------------------------------------------------------------ inbound
 
-    def _sensor(self, sensor_id: str, what: str) -> _Crib | None:
-        crib = self._by_sensor.get(sensor_id)
-        if crib is None:
-            self.stats.reject("unknown_sensor", f"{what} from sensor {sensor_id!r}, which no crib uses")
-        return crib
-
-    def _on_latch(self, ev: LatchReading, step: _Step) -> None:
-        crib = self._sensor(ev.sensor_id, "latch")
-        if crib is None:
-            return
+    def _on_latch(self, crib: _Crib, ev: LatchReading, step: _Step) -> None:
         key = (ev.boot, ev.seq)
         if not self._in_order(crib.last_latch, key, ev.sensor_id, "latch"):
             return
@@ -249,10 +268,7 @@ class CribMonitor:
         elif crib.pending is None or crib.pending.state != ev.state:
             crib.pending = _PendingLatch(ev.state, now, trigger)
 
-    def _on_telemetry(self, ev: TelemetryReading, step: _Step) -> None:
-        crib = self._sensor(ev.sensor_id, "telemetry")
-        if crib is None:
-            return
+    def _on_telemetry(self, crib: _Crib, ev: TelemetryReading, step: _Step) -> None:
         key = (ev.boot, ev.seq)
         if not self._in_order(crib.last_telemetry, key, ev.sensor_id, "telemetry"):
             return
@@ -274,10 +290,7 @@ class CribMonitor:
         elif ev.battery_pct >= cfg.battery_ok_pct and AlarmKind.BATTERY_LOW in crib.alarms:
             self._resolve(crib, AlarmKind.BATTERY_LOW, step)
 
-    def _on_availability(self, ev: AvailabilityChange, step: _Step) -> None:
-        crib = self._sensor(ev.sensor_id, "availability")
-        if crib is None:
-            return
+    def _on_availability(self, crib: _Crib, ev: AvailabilityChange, step: _Step) -> None:
         if crib.wired:
             self.stats.reject("wired_sensor", f"availability for wired sensor {ev.sensor_id!r}")
             return
@@ -465,6 +478,12 @@ class CribMonitor:
             alarms=tuple(_summary(a) for a in sorted(crib.alarms.values(), key=lambda a: a.raised_at)),
             at=at,
         )
+
+
+def _what(event: LatchReading | TelemetryReading | AvailabilityChange) -> str:
+    if isinstance(event, LatchReading):
+        return "latch"
+    return "telemetry" if isinstance(event, TelemetryReading) else "availability"
 
 
 def _summary(alarm: _Alarm) -> AlarmSummary:
