@@ -104,6 +104,7 @@ def demo_settings(config: Path, broker: BrokerAddress) -> Settings:
 async def run_demo(config: Path, *, pace: float = 1.0) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("cribwatch.alarm").setLevel(logging.ERROR)  # the pager below shows every alarm
+    logging.getLogger("gateway.brokers").setLevel(logging.INFO)  # which broker the demo runs on
     console = _Console()
     with tempfile.TemporaryDirectory(prefix="cribwatch-demo-") as tmp:
         async with start_embedded_broker(Path(tmp)) as endpoint:
