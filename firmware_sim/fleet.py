@@ -30,6 +30,8 @@ class SensorOptions(TypedDict, total=False):
     rssi_dbm: int
     firmware: str
     wall_clock: Callable[[], float]
+    reconnect_min_s: float
+    reconnect_max_s: float
 
 
 def wireless_sensor_ids(settings: Settings) -> list[str]:
@@ -53,6 +55,7 @@ class Fleet:
     ``async with Fleet(...) as fleet``; then ``fleet["s-0101"]``, ``for sensor in fleet``, ``len(fleet)``,
     ``"s-0101" in fleet``. If any sensor cannot connect, :meth:`start` stops the ones that did and raises
     the first error (a :class:`~firmware_sim.sensor.SensorConnectError` if the broker cannot be reached).
+    Once started, each sensor reconnects by itself when its connection is lost (until :meth:`stop`).
     """
 
     def __init__(

@@ -3,14 +3,26 @@
 What the firmware does, and so what :class:`SimulatedSensor` does:
 
 * It connects with client id ``sensor-<id>``, a clean session and a last will ``offline`` (retained, QoS 1)
-  on its availability topic, carrying its boot counter and the time of the connect.
+  on its availability topic, carrying its boot counter and the time of the connect. The will is composed
+  anew for every connection (also a reconnect), so its ``ts`` is the time of that connection's connect.
 * Once connected it publishes ``online`` (retained), its current latch state (retained, QoS 1) and a first
   heartbeat, then a heartbeat (:class:`~gateway.protocol.TelemetryPayload`, QoS 0) every ``interval_s``.
+  It does this on every connect: the first one of a boot and every reconnect.
 * Every sensor payload carries ``boot`` (increases on every power-up) and ``seq``: one counter per channel
-  (latch, telemetry), starting at 0 on each boot. A network hiccup keeps both; a power cycle starts a new
+  (latch, telemetry), starting at 0 on each boot. A lost connection keeps both; a power cycle starts a new
   boot with the counters back at 0.
-* Powered off (or with its connection cut) it is silent: the broker publishes its last will. The latch and
-  the battery still change physically; their current values go out with the next connect.
+* Powered off it is silent: the broker publishes its last will. The latch and the battery still change
+  physically; their current values go out with the next connect.
+* Powered on, a connection lost on its own (the broker restarts, the network drops it, another client
+  connects with the same client id) is noticed and the sensor reconnects by itself: same boot, counters
+  continuing, with exponential backoff and jitter between attempts (each wait is a random 50-100 % of a
+  delay that starts at ``reconnect_min_s`` and doubles after every attempt up to ``reconnect_max_s``; it
+  starts at the minimum again after a connection that lasted :data:`STABLE_AFTER_S`). While it
+  has no connection it is silent, as when powered off. A connection that is closed within
+  :data:`STABLE_AFTER_S` of its connect :data:`TAKEOVER_LOSSES` times in a row most likely shares its client
+  id with another client (two simulators running the same sensor; real firmware cannot be duplicated): the
+  sensor logs a warning and waits ``reconnect_max_s`` (with jitter) before each attempt, so the two do not
+  fight for ever.
 * A clean shutdown publishes ``offline`` itself before its DISCONNECT (which suppresses the will).
 
 Only the connection handling here touches aiomqtt (through :mod:`gateway.mqtt_client`).
@@ -21,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +73,11 @@ KEEPALIVE_S = 60
 """The firmware's MQTT keepalive."""
 TEARDOWN_TIMEOUT_S = 5.0
 """How long to wait for our own side of a cut connection to notice it (it takes microseconds)."""
+STABLE_AFTER_S = 5.0
+"""A connection that lasted this long was stable: its loss starts the reconnect backoff at the minimum again."""
+TAKEOVER_LOSSES = 3
+"""After this many connections in a row closed within :data:`STABLE_AFTER_S`, assume another client uses the
+same client id: warn, and wait ``reconnect_max_s`` (with jitter) before each attempt."""
 _FW_MAX_LEN = 32
 _RSSI_RANGE = (-130, 0)
 
@@ -104,6 +122,14 @@ class _Connection:
         self.lost = asyncio.Event()
         self.watcher: asyncio.Task[None] | None = None
         self.heartbeat: asyncio.Task[None] | None = None
+        self.closing = False  # set when we end it ourselves: the heartbeat stops even if a cancel is swallowed
+        self.connected_at = time.monotonic()
+        self.lost_at: float | None = None
+
+    def lasted_s(self) -> float:
+        """How long the connection lasted (so far, if it has not ended)."""
+        end = time.monotonic() if self.lost_at is None else self.lost_at
+        return end - self.connected_at
 
 
 class SimulatedSensor:
@@ -112,6 +138,9 @@ class SimulatedSensor:
     Use ``async with SimulatedSensor(...)`` or :meth:`start` / :meth:`stop`. Every method that sends
     something raises :class:`SensorOfflineError` while the sensor has no connection; the new latch or
     battery value is kept all the same and goes out with the next connect, as the firmware does.
+
+    While powered, a connection lost on its own is re-established by the sensor itself (see the module
+    documentation); :attr:`reconnects` counts those reconnects and :meth:`wait_connected` waits for one.
     """
 
     def __init__(
@@ -127,6 +156,8 @@ class SimulatedSensor:
         rssi_dbm: int = -60,
         firmware: str = "1.0.0",
         wall_clock: Callable[[], float] = time.time,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
     ) -> None:
         if not is_identifier(sensor_id):
             msg = f"sensor id {sensor_id!r}: use lower case letters, digits, - and _ (at most 64)"
@@ -144,6 +175,11 @@ class SimulatedSensor:
         if not 1 <= len(firmware) <= _FW_MAX_LEN:
             msg = f"firmware must be 1 to {_FW_MAX_LEN} characters, got {firmware!r}"
             raise ValueError(msg)
+        if not 0 < reconnect_min_s <= reconnect_max_s:
+            msg = (
+                f"reconnect_min_s and reconnect_max_s must be 0 < min <= max, got {reconnect_min_s}, {reconnect_max_s}"
+            )
+            raise ValueError(msg)
         self._sensor_id = sensor_id
         self._topics = topics
         self._broker = broker
@@ -154,12 +190,19 @@ class SimulatedSensor:
         self._rssi_dbm = rssi_dbm
         self._firmware = firmware
         self._wall_clock = wall_clock
+        self._reconnect_min_s = float(reconnect_min_s)
+        self._reconnect_max_s = float(reconnect_max_s)
 
+        self.reconnects = 0
+        """How many times the sensor reconnected by itself after losing its connection (all boots together;
+        neither power-ups nor :meth:`network_blip` count)."""
         self._powered = False
         self._ever_powered = False
         self._powered_at = 0.0  # time.monotonic() of the last power-up: the base of uptime_s
         self._seq: dict[SensorChannel, int] = {SensorChannel.LATCH: 0, SensorChannel.TELEMETRY: 0}
         self._conn: _Connection | None = None
+        self._announced = asyncio.Event()  # set while the current connection is live and has announced itself
+        self._keeper: asyncio.Task[None] | None = None  # reconnects while powered (see _keep_connected)
         self._lock = asyncio.Lock()  # one power or connection change at a time
 
     # -- state ------------------------------------------------------------------------------------
@@ -209,6 +252,15 @@ class SimulatedSensor:
         if conn is not None:
             await conn.lost.wait()
 
+    async def wait_connected(self) -> None:
+        """Return once the sensor is connected and has announced itself (at once if it is now).
+
+        Waits through reconnect attempts, and also while powered off (for someone to power it on); bound it
+        with ``asyncio.timeout``.
+        """
+        # Set only while the current connection is live: cleared in the same step that marks it lost.
+        await self._announced.wait()
+
     def next_seq(self, channel: SensorChannel) -> int:
         """The ``seq`` the next message on ``channel`` (latch or telemetry) will carry."""
         return self._seq[channel]
@@ -216,7 +268,7 @@ class SimulatedSensor:
     def __repr__(self) -> str:
         return (
             f"SimulatedSensor({self._sensor_id!r}, boot={self._boot}, latch={self._latch.value}, "
-            f"battery_pct={self._battery_pct}, connected={self.connected})"
+            f"battery_pct={self._battery_pct}, connected={self.connected}, reconnects={self.reconnects})"
         )
 
     # -- power ------------------------------------------------------------------------------------
@@ -232,8 +284,9 @@ class SimulatedSensor:
     async def power_on(self) -> None:
         """Power up: a new boot (``boot`` + 1 after the first), counters at 0, connect, announce.
 
-        Raises :class:`SensorError` if already powered, :class:`SensorConnectError` if the broker cannot be
-        reached (the sensor then stays powered off).
+        From then on until :meth:`power_off` or :meth:`stop` the sensor reconnects by itself whenever its
+        connection is lost. Raises :class:`SensorError` if already powered, :class:`SensorConnectError` if the
+        broker cannot be reached (the sensor then stays powered off).
         """
         async with self._lock:
             if self._powered:
@@ -251,16 +304,20 @@ class SimulatedSensor:
                 raise
             self._powered = True
             self._ever_powered = True
+            self._keeper = asyncio.create_task(self._keep_connected(), name=f"{self.client_id}-keeper")
+            self._keeper.add_done_callback(self._keeper_done)
 
     async def power_off(self) -> None:
         """Lose power: the TCP connection is cut without DISCONNECT, so the broker publishes the last will.
 
-        Does nothing if the sensor is already off.
+        The sensor stays off (no reconnect) until :meth:`power_on`. Does nothing if it is already off. If a
+        reconnect attempt is under way, waits for it to end first (at most the connect timeout).
         """
         async with self._lock:
             if not self._powered:
                 return
             self._powered = False
+            await self._stop_keeper()
             await self._disconnect(clean=False)
             log.debug("%s: powered off (boot %d)", self._sensor_id, self._boot)
 
@@ -273,7 +330,9 @@ class SimulatedSensor:
         """A Wi-Fi hiccup: the connection is cut (the broker publishes the will), ``down_s`` later the
         sensor reconnects with the SAME boot and its counters continue; it announces itself as on connect.
 
-        Raises :class:`SensorOfflineError` if the sensor is powered off.
+        This reconnect is not counted in :attr:`reconnects`. Raises :class:`SensorOfflineError` if the sensor
+        is powered off, :class:`SensorConnectError` if it cannot connect again (it then keeps trying by
+        itself, with backoff, as after any lost connection).
         """
         if down_s < 0:
             msg = f"down_s must be >= 0, got {down_s}"
@@ -289,12 +348,14 @@ class SimulatedSensor:
     async def stop(self) -> None:
         """Clean shutdown: publish ``offline`` (retained), then DISCONNECT (the broker drops the will).
 
-        Does nothing if the sensor is already off.
+        The sensor stays off (no reconnect). Does nothing if it is already off. With no connection at the
+        moment (lost, not back yet) there is nothing to publish on: the broker has sent the will already.
         """
         async with self._lock:
             if not self._powered:
                 return
             self._powered = False
+            await self._stop_keeper()
             await self._disconnect(clean=True)
 
     async def __aenter__(self) -> Self:
@@ -394,8 +455,11 @@ class SimulatedSensor:
     def _availability(self, state: Literal["online", "offline"]) -> bytes:
         return encode(AvailabilityPayload(state=state, boot=self._boot, ts=self._wall_clock()))
 
-    async def _connect(self) -> None:
-        """Open a connection (with its will), announce the sensor and start the heartbeat."""
+    async def _connect(self, *, reconnect: bool = False) -> None:
+        """Open a connection (with a will made now), announce the sensor and start the heartbeat.
+
+        ``reconnect``: this is the sensor reconnecting by itself (counted in :attr:`reconnects`).
+        """
         topic = self._topics.sensor(self._sensor_id, SensorChannel.AVAILABILITY)
         will = aiomqtt.Will(topic, self._availability("offline"), qos=int(AVAILABILITY.qos), retain=AVAILABILITY.retain)
         client = new_client(
@@ -413,7 +477,7 @@ class SimulatedSensor:
             await self._publish_latch()
             await self._publish_telemetry()
         except SensorOfflineError:
-            # Lost again at once; the sensor stays powered and silent, like the firmware would.
+            # Lost again at once; the keeper notices (conn.lost) and reconnects, like the firmware would.
             log.debug("%s: connection lost while announcing", self._sensor_id, exc_info=True)
         except BaseException:  # cancelled while announcing: leave no connection behind
             self._conn = None
@@ -421,6 +485,10 @@ class SimulatedSensor:
                 drop_connection(client)
             raise
         conn.heartbeat = asyncio.create_task(self._heartbeat(conn), name=f"{self.client_id}-heartbeat")
+        if reconnect:
+            self.reconnects += 1
+        if not conn.lost.is_set():
+            self._announced.set()
         log.debug("%s: connected (boot %d)", self._sensor_id, self._boot)
 
     async def _watch(self, conn: _Connection) -> None:
@@ -431,14 +499,86 @@ class SimulatedSensor:
         except aiomqtt.MqttError as exc:
             log.debug("%s: connection ended: %s", self._sensor_id, exc.__cause__ or exc)
         finally:
+            conn.lost_at = time.monotonic()
             conn.lost.set()
+            if self._conn is conn:
+                self._announced.clear()
             if conn.heartbeat is not None:
                 conn.heartbeat.cancel()
+
+    async def _keep_connected(self) -> None:
+        """While powered: notice a connection that ended on its own, and reconnect with backoff.
+
+        Runs from a successful power-up until :meth:`power_off` / :meth:`stop`, which cancel it while they
+        hold the lock (so never in the middle of a connect). A connection that :meth:`network_blip` replaced
+        is simply watched in turn.
+        """
+        delay = self._reconnect_min_s
+        short_losses = 0
+        while True:
+            watched = self._conn
+            if watched is not None:
+                await watched.lost.wait()
+            async with self._lock:
+                if not self._powered:
+                    return
+                if self.connected:
+                    continue  # network_blip made a new connection: watch that one
+                if watched is not None and watched is self._conn:  # lost on its own, not by our hand
+                    lasted = watched.lasted_s()
+                    if lasted >= STABLE_AFTER_S:
+                        short_losses = 0
+                        delay = self._reconnect_min_s
+                    else:
+                        short_losses += 1
+                    if short_losses >= TAKEOVER_LOSSES:
+                        delay = self._reconnect_max_s
+                        log.warning(
+                            "client id %s is used by another client, most likely: its connection was closed within "
+                            "%g s of connecting %d times in a row; sensor %s now waits up to %g s between attempts",
+                            self.client_id,
+                            STABLE_AFTER_S,
+                            short_losses,
+                            self._sensor_id,
+                            delay,
+                        )
+                    else:
+                        log.info("%s: connection lost after %.1f s; reconnecting", self._sensor_id, lasted)
+            delay = await self._reconnect(delay)
+
+    async def _reconnect(self, delay: float) -> float:
+        """Try to connect again, waiting a jittered ``delay`` before each attempt and doubling it after each
+        (up to ``reconnect_max_s``), until connected. Returns the delay for the next time."""
+        while True:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self._reconnect_max_s)
+            async with self._lock:
+                if self.connected or not self._powered:
+                    return delay  # network_blip got there first, or power_off / stop did
+                await self._disconnect(clean=False)  # release the dead connection, if any
+                try:
+                    await self._connect(reconnect=True)
+                except SensorConnectError as exc:
+                    log.debug("%s: reconnect failed: %s", self._sensor_id, exc.reason)
+                    continue
+            log.info("%s: reconnected (boot %d)", self._sensor_id, self._boot)
+            return delay
+
+    async def _stop_keeper(self) -> None:
+        """Cancel the reconnecting task (called with the lock held, so it is not in the middle of a connect)."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.wait([keeper])  # unlike `await keeper`, a cancellation of the caller still propagates
+
+    def _keeper_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s: reconnecting stopped by an error; the sensor stays offline", self._sensor_id, exc_info=exc)
 
     async def _heartbeat(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
-        while not conn.lost.is_set():
+        while not (conn.lost.is_set() or conn.closing):
             due += self._interval_s
             await asyncio.sleep(max(0.0, due - loop.time()))
             try:
@@ -449,12 +589,15 @@ class SimulatedSensor:
     async def _disconnect(self, *, clean: bool) -> None:
         """End the current connection: cleanly (offline, then DISCONNECT) or by cutting TCP (the will)."""
         conn, self._conn = self._conn, None
+        self._announced.clear()
         if conn is None:
             return
+        conn.closing = True
         if conn.heartbeat is not None:
             conn.heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await conn.heartbeat
+            # Not `await conn.heartbeat`: that would swallow a cancellation of the caller, and it would hang
+            # if the heartbeat swallowed its own (asyncio.wait_for inside aiomqtt's publish can, on 3.11).
+            await asyncio.wait([conn.heartbeat], timeout=TEARDOWN_TIMEOUT_S)
         if clean and not conn.lost.is_set():
             try:
                 await conn.client.publish(

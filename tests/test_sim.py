@@ -1,6 +1,7 @@
 """The sensor simulator: its command language (unit), and on a real Mosquitto that it speaks gateway.protocol
 exactly as the firmware does (integration: retained online + latch, per-channel seq, last will, reboot,
-network blip, clean stop, fleets, the CLI)."""
+network blip, reconnecting by itself after a lost connection or a broker restart, a client id used twice,
+clean stop, fleets, the CLI)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import tomllib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -42,8 +44,8 @@ from firmware_sim.commands import (
     split_script,
 )
 from firmware_sim.fleet import Fleet, wireless_sensor_ids
-from firmware_sim.sensor import SensorOfflineError, Sent, SimulatedSensor
-from gateway.brokers import BrokerEndpoint, free_port
+from firmware_sim.sensor import TAKEOVER_LOSSES, SensorOfflineError, Sent, SimulatedSensor
+from gateway.brokers import BrokerEndpoint, MosquittoBroker, free_port
 from gateway.config import load_settings, settings_from_mapping
 from gateway.mqtt_client import BrokerAddress, new_client
 from gateway.protocol import (
@@ -62,6 +64,10 @@ KIDS_F = REPO / "examples" / "kids-f.toml"
 WAIT_S = 5.0
 """Bound on every wait for a message; never a timing assertion."""
 INTERVAL_S = 0.2
+FAST_RECONNECT: dict[str, Any] = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.5}
+"""Small backoff for tests of reconnecting (the firmware's defaults are 0.5 s to 30 s)."""
+NO_RECONNECT_S = 0.5
+"""How long a test watches a sensor NOT reconnect: ten times its smallest reconnect delay."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -174,6 +180,8 @@ def test_help_lists_every_command() -> None:
         {"battery_pct": 101},
         {"rssi_dbm": 5},
         {"firmware": ""},
+        {"reconnect_min_s": 0},
+        {"reconnect_min_s": 2.0, "reconnect_max_s": 1.0},
     ],
 )
 def test_sensor_rejects_impossible_settings(kwargs: dict[str, Any]) -> None:
@@ -563,27 +571,194 @@ async def test_network_blip_keeps_boot_and_continues_seq(
         telemetry, _ = await recorder.next("s-1", TELEMETRY_CH, TelemetryPayload, lambda p: p.seq == 2)
         assert telemetry.boot == 5
         assert (await sensor.close_latch()).seq == 3
+        assert sensor.reconnects == 0  # the blip reconnected; the sensor did not have to
 
 
 @pytest.mark.integration
-async def test_lost_connection_leaves_the_sensor_silent_until_it_reconnects(
+async def test_taken_over_connection_comes_back_by_itself(
     broker: BrokerAddress, topics: Topics, recorder: Recorder
 ) -> None:
-    async with SimulatedSensor("s-1", topics, broker, interval_s=INTERVAL_S) as sensor:
+    clock = WallClock(1000.0)
+    sensor = SimulatedSensor("s-1", topics, broker, interval_s=INTERVAL_S, wall_clock=clock, **FAST_RECONNECT)
+    async with sensor:
+        await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, is_online)
         await recorder.next("s-1", TELEMETRY_CH, TelemetryPayload, lambda p: p.seq == 1)
-        # Another client with the sensor's client id: the broker closes the sensor's connection.
-        async with new_client(broker, identifier=sensor.client_id):
-            await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, is_offline)
+        clock.now = 2000.0
+        # Another client with the sensor's client id: the broker closes the sensor's connection (the will),
+        # the sensor reconnects by itself, and now the broker closes the other client's connection.
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with new_client(broker, identifier=sensor.client_id):
+                will, _ = await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, is_offline)
+                assert will == AvailabilityPayload(state="offline", boot=1, ts=1000.0)
+                online, _ = await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, is_online)
+        assert online == AvailabilityPayload(state="online", boot=1, ts=2000.0)
+        # Announced as on every connect: same boot, the latch again with the next seq, a heartbeat.
+        latch, _ = await recorder.next("s-1", LATCH_CH, LatchPayload, seq_is(1))
+        assert (latch.boot, latch.state, latch.ts) == (1, LatchState.CLOSED, 2000.0)
+        await recorder.next("s-1", TELEMETRY_CH, TelemetryPayload, lambda p: p.boot == 1 and p.ts == 2000.0)
+        async with asyncio.timeout(WAIT_S):
+            await sensor.wait_connected()
+        async with recording(broker, topics) as late:  # retained, as on the first connect
+            assert (await late.next("s-1", AVAILABILITY_CH, AvailabilityPayload))[0] == online
+            assert (await late.next("s-1", LATCH_CH, LatchPayload))[0] == latch
+        assert sensor.connected
+        assert sensor.powered
+        assert sensor.reconnects == 1
+        assert sensor.boot == 1
+        # The will is composed per connection: the one of the new connection carries its connect time.
+        clock.now = 3000.0
+        await sensor.power_off()
+        will, _ = await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, is_offline)
+        assert will == AvailabilityPayload(state="offline", boot=1, ts=2000.0)
+
+
+@pytest.mark.integration
+async def test_sensor_comes_back_by_itself_after_a_broker_restart(tmp_path: Path) -> None:
+    topics = Topics("restart")
+    with MosquittoBroker(tmp_path / "b", users={"u": "p"}) as mosquitto:
+        broker = mosquitto.endpoint
+        sensor = SimulatedSensor("s-1", topics, broker, boot=3, interval_s=INTERVAL_S, **FAST_RECONNECT)
+        async with sensor:
+            async with asyncio.timeout(WAIT_S):
+                await sensor.wait_connected()
+            assert sensor.next_seq(LATCH_CH) == 1
+            telemetry_before = sensor.next_seq(TELEMETRY_CH)
+
+            await asyncio.to_thread(mosquitto.kill)  # a crash: no will, nothing saved
             async with asyncio.timeout(WAIT_S):
                 await sensor.wait_disconnected()
+            assert sensor.powered
+            assert not sensor.connected
+            # Silent while the broker is away; the latch still changes and goes out on reconnect.
+            with pytest.raises(SensorOfflineError):
+                await sensor.open()
+            assert sensor.latch is LatchState.OPEN
+
+            await asyncio.to_thread(mosquitto.start)  # the same port, users and persistence
+            async with asyncio.timeout(WAIT_S):
+                await sensor.wait_connected()
+            assert sensor.reconnects == 1
+            assert sensor.boot == 3
+            async with recording(broker, topics) as recorder:
+                online, item = await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload)
+                assert (online.state, online.boot) == ("online", 3)
+                assert item.retain
+                # A connection loss is not a reboot: same boot, the latch counter continues.
+                latch, item = await recorder.next("s-1", LATCH_CH, LatchPayload)
+                assert (latch.boot, latch.seq, latch.state) == (3, 1, LatchState.OPEN)
+                assert item.retain
+                # Heartbeats continue (periodic ones, live), their counter too.
+                for _ in range(2):
+                    telemetry, item = await recorder.next("s-1", TELEMETRY_CH, TelemetryPayload)
+                    assert telemetry.boot == 3
+                    assert telemetry.seq > telemetry_before
+                    assert not item.retain
+                assert (await sensor.close_latch()).seq == 2
+                await recorder.next("s-1", LATCH_CH, LatchPayload, seq_is(2))
+        # A clean stop after the restart still says offline itself.
+        async with recording(broker, topics) as late:
+            offline, _ = await late.next("s-1", AVAILABILITY_CH, AvailabilityPayload)
+            assert (offline.state, offline.boot) == ("offline", 3)
+
+
+@pytest.mark.integration
+async def test_power_off_and_stop_do_not_reconnect(broker: BrokerAddress, topics: Topics, recorder: Recorder) -> None:
+    sensor = SimulatedSensor("s-1", topics, broker, interval_s=INTERVAL_S, **FAST_RECONNECT)
+    await sensor.start()
+    try:
+        await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, is_online)
+        await sensor.power_off()
+        await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, is_offline)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(NO_RECONNECT_S):
+                await sensor.wait_connected()
         assert not sensor.connected
-        assert sensor.powered
-        with pytest.raises(SensorOfflineError):
-            await sensor.heartbeat_now()
-        await sensor.network_blip()
-        assert sensor.connected
-        latch, _ = await recorder.next("s-1", LATCH_CH, LatchPayload, lambda p: p.seq == 1)
-        assert latch.boot == 1
+        assert sensor.reconnects == 0
+
+        await sensor.power_on()
+        async with asyncio.timeout(WAIT_S):
+            await sensor.wait_connected()  # at once: power_on returns connected
+        await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, lambda p: is_online(p) and p.boot == 2)
+    finally:
+        await sensor.stop()
+    await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, lambda p: is_offline(p) and p.boot == 2)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(NO_RECONNECT_S):
+            await sensor.wait_connected()
+    assert sensor.reconnects == 0
+    assert [decode(AvailabilityPayload, i.raw).state for i in recorder.received if i.channel is AVAILABILITY_CH] == [
+        "online",
+        "offline",
+        "online",
+        "offline",
+    ]
+
+
+class _WarningSeen(logging.Handler):
+    """Sets an event when a warning containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text = text
+        self.seen = asyncio.Event()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.count += 1
+            self.seen.set()
+
+
+async def either_connected(*sensors: SimulatedSensor) -> None:
+    """Return once one of ``sensors`` is connected and has announced itself."""
+    waits = [asyncio.create_task(sensor.wait_connected()) for sensor in sensors]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.wait(waits)
+
+
+@pytest.mark.integration
+async def test_two_sensors_with_one_client_id_do_not_fight_for_ever(
+    broker: BrokerAddress, topics: Topics, recorder: Recorder
+) -> None:
+    # Two simulators running the same sensor (a technician's mistake): each connect closes the other's
+    # connection. After a few short-lived connections in a row one of them warns and backs off to
+    # reconnect_max_s, so the other keeps its connection.
+    options: dict[str, Any] = {"interval_s": 0.1, "reconnect_min_s": 0.05, "reconnect_max_s": 60.0}
+    first = SimulatedSensor("s-1", topics, broker, boot=1, **options)
+    second = SimulatedSensor("s-1", topics, broker, boot=2, **options)
+    watcher = _WarningSeen(f"client id {first.client_id} is used by another client")
+    logger = logging.getLogger("firmware_sim.sensor")
+    logger.addHandler(watcher)
+    try:
+        async with first, second:
+            async with asyncio.timeout(WAIT_S):
+                await watcher.seen.wait()
+            # The one that warned waits reconnect_max_s now; the other is connected (or just connecting).
+            async with asyncio.timeout(WAIT_S):
+                await either_connected(first, second)
+            winner, loser = (first, second) if first.connected else (second, first)
+            assert winner.connected
+            assert not loser.connected
+            assert loser.powered
+            # It took a few rounds, not a spin.
+            assert loser.reconnects <= TAKEOVER_LOSSES
+            assert winner.reconnects <= TAKEOVER_LOSSES
+            counts = (first.reconnects, second.reconnects)
+            # The winner keeps its connection for several heartbeats, nobody reconnects meanwhile.
+            start = winner.next_seq(TELEMETRY_CH)
+            await recorder.next(
+                "s-1", TELEMETRY_CH, TelemetryPayload, lambda p: p.boot == winner.boot and p.seq >= start + 3
+            )
+            assert winner.connected
+            assert not loser.connected
+            assert (first.reconnects, second.reconnects) == counts
+            assert watcher.count == 1
+    finally:
+        logger.removeHandler(watcher)
 
 
 @pytest.mark.integration
@@ -599,6 +774,29 @@ async def test_stop_publishes_offline_itself(broker: BrokerAddress, topics: Topi
     offline, _ = await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, is_offline)
     assert offline == AvailabilityPayload(state="offline", boot=1, ts=2000.0)
     await sensor.stop()  # a second stop does nothing
+
+
+@pytest.mark.integration
+async def test_stop_does_not_hang_on_a_heartbeat_that_swallows_its_cancellation(
+    broker: BrokerAddress, topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On Python 3.11 aiomqtt's publish (asyncio.wait_for inside) returns normally instead of raising
+    # CancelledError when the publish completes in the same loop step as the cancel: the heartbeat task then
+    # goes on. Stopping must not wait for it for ever.
+    sensor = SimulatedSensor("s-1", topics, broker, interval_s=0.05)
+    await sensor.start()
+    entered = asyncio.Event()
+
+    async def publish_swallowing_the_cancel() -> None:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr(sensor, "_publish_telemetry", publish_swallowing_the_cancel)
+    async with asyncio.timeout(WAIT_S):
+        await entered.wait()
+        await sensor.stop()
+    assert not sensor.connected
 
 
 @pytest.mark.integration
