@@ -1,11 +1,12 @@
 """The gateway's MQTT link: one persistent session that takes sensor messages and acks in, and sends
 alarm events and crib states out.
 
-- In: every message is converted once at this edge (:func:`gateway.codec.decode_inbound`) and put on
-  the core's queue; a malformed one is counted and dropped, never raised.
-- Out: an outbox that keeps what could not be sent while the broker was away, and sends it on
-  reconnect, oldest first. Publishes are not serialised on their PUBACKs, so one slow
-  acknowledgement does not hold up the next alarm.
+- In: every message is converted once at this edge (:func:`gateway.codec.decode_inbound`) and handed to
+  ``on_event`` on the event loop's thread; a malformed one is counted and dropped, never raised.
+- Out: :meth:`MqttLink.send` writes a message to the socket before it returns when the link is up (an
+  alarm waits for nothing: not for a PUBACK, not for a loop iteration); while the broker is away,
+  messages wait in the :class:`Outbox` and leave, oldest first, on reconnect. QoS 1 messages not yet
+  acknowledged when a connection dies are sent again on the next one.
 - Reconnect: exponential backoff with jitter; QoS 1 and a persistent session (clean_session=False)
   so what sensors and pagers sent while the gateway was away is delivered when it is back.
 """
@@ -19,12 +20,13 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aiomqtt
 
 from gateway.codec import Outgoing, decode_inbound
 from gateway.events import InboundEvent
-from gateway.mqtt_client import BrokerAddress, new_client
+from gateway.mqtt_client import BrokerAddress, new_client, publish_now
 from gateway.protocol import (
     ACK,
     GATEWAY_AVAILABILITY,
@@ -36,18 +38,20 @@ from gateway.protocol import (
 )
 from gateway.stats import IngestStats
 
+if TYPE_CHECKING:
+    from paho.mqtt.client import MQTTMessageInfo
+
 log = logging.getLogger("cribwatch.mqtt")
 
 OUTBOX_LIMIT = 10_000
 
 
 class Outbox:
-    """A bounded FIFO of outgoing messages that survives disconnects. Oldest dropped (and counted) when full."""
+    """A bounded FIFO of messages that wait for the broker. Oldest dropped (and counted) when full."""
 
     def __init__(self, limit: int = OUTBOX_LIMIT) -> None:
         self._items: collections.deque[Outgoing] = collections.deque()
         self._limit = limit
-        self._ready = asyncio.Event()
         self.dropped = 0
 
     def put(self, item: Outgoing) -> None:
@@ -55,16 +59,11 @@ class Outbox:
             self._items.popleft()
             self.dropped += 1
         self._items.append(item)
-        self._ready.set()
 
     def put_front(self, item: Outgoing) -> None:
         self._items.appendleft(item)
-        self._ready.set()
 
-    async def get(self) -> Outgoing:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
+    def pop(self) -> Outgoing:
         return self._items.popleft()
 
     def __len__(self) -> int:
@@ -78,7 +77,7 @@ class MqttLink:
         topics: Topics,
         broker: BrokerAddress,
         client_id: str,
-        inbound: asyncio.Queue[InboundEvent],
+        on_event: Callable[[InboundEvent], None],
         stats: IngestStats,
         gw_boot: int,
         keepalive: int = 10,
@@ -90,7 +89,7 @@ class MqttLink:
         self._topics = topics
         self._broker = broker
         self._client_id = client_id
-        self._inbound = inbound
+        self._on_event = on_event
         self._stats = stats
         self._gw_boot = gw_boot
         self._keepalive = keepalive
@@ -100,10 +99,66 @@ class MqttLink:
         self.outbox = Outbox()
         self.connected = asyncio.Event()
         self.connections = 0
-        self._inflight = asyncio.Semaphore(200)
+        self._client: aiomqtt.Client | None = None
+        """The live session's client; None while there is none (then :meth:`send` fills the outbox)."""
+        self._unacked: collections.deque[tuple[MQTTMessageInfo, Outgoing]] = collections.deque()
+
+    # ------------------------------------------------------------------------------------------ out
+
+    def send(self, item: Outgoing) -> None:
+        """Publish now if the link is up and nothing older waits; else keep it for the next connection."""
+        client = self._client
+        if client is None or self.outbox:
+            self.outbox.put(item)
+        else:
+            self._publish(client, item)
+
+    def _publish(self, client: aiomqtt.Client, item: Outgoing) -> bool:
+        info = publish_now(client, item.topic, item.payload, item.qos, item.retain)
+        if info is None:  # the connection is gone; the receive side will notice and end the session
+            self._client = None
+            self.outbox.put(item)
+            return False
+        if item.qos > 0:
+            unacked = self._unacked
+            unacked.append((info, item))
+            while unacked and unacked[0][0].is_published():
+                unacked.popleft()
+        return True
+
+    def _drain(self, client: aiomqtt.Client) -> None:
+        outbox = self.outbox
+        while outbox:
+            if not self._publish(client, outbox.pop()):
+                return
+
+    def _requeue_unacked(self) -> None:
+        """After a connection died: what the broker never acknowledged goes out again, in order."""
+        for info, item in reversed(self._unacked):
+            if not info.is_published():
+                self.outbox.put_front(item)
+        self._unacked.clear()
 
     def _availability(self, state: str) -> bytes:
         return encode(GatewayAvailabilityPayload(state=state, gw_boot=self._gw_boot))
+
+    # ------------------------------------------------------------------------------------------- in
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        observed_at = self._monotonic()
+        topic = message.topic.value
+        payload = message.payload
+        if not isinstance(payload, bytes):
+            self._stats.reject("bad_payload", f"non-bytes payload on {topic}")
+            return
+        try:
+            event = decode_inbound(self._topics, topic, payload, retained=message.retain, observed_at=observed_at)
+        except ProtocolError as exc:
+            self._stats.reject(exc.reason, f"{topic}: {exc.detail}")
+            return
+        self._on_event(event)
+
+    # -------------------------------------------------------------------------------------- session
 
     async def run(self) -> None:
         """Stay connected until cancelled."""
@@ -121,6 +176,7 @@ class MqttLink:
                 will=will,
                 clean_session=False,
                 keepalive=self._keepalive,
+                on_message=self._on_message,
             )
             try:
                 async with client:
@@ -131,7 +187,6 @@ class MqttLink:
                         await self._goodbye(client)
                         raise
             except aiomqtt.MqttError as exc:
-                self.connected.clear()
                 wait = delay * random.uniform(0.8, 1.2)
                 log.warning(
                     "broker %s:%s unreachable (%s); retrying in %.1f s", self._broker.host, self._broker.port, exc, wait
@@ -162,49 +217,16 @@ class MqttLink:
         )
         self.connections += 1
         log.info("connected to broker %s:%s as %s", self._broker.host, self._broker.port, self._client_id)
-        if self._on_connected is not None:
-            self._on_connected()
-        self.connected.set()
+        self._drain(client)
+        self._client = client
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._send_loop(client, tg), name="mqtt-send")
-                await self._receive_loop(client)
-        except* aiomqtt.MqttError as group:
-            raise group.exceptions[0] from None
+            if self._on_connected is not None:
+                self._on_connected()
+            self.connected.set()
+            async for _ in client.messages:  # messages go to _on_message; this only waits for the end
+                pass
+            raise aiomqtt.MqttError("message stream ended")
         finally:
+            self._client = None
             self.connected.clear()
-
-    async def _receive_loop(self, client: aiomqtt.Client) -> None:
-        topics, stats, put, monotonic = self._topics, self._stats, self._inbound.put_nowait, self._monotonic
-        async for message in client.messages:
-            observed_at = monotonic()
-            payload = message.payload
-            if not isinstance(payload, bytes):
-                stats.reject("bad_payload", f"non-bytes payload on {message.topic.value}")
-                continue
-            try:
-                put(
-                    decode_inbound(
-                        topics, message.topic.value, payload, retained=message.retain, observed_at=observed_at
-                    )
-                )
-            except ProtocolError as exc:
-                stats.reject(exc.reason, f"{message.topic.value}: {exc.detail}")
-        raise aiomqtt.MqttError("message stream ended")
-
-    async def _send_loop(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
-        while True:
-            item = await self.outbox.get()
-            await self._inflight.acquire()
-            # The task calls paho's publish synchronously when it starts; tasks start in creation order,
-            # so messages leave in outbox order even though their PUBACKs are awaited concurrently.
-            tg.create_task(self._publish(client, item))
-
-    async def _publish(self, client: aiomqtt.Client, item: Outgoing) -> None:
-        try:
-            await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
-        except aiomqtt.MqttError:
-            self.outbox.put_front(item)
-            raise
-        finally:
-            self._inflight.release()
+            self._requeue_unacked()

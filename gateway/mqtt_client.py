@@ -1,15 +1,19 @@
 """How every cribwatch process opens an MQTT connection: one place for the socket and session rules.
 
-Only this module and :mod:`gateway.mqtt` touch aiomqtt; paho-mqtt is reached through aiomqtt except for
-the one thing aiomqtt does not offer (dropping a connection the way a dying sensor does).
+Only this module and :mod:`gateway.mqtt` touch aiomqtt; paho-mqtt is reached through aiomqtt except, here,
+for what aiomqtt does not offer: writing a publish to the socket at once, and dropping a connection the
+way a dying sensor does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 """Measured here: without it, Nagle plus delayed ACK cost about 44 ms on every MQTT hop."""
@@ -32,8 +36,14 @@ def new_client(
     keepalive: int = 60,
     max_inflight: int = 100,
     timeout: float = 10.0,
+    on_message: Callable[[aiomqtt.Message], None] | None = None,
 ) -> aiomqtt.Client:
-    """An aiomqtt client with TCP_NODELAY on its socket; connect with ``async with``."""
+    """An aiomqtt client with TCP_NODELAY on its socket; connect with ``async with``.
+
+    With ``on_message``, every received message goes to that function (on the event loop's thread,
+    soon after paho has parsed it) instead of ``client.messages``; iterating ``client.messages`` then
+    only waits for the connection to end. This saves a task and an ``asyncio.wait`` per message.
+    """
     client = aiomqtt.Client(
         broker.host,
         broker.port,
@@ -46,10 +56,46 @@ def new_client(
         max_inflight_messages=max_inflight,
         socket_options=(TCP_NODELAY,),
         timeout=timeout,
+        queue_type=None if on_message is None else _handing_queue(on_message),
     )
     # aiomqtt warns above 10 concurrent publishes; a gateway resyncing every crib's state has more.
     client.pending_calls_threshold = max_inflight
     return client
+
+
+def _handing_queue(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A queue class for aiomqtt that hands each message on instead of keeping it.
+
+    aiomqtt puts messages on its queue from inside paho's ``on_message``, which holds paho's callback
+    lock: the handler is therefore scheduled with ``call_soon``, outside that lock, so it may publish.
+    """
+
+    class HandingQueue(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            asyncio.get_running_loop().call_soon(handler, item)
+
+    return HandingQueue
+
+
+def publish_now(
+    client: aiomqtt.Client, topic: str, payload: bytes, qos: int, retain: bool
+) -> mqtt.MQTTMessageInfo | None:
+    """Publish and write the bytes to the socket before returning; the PUBACK is not awaited.
+
+    aiomqtt's ``publish`` leaves the write to its event-loop writer, two loop iterations later, and
+    holds the caller until the PUBACK; an alarm should not wait for either. The returned info tells
+    whether the broker has acknowledged it (``is_published()``); None means it was not sent (no
+    connection). Never call this from inside a paho callback (paho's callback lock is not reentrant).
+    """
+    paho = client._client  # noqa: SLF001 - the one place where the gateway reaches paho itself
+    info = paho.publish(topic, payload, qos, retain)  # queued; aiomqtt's writer is registered for later
+    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        return None
+    if paho.socket() is not None:
+        # Write what is queued now. aiomqtt's writer, when it runs, finds nothing left and unregisters
+        # itself as usual: paho's register/unregister bookkeeping is left alone.
+        paho._packet_write()  # noqa: SLF001
+    return info
 
 
 def drop_connection(client: aiomqtt.Client) -> None:

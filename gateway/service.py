@@ -1,7 +1,8 @@
 """The composition root: builds the gateway from one validated :class:`Settings` and runs it.
 
 Everything long-lived is opened here and nowhere else, inside one TaskGroup with named tasks:
-the MQTT link, the wired inputs, the core loop and the stats publisher.
+the MQTT link, the wired inputs, the core's timers and the stats publisher. Inbound events are handled
+as they arrive, on the event loop's thread, with no queue in between.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.codec import Outgoing
 from gateway.config import Settings
 from gateway.core import CribMonitor
-from gateway.events import InboundEvent
+from gateway.events import InboundEvent, OutboundEvent
 from gateway.gpio import GpioLatchInputs
 from gateway.mqtt import MqttLink
 from gateway.mqtt_client import BrokerAddress
@@ -50,15 +51,16 @@ class Gateway:
         self.stats = IngestStats()
         self.core = CribMonitor(settings, self.clock, self.stats)
         self.topics = Topics(settings.site.id, settings.mqtt.base_topic)
-        self.inbound: asyncio.Queue[InboundEvent] = asyncio.Queue()
         self.ready = asyncio.Event()
+        self._timers_changed = asyncio.Event()
+        self._armed_deadline: float | None = None
         self._pin_factory = pin_factory
         self._extra_channels = list(extra_channels)
         self.mqtt = MqttLink(
             topics=self.topics,
             broker=broker_address(settings),
             client_id=settings.gateway_client_id,
-            inbound=self.inbound,
+            on_event=self.submit,
             stats=self.stats,
             gw_boot=self.core.gw_boot,
             keepalive=settings.mqtt.keepalive_s,
@@ -72,11 +74,28 @@ class Gateway:
         self.gpio: GpioLatchInputs | None = None
 
     def submit(self, event: InboundEvent) -> None:
-        """Hand an inbound event to the core (from the event loop's thread)."""
-        self.inbound.put_nowait(event)
+        """Hand an inbound event to the core and its consequences to the channels, at once.
+
+        Called on the event loop's thread by the adapters (MQTT directly, GPIO through
+        ``call_soon_threadsafe``), and later by the web board.
+        """
+        try:
+            out = self.core.handle(event)
+        except Exception:  # a bug must cost one event, never the gateway
+            log.exception("the alarm core failed on %r", event)
+            self.stats.reject("internal_error", f"core failed on {type(event).__name__}")
+            return
+        self._deliver(out)
+
+    def _deliver(self, out: list[OutboundEvent]) -> None:
+        if out and self.dispatcher is not None:
+            self.dispatcher.dispatch(out)
+        due, armed = self.core.next_deadline(), self._armed_deadline
+        if due is not None and (armed is None or due < armed):
+            self._timers_changed.set()  # a timer earlier than the one the timer loop sleeps on
 
     def _send(self, item: Outgoing) -> None:
-        self.mqtt.outbox.put(item)
+        self.mqtt.send(item)
 
     def _resync(self) -> None:
         """On every (re)connect: publish every crib's state, so retained copies are current."""
@@ -113,7 +132,7 @@ class Gateway:
                 self.gpio.read_all()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.mqtt.run(), name="mqtt-link")
-                tg.create_task(self._core_loop(), name="alarm-core")
+                tg.create_task(self._timer_loop(), name="alarm-timers")
                 tg.create_task(self._stats_loop(), name="stats")
                 self.ready.set()
                 log.info(
@@ -129,20 +148,18 @@ class Gateway:
                 self.gpio.close()
             self.dispatcher.close()
 
-    async def _core_loop(self) -> None:
-        core, inbound, clock = self.core, self.inbound, self.clock
-        assert self.dispatcher is not None
-        dispatch = self.dispatcher.dispatch
+    async def _timer_loop(self) -> None:
+        """Sleep until the core's next deadline (or until an event moves it), then let the core fire it."""
+        core, clock = self.core, self.clock
         while True:
-            deadline = core.next_deadline()
-            event: InboundEvent | None = None
-            if deadline is None:
-                event = await inbound.get()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, deadline - clock.monotonic())):
-                        event = await inbound.get()
-            dispatch(core.advance() if event is None else core.handle(event))
+            self._timers_changed.clear()
+            deadline = self._armed_deadline = core.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - clock.monotonic())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._timers_changed.wait()
+            self._armed_deadline = None
+            self._deliver(core.advance())
 
     def stats_payload(self) -> GatewayStatsPayload:
         rejected = dict(self.stats.rejected)

@@ -294,8 +294,9 @@ async def test_gpio_crib_with_mock_pins_and_buzzer(mqtt_endpoint: BrokerEndpoint
     topics = Topics(settings.site.id)
     pins = MockFactory()
     async with running(settings, pins) as gw, staff_device(mqtt_endpoint, topics) as staff:
-        await staff.until(lambda: (s := staff.states.get("w-1")) and s.latch == "open")
-        # Nothing holds the pins low yet: the pull-up reads every wired crib as open. Close them.
+        # Nothing holds the pins low yet: the pull-up reads every wired crib as open (and alarms). Close them.
+        for crib in ("w-1", "w-2"):
+            await staff.until(lambda c=crib: (s := staff.states.get(c)) and s.latch == "open")
         pins.pin(17).drive_low()
         pins.pin(27).drive_low()
         await staff.until(lambda: (s := staff.states.get("w-1")) and s.latch == "closed" and not s.alarms)
