@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -60,8 +61,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
+        gateway = Gateway(settings)
+        gc.freeze()  # what start-up built lives for the whole run: keep it out of the collector's scans
         with contextlib.suppress(asyncio.CancelledError):
-            await Gateway(settings).run()
+            await gateway.run()
         logging.getLogger("cribwatch.gateway").info("stopped")
 
     asyncio.run(main())
