@@ -155,7 +155,7 @@ class Console:
 
 
 def _status_line(sensor: SimulatedSensor) -> str:
-    state = "connected" if sensor.connected else ("NOT CONNECTED" if sensor.powered else "powered off")
+    state = "connected" if sensor.connected else ("reconnecting" if sensor.powered else "powered off")
     return f"{sensor.sensor_id} boot {sensor.boot} latch {sensor.latch.value} battery {sensor.battery_pct} % {state}"
 
 
