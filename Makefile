@@ -26,6 +26,7 @@ venv: $(STAMP)
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "cribwatch needs Python 3.11+; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)" >&2; exit 1; }
+	@scripts/ensure-system-deps venv $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstalled only when pyproject.toml is newer than the stamp.
