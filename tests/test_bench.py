@@ -1,0 +1,236 @@
+"""The latency benchmark: its statistics, its plan and site file, and one real (small) run end to end.
+
+The integration test checks that the benchmark works and reports every sample, never how fast anything was:
+these machines are shared, timings and ratios vary from run to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bench.gwtrace import STAGES
+from bench.latency import (
+    Arrival,
+    Arrivals,
+    Options,
+    Phase,
+    Results,
+    block_plan,
+    sensor_ids,
+    site_toml,
+    to_json,
+    to_table,
+)
+from bench.relay import sensor_id_of
+from bench.stats import percentile, ratio, summarize
+from gateway.config import settings_from_mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# -- statistics -------------------------------------------------------------------------------------
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == 50
+    assert percentile(values, 90) == 90
+    assert percentile(values, 99) == 99
+    assert percentile(values, 99.5) == 100
+    assert percentile(values, 100) == 100
+    assert percentile(values, 0) == 1
+
+
+def test_percentile_is_always_a_measured_value() -> None:
+    values = [1.0, 2.0, 10.0, 20.0]
+    assert percentile(values, 50) == 2.0  # rank ceil(0.5 * 4) = 2, no interpolation to 6.0
+    assert percentile(values, 51) == 10.0
+    assert percentile(values, 99) == 20.0
+    assert percentile([7.5], 99) == 7.5
+
+
+def test_percentile_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match=r"within 0\.\.100"):
+        percentile([1.0], 101)
+    with pytest.raises(ValueError, match=r"within 0\.\.100"):
+        percentile([1.0], -1)
+
+
+def test_summarize_sorts_and_describes() -> None:
+    s = summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (s.n, s.min, s.max, s.mean) == (5, 1.0, 5.0, 3.0)
+    assert (s.p50, s.p90, s.p99) == (3.0, 5.0, 5.0)
+
+
+def test_summarize_of_1000_samples_picks_the_990th_for_p99() -> None:
+    values = [float(v) for v in range(1000, 0, -1)]  # 1000..1, unsorted
+    s = summarize(values)
+    assert (s.p50, s.p90, s.p99, s.max) == (500.0, 900.0, 990.0, 1000.0)
+
+
+def test_summarize_refuses_no_samples() -> None:
+    with pytest.raises(ValueError, match="no samples"):
+        summarize([])
+
+
+def test_ratio() -> None:
+    assert ratio(3.0, 2.0) == 1.5
+    assert ratio(1.0, 0.0) == math.inf
+
+
+# -- plan, site file, relay topic --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("samples", "blocks"), [(1000, 10), (30, 10), (7, 10), (3, 10), (1, 2), (10, 3)])
+def test_block_plan_alternates_floor_first_and_gives_each_phase_its_samples(samples: int, blocks: int) -> None:
+    plan = block_plan(samples, blocks)
+    assert plan[0][0] is Phase.FLOOR
+    assert [phase for phase, _ in plan] == [Phase.FLOOR, Phase.ALERT] * (len(plan) // 2)
+    for phase in Phase:
+        assert sum(size for p, size in plan if p is phase) == samples
+    assert all(size > 0 for _, size in plan)
+    sizes = [size for _, size in plan]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_site_file_is_a_valid_site_with_grace_0_and_one_sensor_per_crib() -> None:
+    text = site_toml(12, "127.0.0.1", 18830)
+    settings = settings_from_mapping(
+        tomllib.loads(text), env={"CRIBWATCH_MQTT_USERNAME": "u", "CRIBWATCH_MQTT_PASSWORD": "p"}
+    )
+    assert len(settings.rooms) == 1
+    assert settings.rooms[0].grace_s == 0
+    assert [crib.sensor_id for _, crib in settings.cribs()] == sensor_ids(12)
+    assert sensor_ids(2) == ["b-0001", "b-0002"]
+    assert settings.alarms.heartbeat_interval_s == 1.0
+    assert (settings.mqtt.host, settings.mqtt.port) == ("127.0.0.1", 18830)
+    assert "password" not in text
+
+
+def test_relay_takes_the_sensor_id_from_the_topic() -> None:
+    assert sensor_id_of("cribwatch/bench/sensor/b-0007/latch") == "b-0007"
+    assert sensor_id_of("single") == "single"
+
+
+# -- arrivals ---------------------------------------------------------------------------------------
+
+
+async def test_arrivals_before_and_after_the_wait_and_a_timeout() -> None:
+    arrivals = Arrivals()
+    early = (Arrival.RELAYED, "b-0001", 1, 3)
+    arrivals.record(early, 1.25)
+    assert await arrivals.wait(early, 0.5) == 1.25
+
+    late = (Arrival.RAISED, "b-0001", 1, 3)
+    waiter = asyncio.ensure_future(arrivals.wait(late, 1.0))
+    await asyncio.sleep(0)
+    arrivals.record(late, 2.5)
+    assert await waiter == 2.5
+
+    assert await arrivals.wait((Arrival.RESOLVED, "b-0001", 1, 3), 0.01) is None
+    arrivals.record((Arrival.RELAYED, "b-0002", 1, 0), 3.0)
+    assert arrivals.clear() == 1
+    assert arrivals.clear() == 0
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+REQUIRED_KEYS = ("alert_p50_ms", "alert_p99_ms", "floor_p50_ms", "floor_p99_ms", "ratio_p99")
+
+
+def test_json_and_table_from_results() -> None:
+    results = Results(Options(cribs=3, samples=4, seed=1, json=True))
+    results.latencies[Phase.ALERT] = [2.0, 3.0, 4.0, 5.0]
+    results.latencies[Phase.FLOOR] = [1.0, 2.0, 2.0, 4.0]
+    results.lost[Phase.ALERT] = 1
+    out = to_json(results)
+    assert out["alert_p50_ms"] == 3.0
+    assert out["alert_p99_ms"] == 5.0
+    assert out["floor_p50_ms"] == 2.0
+    assert out["floor_p99_ms"] == 4.0
+    assert out["ratio_p99"] == 1.25
+    assert out["ratio_p50"] == 1.5
+    assert (out["alert_lost"], out["floor_lost"], out["cribs"], out["samples"]) == (1, 0, 3, 4)
+    assert out["alert_max_ms"] == 5.0
+    assert out["floor_max_ms"] == 4.0
+    json.dumps(out)  # serialisable as is
+    assert not results.ok
+    table = to_table(results)
+    assert "p99" in table
+    assert "MET" in table
+
+
+def test_json_without_samples_has_nulls_not_a_crash() -> None:
+    results = Results(Options(cribs=1, samples=1, seed=1, json=True))
+    results.lost[Phase.ALERT] = 1
+    results.lost[Phase.FLOOR] = 1
+    out = to_json(results)
+    assert all(out[key] is None for key in REQUIRED_KEYS)
+    assert "-" in to_table(results)
+
+
+# -- the real thing, small ---------------------------------------------------------------------------
+
+
+def _run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.latency", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+@pytest.mark.integration
+def test_benchmark_runs_end_to_end_and_loses_nothing() -> None:
+    result = _run_bench("--cribs", "5", "--samples", "30", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout  # one JSON object and nothing else on stdout
+    out = json.loads(lines[0])
+    for key in (*REQUIRED_KEYS, "alert_max_ms", "floor_max_ms", "ratio_p50"):
+        assert isinstance(out[key], float | int), (key, out[key])
+        assert out[key] > 0, (key, out[key])
+    assert out["alert_lost"] == 0
+    assert out["floor_lost"] == 0
+    assert out["settle_missing"] == 0
+    assert (out["alert_n"], out["floor_n"]) == (30, 30)
+    assert (out["cribs"], out["samples"]) == (5, 30)
+    assert out["complete"] is True
+
+
+@pytest.mark.integration
+def test_gateway_trace_follows_every_raised_alarm_along_the_path(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    result = _run_bench("--cribs", "3", "--samples", "10", "--warmup", "2", "--json", "--gateway-trace", str(trace))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(trace.read_text())
+    assert report["stages"] == list(STAGES)
+    # every phase raises an alarm on every sample: (2 warm-up + 10) x 2 phases
+    assert report["alarms_raised"] == 24
+    assert report["alarms_traced"] == 24  # every stage stamped for every one of them
+    for before, after in itertools.pairwise(STAGES):
+        stage = report["path"][f"{before} -> {after}"]
+        assert stage["n"] == 24
+        assert stage["p50_us"] >= 0, (before, after)  # the stages come in this order
+    assert report["path"]["TOTAL paho_on_message -> socket_write"]["n"] == 24
+    calls = report["calls"]
+    for name in ("MqttLink._on_message", "CribMonitor.handle[LatchReading]", "gateway.mqtt_client.publish_now"):
+        assert calls[name]["n"] > 0, name
+    assert calls["paho.Client._packet_write[packets queued]"]["n"] > 0
