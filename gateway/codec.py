@@ -59,6 +59,8 @@ def decode_inbound(
     ``observed_at`` is the monotonic time the message arrived; the core judges the event by it.
     """
     if topic == topics.ack:
+        if retained:
+            raise ProtocolError("retained_ack", "an ack must not be retained (it would acknowledge again)")
         ack = decode(AckPayload, payload)
         if ack.alarm_id is None and ack.crib is None:
             raise ProtocolError("bad_payload", "AckPayload: give alarm_id or crib")
@@ -103,6 +105,7 @@ def decode_inbound(
         online=avail.state == "online",
         boot=avail.boot,
         sensor_ts=avail.ts,
+        live=not retained,
         observed_at=observed_at,
     )
 

@@ -7,6 +7,7 @@ Load it with :func:`load_settings`; every error names the key, the value and wha
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -127,6 +128,13 @@ class CribConfig(_Model):
         if (self.sensor_id is None) == (self.gpio_pin is None):
             raise ValueError("a crib needs exactly one of sensor_id (wireless) or gpio_pin (wired)")
         return self
+
+    @field_validator("sensor_id")
+    @classmethod
+    def _not_a_pin_name(cls, value: str | None) -> str | None:
+        if value is not None and re.fullmatch(r"gpio\d+", value):
+            raise ValueError("ids gpio<N> name the wired sensors; give the wireless sensor another id")
+        return value
 
     @property
     def sensor_key(self) -> str:

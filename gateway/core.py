@@ -182,6 +182,10 @@ class CribMonitor:
         if crib is None:
             self.stats.reject("unknown_sensor", f"{_what(event)} from sensor {event.sensor_id!r}, which no crib uses")
             return self._finish(step)
+        if crib.wired != (isinstance(event, LatchReading) and event.source is Source.GPIO):
+            # A wired crib hears only its pin; a GPIO reading for a wireless crib is a wiring bug.
+            self.stats.reject("wired_sensor", f"{_what(event)} for {event.sensor_id!r} from the wrong source")
+            return self._finish(step)
         if isinstance(event, LatchReading):
             self._on_latch(crib, event, step)
         elif isinstance(event, TelemetryReading):
@@ -291,16 +295,25 @@ class CribMonitor:
             self._resolve(crib, AlarmKind.BATTERY_LOW, step)
 
     def _on_availability(self, crib: _Crib, ev: AvailabilityChange, step: _Step) -> None:
-        if crib.wired:
-            self.stats.reject("wired_sensor", f"availability for wired sensor {ev.sensor_id!r}")
+        now = step.now
+        if ev.online and ev.live:
+            # The sensor has just connected and announces itself: whatever its boot (a swapped unit, a reset
+            # counter, a second simulator), its messages from here on are a new sequence.
+            self.stats.accept()
+            crib.last_latch = crib.last_telemetry = None
+            crib.health.boot = ev.boot
+            self._seen(crib, now, ev.boot, step)
             return
         if crib.health.boot is not None and ev.boot < crib.health.boot:
             self.stats.ignore("stale", f"availability of {ev.sensor_id!r} from an earlier boot {ev.boot}")
             return
         self.stats.accept()
-        now = step.now
         if ev.online:
-            self._seen(crib, now, ev.boot, step)
+            # A retained "online" replayed by the broker: the sensor was connected once, which says nothing
+            # about now. It may name a sensor not heard from yet; it never resolves an alarm.
+            if crib.health.online is None:
+                crib.health.online = True
+                step.dirty[crib.config.id] = crib
             return
         crib.health.boot = ev.boot
         if crib.health.online is not False:
@@ -354,7 +367,8 @@ class CribMonitor:
     def _seen(self, crib: _Crib, now: float, boot: int, step: _Step) -> None:
         crib.last_seen = now
         crib.health.last_seen = now
-        crib.health.boot = boot if crib.health.boot is None else max(boot, crib.health.boot)
+        if crib.health.boot is None or boot > crib.health.boot:
+            crib.health.boot = boot
         if crib.wired:
             return
         if crib.health.online is not True:
@@ -365,7 +379,11 @@ class CribMonitor:
             self._resolve(crib, AlarmKind.SENSOR_OFFLINE, step)
 
     def _silence_deadline(self, crib: _Crib) -> float:
-        interval = crib.health.interval_s or self._alarm_cfg.heartbeat_interval_s
+        # A sensor may announce a shorter heartbeat than the site expects (and is then held to it), never a
+        # longer one: a firmware bug must not switch off offline detection.
+        interval = self._alarm_cfg.heartbeat_interval_s
+        if crib.health.interval_s is not None:
+            interval = min(interval, crib.health.interval_s)
         return crib.last_seen + interval * self._alarm_cfg.missed_heartbeats
 
     def _deadlines(self, crib: _Crib) -> list[float]:

@@ -57,6 +57,8 @@ class AvailabilityChange:
     online: bool
     boot: int
     sensor_ts: float
+    live: bool = True
+    """False for a retained copy replayed by the broker: "online" then proves nothing about now."""
     observed_at: float | None = None
     """Monotonic time the gateway saw it (set by the adapter); None: when the core handles it."""
 

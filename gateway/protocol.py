@@ -161,7 +161,7 @@ class ProtocolError(ValueError):
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -194,7 +194,7 @@ class TelemetryPayload(_SensorPayload):
     rssi_dbm: int = Field(ge=-130, le=0)
     fw: str = Field(min_length=1, max_length=32)
     uptime_s: int = Field(ge=0)
-    interval_s: float = Field(gt=0, description="The sensor's heartbeat interval.")
+    interval_s: float = Field(gt=0, le=3600, description="The sensor's heartbeat interval.")
 
 
 class AvailabilityPayload(_Payload):
@@ -249,7 +249,7 @@ class AlarmEventType(enum.StrEnum):
 class _Part(BaseModel):
     """A part nested inside a payload (no schema version of its own)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TriggerPayload(_Part):

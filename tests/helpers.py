@@ -232,11 +232,16 @@ class CoreHarness:
         return self.handle(self.last_event)
 
     def availability(
-        self, crib_id: str, *, online: bool, boot: int = 1, observed_at: float | None = None
+        self, crib_id: str, *, online: bool, boot: int = 1, live: bool = True, observed_at: float | None = None
     ) -> list[OutboundEvent]:
         sensor_id = SENSOR_OF.get(crib_id, crib_id)
         self.last_event = AvailabilityChange(
-            sensor_id=sensor_id, online=online, boot=boot, sensor_ts=self.clock.time(), observed_at=observed_at
+            sensor_id=sensor_id,
+            online=online,
+            boot=boot,
+            sensor_ts=self.clock.time(),
+            live=live,
+            observed_at=observed_at,
         )
         return self.handle(self.last_event)
 

@@ -121,7 +121,23 @@ class TestDecodeValid:
         ev = decode_inbound(
             TOPICS, sensor_topic(SensorChannel.AVAILABILITY), raw(AVAILABILITY | {"state": state}), retained=retained
         )
-        assert ev == AvailabilityChange(sensor_id=SENSOR, online=online, boot=3, sensor_ts=1764159000.0)
+        assert ev == AvailabilityChange(
+            sensor_id=SENSOR, online=online, boot=3, sensor_ts=1764159000.0, live=not retained
+        )
+
+    def test_retained_ack_is_refused(self) -> None:
+        """A retained ack would be replayed on every reconnect and acknowledge whatever is open then."""
+        with pytest.raises(ProtocolError) as err:
+            decode_inbound(TOPICS, TOPICS.ack, raw(ACK), retained=True)
+        assert err.value.reason == "retained_ack"
+
+    @pytest.mark.parametrize("interval", ["Infinity", "NaN", "1e400", "3601"])
+    def test_telemetry_interval_must_be_finite_and_sane(self, interval: str) -> None:
+        others = json.dumps({k: v for k, v in TELEMETRY.items() if k != "interval_s"})[:-1]
+        payload = others + f', "interval_s": {interval}}}'
+        with pytest.raises(ProtocolError) as err:
+            decode_inbound(TOPICS, sensor_topic(SensorChannel.TELEMETRY), payload.encode())
+        assert err.value.reason in {"bad_payload", "bad_json"}
 
     def test_ack_by_alarm_id(self) -> None:
         ev = decode_inbound(TOPICS, TOPICS.ack, raw(ACK))

@@ -191,6 +191,10 @@ BAD_VALUES: dict[str, tuple[Callable[[dict[str, Any]], object], list[str]]] = {
     "demo not a bool": (_set("site.demo", "maybe"), ["site.demo", "'maybe'", "valid boolean"]),
     "negative grace": (_set("rooms[0].grace_s", -1), ["rooms[0].grace_s", "-1", "greater than or equal to 0"]),
     "grace too long": (_set("rooms[2].grace_s", 3601), ["rooms[2].grace_s", "3601", "3600"]),
+    "wireless sensor named like a pin": (
+        _set("rooms[0].cribs[0].sensor_id", "gpio5"),
+        ["rooms[0].cribs[0].sensor_id", "'gpio5'", "wired sensors"],
+    ),
     "gpio pin off the header": (
         _set("rooms[3].cribs[1].gpio_pin", 28),
         ["rooms[3].cribs[1].gpio_pin", "28", "less than or equal to 27"],
