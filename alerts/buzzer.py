@@ -7,10 +7,11 @@ The buzzer beeps while any alarm at or above ``min_priority`` is raised and not 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from gateway.config import BuzzerConfig
-from gateway.events import AlarmEvent, OutboundEvent
+from gateway.events import AlarmEvent, AlarmSummary, OutboundEvent
 from gateway.protocol import AlarmEventType, Priority
 
 log = logging.getLogger("cribwatch.buzzer")
@@ -39,6 +40,11 @@ class BuzzerChannel:
             self._open[event.alarm_id] = (event.priority, True)
         else:
             self._open.pop(event.alarm_id, None)
+        self._update()
+
+    def reset(self, alarms: Iterable[AlarmSummary]) -> None:
+        """Start from these open alarms (those restored from a previous run)."""
+        self._open = {a.alarm_id: (a.priority, a.acknowledged_by is not None) for a in alarms}
         self._update()
 
     def _update(self) -> None:

@@ -37,10 +37,12 @@ class Dispatcher:
         self.failures: Counter[str] = Counter()
         self.delivered = 0
 
-    def dispatch(self, events: Iterable[OutboundEvent]) -> None:
+    def dispatch(self, events: Iterable[OutboundEvent], *, only: type | None = None) -> None:
+        """Every event to every channel (or only to the channels of type ``only``), in order."""
+        channels = self.channels if only is None else [c for c in self.channels if isinstance(c, only)]
         for event in events:
             self.delivered += 1
-            for channel in self.channels:
+            for channel in channels:
                 try:
                     channel.deliver(event)
                 except Exception:  # a broken channel must not silence the others

@@ -187,10 +187,10 @@ class Tracer:
 
         dispatch = Dispatcher.dispatch
 
-        def traced_dispatch(self: Dispatcher, events: Any) -> None:
+        def traced_dispatch(self: Dispatcher, events: Any, **kw: Any) -> None:
             events = list(events)
             start = perf()
-            dispatch(self, events)
+            dispatch(self, events, **kw)
             end = perf()
             tracer.timed(f"Dispatcher.dispatch[{len(events)} events]", end - start)
             stages = tracer.current

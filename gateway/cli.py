@@ -17,6 +17,16 @@ from gateway.config import ConfigError, Settings, load_settings
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "kids-f.toml"
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(value: str) -> str:
+    """argparse applies this to a default from the environment too, so a bad variable is caught as well."""
+    if value.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -96,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="the site's TOML file")
     p.add_argument(
         "--log-level",
+        type=_log_level,
         default=os.environ.get("CRIBWATCH_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
+        help="debug, info, warning or error (default: env CRIBWATCH_LOG_LEVEL, else info)",
     )
     p.set_defaults(func=cmd_gateway)
 

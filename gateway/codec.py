@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from gateway.events import (
     AckRequest,
     AlarmEvent,
+    AlarmSummary,
     AvailabilityChange,
     CribState,
     InboundEvent,
@@ -22,12 +23,14 @@ from gateway.events import (
 from gateway.protocol import (
     ALARM_EVENT,
     CRIB_STATE,
+    PRIORITY_OF,
     AckPayload,
     AlarmEventPayload,
     AvailabilityPayload,
     CribAlarmSummary,
     CribStatePayload,
     LatchPayload,
+    LatchState,
     ProtocolError,
     SensorChannel,
     TelemetryPayload,
@@ -158,6 +161,32 @@ def crib_state_payload(st: CribState, gw_boot: int) -> CribStatePayload:
             for a in st.alarms
         ),
         ts=st.at,
+    )
+
+
+def crib_state_from_payload(p: CribStatePayload) -> CribState:
+    """A retained crib state read back (at start-up, to restore what the previous run knew)."""
+    return CribState(
+        seq=p.seq,
+        site_id=p.site,
+        room_id=p.room,
+        crib_id=p.crib,
+        room_label=p.room_label,
+        crib_label=p.crib_label,
+        latch=None if p.latch == "unknown" else LatchState(p.latch),
+        sensor_online=p.sensor_online,
+        battery_pct=p.battery_pct,
+        alarms=tuple(
+            AlarmSummary(
+                alarm_id=a.alarm_id,
+                kind=a.kind,
+                priority=PRIORITY_OF[a.kind],
+                acknowledged_by=a.acknowledged_by,
+                raised_at=a.raised_at,
+            )
+            for a in p.alarms
+        ),
+        at=p.ts,
     )
 
 

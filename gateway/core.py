@@ -144,9 +144,9 @@ class CribMonitor:
         return self._settings.site.id
 
     def crib_states(self) -> list[CribState]:
-        """The current state of every crib (for a client that has just (re)connected)."""
+        """The current state of every crib, each as a new event (to publish again after a reconnect)."""
         at = self._clock.time()
-        return [self._state_of(crib, at) for crib in self._cribs.values()]
+        return [self._state_of(crib, at, seq=self._next_seq()) for crib in self._cribs.values()]
 
     def crib_state(self, crib_id: str) -> CribState:
         return self._state_of(self._cribs[crib_id], self._clock.time())
@@ -165,6 +165,47 @@ class CribMonitor:
         return timers[0][0] if timers else None
 
     # ------------------------------------------------------------------------------------ commands
+
+    def restore(self, state: CribState) -> list[OutboundEvent] | None:
+        """Take back what a previous gateway run knew of a crib: its latch and its open alarms.
+
+        Used at start-up with the retained crib states, before any wireless sensor message: alarm ids, raise
+        times and acknowledgements carry over a restart, so an open crib is not given a fresh grace period
+        and pagers see its alarm resolved under the id they know. What this run already knows wins (a wired
+        crib's pin is read before the broker answers): a restored alarm it contradicts is resolved at once,
+        and those events are returned. None when the crib is unknown or has raised alarms in this run.
+        """
+        crib = self._cribs.get(state.crib_id)
+        if crib is None or crib.alarms:
+            return None
+        step = _Step(now=self._step_time(None))
+        if crib.latch is None and crib.pending is None:
+            crib.latch = state.latch
+            if state.latch is LatchState.OPEN:
+                crib.open_since = step.now
+        if not crib.wired and crib.health.online is None and state.sensor_online is not None:
+            crib.health.online = state.sensor_online
+            if state.sensor_online is False:
+                crib.offline_since = step.now
+        if crib.health.battery_pct is None:
+            crib.health.battery_pct = state.battery_pct
+        for summary in state.alarms:
+            alarm = _Alarm(
+                id=summary.alarm_id,
+                kind=summary.kind,
+                raised_at=summary.raised_at,
+                trigger=None,
+                acknowledged_by=summary.acknowledged_by,
+            )
+            crib.alarms[alarm.kind] = alarm
+            self._alarms_by_id[alarm.id] = (crib, alarm)
+        if AlarmKind.CRIB_OPEN in crib.alarms and crib.latch is LatchState.CLOSED:
+            self._resolve(crib, AlarmKind.CRIB_OPEN, step)
+        battery = crib.health.battery_pct
+        if AlarmKind.BATTERY_LOW in crib.alarms and battery is not None and battery >= self._alarm_cfg.battery_ok_pct:
+            self._resolve(crib, AlarmKind.BATTERY_LOW, step)
+        self._reschedule(crib)
+        return self._finish(step)
 
     def handle(self, event: InboundEvent) -> list[OutboundEvent]:
         """Take one inbound event; return what follows from it.

@@ -61,7 +61,9 @@ class _Pager:
 
     async def listen(self) -> None:
         async for message in self._client.messages:
-            if not isinstance(message.payload, bytes):
+            # amqtt (the fallback broker) has been seen to hand a new subscriber retained messages of other
+            # topics: a pager checks what it got.
+            if not isinstance(message.payload, bytes) or not message.topic.matches(self._topics.alarm_filter):
                 continue
             ev = decode(AlarmEventPayload, message.payload)
             self.events.append(ev)

@@ -24,16 +24,19 @@ from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from gateway.codec import Outgoing, decode_inbound
-from gateway.events import InboundEvent
+from gateway.codec import Outgoing, crib_state_from_payload, decode_inbound
+from gateway.events import CribState, InboundEvent
 from gateway.mqtt_client import BrokerAddress, new_client, publish_now
 from gateway.protocol import (
     ACK,
+    CRIB_STATE,
     GATEWAY_AVAILABILITY,
     LATCH,
+    CribStatePayload,
     GatewayAvailabilityPayload,
     ProtocolError,
     Topics,
+    decode,
     encode,
 )
 from gateway.stats import IngestStats
@@ -83,7 +86,8 @@ class MqttLink:
         keepalive: int = 10,
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 10.0,
-        on_connected: Callable[[], None] | None = None,
+        on_connected: Callable[[bool], None] | None = None,
+        on_restore: Callable[[CribState], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._topics = topics
@@ -95,6 +99,9 @@ class MqttLink:
         self._keepalive = keepalive
         self._backoff = (reconnect_min_s, reconnect_max_s)
         self._on_connected = on_connected
+        self._on_restore = on_restore
+        self._restoring = False
+        self._crib_state_head = f"{topics.prefix}/crib/"
         self._monotonic = monotonic
         self.outbox = Outbox()
         self.connected = asyncio.Event()
@@ -108,10 +115,11 @@ class MqttLink:
     def send(self, item: Outgoing) -> None:
         """Publish now if the link is up and nothing older waits; else keep it for the next connection."""
         client = self._client
-        if client is None or self.outbox:
-            self.outbox.put(item)
-        else:
+        if client is not None and not self.outbox:
             self._publish(client, item)
+        elif item.qos > 0:
+            self.outbox.put(item)
+        # QoS 0 (stats) only ever says "the latest value": it is not kept for a broker that is away
 
     def _publish(self, client: aiomqtt.Client, item: Outgoing) -> bool:
         info = publish_now(client, item.topic, item.payload, item.qos, item.retain)
@@ -151,12 +159,26 @@ class MqttLink:
         if not isinstance(payload, bytes):
             self._stats.reject("bad_payload", f"non-bytes payload on {topic}")
             return
+        if topic.startswith(self._crib_state_head):
+            self._restore_from(topic, payload)
+            return
         try:
             event = decode_inbound(self._topics, topic, payload, retained=message.retain, observed_at=observed_at)
         except ProtocolError as exc:
             self._stats.reject(exc.reason, f"{topic}: {exc.detail}")
             return
         self._on_event(event)
+
+    def _restore_from(self, topic: str, payload: bytes) -> None:
+        """A retained crib state of the previous run, read back once at start-up."""
+        if not self._restoring or self._on_restore is None:
+            return
+        try:
+            state = decode(CribStatePayload, payload)
+        except ProtocolError as exc:
+            self._stats.reject(exc.reason, f"{topic}: {exc.detail}")
+            return
+        self._on_restore(crib_state_from_payload(state))
 
     # -------------------------------------------------------------------------------------- session
 
@@ -207,7 +229,17 @@ class MqttLink:
         log.info("disconnected from broker %s:%s", self._broker.host, self._broker.port)
 
     async def _session(self, client: aiomqtt.Client) -> None:
+        first = self.connections == 0
+        # On the first connection, read back the retained crib states of the previous run before any sensor
+        # message: the broker sends a subscription's retained messages in order, so they are all handled
+        # by the time the sensors' subscription is acknowledged.
+        self._restoring = first and self._on_restore is not None
+        if self._restoring:
+            await client.subscribe(self._topics.crib_state_filter, qos=int(CRIB_STATE.qos))
         await client.subscribe(self._topics.sensor_filter, qos=int(LATCH.qos))
+        if self._restoring:
+            await client.unsubscribe(self._topics.crib_state_filter)
+            self._restoring = False
         await client.subscribe(self._topics.ack, qos=int(ACK.qos))
         await client.publish(
             self._topics.gateway_availability,
@@ -221,7 +253,7 @@ class MqttLink:
         self._client = client
         try:
             if self._on_connected is not None:
-                self._on_connected()
+                self._on_connected(first)
             self.connected.set()
             async for _ in client.messages:  # messages go to _on_message; this only waits for the end
                 pass

@@ -19,7 +19,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.codec import Outgoing
 from gateway.config import Settings
 from gateway.core import CribMonitor
-from gateway.events import InboundEvent, OutboundEvent
+from gateway.events import CribState, InboundEvent, OutboundEvent
 from gateway.gpio import GpioLatchInputs
 from gateway.mqtt import MqttLink
 from gateway.mqtt_client import BrokerAddress
@@ -66,9 +66,11 @@ class Gateway:
             keepalive=settings.mqtt.keepalive_s,
             reconnect_min_s=settings.mqtt.reconnect_min_s,
             reconnect_max_s=settings.mqtt.reconnect_max_s,
-            on_connected=self._resync,
+            on_connected=self._connected,
+            on_restore=self._restore,
             monotonic=self.clock.monotonic,
         )
+        self.restored = 0
         self.dispatcher: Dispatcher | None = None
         self.buzzer: BuzzerChannel | None = None
         self.gpio: GpioLatchInputs | None = None
@@ -97,14 +99,27 @@ class Gateway:
     def _send(self, item: Outgoing) -> None:
         self.mqtt.send(item)
 
-    def _resync(self) -> None:
-        """On every (re)connect: publish every crib's state, so retained copies are current."""
+    def _restore(self, state: CribState) -> None:
+        out = self.core.restore(state)
+        if out is not None:
+            self.restored += 1
+            self._deliver(out)
+
+    def _connected(self, first: bool) -> None:
+        """On every (re)connect, publish every crib's state, so the retained copies are current (the broker may
+        have lost them; messages queued while it was away may be older). After the first connection this
+        comes after the restore, so the restored alarms are in it, and they sound the buzzer again."""
         if self.dispatcher is None:
             return
-        mqtt_channels = [c for c in self.dispatcher.channels if isinstance(c, MqttAlertChannel)]
-        for state in self.core.crib_states():
-            for channel in mqtt_channels:
-                channel.deliver(state)
+        if first and self.restored:
+            log.warning(
+                "restored %d cribs and %d open alarms from the previous run",
+                self.restored,
+                len(self.core.active_alarms()),
+            )
+            if self.buzzer is not None:
+                self.buzzer.reset(self.core.active_alarms())
+        self.dispatcher.dispatch(self.core.crib_states(), only=MqttAlertChannel)
 
     def _open_channels(self) -> Dispatcher:
         channels: list[AlertChannel] = [MqttAlertChannel(self.topics, self.core.gw_boot, self._send), LogChannel()]
@@ -159,7 +174,16 @@ class Gateway:
                 async with asyncio.timeout(timeout):
                     await self._timers_changed.wait()
             self._armed_deadline = None
-            self._deliver(core.advance())
+            # GPIO edges already handed over with call_soon_threadsafe are in the loop's ready queue: let them
+            # in first, so a bounce stamped before the debounce deadline is judged before the timer fires.
+            await asyncio.sleep(0)
+            try:
+                out = core.advance()
+            except Exception:  # a bug must cost one step, never the gateway
+                log.exception("the alarm core failed on its timers")
+                self.stats.reject("internal_error", "core failed on its timers")
+                continue
+            self._deliver(out)
 
     def stats_payload(self) -> GatewayStatsPayload:
         rejected = dict(self.stats.rejected)

@@ -7,13 +7,14 @@ grace 10 (two wireless cribs and a wired one), in demo mode so no broker credent
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
 from gateway.clock import FakeClock
 from gateway.core import CribMonitor
-from gateway.events import AlarmEvent, CribState, LatchReading, Source, Trigger
-from gateway.protocol import AlarmEventType, AlarmKind, Priority
+from gateway.events import AlarmEvent, AlarmSummary, CribState, LatchReading, Source, Trigger
+from gateway.protocol import AlarmEventType, AlarmKind, LatchState, Priority
 from tests.helpers import (
     CLOSED,
     FAST_ROOM,
@@ -982,8 +983,10 @@ class TestQueries:
             (crib_open.alarm_id, AlarmKind.CRIB_OPEN, Priority.HIGH, "anna"),
         ]
         assert {a.alarm_id for a in h.monitor.active_alarms()} == {battery.alarm_id, crib_open.alarm_id}
-        by_id = {s.crib_id: s for s in h.monitor.crib_states()}
-        assert by_id[FAST_WIRELESS] == h.monitor.crib_state(FAST_WIRELESS)
+        states = h.monitor.crib_states()
+        by_id = {s.crib_id: s for s in states}
+        assert replace(by_id[FAST_WIRELESS], seq=0) == replace(h.monitor.crib_state(FAST_WIRELESS), seq=0)
+        assert_increasing_seq(states)  # each a new event: (gw_boot, seq) orders everything published
         assert by_id[SLOW_WIRED].latch is CLOSED
         assert by_id[SLOW_WIRELESS].latch is None
 
@@ -1213,3 +1216,42 @@ class TestWhatASecondReadingFound:
         stray = LatchReading("s-f1", OPEN, boot=1, seq=1, sensor_ts=None, source=Source.GPIO)
         assert h.handle(stray) == []
         assert h.stats.rejected["wired_sensor"] == 1
+
+
+class TestRestore:
+    """What a previous run knew comes back from the retained crib states at start-up."""
+
+    @staticmethod
+    def previous_state(h: CoreHarness, crib_id: str, *, latch: LatchState, acked_by: str | None) -> CribState:
+        base = h.monitor.crib_state(crib_id)
+        alarm = AlarmSummary("1700000000000-7", AlarmKind.CRIB_OPEN, Priority.HIGH, acked_by, raised_at=1.0)
+        return replace(base, latch=latch, sensor_online=True, alarms=(alarm,))
+
+    def test_an_open_crib_keeps_its_alarm_id_and_acknowledgement(self) -> None:
+        h = CoreHarness()
+        assert h.monitor.restore(self.previous_state(h, SLOW_WIRELESS, latch=OPEN, acked_by="anna")) == []
+        (summary,) = h.monitor.crib_state(SLOW_WIRELESS).alarms
+        assert (summary.alarm_id, summary.acknowledged_by) == ("1700000000000-7", "anna")
+        # the retained latch (still open) raises nothing new, not even after the grace period
+        out = h.latch(SLOW_WIRELESS, OPEN, live=False)
+        out += h.advance(60.0)
+        assert [e for e in raised(out) if e.crib_id == SLOW_WIRELESS and e.kind is AlarmKind.CRIB_OPEN] == []
+        # closing resolves it under the id the pagers know
+        (resolved,) = alarm_events(h.latch(SLOW_WIRELESS, CLOSED))
+        assert (resolved.type, resolved.alarm_id) == (AlarmEventType.RESOLVED, "1700000000000-7")
+
+    def test_what_this_run_already_knows_wins(self) -> None:
+        h = CoreHarness()
+        h.close_wired(SLOW_WIRED)  # the pin was read before the broker answered: the crib is closed
+        out = h.monitor.restore(self.previous_state(h, SLOW_WIRED, latch=OPEN, acked_by=None))
+        assert out is not None
+        (resolved,) = alarm_events(out)
+        assert (resolved.type, resolved.alarm_id) == (AlarmEventType.RESOLVED, "1700000000000-7")
+        assert h.monitor.crib_state(SLOW_WIRED).alarms == ()
+
+    def test_a_crib_with_alarms_of_this_run_or_unknown_is_left_alone(self) -> None:
+        h = CoreHarness()
+        h.latch(FAST_WIRELESS, OPEN)  # grace 0: raised in this run
+        assert h.monitor.restore(self.previous_state(h, FAST_WIRELESS, latch=OPEN, acked_by=None)) is None
+        ghost = replace(self.previous_state(h, SLOW_WIRELESS, latch=OPEN, acked_by=None), crib_id="gone")
+        assert h.monitor.restore(ghost) is None

@@ -419,3 +419,41 @@ def test_stats_payload_is_json(mqtt_endpoint: BrokerEndpoint) -> None:
     settings = make_settings(mqtt_endpoint)
     gateway = Gateway(settings)
     assert json.loads(encode(gateway.stats_payload()))["accepted"] == 0
+
+
+async def test_a_gateway_restart_keeps_open_alarms_and_acknowledgements(mqtt_endpoint: BrokerEndpoint) -> None:
+    """Alarm ids, raise times and acknowledgements survive a restart (read back from the retained crib states):
+    no fresh grace period, no second alarm, and pagers see the alarm resolved under the id they know."""
+    settings = make_settings(mqtt_endpoint)
+    topics = Topics(settings.site.id)
+    pins = MockFactory()
+    async with staff_device(mqtt_endpoint, topics) as staff, sensor(mqtt_endpoint, topics, "s-1") as s1:
+        async with running(settings, pins):
+            pins.pin(17).drive_low()
+            pins.pin(27).drive_low()
+            for crib in ("w-1", "w-2"):
+                await staff.until(lambda c=crib: (s := staff.states.get(c)) and s.latch == "closed" and not s.alarms)
+            await s1.open()
+            raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+            await staff.ack(alarm_id=raised.alarm_id, by="staff-07", device="pager-2")
+            await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
+            before = staff.count("w-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+            pins.pin(17).drive_high()  # w-1 opens and stays unacknowledged
+            wired = await _nth_event(staff, "w-1", AlarmEventType.RAISED, before + 1)
+            await staff.until(lambda: (s := staff.states.get("w-1")) and s.alarms)
+
+        async with running(settings, pins) as second:
+            assert second.restored >= 2
+            assert second.buzzer is not None
+            assert second.buzzer.sounding  # w-1's alarm is still not acknowledged
+            assert {a.alarm_id for a in second.core.active_alarms()} >= {raised.alarm_id, wired.alarm_id}
+            (n1,) = second.core.crib_state("n-1").alarms
+            assert (n1.alarm_id, n1.acknowledged_by, n1.raised_at) == (raised.alarm_id, "staff-07", raised.raised_at)
+            await s1.close_latch()
+            resolved = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
+            assert resolved.alarm_id == raised.alarm_id
+            assert staff.count("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED) == 1
+            await staff.ack(alarm_id=wired.alarm_id, by="staff-03", device="board")
+            await _nth_event(staff, "w-1", AlarmEventType.ACKNOWLEDGED, 1)
+            assert not second.buzzer.sounding
+            assert staff.count("w-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED) == before + 1
