@@ -1,8 +1,9 @@
 """How every cribwatch process opens an MQTT connection: one place for the socket and session rules.
 
-Only this module and :mod:`gateway.mqtt` touch aiomqtt; paho-mqtt is reached through aiomqtt except, here,
-for what aiomqtt does not offer: writing a publish to the socket at once, and dropping a connection the
-way a dying sensor does.
+Every asyncio MQTT client of the project (gateway, simulator, demo, benchmark) is made by :func:`new_client`
+(the benchmark's relay is plain paho on purpose: it is the baseline).
+paho-mqtt is reached through aiomqtt except here, for what aiomqtt does not offer: writing a publish to the
+socket at once, and dropping a connection the way a dying sensor does.
 """
 
 from __future__ import annotations
