@@ -12,7 +12,7 @@ from typing import Self, TypedDict, Unpack
 
 from firmware_sim.sensor import SimulatedSensor
 from gateway.config import Settings
-from gateway.mqtt_client import BrokerAddress
+from gateway.mqtt_client import BrokerAddress, broker_address
 from gateway.protocol import LatchState, Topics
 
 __all__ = ["Fleet", "SensorOptions", "broker_from_settings", "wireless_sensor_ids"]
@@ -40,13 +40,7 @@ def wireless_sensor_ids(settings: Settings) -> list[str]:
 
 
 def broker_from_settings(settings: Settings) -> BrokerAddress:
-    password = settings.mqtt.password
-    return BrokerAddress(
-        host=settings.mqtt.host,
-        port=settings.mqtt.port,
-        username=settings.mqtt.username,
-        password=None if password is None else password.get_secret_value(),
-    )
+    return broker_address(settings.mqtt)
 
 
 class Fleet:

@@ -24,9 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.protocol import DEFAULT_BASE_TOPIC, ID_PATTERN
+from gateway.protocol import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier
 
-Identifier = Annotated[str, Field(pattern=ID_PATTERN, description="Lower case letters, digits, - and _.")]
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 GpioPin = Annotated[int, Field(ge=0, le=27, description="BCM pin number of the Raspberry Pi header.")]
 

@@ -555,4 +555,4 @@ def _summary(alarm: _Alarm) -> AlarmSummary:
     )
 
 
-__all__ = ["CribMonitor", "SensorHealth", "Source"]
+__all__ = ["CribMonitor", "SensorHealth"]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import aiomqtt
 import paho.mqtt.client as mqtt
 
+from gateway.config import MqttConfig
+
 TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 """Measured here: without it, Nagle plus delayed ACK cost about 44 ms on every MQTT hop."""
 
@@ -26,6 +28,12 @@ class BrokerAddress:
     port: int
     username: str | None = None
     password: str | None = None
+
+
+def broker_address(mqtt: MqttConfig) -> BrokerAddress:
+    """Where the site file (and its environment) says the broker is, with the credentials to give it."""
+    password = None if mqtt.password is None else mqtt.password.get_secret_value()
+    return BrokerAddress(mqtt.host, mqtt.port, mqtt.username, password)
 
 
 def new_client(

@@ -37,7 +37,7 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 _ID_RE = re.compile(ID_PATTERN)
 
-Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+Identifier = Annotated[str, Field(pattern=ID_PATTERN, description="Lower case letters, digits, - and _.")]
 
 
 class LatchState(enum.StrEnum):

@@ -22,17 +22,11 @@ from gateway.core import CribMonitor
 from gateway.events import CribState, InboundEvent, OutboundEvent
 from gateway.gpio import GpioLatchInputs
 from gateway.mqtt import MqttLink
-from gateway.mqtt_client import BrokerAddress
+from gateway.mqtt_client import broker_address
 from gateway.protocol import GATEWAY_STATS, GatewayStatsPayload, Topics, encode
 from gateway.stats import IngestStats
 
 log = logging.getLogger("cribwatch.gateway")
-
-
-def broker_address(settings: Settings) -> BrokerAddress:
-    mqtt = settings.mqtt
-    password = None if mqtt.password is None else mqtt.password.get_secret_value()
-    return BrokerAddress(mqtt.host, mqtt.port, mqtt.username, password)
 
 
 class Gateway:
@@ -58,7 +52,7 @@ class Gateway:
         self._extra_channels = list(extra_channels)
         self.mqtt = MqttLink(
             topics=self.topics,
-            broker=broker_address(settings),
+            broker=broker_address(settings.mqtt),
             client_id=settings.gateway_client_id,
             on_event=self.submit,
             stats=self.stats,
@@ -96,9 +90,6 @@ class Gateway:
         if due is not None and (armed is None or due < armed):
             self._timers_changed.set()  # a timer earlier than the one the timer loop sleeps on
 
-    def _send(self, item: Outgoing) -> None:
-        self.mqtt.send(item)
-
     def _restore(self, state: CribState) -> None:
         out = self.core.restore(state)
         if out is not None:
@@ -122,7 +113,7 @@ class Gateway:
         self.dispatcher.dispatch(self.core.crib_states(), only=MqttAlertChannel)
 
     def _open_channels(self) -> Dispatcher:
-        channels: list[AlertChannel] = [MqttAlertChannel(self.topics, self.core.gw_boot, self._send), LogChannel()]
+        channels: list[AlertChannel] = [MqttAlertChannel(self.topics, self.core.gw_boot, self.mqtt.send), LogChannel()]
         buzzer_cfg = self.settings.buzzer
         if buzzer_cfg.pin is not None or buzzer_cfg.led_pin is not None:
             self.buzzer = BuzzerChannel(buzzer_cfg, pin_factory=self._pin_factory)
@@ -203,4 +194,4 @@ class Gateway:
         while True:
             await asyncio.sleep(self.settings.mqtt.stats_interval_s)
             payload = encode(self.stats_payload())
-            self._send(Outgoing.of(self.topics.gateway_stats, payload, GATEWAY_STATS))
+            self.mqtt.send(Outgoing.of(self.topics.gateway_stats, payload, GATEWAY_STATS))
