@@ -457,3 +457,43 @@ async def test_a_gateway_restart_keeps_open_alarms_and_acknowledgements(mqtt_end
             await _nth_event(staff, "w-1", AlarmEventType.ACKNOWLEDGED, 1)
             assert not second.buzzer.sounding
             assert staff.count("w-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED) == before + 1
+
+
+async def test_alarm_events_raised_while_the_broker_is_away_reach_staff_when_it_is_back(tmp_path: Path) -> None:
+    """The outbox keeps what the gateway could not send, and sends it, oldest first, on reconnect."""
+    with MosquittoBroker(tmp_path / "broker", users={"gw": secrets.token_urlsafe(8)}) as broker:
+        endpoint = broker.endpoint
+        settings = make_settings(endpoint)
+        topics = Topics(settings.site.id)
+        pins = MockFactory()
+        pager_id = f"pager-{secrets.token_hex(3)}"
+        async with new_client(endpoint, identifier=pager_id, clean_session=False) as pager:
+            await pager.subscribe(topics.alarm_filter, qos=1)  # a persistent session: the broker keeps it
+        recorder = Recorder()
+        async with running(settings, pins, recorder) as gw:
+            pins.pin(17).drive_low()
+            pins.pin(27).drive_low()
+
+            def closed() -> bool:
+                return all(gw.core.crib_state(c).latch is LatchState.CLOSED for c in ("w-1", "w-2"))
+
+            await recorder.until(closed)
+            broker.stop()  # a clean stop: Mosquitto saves the pager's session
+            mark = len(recorder.events)
+            pins.pin(17).drive_high()
+            pins.pin(27).drive_high()
+            offline = [await recorder.raised("w-1", after=mark), await recorder.raised("w-2", after=mark)]
+            assert len(gw.mqtt.outbox) >= 2
+            broker.start()
+            async with new_client(endpoint, identifier=pager_id, clean_session=False) as pager:
+                got: list[AlarmEventPayload] = []
+                async with asyncio.timeout(WAIT_S):
+                    async for message in pager.messages:
+                        assert isinstance(message.payload, bytes)
+                        event = decode(AlarmEventPayload, message.payload)
+                        if event.alarm_id in {a.alarm_id for a in offline} and event.event is AlarmEventType.RAISED:
+                            got.append(event)
+                        if len(got) == len(offline):
+                            break
+                assert [e.seq for e in got] == sorted(e.seq for e in got)  # oldest first
+            assert len(gw.mqtt.outbox) == 0
