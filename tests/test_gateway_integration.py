@@ -154,6 +154,17 @@ class Recorder:
                 await self._changed.wait()
 
 
+async def close_wired_cribs(gw: Gateway, pins: MockFactory, recorder: Recorder) -> None:
+    """Pull both wired cribs' pins low (latched) and wait until the core has taken it in."""
+    pins.pin(17).drive_low()
+    pins.pin(27).drive_low()
+
+    def closed() -> bool:
+        return all(gw.core.crib_state(c).latch is LatchState.CLOSED for c in ("w-1", "w-2"))
+
+    await recorder.until(closed)
+
+
 @asynccontextmanager
 async def running(
     settings: Settings, pins: MockFactory | None = None, recorder: Recorder | None = None
@@ -389,13 +400,7 @@ async def test_gateway_survives_a_broker_restart_and_buzzer_works_without_broker
         pins = MockFactory()
         recorder = Recorder()
         async with running(settings, pins, recorder) as gw:
-            pins.pin(17).drive_low()
-            pins.pin(27).drive_low()
-
-            def closed() -> bool:
-                return all(gw.core.crib_state(c).latch is LatchState.CLOSED for c in ("w-1", "w-2"))
-
-            await recorder.until(closed)
+            await close_wired_cribs(gw, pins, recorder)
             broker.kill()
             await asyncio.sleep(0)  # let the gateway notice whenever it does; the buzzer does not care
             mark = len(recorder.events)
@@ -471,13 +476,7 @@ async def test_alarm_events_raised_while_the_broker_is_away_reach_staff_when_it_
             await pager.subscribe(topics.alarm_filter, qos=1)  # a persistent session: the broker keeps it
         recorder = Recorder()
         async with running(settings, pins, recorder) as gw:
-            pins.pin(17).drive_low()
-            pins.pin(27).drive_low()
-
-            def closed() -> bool:
-                return all(gw.core.crib_state(c).latch is LatchState.CLOSED for c in ("w-1", "w-2"))
-
-            await recorder.until(closed)
+            await close_wired_cribs(gw, pins, recorder)
             broker.stop()  # a clean stop: Mosquitto saves the pager's session
             mark = len(recorder.events)
             pins.pin(17).drive_high()
