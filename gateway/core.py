@@ -93,7 +93,8 @@ class _Crib:
     room: RoomConfig
     config: CribConfig
     debounce_s: float
-    last_seen: float
+    silent_since: float
+    """Monotonic time the silence timer counts from: the last live message, or the gateway's start."""
     latch: LatchState | None = None
     pending: _PendingLatch | None = None
     open_since: float | None = None
@@ -128,7 +129,7 @@ class CribMonitor:
         self._by_sensor: dict[str, _Crib] = {}
         for room, crib_cfg in settings.cribs():
             debounce_ms = self._alarm_cfg.debounce_gpio_ms if crib_cfg.wired else self._alarm_cfg.debounce_mqtt_ms
-            crib = _Crib(room=room, config=crib_cfg, debounce_s=debounce_ms / 1000.0, last_seen=now)
+            crib = _Crib(room=room, config=crib_cfg, debounce_s=debounce_ms / 1000.0, silent_since=now)
             self._cribs[crib_cfg.id] = crib
             self._by_sensor[crib_cfg.sensor_key] = crib
         self._alarms_by_id: dict[str, tuple[_Crib, _Alarm]] = {}
@@ -406,7 +407,7 @@ class CribMonitor:
         return False
 
     def _seen(self, crib: _Crib, now: float, boot: int, step: _Step) -> None:
-        crib.last_seen = now
+        crib.silent_since = now
         crib.health.last_seen = now
         if crib.health.boot is None or boot > crib.health.boot:
             crib.health.boot = boot
@@ -425,7 +426,7 @@ class CribMonitor:
         interval = self._alarm_cfg.heartbeat_interval_s
         if crib.health.interval_s is not None:
             interval = min(interval, crib.health.interval_s)
-        return crib.last_seen + interval * self._alarm_cfg.missed_heartbeats
+        return crib.silent_since + interval * self._alarm_cfg.missed_heartbeats
 
     def _deadlines(self, crib: _Crib) -> list[float]:
         due: list[float] = []
