@@ -40,21 +40,21 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
-import alerts.channels
+import alerts.channels.mqtt
 import gateway.cli
-import gateway.mqtt
-import gateway.mqtt_client
-from alerts.channels import Dispatcher
+import gateway.mqtt.connection
+import gateway.mqtt.link
+from alerts.dispatch import Dispatcher
 from bench.stats import summarize
-from gateway.core import CribMonitor
-from gateway.events import InboundEvent, LatchReading, OutboundEvent
-from gateway.mqtt import MqttLink
+from gateway.domain.events import InboundEvent, LatchReading, OutboundEvent
+from gateway.domain.monitor import CribMonitor
+from gateway.mqtt.link import MqttLink
 
 STAGES = (
     "paho_on_message",  # paho calls aiomqtt's on_message with the parsed latch message
     "handed",  # aiomqtt puts it on its queue: the gateway's handing queue calls call_soon(MqttLink._on_message)
     "link_on_message",  # MqttLink._on_message starts (the event loop ran the call_soon callback)
-    "decode_end",  # gateway.codec.decode_inbound returned the LatchReading
+    "decode_end",  # gateway.protocol.codec.decode_inbound returned the LatchReading
     "handle_start",  # CribMonitor.handle called (by Gateway.submit)
     "handle_end",  # ... and returned the alarm event and the crib state
     "paho_publish",  # paho's publish of the alarm event called (dispatch -> MQTT channel -> send -> publish_now)
@@ -118,7 +118,7 @@ class Tracer:
 
         # aiomqtt -> the gateway: new_client builds its queue class with _handing_queue(handler); its put_nowait
         # schedules the handler with call_soon. A subclass stamps the hand-over of each message.
-        handing_queue: Callable[..., type[asyncio.Queue[aiomqtt.Message]]] = gateway.mqtt_client._handing_queue  # noqa: SLF001
+        handing_queue: Callable[..., type[asyncio.Queue[aiomqtt.Message]]] = gateway.mqtt.connection._handing_queue  # noqa: SLF001
 
         def traced_handing_queue(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
             base = handing_queue(handler)
@@ -130,7 +130,7 @@ class Tracer:
 
             return TracedHandingQueue
 
-        setattr(gateway.mqtt_client, "_handing_queue", traced_handing_queue)  # noqa: B010
+        setattr(gateway.mqtt.connection, "_handing_queue", traced_handing_queue)  # noqa: B010
 
         # The gateway's own path: MqttLink._on_message (bound when MqttLink.run builds the client).
         link_on_message = MqttLink._on_message  # noqa: SLF001
@@ -152,7 +152,7 @@ class Tracer:
 
         MqttLink._on_message = traced_link_on_message  # type: ignore[method-assign]  # noqa: SLF001
 
-        decode_inbound: Callable[..., InboundEvent] = getattr(gateway.mqtt, "decode_inbound")  # noqa: B009
+        decode_inbound: Callable[..., InboundEvent] = getattr(gateway.mqtt.link, "decode_inbound")  # noqa: B009
 
         def traced_decode(*args: Any, **kw: Any) -> InboundEvent:
             start = perf()
@@ -165,7 +165,7 @@ class Tracer:
                 tracer.current_key = (event.sensor_id, event.boot, event.seq)
             return event
 
-        setattr(gateway.mqtt, "decode_inbound", traced_decode)  # noqa: B010
+        setattr(gateway.mqtt.link, "decode_inbound", traced_decode)  # noqa: B010
 
         handle = CribMonitor.handle
 
@@ -199,15 +199,15 @@ class Tracer:
 
         Dispatcher.dispatch = traced_dispatch  # type: ignore[method-assign]
 
-        encode_outbound: Callable[..., Any] = getattr(alerts.channels, "encode_outbound")  # noqa: B009
+        encode_outbound: Callable[..., Any] = getattr(alerts.channels.mqtt, "encode_outbound")  # noqa: B009
 
-        def traced_encode(topics: Any, event: Any, gw_boot: int) -> Any:
+        def traced_encode(topics: Any, event: Any, gw_run: int) -> Any:
             start = perf()
-            out = encode_outbound(topics, event, gw_boot)
+            out = encode_outbound(topics, event, gw_run)
             tracer.timed(f"encode_outbound[{type(event).__name__}]", perf() - start)
             return out
 
-        setattr(alerts.channels, "encode_outbound", traced_encode)  # noqa: B010
+        setattr(alerts.channels.mqtt, "encode_outbound", traced_encode)  # noqa: B010
 
         emit = logging.StreamHandler.emit
 
@@ -218,16 +218,16 @@ class Tracer:
 
         logging.StreamHandler.emit = traced_emit  # type: ignore[method-assign]
 
-        # MqttLink.send -> publish_now (a module global of gateway.mqtt) -> paho publish + _packet_write.
-        publish_now: Callable[..., Any] = getattr(gateway.mqtt, "publish_now")  # noqa: B009
+        # MqttLink.send -> publish_now (a module global of gateway.mqtt.link) -> paho publish + _packet_write.
+        publish_now: Callable[..., Any] = getattr(gateway.mqtt.link, "publish_now")  # noqa: B009
 
         def traced_publish_now(*args: Any, **kw: Any) -> Any:
             start = perf()
             info = publish_now(*args, **kw)
-            tracer.timed("gateway.mqtt_client.publish_now", perf() - start)
+            tracer.timed("gateway.mqtt.connection.publish_now", perf() - start)
             return info
 
-        setattr(gateway.mqtt, "publish_now", traced_publish_now)  # noqa: B010
+        setattr(gateway.mqtt.link, "publish_now", traced_publish_now)  # noqa: B010
 
         publish = paho.Client.publish
 

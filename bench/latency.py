@@ -49,24 +49,15 @@ from typing import IO, Any
 
 import aiomqtt
 
-import gateway.mqtt_client
+import gateway.mqtt.connection
 from bench.stats import Summary, ratio, summarize
+from devtools.brokers import MosquittoBroker
 from firmware_sim.fleet import Fleet
 from firmware_sim.sensor import SensorError
-from gateway.brokers import MosquittoBroker
-from gateway.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, settings_from_mapping
-from gateway.mqtt_client import BrokerAddress, new_client
-from gateway.protocol import (
-    AlarmEventPayload,
-    AlarmEventType,
-    AlarmKind,
-    GatewayAvailabilityPayload,
-    LatchPayload,
-    LatchState,
-    ProtocolError,
-    Topics,
-    decode,
-)
+from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState
+from gateway.mqtt.connection import BrokerAddress, new_client
+from gateway.protocol import AlarmEventPayload, GatewayAvailabilityPayload, LatchPayload, ProtocolError, Topics, decode
+from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, settings_from_mapping
 
 log = logging.getLogger("bench.latency")
 
@@ -518,7 +509,7 @@ async def run(options: Options, workdir: Path) -> Results:
     password = secrets.token_urlsafe(18)
     if not options.nodelay:
         # Only this process's clients (sensors and staff subscriber); the gateway keeps its TCP_NODELAY.
-        gateway.mqtt_client.TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        gateway.mqtt.connection.TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
     extra = BROKER_LOGGING + ("" if options.nodelay else "set_tcp_nodelay false\n")
     broker = MosquittoBroker(workdir / "mosquitto", users={USERNAME: password}, extra_config=extra)
     topics = Topics(SITE_ID)

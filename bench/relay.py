@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME
+from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME
 
 log = logging.getLogger("bench.relay")
 

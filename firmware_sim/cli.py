@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from firmware_sim.console import Console, script_lines, stream_lines
 from firmware_sim.fleet import Fleet, broker_from_settings, wireless_sensor_ids
 from firmware_sim.sensor import SensorConnectError
-from gateway.config import (
+from gateway.domain.vocab import is_identifier
+from gateway.mqtt.connection import BrokerAddress
+from gateway.protocol import DEFAULT_BASE_TOPIC, Topics
+from gateway.settings import (
     ENV_MQTT_HOST,
     ENV_MQTT_PASSWORD,
     ENV_MQTT_PORT,
@@ -29,8 +32,6 @@ from gateway.config import (
     ConfigError,
     load_settings,
 )
-from gateway.mqtt_client import BrokerAddress
-from gateway.protocol import DEFAULT_BASE_TOPIC, Topics, is_identifier
 
 __all__ = ["add_arguments", "build_parser", "main_from_args", "run"]
 

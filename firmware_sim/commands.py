@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.protocol import is_identifier
+from gateway.domain.vocab import is_identifier
 
 __all__ = [
     "HELP",

@@ -11,9 +11,10 @@ from types import TracebackType
 from typing import Self, TypedDict, Unpack
 
 from firmware_sim.sensor import SimulatedSensor
-from gateway.config import Settings
-from gateway.mqtt_client import BrokerAddress, broker_address
-from gateway.protocol import LatchState, Topics
+from gateway.domain.vocab import LatchState
+from gateway.mqtt.connection import BrokerAddress, broker_address
+from gateway.protocol import Topics
+from gateway.settings import Settings
 
 __all__ = ["Fleet", "SensorOptions", "broker_from_settings", "wireless_sensor_ids"]
 

@@ -25,7 +25,7 @@ What the firmware does, and so what :class:`SimulatedSensor` does:
   fight for ever.
 * A clean shutdown publishes ``offline`` itself before its DISCONNECT (which suppresses the will).
 
-Only the connection handling here touches aiomqtt (through :mod:`gateway.mqtt_client`).
+Only the connection handling here touches aiomqtt (through :mod:`gateway.mqtt.connection`).
 """
 
 from __future__ import annotations
@@ -42,20 +42,19 @@ from typing import Literal, Self
 
 import aiomqtt
 
-from gateway.mqtt_client import BrokerAddress, drop_connection, new_client
+from gateway.domain.vocab import LatchState, is_identifier
+from gateway.mqtt.connection import BrokerAddress, drop_connection, new_client
 from gateway.protocol import (
     AVAILABILITY,
     LATCH,
     TELEMETRY,
     AvailabilityPayload,
     LatchPayload,
-    LatchState,
     SensorChannel,
     TelemetryPayload,
     Topics,
     TopicSpec,
     encode,
-    is_identifier,
 )
 
 __all__ = [

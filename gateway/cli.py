@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.settings import ConfigError, Settings, load_settings
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "kids-f.toml"
 
@@ -63,7 +63,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 2
     if settings.site.demo:
         logging.getLogger("cribwatch").warning("DEMO MODE: anonymous broker allowed; not for a site with children")
-    from gateway.service import Gateway  # noqa: PLC0415 - keep `check-config` light
+    from gateway.app import Gateway  # noqa: PLC0415 - keep `check-config` light
 
     async def main() -> None:
         task = asyncio.current_task()
@@ -82,7 +82,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo  # noqa: PLC0415
+    from devtools.demo import run_demo  # noqa: PLC0415
 
     return asyncio.run(run_demo(Path(args.config), pace=args.pace))
 

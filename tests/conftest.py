@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.brokers import BrokerEndpoint, MosquittoBroker, find_mosquitto
+from devtools.brokers import BrokerEndpoint, MosquittoBroker, find_mosquitto
 
 # -- brokers -----------------------------------------------------------------------------------------
 

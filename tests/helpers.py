@@ -13,10 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gateway.clock import FakeClock
-from gateway.config import Settings, settings_from_mapping
-from gateway.core import CribMonitor
-from gateway.events import (
+from gateway.domain.clock import FakeClock
+from gateway.domain.events import (
     AckRequest,
     AlarmEvent,
     AvailabilityChange,
@@ -24,11 +22,12 @@ from gateway.events import (
     InboundEvent,
     LatchReading,
     OutboundEvent,
-    Source,
     TelemetryReading,
 )
-from gateway.protocol import AlarmEventType, AlarmKind, LatchState
-from gateway.stats import IngestStats
+from gateway.domain.monitor import CribMonitor
+from gateway.domain.stats import IngestStats
+from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState, Source
+from gateway.settings import Settings, settings_from_mapping
 
 OPEN = LatchState.OPEN
 CLOSED = LatchState.CLOSED

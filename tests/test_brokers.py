@@ -1,4 +1,4 @@
-"""The broker helpers of gateway.brokers, against real brokers, and the ACL shipped in deploy/mosquitto."""
+"""The broker helpers of devtools.brokers, against real brokers, and the ACL shipped in deploy/mosquitto."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway import brokers
-from gateway.brokers import AmqttBroker, BrokerEndpoint, MosquittoBroker, start_embedded_broker
+from devtools import brokers
+from devtools.brokers import AmqttBroker, BrokerEndpoint, MosquittoBroker, start_embedded_broker
 
 pytestmark = pytest.mark.integration
 
@@ -218,7 +218,7 @@ async def test_amqtt_round_trip() -> None:
 
 
 async def test_embedded_broker_prefers_mosquitto(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.brokers")
+    caplog.set_level(logging.INFO, logger="devtools.brokers")
     async with start_embedded_broker(tmp_path) as endpoint:
         await assert_round_trip(endpoint)
     assert "demo broker: Mosquitto" in caplog.text
@@ -229,7 +229,7 @@ async def test_embedded_broker_falls_back_to_amqtt(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(brokers, "find_mosquitto", lambda: None)
-    caplog.set_level(logging.INFO, logger="gateway.brokers")
+    caplog.set_level(logging.INFO, logger="devtools.brokers")
     async with start_embedded_broker(tmp_path) as endpoint:
         await assert_round_trip(endpoint)
     assert "demo broker: amqtt" in caplog.text

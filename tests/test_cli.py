@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.brokers import BrokerEndpoint
-from gateway.mqtt_client import new_client
+from devtools.brokers import BrokerEndpoint
+from gateway.domain.vocab import LatchState
+from gateway.mqtt.connection import new_client
 from gateway.protocol import (
     AlarmEventPayload,
     GatewayAvailabilityPayload,
     LatchPayload,
-    LatchState,
     SensorChannel,
     Topics,
     decode,

@@ -1,4 +1,4 @@
-"""MQTT messages <-> events (gateway.codec): every inbound channel, every way a message can be wrong, and
+"""MQTT messages <-> events (gateway.protocol.codec): every inbound channel, every way a message can be wrong, and
 outbound events round-tripped through the payload models of gateway.protocol."""
 
 from __future__ import annotations
@@ -8,32 +8,22 @@ from typing import Any
 
 import pytest
 
-from gateway.codec import Outgoing, decode_inbound, encode_outbound
-from gateway.events import (
-    AckRequest,
-    AlarmEvent,
-    AvailabilityChange,
-    CribState,
-    LatchReading,
-    Source,
-    TelemetryReading,
-)
+from gateway.domain.events import AckRequest, AlarmEvent, AvailabilityChange, CribState, LatchReading, TelemetryReading
+from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState, Source
 from gateway.protocol import (
     ALARM_EVENT,
     CRIB_STATE,
     MAX_PAYLOAD_BYTES,
     AlarmEventPayload,
-    AlarmEventType,
-    AlarmKind,
     CribStatePayload,
     LatchPayload,
-    LatchState,
     ProtocolError,
     SensorChannel,
     Topics,
     decode,
     encode,
 )
+from gateway.protocol.codec import Outgoing, decode_inbound, encode_outbound
 from tests.helpers import (
     CLOSED,
     FAST_WIRED,
@@ -336,7 +326,7 @@ def _alarm_life() -> tuple[CoreHarness, list[AlarmEvent]]:
 def test_alarm_events_round_trip_with_topic_qos_and_retain() -> None:
     h, events = _alarm_life()
     for ev in events:
-        out = encode_outbound(TOPICS, ev, h.monitor.gw_boot)
+        out = encode_outbound(TOPICS, ev, h.monitor.gw_run)
 
         assert isinstance(out, Outgoing)
         assert out.topic == TOPICS.alarm(ev.room_id)
@@ -344,9 +334,9 @@ def test_alarm_events_round_trip_with_topic_qos_and_retain() -> None:
         assert (out.qos, out.retain) == (1, False)
         back = decode(AlarmEventPayload, out.payload)
         assert back.v == 1
-        assert (back.seq, back.gw_boot, back.event, back.alarm_id) == (
+        assert (back.seq, back.gw_run, back.event, back.alarm_id) == (
             ev.seq,
-            h.monitor.gw_boot,
+            h.monitor.gw_run,
             ev.type,
             ev.alarm_id,
         )
@@ -375,9 +365,9 @@ def test_alarm_events_round_trip_with_topic_qos_and_retain() -> None:
 
 def test_alarm_event_payload_leaves_out_unset_fields() -> None:
     h, events = _alarm_life()
-    raised_json = json.loads(encode_outbound(TOPICS, events[0], h.monitor.gw_boot).payload)
-    offline_json = json.loads(encode_outbound(TOPICS, events[3], h.monitor.gw_boot).payload)
-    acked_json = json.loads(encode_outbound(TOPICS, events[1], h.monitor.gw_boot).payload)
+    raised_json = json.loads(encode_outbound(TOPICS, events[0], h.monitor.gw_run).payload)
+    offline_json = json.loads(encode_outbound(TOPICS, events[3], h.monitor.gw_run).payload)
+    acked_json = json.loads(encode_outbound(TOPICS, events[1], h.monitor.gw_run).payload)
     assert "by" not in raised_json
     assert "device" not in raised_json
     assert "trigger" not in offline_json
@@ -398,15 +388,15 @@ def test_crib_states_round_trip_with_topic_qos_and_retain() -> None:
     assert {s.crib_id for s in states} >= {FAST_WIRELESS, FAST_WIRED, SLOW_WIRELESS}
 
     for st in states:
-        out = encode_outbound(TOPICS, st, h.monitor.gw_boot)
+        out = encode_outbound(TOPICS, st, h.monitor.gw_run)
 
         assert out.topic == TOPICS.crib_state(st.crib_id)
         assert (out.qos, out.retain) == (int(CRIB_STATE.qos), CRIB_STATE.retain)
         assert (out.qos, out.retain) == (1, True)
         back = decode(CribStatePayload, out.payload)
-        assert (back.seq, back.gw_boot, back.site, back.room, back.crib) == (
+        assert (back.seq, back.gw_run, back.site, back.room, back.crib) == (
             st.seq,
-            h.monitor.gw_boot,
+            h.monitor.gw_run,
             st.site_id,
             st.room_id,
             st.crib_id,
@@ -432,7 +422,7 @@ def test_crib_state_payload_of_each_kind_of_crib() -> None:
 
     def sent(crib_id: str) -> dict[str, Any]:
         st: CribState = h.monitor.crib_state(crib_id)
-        return dict(json.loads(encode_outbound(TOPICS, st, h.monitor.gw_boot).payload))
+        return dict(json.loads(encode_outbound(TOPICS, st, h.monitor.gw_run).payload))
 
     wireless = sent(FAST_WIRELESS)
     assert (wireless["latch"], wireless["sensor_online"], wireless["battery_pct"]) == ("open", True, 12)
@@ -458,7 +448,7 @@ def test_outbound_payloads_are_compact_utf8_json_within_the_size_limit() -> None
     h, events = _alarm_life()
     everything = list(h.log) + events
     for ev in everything:
-        payload = encode_outbound(TOPICS, ev, h.monitor.gw_boot).payload
+        payload = encode_outbound(TOPICS, ev, h.monitor.gw_run).payload
         assert len(payload) <= MAX_PAYLOAD_BYTES
         assert b": " not in payload
         assert b", " not in payload

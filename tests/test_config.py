@@ -1,4 +1,4 @@
-"""The validated config tree (gateway.config) and ``cribwatch check-config``.
+"""The validated config tree (gateway.settings) and ``cribwatch check-config``.
 
 Every rejected configuration must give a ConfigError whose message names the key path, the value and
 what was expected, so an installer can fix the file without reading code.
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import (
+from gateway.domain.vocab import ID_PATTERN
+from gateway.settings import (
     ENV_MQTT_HOST,
     ENV_MQTT_PASSWORD,
     ENV_MQTT_PORT,
@@ -27,7 +28,6 @@ from gateway.config import (
     load_settings,
     settings_from_mapping,
 )
-from gateway.protocol import ID_PATTERN
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "kids-f.toml"

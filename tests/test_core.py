@@ -1,4 +1,4 @@
-"""The pure alarm core (gateway.core.CribMonitor) on a FakeClock: every transition, the timers, and invariants.
+"""The pure alarm core (gateway.domain.monitor.CribMonitor) on a FakeClock: every transition, timers, invariants.
 
 The default site (tests/helpers.py) has a room with grace 0 (a wireless and a wired crib) and a room with
 grace 10 (two wireless cribs and a wired one), in demo mode so no broker credentials are needed.
@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.clock import FakeClock
-from gateway.core import CribMonitor
-from gateway.events import AlarmEvent, AlarmSummary, CribState, LatchReading, Source, Trigger
-from gateway.protocol import AlarmEventType, AlarmKind, LatchState, Priority
+from gateway.domain.clock import FakeClock
+from gateway.domain.events import AlarmEvent, AlarmSummary, CribState, LatchReading, Trigger
+from gateway.domain.monitor import CribMonitor
+from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState, Priority, Source
 from tests.helpers import (
     CLOSED,
     FAST_ROOM,
@@ -986,7 +986,7 @@ class TestQueries:
         states = h.monitor.crib_states()
         by_id = {s.crib_id: s for s in states}
         assert replace(by_id[FAST_WIRELESS], seq=0) == replace(h.monitor.crib_state(FAST_WIRELESS), seq=0)
-        assert_increasing_seq(states)  # each a new event: (gw_boot, seq) orders everything published
+        assert_increasing_seq(states)  # each a new event: (gw_run, seq) orders everything published
         assert by_id[SLOW_WIRED].latch is CLOSED
         assert by_id[SLOW_WIRELESS].latch is None
 
@@ -1006,7 +1006,7 @@ class TestQueries:
     def test_gateway_boot_is_the_start_in_unix_ms(self) -> None:
         clock = FakeClock(start_wall=1_764_000_123.456)
         monitor = CribMonitor(make_settings(), clock)
-        assert monitor.gw_boot == 1_764_000_123_456
+        assert monitor.gw_run == 1_764_000_123_456
 
 
 # ----------------------------------------------------------------------------------- random sequences

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import gateway.brokers
+import devtools.brokers
+from devtools.demo import run_demo
 from gateway.cli import EXAMPLE_CONFIG
-from gateway.demo import run_demo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def test_demo_command_shows_the_alarm_life_cycle() -> None:
 async def test_demo_runs_on_the_embedded_broker_without_mosquitto(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(gateway.brokers, "find_mosquitto", lambda: None)
+    monkeypatch.setattr(devtools.brokers, "find_mosquitto", lambda: None)
     assert await run_demo(EXAMPLE_CONFIG, pace=0) == 0
     out = capsys.readouterr().out
     for step in LIFE:

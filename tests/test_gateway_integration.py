@@ -17,26 +17,24 @@ import aiomqtt
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from devtools.brokers import BrokerEndpoint, MosquittoBroker
 from firmware_sim.sensor import SimulatedSensor
-from gateway.brokers import BrokerEndpoint, MosquittoBroker
-from gateway.config import Settings, settings_from_mapping
-from gateway.events import AlarmEvent, OutboundEvent
-from gateway.mqtt_client import new_client
+from gateway.app import Gateway
+from gateway.domain.events import AlarmEvent, OutboundEvent
+from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState
+from gateway.mqtt.connection import new_client
 from gateway.protocol import (
     AckPayload,
     AlarmEventPayload,
-    AlarmEventType,
-    AlarmKind,
     CribStatePayload,
     GatewayStatsPayload,
     LatchPayload,
-    LatchState,
     SensorChannel,
     Topics,
     decode,
     encode,
 )
-from gateway.service import Gateway
+from gateway.settings import Settings, settings_from_mapping
 
 pytestmark = pytest.mark.integration
 
@@ -465,7 +463,7 @@ async def test_a_gateway_restart_keeps_open_alarms_and_acknowledgements(mqtt_end
 
 
 async def test_alarm_events_raised_while_the_broker_is_away_reach_staff_when_it_is_back(tmp_path: Path) -> None:
-    """The outbox keeps what the gateway could not send, and sends it, oldest first, on reconnect."""
+    """The offline buffer keeps what the gateway could not send, and sends it, oldest first, on reconnect."""
     with MosquittoBroker(tmp_path / "broker", users={"gw": secrets.token_urlsafe(8)}) as broker:
         endpoint = broker.endpoint
         settings = make_settings(endpoint)
@@ -482,7 +480,7 @@ async def test_alarm_events_raised_while_the_broker_is_away_reach_staff_when_it_
             pins.pin(17).drive_high()
             pins.pin(27).drive_high()
             offline = [await recorder.raised("w-1", after=mark), await recorder.raised("w-2", after=mark)]
-            assert len(gw.mqtt.outbox) >= 2
+            assert len(gw.mqtt.offline_buffer) >= 2
             broker.start()
             async with new_client(endpoint, identifier=pager_id, clean_session=False) as pager:
                 got: list[AlarmEventPayload] = []
@@ -495,4 +493,4 @@ async def test_alarm_events_raised_while_the_broker_is_away_reach_staff_when_it_
                         if len(got) == len(offline):
                             break
                 assert [e.seq for e in got] == sorted(e.seq for e in got)  # oldest first
-            assert len(gw.mqtt.outbox) == 0
+            assert len(gw.mqtt.offline_buffer) == 0

@@ -12,23 +12,18 @@ import pytest
 from pydantic import BaseModel
 
 from gateway import protocol
+from gateway.domain.vocab import ID_PATTERN, PRIORITY_OF, AlarmEventType, AlarmKind, LatchState, Priority, is_identifier
 from gateway.protocol import (
-    ID_PATTERN,
     MAX_PAYLOAD_BYTES,
-    PRIORITY_OF,
     SCHEMA_VERSION,
     AckPayload,
     AlarmEventPayload,
-    AlarmEventType,
-    AlarmKind,
     AvailabilityPayload,
     CribAlarmSummary,
     CribStatePayload,
     GatewayAvailabilityPayload,
     GatewayStatsPayload,
     LatchPayload,
-    LatchState,
-    Priority,
     ProtocolError,
     Qos,
     SensorChannel,
@@ -38,8 +33,8 @@ from gateway.protocol import (
     TriggerPayload,
     decode,
     encode,
-    is_identifier,
 )
+from gateway.protocol import topics as topics_module
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL_DOC = REPO / "docs" / "protocol.md"
@@ -82,8 +77,8 @@ def topic_specs() -> dict[str, TopicSpec]:
 
 
 def docstring_table() -> dict[str, tuple[str, str, int, bool]]:
-    """pattern -> (from, to, qos, retained), parsed from gateway.protocol's module docstring."""
-    doc = protocol.__doc__ or ""
+    """pattern -> (from, to, qos, retained), parsed from gateway.protocol.topics' module docstring."""
+    doc = topics_module.__doc__ or ""
     rows = re.findall(
         r"^\s+(<base>/\S+)\s+(\S+) -> (\S+)\s+QoS (\d), (retained|not retained)\b", doc, flags=re.MULTILINE
     )
@@ -232,7 +227,7 @@ SAMPLES: list[BaseModel] = [
     AckPayload(crib="vl-1", by="staff-1", device="pager-1"),
     AlarmEventPayload(
         seq=1,
-        gw_boot=10,
+        gw_run=10,
         event=AlarmEventType.RAISED,
         alarm_id="10-1",
         kind=AlarmKind.CRIB_OPEN,
@@ -248,7 +243,7 @@ SAMPLES: list[BaseModel] = [
     ),
     CribStatePayload(
         seq=2,
-        gw_boot=10,
+        gw_run=10,
         site="s",
         room="r",
         crib="c",
@@ -261,9 +256,9 @@ SAMPLES: list[BaseModel] = [
         ),
         ts=4.0,
     ),
-    GatewayAvailabilityPayload(state="online", gw_boot=10),
+    GatewayAvailabilityPayload(state="online", gw_run=10),
     GatewayStatsPayload(
-        gw_boot=10, ts=5.0, accepted=3, rejected={"bad_json": 1}, ignored={}, active_alarms=0, channel_failures={}
+        gw_run=10, ts=5.0, accepted=3, rejected={"bad_json": 1}, ignored={}, active_alarms=0, channel_failures={}
     ),
 ]
 
@@ -330,7 +325,7 @@ class TestIdentifiers:
 
 def protocol_doc() -> str:
     if not PROTOCOL_DOC.exists():
-        pytest.skip(f"{PROTOCOL_DOC.relative_to(REPO)} does not exist yet: nothing to compare with gateway/protocol.py")
+        pytest.skip(f"{PROTOCOL_DOC.relative_to(REPO)} does not exist yet: nothing to compare with gateway/protocol/")
     return PROTOCOL_DOC.read_text(encoding="utf-8")
 
 

@@ -21,6 +21,7 @@ import aiomqtt
 import pytest
 from pydantic import BaseModel
 
+from devtools.brokers import BrokerEndpoint, MosquittoBroker, free_port
 from firmware_sim import cli
 from firmware_sim.commands import (
     HELP,
@@ -45,19 +46,18 @@ from firmware_sim.commands import (
 )
 from firmware_sim.fleet import Fleet, wireless_sensor_ids
 from firmware_sim.sensor import TAKEOVER_LOSSES, SensorOfflineError, Sent, SimulatedSensor
-from gateway.brokers import BrokerEndpoint, MosquittoBroker, free_port
-from gateway.config import load_settings, settings_from_mapping
-from gateway.mqtt_client import BrokerAddress, new_client
+from gateway.domain.vocab import LatchState
+from gateway.mqtt.connection import BrokerAddress, new_client
 from gateway.protocol import (
     AvailabilityPayload,
     LatchPayload,
-    LatchState,
     ProtocolError,
     SensorChannel,
     TelemetryPayload,
     Topics,
     decode,
 )
+from gateway.settings import load_settings, settings_from_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 KIDS_F = REPO / "examples" / "kids-f.toml"

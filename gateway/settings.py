@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.protocol import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier
+from gateway.domain.vocab import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier
 
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 GpioPin = Annotated[int, Field(ge=0, le=27, description="BCM pin number of the Raspberry Pi header.")]

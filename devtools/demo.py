@@ -20,22 +20,13 @@ from typing import Any
 import aiomqtt
 from gpiozero.pins.mock import MockFactory
 
+from devtools.brokers import start_embedded_broker
 from firmware_sim.fleet import Fleet
-from gateway.brokers import start_embedded_broker
-from gateway.config import Settings, settings_from_mapping
-from gateway.mqtt_client import BrokerAddress, new_client
-from gateway.protocol import (
-    ACK,
-    ALARM_EVENT,
-    AckPayload,
-    AlarmEventPayload,
-    AlarmEventType,
-    AlarmKind,
-    Topics,
-    decode,
-    encode,
-)
-from gateway.service import Gateway
+from gateway.app import Gateway
+from gateway.domain.vocab import AlarmEventType, AlarmKind
+from gateway.mqtt.connection import BrokerAddress, new_client
+from gateway.protocol import ACK, ALARM_EVENT, AckPayload, AlarmEventPayload, Topics, decode, encode
+from gateway.settings import Settings, settings_from_mapping
 
 DEMO_GRACE_S = 2.0
 STEP_TIMEOUT_S = 20.0
@@ -106,7 +97,7 @@ def demo_settings(config: Path, broker: BrokerAddress) -> Settings:
 async def run_demo(config: Path, *, pace: float = 1.0) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("cribwatch.alarm").setLevel(logging.ERROR)  # the pager below shows every alarm
-    logging.getLogger("gateway.brokers").setLevel(logging.INFO)  # which broker the demo runs on
+    logging.getLogger("devtools.brokers").setLevel(logging.INFO)  # which broker the demo runs on
     console = _Console()
     with tempfile.TemporaryDirectory(prefix="cribwatch-demo-") as tmp:
         async with start_embedded_broker(Path(tmp)) as endpoint:

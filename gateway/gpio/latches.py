@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.config import CribConfig
-from gateway.events import InboundEvent, LatchReading, Source
-from gateway.protocol import LatchState
+from gateway.domain.events import InboundEvent, LatchReading
+from gateway.domain.vocab import LatchState, Source
+from gateway.settings import CribConfig
 
 log = logging.getLogger("cribwatch.gpio")
 

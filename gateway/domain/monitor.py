@@ -23,9 +23,8 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from gateway.clock import Clock
-from gateway.config import CribConfig, RoomConfig, Settings
-from gateway.events import (
+from gateway.domain.clock import Clock
+from gateway.domain.events import (
     AckRequest,
     AlarmEvent,
     AlarmSummary,
@@ -34,12 +33,12 @@ from gateway.events import (
     InboundEvent,
     LatchReading,
     OutboundEvent,
-    Source,
     TelemetryReading,
     Trigger,
 )
-from gateway.protocol import PRIORITY_OF, AlarmEventType, AlarmKind, LatchState
-from gateway.stats import IngestStats
+from gateway.domain.stats import IngestStats
+from gateway.domain.vocab import PRIORITY_OF, AlarmEventType, AlarmKind, LatchState, Source
+from gateway.settings import CribConfig, RoomConfig, Settings
 
 SeqKey = tuple[int, int]
 """(boot, seq): orders a sensor's messages across reboots."""
@@ -120,7 +119,7 @@ class CribMonitor:
         self._alarm_cfg = settings.alarms
         self._clock = clock
         self.stats = stats if stats is not None else IngestStats()
-        self.gw_boot = int(clock.time() * 1000)
+        self.gw_run = int(clock.time() * 1000)
         self._seq = 0
         self._alarm_count = 0
         now = clock.monotonic()
@@ -473,7 +472,7 @@ class CribMonitor:
     ) -> None:
         self._alarm_count += 1
         at = self._clock.time()
-        alarm = _Alarm(id=f"{self.gw_boot}-{self._alarm_count}", kind=kind, raised_at=at, trigger=trigger)
+        alarm = _Alarm(id=f"{self.gw_run}-{self._alarm_count}", kind=kind, raised_at=at, trigger=trigger)
         crib.alarms[kind] = alarm
         self._alarms_by_id[alarm.id] = (crib, alarm)
         step.dirty[crib.config.id] = crib

@@ -13,18 +13,20 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from alerts.buzzer import BuzzerChannel
-from alerts.channels import AlertChannel, Dispatcher, LogChannel, MqttAlertChannel
-from gateway.clock import Clock, SystemClock
-from gateway.codec import Outgoing
-from gateway.config import Settings
-from gateway.core import CribMonitor
-from gateway.events import CribState, InboundEvent, OutboundEvent
-from gateway.gpio import GpioLatchInputs
-from gateway.mqtt import MqttLink
-from gateway.mqtt_client import broker_address
+from alerts.channels.buzzer import BuzzerChannel
+from alerts.channels.log import LogChannel
+from alerts.channels.mqtt import MqttChannel
+from alerts.dispatch import Dispatcher, EventSink
+from gateway.domain.clock import Clock, SystemClock
+from gateway.domain.events import CribState, InboundEvent, OutboundEvent
+from gateway.domain.monitor import CribMonitor
+from gateway.domain.stats import IngestStats
+from gateway.gpio.latches import GpioLatchInputs
+from gateway.mqtt.connection import broker_address
+from gateway.mqtt.link import MqttLink
 from gateway.protocol import GATEWAY_STATS, GatewayStatsPayload, Topics, encode
-from gateway.stats import IngestStats
+from gateway.protocol.codec import Outgoing
+from gateway.settings import Settings
 
 log = logging.getLogger("cribwatch.gateway")
 
@@ -38,7 +40,7 @@ class Gateway:
         *,
         clock: Clock | None = None,
         pin_factory: Any = None,
-        extra_channels: Sequence[AlertChannel] = (),
+        extra_channels: Sequence[EventSink] = (),
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -56,7 +58,7 @@ class Gateway:
             client_id=settings.gateway_client_id,
             on_event=self.submit,
             stats=self.stats,
-            gw_boot=self.core.gw_boot,
+            gw_run=self.core.gw_run,
             keepalive=settings.mqtt.keepalive_s,
             reconnect_min_s=settings.mqtt.reconnect_min_s,
             reconnect_max_s=settings.mqtt.reconnect_max_s,
@@ -110,10 +112,10 @@ class Gateway:
             )
             if self.buzzer is not None:
                 self.buzzer.reset(self.core.active_alarms())
-        self.dispatcher.dispatch(self.core.crib_states(), only=MqttAlertChannel)
+        self.dispatcher.dispatch(self.core.crib_states(), only=MqttChannel)
 
     def _open_channels(self) -> Dispatcher:
-        channels: list[AlertChannel] = [MqttAlertChannel(self.topics, self.core.gw_boot, self.mqtt.send), LogChannel()]
+        channels: list[EventSink] = [MqttChannel(self.topics, self.core.gw_run, self.mqtt.send), LogChannel()]
         buzzer_cfg = self.settings.buzzer
         if buzzer_cfg.pin is not None or buzzer_cfg.led_pin is not None:
             self.buzzer = BuzzerChannel(buzzer_cfg, pin_factory=self._pin_factory)
@@ -178,10 +180,10 @@ class Gateway:
 
     def stats_payload(self) -> GatewayStatsPayload:
         rejected = dict(self.stats.rejected)
-        if self.mqtt.outbox.dropped:
-            rejected["outbox_dropped"] = self.mqtt.outbox.dropped
+        if self.mqtt.offline_buffer.dropped:
+            rejected["offline_buffer_dropped"] = self.mqtt.offline_buffer.dropped
         return GatewayStatsPayload(
-            gw_boot=self.core.gw_boot,
+            gw_run=self.core.gw_run,
             ts=self.clock.time(),
             accepted=self.stats.accepted,
             rejected=rejected,

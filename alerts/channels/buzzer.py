@@ -10,9 +10,9 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.config import BuzzerConfig
-from gateway.events import AlarmEvent, AlarmSummary, OutboundEvent
-from gateway.protocol import AlarmEventType, Priority
+from gateway.domain.events import AlarmEvent, AlarmSummary, OutboundEvent
+from gateway.domain.vocab import AlarmEventType, Priority
+from gateway.settings import BuzzerConfig
 
 log = logging.getLogger("cribwatch.buzzer")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.events import (
+from gateway.domain.events import (
     AckRequest,
     AlarmEvent,
     AlarmSummary,
@@ -17,20 +17,18 @@ from gateway.events import (
     InboundEvent,
     LatchReading,
     OutboundEvent,
-    Source,
     TelemetryReading,
 )
+from gateway.domain.vocab import PRIORITY_OF, LatchState, Source
 from gateway.protocol import (
     ALARM_EVENT,
     CRIB_STATE,
-    PRIORITY_OF,
     AckPayload,
     AlarmEventPayload,
     AvailabilityPayload,
     CribAlarmSummary,
     CribStatePayload,
     LatchPayload,
-    LatchState,
     ProtocolError,
     SensorChannel,
     TelemetryPayload,
@@ -113,13 +111,13 @@ def decode_inbound(
     )
 
 
-def alarm_event_payload(ev: AlarmEvent, gw_boot: int) -> AlarmEventPayload:
+def alarm_event_payload(ev: AlarmEvent, gw_run: int) -> AlarmEventPayload:
     trigger = None
     if ev.trigger is not None:
         trigger = TriggerPayload(sensor=ev.trigger.sensor_id, boot=ev.trigger.boot, seq=ev.trigger.seq)
     return AlarmEventPayload(
         seq=ev.seq,
-        gw_boot=gw_boot,
+        gw_run=gw_run,
         event=ev.type,
         alarm_id=ev.alarm_id,
         kind=ev.kind,
@@ -137,10 +135,10 @@ def alarm_event_payload(ev: AlarmEvent, gw_boot: int) -> AlarmEventPayload:
     )
 
 
-def crib_state_payload(st: CribState, gw_boot: int) -> CribStatePayload:
+def crib_state_payload(st: CribState, gw_run: int) -> CribStatePayload:
     return CribStatePayload(
         seq=st.seq,
-        gw_boot=gw_boot,
+        gw_run=gw_run,
         site=st.site_id,
         room=st.room_id,
         crib=st.crib_id,
@@ -190,7 +188,7 @@ def crib_state_from_payload(p: CribStatePayload) -> CribState:
     )
 
 
-def encode_outbound(topics: Topics, ev: OutboundEvent, gw_boot: int) -> Outgoing:
+def encode_outbound(topics: Topics, ev: OutboundEvent, gw_run: int) -> Outgoing:
     if isinstance(ev, AlarmEvent):
-        return Outgoing.of(topics.alarm(ev.room_id), encode(alarm_event_payload(ev, gw_boot)), ALARM_EVENT)
-    return Outgoing.of(topics.crib_state(ev.crib_id), encode(crib_state_payload(ev, gw_boot)), CRIB_STATE)
+        return Outgoing.of(topics.alarm(ev.room_id), encode(alarm_event_payload(ev, gw_run)), ALARM_EVENT)
+    return Outgoing.of(topics.crib_state(ev.crib_id), encode(crib_state_payload(ev, gw_run)), CRIB_STATE)

@@ -8,16 +8,9 @@ hang off it without new plumbing.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
-from gateway.protocol import AlarmEventType, AlarmKind, LatchState, Priority
-
-
-class Source(enum.StrEnum):
-    MQTT = "mqtt"
-    GPIO = "gpio"
-
+from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState, Priority, Source
 
 # ------------------------------------------------------------------------------------------- inbound
 

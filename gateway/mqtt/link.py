@@ -1,11 +1,11 @@
 """The gateway's MQTT link: one persistent session that takes sensor messages and acks in, and sends
 alarm events and crib states out.
 
-- In: every message is converted once at this edge (:func:`gateway.codec.decode_inbound`) and handed to
+- In: every message is converted once at this edge (:func:`gateway.protocol.codec.decode_inbound`) and handed to
   ``on_event`` on the event loop's thread; a malformed one is counted and dropped, never raised.
 - Out: :meth:`MqttLink.send` writes a message to the socket before it returns when the link is up (an
   alarm waits for nothing: not for a PUBACK, not for a loop iteration); while the broker is away,
-  messages wait in the :class:`Outbox` and leave, oldest first, on reconnect. QoS 1 messages not yet
+  messages wait in the :class:`OfflineBuffer` and leave, oldest first, on reconnect. QoS 1 messages not yet
   acknowledged when a connection dies are sent again on the next one.
 - Reconnect: exponential backoff with jitter; QoS 1 and a persistent session (clean_session=False)
   so what sensors and pagers sent while the gateway was away is delivered when it is back.
@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from gateway.codec import Outgoing, crib_state_from_payload, decode_inbound
-from gateway.events import CribState, InboundEvent
-from gateway.mqtt_client import BrokerAddress, new_client, publish_now
+from gateway.domain.events import CribState, InboundEvent
+from gateway.domain.stats import IngestStats
+from gateway.mqtt.connection import BrokerAddress, new_client, publish_now
 from gateway.protocol import (
     ACK,
     CRIB_STATE,
@@ -39,20 +39,20 @@ from gateway.protocol import (
     decode,
     encode,
 )
-from gateway.stats import IngestStats
+from gateway.protocol.codec import Outgoing, crib_state_from_payload, decode_inbound
 
 if TYPE_CHECKING:
     from paho.mqtt.client import MQTTMessageInfo
 
 log = logging.getLogger("cribwatch.mqtt")
 
-OUTBOX_LIMIT = 10_000
+OFFLINE_BUFFER_LIMIT = 10_000
 
 
-class Outbox:
+class OfflineBuffer:
     """A bounded FIFO of messages that wait for the broker. Oldest dropped (and counted) when full."""
 
-    def __init__(self, limit: int = OUTBOX_LIMIT) -> None:
+    def __init__(self, limit: int = OFFLINE_BUFFER_LIMIT) -> None:
         self._items: collections.deque[Outgoing] = collections.deque()
         self._limit = limit
         self.dropped = 0
@@ -82,7 +82,7 @@ class MqttLink:
         client_id: str,
         on_event: Callable[[InboundEvent], None],
         stats: IngestStats,
-        gw_boot: int,
+        gw_run: int,
         keepalive: int = 10,
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 10.0,
@@ -95,7 +95,7 @@ class MqttLink:
         self._client_id = client_id
         self._on_event = on_event
         self._stats = stats
-        self._gw_boot = gw_boot
+        self._gw_run = gw_run
         self._keepalive = keepalive
         self._backoff = (reconnect_min_s, reconnect_max_s)
         self._on_connected = on_connected
@@ -103,11 +103,11 @@ class MqttLink:
         self._restoring = False
         self._crib_state_head = f"{topics.prefix}/crib/"
         self._monotonic = monotonic
-        self.outbox = Outbox()
+        self.offline_buffer = OfflineBuffer()
         self.connected = asyncio.Event()
         self.connections = 0
         self._client: aiomqtt.Client | None = None
-        """The live session's client; None while there is none (then :meth:`send` fills the outbox)."""
+        """The live session's client; None while there is none (then :meth:`send` fills the offline buffer)."""
         self._unacked: collections.deque[tuple[MQTTMessageInfo, Outgoing]] = collections.deque()
 
     # ------------------------------------------------------------------------------------------ out
@@ -115,17 +115,17 @@ class MqttLink:
     def send(self, item: Outgoing) -> None:
         """Publish now if the link is up and nothing older waits; else keep it for the next connection."""
         client = self._client
-        if client is not None and not self.outbox:
+        if client is not None and not self.offline_buffer:
             self._publish(client, item)
         elif item.qos > 0:
-            self.outbox.put(item)
+            self.offline_buffer.put(item)
         # QoS 0 (stats) only ever says "the latest value": it is not kept for a broker that is away
 
     def _publish(self, client: aiomqtt.Client, item: Outgoing) -> bool:
         info = publish_now(client, item.topic, item.payload, item.qos, item.retain)
         if info is None:  # the connection is gone; the receive side will notice and end the session
             self._client = None
-            self.outbox.put(item)
+            self.offline_buffer.put(item)
             return False
         if item.qos > 0:
             unacked = self._unacked
@@ -135,20 +135,20 @@ class MqttLink:
         return True
 
     def _drain(self, client: aiomqtt.Client) -> None:
-        outbox = self.outbox
-        while outbox:
-            if not self._publish(client, outbox.pop()):
+        buffer = self.offline_buffer
+        while buffer:
+            if not self._publish(client, buffer.pop()):
                 return
 
     def _requeue_unacked(self) -> None:
         """After a connection died: what the broker never acknowledged goes out again, in order."""
         for info, item in reversed(self._unacked):
             if not info.is_published():
-                self.outbox.put_front(item)
+                self.offline_buffer.put_front(item)
         self._unacked.clear()
 
     def _availability(self, state: str) -> bytes:
-        return encode(GatewayAvailabilityPayload(state=state, gw_boot=self._gw_boot))
+        return encode(GatewayAvailabilityPayload(state=state, gw_run=self._gw_run))
 
     # ------------------------------------------------------------------------------------------- in
 

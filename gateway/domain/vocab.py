@@ -1,0 +1,73 @@
+"""The words of the domain, apart from any wire format: latch states, alarm kinds, priorities, sources, ids.
+
+The MQTT payloads (:mod:`gateway.protocol.payloads`), the settings and the core all use these; none of them
+depends on how a message is encoded.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated
+
+from pydantic import Field
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""Site, room, crib, sensor and staff ids: lower case, digits, ``-`` and ``_``; safe inside an MQTT topic."""
+
+_ID_RE = re.compile(ID_PATTERN)
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN, description="Lower case letters, digits, - and _.")]
+"""An id as a pydantic field type (settings and payloads)."""
+
+DEFAULT_BASE_TOPIC = "cribwatch"
+"""The first level of every MQTT topic of cribwatch, unless a site file says otherwise."""
+
+
+def is_identifier(value: str) -> bool:
+    return bool(_ID_RE.fullmatch(value))
+
+
+class LatchState(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Source(enum.StrEnum):
+    """Where a latch reading came from."""
+
+    MQTT = "mqtt"
+    GPIO = "gpio"
+
+
+class AlarmKind(enum.StrEnum):
+    CRIB_OPEN = "crib_open"
+    SENSOR_OFFLINE = "sensor_offline"
+    BATTERY_LOW = "battery_low"
+
+
+class Priority(enum.IntEnum):
+    """Higher is more urgent. Sent as its name."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+PRIORITY_OF: dict[AlarmKind, Priority] = {
+    AlarmKind.CRIB_OPEN: Priority.HIGH,
+    AlarmKind.SENSOR_OFFLINE: Priority.MEDIUM,
+    AlarmKind.BATTERY_LOW: Priority.LOW,
+}
+
+
+class AlarmEventType(enum.StrEnum):
+    RAISED = "raised"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+

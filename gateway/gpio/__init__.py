@@ -1,0 +1,1 @@
+"""Wired inputs on the gateway's GPIO header (gpiozero)."""

@@ -1,0 +1,191 @@
+"""Every payload that crosses the broker, as a pydantic model, and the one way to encode and decode them.
+
+``docs/protocol.md`` describes the same payloads for people; ``tests/test_protocol.py`` keeps the two honest.
+Payloads are UTF-8 JSON objects with a schema version ``v``. Sensor payloads carry the sensor's boot
+counter ``boot`` and a per-boot sequence number ``seq`` (the pair orders a sensor's messages across
+reboots) and the sensor's own clock ``ts`` (Unix seconds). Nothing in any payload identifies a child.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+
+from gateway.domain.vocab import AlarmEventType, AlarmKind, Identifier, LatchState
+from gateway.protocol.errors import ProtocolError
+from gateway.protocol.topics import SensorChannel
+
+SCHEMA_VERSION = 1
+
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+        """A payload from the wire must say its version; one built in code gets the current one."""
+        if info.context and info.context.get("wire") and isinstance(data, dict) and "v" not in data:
+            raise ValueError("missing schema version 'v'")
+        return data
+
+    v: Literal[1] = 1
+    """The schema version (SCHEMA_VERSION)."""
+
+
+class _SensorPayload(_Payload):
+    boot: int = Field(ge=0, description="Boot counter of the sensor; increases on every power-up.")
+    seq: int = Field(ge=0, description="Sequence number within this boot, one counter per channel.")
+    ts: float = Field(ge=0, description="The sensor's clock, Unix seconds.")
+
+
+class LatchPayload(_SensorPayload):
+    """``.../sensor/<id>/latch``: the latch's debounced state, sent on every change and on connect."""
+
+    state: LatchState
+
+
+class TelemetryPayload(_SensorPayload):
+    """``.../sensor/<id>/telemetry``: the heartbeat."""
+
+    battery_pct: int = Field(ge=0, le=100)
+    rssi_dbm: int = Field(ge=-130, le=0)
+    fw: str = Field(min_length=1, max_length=32)
+    uptime_s: int = Field(ge=0)
+    interval_s: float = Field(gt=0, le=3600, description="The sensor's heartbeat interval.")
+
+
+class AvailabilityPayload(_Payload):
+    """``.../sensor/<id>/availability``: ``online`` on connect, ``offline`` as the last will."""
+
+    state: Literal["online", "offline"]
+    boot: int = Field(ge=0)
+    ts: float = Field(ge=0)
+
+
+class AckPayload(_Payload):
+    """``<prefix>/ack``: a staff device acknowledges one alarm, or every open alarm of one crib."""
+
+    alarm_id: str | None = Field(default=None, min_length=1, max_length=64)
+    crib: Identifier | None = None
+    by: Identifier = Field(description="The staff account that acknowledged.")
+    device: Identifier = Field(description="The pager, tablet or board that sent it.")
+    ts: float | None = Field(default=None, ge=0)
+
+
+class _Part(BaseModel):
+    """A part nested inside a payload (no schema version of its own)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class TriggerPayload(_Part):
+    """The sensor message that raised an alarm (absent for timers such as a missed heartbeat)."""
+
+    sensor: str
+    boot: int
+    seq: int
+
+
+class AlarmEventPayload(_Payload):
+    """``<prefix>/alarm/<room>``: one step in an alarm's life."""
+
+    seq: int = Field(ge=0, description="Gateway-wide event sequence within one gateway run.")
+    gw_run: int = Field(ge=0, description="Start time of the gateway run, Unix milliseconds.")
+    event: AlarmEventType
+    alarm_id: str
+    kind: AlarmKind
+    priority: Literal["low", "medium", "high"]
+    site: str
+    room: str
+    crib: str
+    room_label: str
+    crib_label: str
+    ts: float = Field(description="When this event happened, gateway clock, Unix seconds.")
+    raised_at: float
+    by: str | None = None
+    device: str | None = None
+    trigger: TriggerPayload | None = None
+
+
+class CribAlarmSummary(_Part):
+    alarm_id: str
+    kind: AlarmKind
+    priority: Literal["low", "medium", "high"]
+    state: Literal["raised", "acknowledged"]
+    raised_at: float
+    acknowledged_by: str | None = None
+
+
+class CribStatePayload(_Payload):
+    """``<prefix>/crib/<crib>/state`` (retained): what staff screens show for one crib."""
+
+    seq: int
+    gw_run: int
+    site: str
+    room: str
+    crib: str
+    room_label: str
+    crib_label: str
+    latch: Literal["open", "closed", "unknown"]
+    sensor_online: bool | None = Field(default=None, description="Absent for wired sensors (never offline).")
+    battery_pct: int | None = None
+    alarms: tuple[CribAlarmSummary, ...] = ()
+    ts: float
+
+
+class GatewayAvailabilityPayload(_Payload):
+    state: Literal["online", "offline"]
+    gw_run: int
+
+
+class GatewayStatsPayload(_Payload):
+    gw_run: int
+    ts: float
+    accepted: int
+    rejected: dict[str, int]
+    ignored: dict[str, int]
+    active_alarms: int
+    channel_failures: dict[str, int]
+
+
+AnyPayload = (
+    LatchPayload
+    | TelemetryPayload
+    | AvailabilityPayload
+    | AckPayload
+    | AlarmEventPayload
+    | CribStatePayload
+    | GatewayAvailabilityPayload
+    | GatewayStatsPayload
+)
+
+SENSOR_PAYLOADS: dict[SensorChannel, type[_SensorPayload] | type[AvailabilityPayload]] = {
+    SensorChannel.LATCH: LatchPayload,
+    SensorChannel.TELEMETRY: TelemetryPayload,
+    SensorChannel.AVAILABILITY: AvailabilityPayload,
+}
+
+MAX_PAYLOAD_BYTES = 4096
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def encode(payload: AnyPayload) -> bytes:
+    """Compact JSON, ``None`` fields left out."""
+    return payload.model_dump_json(exclude_none=True).encode()
+
+
+def decode(model: type[P], raw: bytes) -> P:
+    """Parse and validate one payload; ProtocolError with a readable reason on anything wrong."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("too_large", f"{len(raw)} bytes (at most {MAX_PAYLOAD_BYTES})")
+    try:
+        return model.model_validate_json(raw, context={"wire": True})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        reason = "bad_json" if first["type"] == "json_invalid" else "bad_payload"
+        raise ProtocolError(reason, f"{model.__name__} {where}: {first['msg']}") from None

@@ -1,0 +1,124 @@
+"""Topic names of one site, and how each kind of message is published (QoS, retain).
+
+Topic scheme (``<base>`` defaults to ``cribwatch``)::
+
+    <base>/<site>/sensor/<sensor>/latch         sensor -> gateway   QoS 1, retained
+    <base>/<site>/sensor/<sensor>/telemetry     sensor -> gateway   QoS 0, not retained
+    <base>/<site>/sensor/<sensor>/availability  sensor -> gateway   QoS 1, retained (MQTT last will)
+    <base>/<site>/alarm/<room>                  gateway -> staff    QoS 1, not retained
+    <base>/<site>/crib/<crib>/state             gateway -> staff    QoS 1, retained
+    <base>/<site>/gateway/availability          gateway -> all      QoS 1, retained (MQTT last will)
+    <base>/<site>/gateway/stats                 gateway -> techs    QoS 0, retained
+    <base>/<site>/ack                           staff -> gateway    QoS 1, not retained
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gateway.domain.vocab import DEFAULT_BASE_TOPIC, ID_PATTERN, is_identifier
+from gateway.protocol.errors import ProtocolError
+
+
+class Qos(enum.IntEnum):
+    AT_MOST_ONCE = 0
+    AT_LEAST_ONCE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """How one kind of message is published: its QoS and retain flag."""
+
+    qos: Qos
+    retain: bool
+
+
+LATCH = TopicSpec(Qos.AT_LEAST_ONCE, retain=True)
+"""Latch changes must arrive; retained so a restarted gateway learns every latch at once."""
+TELEMETRY = TopicSpec(Qos.AT_MOST_ONCE, retain=False)
+"""Periodic; the next heartbeat replaces a lost one. Not retained: a retained heartbeat would make a
+dead sensor look alive to a gateway that has just started."""
+AVAILABILITY = TopicSpec(Qos.AT_LEAST_ONCE, retain=True)
+"""Online on connect, offline by the broker's last will; retained so late subscribers know."""
+ALARM_EVENT = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
+"""Each alarm event must reach staff once at least; events are history, never replayed by retain."""
+CRIB_STATE = TopicSpec(Qos.AT_LEAST_ONCE, retain=True)
+"""The current truth of a crib; retained so a tablet that connects sees every open alarm."""
+GATEWAY_AVAILABILITY = TopicSpec(Qos.AT_LEAST_ONCE, retain=True)
+GATEWAY_STATS = TopicSpec(Qos.AT_MOST_ONCE, retain=True)
+ACK = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
+"""A pager button press must arrive; never retained (a retained ack would acknowledge again)."""
+
+
+# --------------------------------------------------------------------------------------------- topics
+
+
+class SensorChannel(enum.StrEnum):
+    LATCH = "latch"
+    TELEMETRY = "telemetry"
+    AVAILABILITY = "availability"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names of one site."""
+
+    site: str
+    base: str = DEFAULT_BASE_TOPIC
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.base}/{self.site}"
+
+    def sensor(self, sensor_id: str, channel: SensorChannel) -> str:
+        return f"{self.prefix}/sensor/{sensor_id}/{channel.value}"
+
+    @property
+    def sensor_filter(self) -> str:
+        """What the gateway subscribes to for every sensor of the site."""
+        return f"{self.prefix}/sensor/+/+"
+
+    def alarm(self, room_id: str) -> str:
+        return f"{self.prefix}/alarm/{room_id}"
+
+    @property
+    def alarm_filter(self) -> str:
+        """Every alarm event of the site (a site-wide pager or the manager's tablet)."""
+        return f"{self.prefix}/alarm/+"
+
+    def crib_state(self, crib_id: str) -> str:
+        return f"{self.prefix}/crib/{crib_id}/state"
+
+    @property
+    def crib_state_filter(self) -> str:
+        return f"{self.prefix}/crib/+/state"
+
+    @property
+    def gateway_availability(self) -> str:
+        return f"{self.prefix}/gateway/availability"
+
+    @property
+    def gateway_stats(self) -> str:
+        return f"{self.prefix}/gateway/stats"
+
+    @property
+    def ack(self) -> str:
+        return f"{self.prefix}/ack"
+
+    def parse_sensor_topic(self, topic: str) -> tuple[str, SensorChannel]:
+        """``<prefix>/sensor/<id>/<channel>`` -> (id, channel); ProtocolError on anything else."""
+        head = f"{self.prefix}/sensor/"
+        if not topic.startswith(head):
+            raise ProtocolError("topic", f"not a sensor topic of site {self.site!r}: {topic!r}")
+        parts = topic[len(head) :].split("/")
+        if len(parts) != 2:
+            raise ProtocolError("topic", f"expected {head}<sensor>/<channel>, got {topic!r}")
+        sensor_id, channel = parts
+        if not is_identifier(sensor_id):
+            raise ProtocolError("topic", f"sensor id {sensor_id!r} does not match {ID_PATTERN}")
+        try:
+            return sensor_id, SensorChannel(channel)
+        except ValueError:
+            known = ", ".join(c.value for c in SensorChannel)
+            raise ProtocolError("topic", f"unknown channel {channel!r} (expected one of {known})") from None
