@@ -281,7 +281,7 @@ async def test_low_battery_raises_low_priority_alarm(mqtt_endpoint: BrokerEndpoi
         await staff.event("n-2", AlarmKind.BATTERY_LOW, AlarmEventType.RESOLVED)
 
 
-async def test_duplicate_and_replayed_latch_messages_raise_one_alarm(mqtt_endpoint: BrokerEndpoint) -> None:
+async def test_duplicate_latch_messages_raise_one_alarm_and_a_wild_close_is_refused(mqtt_endpoint: BrokerEndpoint) -> None:
     settings = make_settings(mqtt_endpoint)
     topics = Topics(settings.site.id)
     async with running(settings) as gw, staff_device(mqtt_endpoint, topics) as staff, \
@@ -289,11 +289,11 @@ async def test_duplicate_and_replayed_latch_messages_raise_one_alarm(mqtt_endpoi
         sent = await s1.open()
         await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
         same = encode(LatchPayload(boot=sent.boot, seq=sent.seq, ts=1.0, state=LatchState.OPEN))
-        older_close = encode(LatchPayload(boot=sent.boot, seq=max(sent.seq - 1, 0), ts=1.0, state=LatchState.CLOSED))
+        wild_close = encode(LatchPayload(boot=sent.boot, seq=sent.seq + 100_000, ts=1.0, state=LatchState.CLOSED))
         for _ in range(5):
             await s1.send_raw(SensorChannel.LATCH, same)
-        await s1.send_raw(SensorChannel.LATCH, older_close)
-        await staff.until(lambda: gw.stats.ignored["duplicate"] >= 5 and gw.stats.ignored["out_of_order"] >= 1)
+        await s1.send_raw(SensorChannel.LATCH, wild_close)
+        await staff.until(lambda: gw.stats.ignored["duplicate"] >= 5 and gw.stats.refused["s-1"] >= 1)
         assert staff.count("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED) == 1
         assert staff.count("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED) == 0
 

@@ -10,8 +10,14 @@ Besides the latch, a wireless sensor that goes silent (its last will, or no mess
 ``missed_heartbeats`` heartbeat intervals) raises ``sensor_offline``: a silent crib is not a safe crib.
 A battery under ``battery_low_pct`` raises ``battery_low`` until it is back at ``battery_ok_pct``.
 
-Contact bounce is filtered here (a reading must hold for the debounce time), duplicate and
-out-of-order messages are ignored by (boot, seq), and bad input is counted, never raised.
+Contact bounce is filtered here (a reading must hold for the debounce time). Sequence numbers are judged by
+:mod:`gateway.domain.sequence` so that no message can make the gateway deaf: duplicates are dropped, a reading
+whose number cannot be trusted is still taken when it opens a crib (fail toward the alarm) and refused, as a
+WARNING counted per sensor, when it would close one. Every live message proves its sensor alive, whatever its
+number. Bad input is counted, never raised.
+
+The core fails loud: if its own code raises while handling a crib, that crib gets a ``gateway_fault`` alarm
+(high priority: the buzzer sounds), its timers are armed again and the error is logged CRITICAL and counted.
 
 The core is driven by two calls: :meth:`CribMonitor.handle` for an inbound event and
 :meth:`CribMonitor.advance` when :meth:`CribMonitor.next_deadline` has passed. Both read the time from
@@ -20,7 +26,6 @@ the injected clock and return the outbound events, in order.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 
 from gateway.domain.clock import Clock
@@ -36,12 +41,14 @@ from gateway.domain.events import (
     TelemetryReading,
     Trigger,
 )
+from gateway.domain.sequence import BOOT_WINDOW, SequenceTracker, Verdict, serial_distance
 from gateway.domain.stats import IngestStats
+from gateway.domain.timers import DeadlineHeap
 from gateway.domain.vocab import PRIORITY_OF, AlarmEventType, AlarmKind, LatchState, Source
 from gateway.settings import CribConfig, RoomConfig, Settings
 
-SeqKey = tuple[int, int]
-"""(boot, seq): orders a sensor's messages across reboots."""
+FAULT_RETRY_S = 1.0
+"""After a failing step, a crib's timers are tried again this much later at the earliest (no busy loop)."""
 
 
 @dataclass(slots=True)
@@ -84,7 +91,14 @@ class SensorHealth:
     firmware: str | None = None
     uptime_s: int | None = None
     boot: int | None = None
+    """The boot the sensor last announced or spoke in."""
     interval_s: float | None = None
+    refused: int = 0
+    """Readings that would have changed the crib but were refused for their sequence number."""
+    resynced: int = 0
+    """Readings taken although their sequence number was out of line."""
+    internal_errors: int = 0
+    """Times the gateway's own code failed on this crib."""
 
 
 @dataclass(slots=True)
@@ -99,12 +113,14 @@ class _Crib:
     open_since: float | None = None
     open_trigger: Trigger | None = None
     offline_since: float | None = None
-    last_latch: SeqKey | None = None
-    last_telemetry: SeqKey | None = None
+    latch_seq: SequenceTracker = field(default_factory=SequenceTracker)
+    telemetry_seq: SequenceTracker = field(default_factory=SequenceTracker)
+    heard_boot: int | None = None
+    """The boot of the last live latch or telemetry message: what makes an older last will stale."""
+    healthy_since_fault: bool = True
+    """False from a failing step until a step on this crib succeeds again."""
     health: SensorHealth = field(default_factory=SensorHealth)
     alarms: dict[AlarmKind, _Alarm] = field(default_factory=dict)
-    timer_version: int = 0
-    """Bumped on every reschedule: older entries of this crib in the timer heap are stale."""
 
     @property
     def wired(self) -> bool:
@@ -120,6 +136,7 @@ class CribMonitor:
         self._clock = clock
         self.stats = stats if stats is not None else IngestStats()
         self.gw_run = int(clock.time() * 1000)
+        """This run of the gateway: its start, Unix milliseconds. Alarm ids are ``<gw_run>-<n>``."""
         self._seq = 0
         self._alarm_count = 0
         now = clock.monotonic()
@@ -132,8 +149,8 @@ class CribMonitor:
             self._cribs[crib_cfg.id] = crib
             self._by_sensor[crib_cfg.sensor_key] = crib
         self._alarms_by_id: dict[str, tuple[_Crib, _Alarm]] = {}
-        self._timers: list[tuple[float, int, str]] = []
-        """Heap of (due, version, crib id): each crib's earliest timer, so a step costs O(log n), not O(n)."""
+        self._timers: DeadlineHeap[str] = DeadlineHeap()
+        """Each crib's earliest deadline, so a step costs O(log n), not O(n); bounded (see DeadlineHeap)."""
         for crib in self._cribs.values():
             self._reschedule(crib)
 
@@ -159,10 +176,12 @@ class CribMonitor:
 
     def next_deadline(self) -> float | None:
         """The earliest monotonic time at which :meth:`advance` has something to do."""
-        timers = self._timers
-        while timers and self._stale(timers[0]):
-            heapq.heappop(timers)
-        return timers[0][0] if timers else None
+        return self._timers.peek()
+
+    @property
+    def timer_entries(self) -> int:
+        """Entries on the timer heap, stale ones included: bounded by twice the cribs plus a constant."""
+        return len(self._timers)
 
     # ------------------------------------------------------------------------------------ commands
 
@@ -179,6 +198,16 @@ class CribMonitor:
         if crib is None or crib.alarms:
             return None
         step = _Step(now=self._step_time(None))
+        try:
+            self._restore(crib, state, step)
+        except Exception as exc:  # noqa: BLE001 - any bug here must raise the alarm, not silence the crib
+            self._fault(crib, step, "restoring its state", exc)
+            self._rearm(crib, step, faulted=True)
+        else:
+            self._rearm(crib, step, faulted=False)
+        return self._finish(step)
+
+    def _restore(self, crib: _Crib, state: CribState, step: _Step) -> None:
         if crib.latch is None and crib.pending is None:
             crib.latch = state.latch
             if state.latch is LatchState.OPEN:
@@ -204,8 +233,6 @@ class CribMonitor:
         battery = crib.health.battery_pct
         if AlarmKind.BATTERY_LOW in crib.alarms and battery is not None and battery >= self._alarm_cfg.battery_ok_pct:
             self._resolve(crib, AlarmKind.BATTERY_LOW, step)
-        self._reschedule(crib)
-        return self._finish(step)
 
     def handle(self, event: InboundEvent) -> list[OutboundEvent]:
         """Take one inbound event; return what follows from it.
@@ -217,7 +244,7 @@ class CribMonitor:
         step = _Step(now=self._step_time(event.observed_at))
         self._fire_due(step)
         if isinstance(event, AckRequest):
-            self._on_ack(event, step)  # an ack changes no timer
+            self._guarded_ack(event, step)
             return self._finish(step)
         crib = self._by_sensor.get(event.sensor_id)
         if crib is None:
@@ -227,13 +254,18 @@ class CribMonitor:
             # A wired crib hears only its pin; a GPIO reading for a wireless crib is a wiring bug.
             self.stats.reject("wired_sensor", f"{_what(event)} for {event.sensor_id!r} from the wrong source")
             return self._finish(step)
-        if isinstance(event, LatchReading):
-            self._on_latch(crib, event, step)
-        elif isinstance(event, TelemetryReading):
-            self._on_telemetry(crib, event, step)
+        try:
+            if isinstance(event, LatchReading):
+                self._on_latch(crib, event, step)
+            elif isinstance(event, TelemetryReading):
+                self._on_telemetry(crib, event, step)
+            else:
+                self._on_availability(crib, event, step)
+        except Exception as exc:  # noqa: BLE001 - any bug here must raise the alarm, not silence the crib
+            self._fault(crib, step, f"handling {_what(event)} from {event.sensor_id!r}", exc)
+            self._rearm(crib, step, faulted=True)
         else:
-            self._on_availability(crib, event, step)
-        self._reschedule(crib)
+            self._rearm(crib, step, faulted=False)
         return self._finish(step)
 
     def advance(self) -> list[OutboundEvent]:
@@ -249,24 +281,62 @@ class CribMonitor:
         self._last_step = at
         return at
 
-    def _stale(self, entry: tuple[float, int, str]) -> bool:
-        return entry[1] != self._cribs[entry[2]].timer_version
+    # -------------------------------------------------------------------------------- fail loud
+
+    def _fault(self, crib: _Crib, step: _Step, what: str, exc: Exception) -> None:
+        """The core's own code failed on ``crib``: say so loudly and make sure staff look at the crib."""
+        crib.health.internal_errors += 1
+        crib.healthy_since_fault = False
+        self.stats.internal_error(f"the alarm core failed on crib {crib.config.id!r} {what}", exc)
+        if AlarmKind.GATEWAY_FAULT not in crib.alarms:
+            self._raise(crib, AlarmKind.GATEWAY_FAULT, None, step)
+        else:
+            step.dirty[crib.config.id] = crib
+
+    def _rearm(self, crib: _Crib, step: _Step, *, faulted: bool) -> None:
+        """After every step on a crib: its timers on the heap again, whatever happened in the step.
+
+        After a failure the next try is at least :data:`FAULT_RETRY_S` away, so a crib whose timer fails every
+        time is retried once a second, not in a busy loop; a failure to compute its deadlines arms that retry.
+        """
+        if not faulted and not crib.healthy_since_fault:
+            crib.healthy_since_fault = True
+            self._clear_fault_if_done(crib, step)
+        try:
+            due = self._deadline_of(crib)
+        except Exception as exc:  # noqa: BLE001 - any bug here must raise the alarm, not silence the crib
+            self._fault(crib, step, "computing its timers", exc)
+            due, faulted = step.now, True
+        if faulted:
+            due = step.now + FAULT_RETRY_S if due is None else max(due, step.now + FAULT_RETRY_S)
+        self._timers.set(crib.config.id, due)
+
+    def _clear_fault_if_done(self, crib: _Crib, step: _Step) -> None:
+        """A fault alarm ends once staff have acknowledged it and the crib's steps succeed again."""
+        fault = crib.alarms.get(AlarmKind.GATEWAY_FAULT)
+        if fault is not None and fault.acknowledged_by is not None and crib.healthy_since_fault:
+            self._resolve(crib, AlarmKind.GATEWAY_FAULT, step)
+
+    # ------------------------------------------------------------------------------------- timers
 
     def _reschedule(self, crib: _Crib) -> None:
-        """After any change to a crib: put its earliest timer (if any) on the heap."""
-        crib.timer_version += 1
+        self._timers.set(crib.config.id, self._deadline_of(crib))
+
+    def _deadline_of(self, crib: _Crib) -> float | None:
         due = self._deadlines(crib)
-        if due:
-            heapq.heappush(self._timers, (min(due), crib.timer_version, crib.config.id))
+        return min(due) if due else None
 
     def _fire_due(self, step: _Step) -> None:
         timers = self._timers
-        while timers and timers[0][0] <= step.now:
-            entry = heapq.heappop(timers)
-            if not self._stale(entry):
-                crib = self._cribs[entry[2]]
+        while (crib_id := timers.pop_due(step.now)) is not None:
+            crib = self._cribs[crib_id]
+            try:
                 self._fire_crib(crib, step)
-                self._reschedule(crib)
+            except Exception as exc:  # noqa: BLE001 - any bug here must raise the alarm, not silence the crib
+                self._fault(crib, step, "on its timers", exc)
+                self._rearm(crib, step, faulted=True)
+            else:
+                self._rearm(crib, step, faulted=False)
 
     def _fire_crib(self, crib: _Crib, step: _Step) -> None:
         now = step.now
@@ -296,30 +366,70 @@ class CribMonitor:
     # ------------------------------------------------------------------------------------ inbound
 
     def _on_latch(self, crib: _Crib, ev: LatchReading, step: _Step) -> None:
-        key = (ev.boot, ev.seq)
-        if not self._in_order(crib.last_latch, key, ev.sensor_id, "latch"):
-            return
-        crib.last_latch = key
-        self.stats.accept()
         now = step.now
         if ev.live:
-            self._seen(crib, now, ev.boot, step)
+            self._seen(crib, now, step)  # alive, whatever its sequence number says
+        key = (ev.boot, ev.seq)
+        tracker = crib.latch_seq
+        verdict = tracker.judge(key, ev.state)
         trigger = Trigger(ev.sensor_id, ev.boot, ev.seq)
+        if verdict is Verdict.DUPLICATE:
+            self.stats.ignore("duplicate", f"latch {key} of {ev.sensor_id!r} again")
+            return
+        if verdict is not Verdict.DOUBT:
+            if verdict is not Verdict.ACCEPT:
+                self._resynced(crib, ev.sensor_id, f"latch {key} taken ({verdict.value}; the mark was {tracker.mark})")
+            tracker.commit(key, ev.state)
+            if ev.live:
+                self._heard(crib, ev.boot)
+            self.stats.accept()
+            self._take_latch(crib, ev.state, now, trigger, step)
+            return
+        current = crib.pending.state if crib.pending is not None else crib.latch
+        where = f"latch {key} ({ev.state.value}) of {ev.sensor_id!r}, far from the mark {tracker.mark} or a conflict"
+        if ev.state == current:
+            self.stats.ignore("out_of_order", f"{where}: changes nothing")
+            return
+        if ev.state is LatchState.OPEN:
+            # A doubtful opening is taken anyway (fail toward the alarm), but it moves no mark: the sensor's
+            # next real message, numbered after its last good one, is still in order.
+            tracker.remember(key, ev.state)
+            self._resynced(crib, ev.sensor_id, f"{where}: an opening is taken all the same")
+            self.stats.accept()
+            self._take_latch(crib, ev.state, now, trigger, step)
+            return
+        crib.health.refused += 1
+        self.stats.refuse(ev.sensor_id, f"{where}: would close crib {crib.config.id!r}; refused")
+
+    def _take_latch(self, crib: _Crib, state: LatchState, now: float, trigger: Trigger, step: _Step) -> None:
         if crib.debounce_s == 0:
             crib.pending = None
-            self._apply_latch(crib, ev.state, now, trigger, step)
-        elif ev.state == crib.latch:
+            self._apply_latch(crib, state, now, trigger, step)
+        elif state == crib.latch:
             crib.pending = None  # bounced back before it held: nothing happened
-        elif crib.pending is None or crib.pending.state != ev.state:
-            crib.pending = _PendingLatch(ev.state, now, trigger)
+        elif crib.pending is None or crib.pending.state != state:
+            crib.pending = _PendingLatch(state, now, trigger)
+
+    def _resynced(self, crib: _Crib, sensor_id: str, detail: str) -> None:
+        crib.health.resynced += 1
+        self.stats.resync(sensor_id, detail)
 
     def _on_telemetry(self, crib: _Crib, ev: TelemetryReading, step: _Step) -> None:
+        self._seen(crib, step.now, step)  # every heartbeat proves the sensor alive, whatever its number
         key = (ev.boot, ev.seq)
-        if not self._in_order(crib.last_telemetry, key, ev.sensor_id, "telemetry"):
+        tracker = crib.telemetry_seq
+        verdict = tracker.judge(key, None)
+        if verdict is Verdict.DUPLICATE:
+            self.stats.ignore("duplicate", f"telemetry {key} of {ev.sensor_id!r} again")
             return
-        crib.last_telemetry = key
+        if verdict is Verdict.DOUBT:
+            self.stats.ignore("out_of_order", f"telemetry {key} of {ev.sensor_id!r} far from {tracker.mark}")
+            return
+        if verdict is not Verdict.ACCEPT:
+            self._resynced(crib, ev.sensor_id, f"telemetry {key} taken ({verdict.value}; the mark was {tracker.mark})")
+        tracker.commit(key, None)
+        self._heard(crib, ev.boot)
         self.stats.accept()
-        self._seen(crib, step.now, ev.boot, step)
         health = crib.health
         if health.battery_pct != ev.battery_pct:
             step.dirty[crib.config.id] = crib
@@ -338,24 +448,30 @@ class CribMonitor:
     def _on_availability(self, crib: _Crib, ev: AvailabilityChange, step: _Step) -> None:
         now = step.now
         if ev.online and ev.live:
-            # The sensor has just connected and announces itself: whatever its boot (a swapped unit, a reset
-            # counter, a second simulator), its messages from here on are a new sequence.
+            # The sensor has just connected and announces itself: a new boot's messages may start a new
+            # sequence (a swapped unit, a reset counter, a second simulator).
             self.stats.accept()
-            crib.last_latch = crib.last_telemetry = None
+            crib.latch_seq.announce(ev.boot)
+            crib.telemetry_seq.announce(ev.boot)
             crib.health.boot = ev.boot
-            self._seen(crib, now, ev.boot, step)
+            self._seen(crib, now, step)
             return
-        if crib.health.boot is not None and ev.boot < crib.health.boot:
-            self.stats.ignore("stale", f"availability of {ev.sensor_id!r} from an earlier boot {ev.boot}")
-            return
-        self.stats.accept()
         if ev.online:
             # A retained "online" replayed by the broker: the sensor was connected once, which says nothing
             # about now. It may name a sensor not heard from yet; it never resolves an alarm.
+            self.stats.accept()
             if crib.health.online is None:
                 crib.health.online = True
                 step.dirty[crib.config.id] = crib
             return
+        heard = crib.heard_boot
+        if heard is not None and -BOOT_WINDOW <= serial_distance(heard, ev.boot) < 0:
+            # The last will of a connection from before the sensor's latest restart, published late by the
+            # broker. Only what the sensor itself said in its new boot makes it stale: an "online" (anyone can
+            # send one) does not.
+            self.stats.ignore("stale", f"last will of {ev.sensor_id!r} from boot {ev.boot}; it speaks in boot {heard}")
+            return
+        self.stats.accept()
         crib.health.boot = ev.boot
         if crib.health.online is not False:
             crib.health.online = False
@@ -363,6 +479,19 @@ class CribMonitor:
             step.dirty[crib.config.id] = crib
         if self._alarm_cfg.offline_grace_s == 0 and AlarmKind.SENSOR_OFFLINE not in crib.alarms:
             self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
+
+    def _guarded_ack(self, ev: AckRequest, step: _Step) -> None:
+        try:
+            self._on_ack(ev, step)
+        except Exception as exc:  # noqa: BLE001 - any bug here must raise the alarm, not silence the crib
+            crib = self._cribs.get(ev.crib_id or "")
+            if crib is None and ev.alarm_id is not None and ev.alarm_id in self._alarms_by_id:
+                crib = self._alarms_by_id[ev.alarm_id][0]
+            if crib is None:
+                self.stats.internal_error(f"the alarm core failed on an ack by {ev.by} via {ev.device}", exc)
+                return
+            self._fault(crib, step, f"on an ack by {ev.by} via {ev.device}", exc)
+            self._rearm(crib, step, faulted=True)
 
     def _on_ack(self, ev: AckRequest, step: _Step) -> None:
         targets: list[tuple[_Crib, _Alarm]] = []
@@ -395,21 +524,20 @@ class CribMonitor:
             alarm.acknowledged_at = at
             step.out.append(self._event(crib, alarm, AlarmEventType.ACKNOWLEDGED, at, by=ev.by, device=ev.device))
             step.dirty[crib.config.id] = crib
+        for crib in {id(c): c for c, _ in pending}.values():
+            self._clear_fault_if_done(crib, step)
 
     # ----------------------------------------------------------------------------------- helpers
 
-    def _in_order(self, last: SeqKey | None, key: SeqKey, sensor_id: str, what: str) -> bool:
-        if last is None or key > last:
-            return True
-        reason = "duplicate" if key == last else "out_of_order"
-        self.stats.ignore(reason, f"{what} {key} of {sensor_id!r} after {last}")
-        return False
+    @staticmethod
+    def _heard(crib: _Crib, boot: int) -> None:
+        """A live message in sequence: the sensor speaks in ``boot`` (older last wills are stale from now)."""
+        crib.heard_boot = boot
+        crib.health.boot = boot
 
-    def _seen(self, crib: _Crib, now: float, boot: int, step: _Step) -> None:
+    def _seen(self, crib: _Crib, now: float, step: _Step) -> None:
         crib.silent_since = now
         crib.health.last_seen = now
-        if crib.health.boot is None or boot > crib.health.boot:
-            crib.health.boot = boot
         if crib.wired:
             return
         if crib.health.online is not True:

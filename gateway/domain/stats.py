@@ -1,4 +1,14 @@
-"""Counters of what the gateway took in and what it rejected, with rate-limited logging."""
+"""Counters of what the gateway took in, what it rejected or refused, and its own failures, with rate-limited logs.
+
+Four kinds, kept apart because they mean different things to a technician:
+
+- ``rejected``: bad input (malformed payloads, unknown sensors, acks for nothing), by reason;
+- ``ignored``: harmless repeats (QoS 1 duplicates, stale messages, second acks), by reason;
+- ``refused`` and ``resynced``, by sensor: readings whose sequence numbers the gateway could not trust. A refused
+  reading would have changed a crib's state; a resync means a sensor's counter jumped or ran behind. Both are
+  WARNINGs: a sensor that shows them needs a look;
+- ``internal_errors``: the gateway's own bugs (CRITICAL): never bad input.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,10 @@ _LOG_FIRST = 10
 _LOG_EVERY = 1000
 
 
+def _worth_logging(n: int) -> bool:
+    return n <= _LOG_FIRST or n % _LOG_EVERY == 0
+
+
 class IngestStats:
     """Shared by the adapters and the core; all calls come from the event loop's thread."""
 
@@ -19,7 +33,13 @@ class IngestStats:
         self.rejected: Counter[str] = Counter()
         """Bad input: malformed payloads, unknown sensors, acks for nothing."""
         self.ignored: Counter[str] = Counter()
-        """Harmless repeats: QoS 1 duplicates, out-of-order and stale messages, second acks."""
+        """Harmless repeats: QoS 1 duplicates, stale messages, second acks."""
+        self.refused: Counter[str] = Counter()
+        """Per sensor id: readings that would have changed a crib's state, refused by the ordering rules."""
+        self.resynced: Counter[str] = Counter()
+        """Per sensor id: readings taken although their sequence number was out of line (jump, rewind, doubt)."""
+        self.internal_errors = 0
+        """Failures of the gateway's own code (each one also raised an alarm or sounded the buzzer)."""
 
     def accept(self) -> None:
         self.accepted += 1
@@ -28,14 +48,34 @@ class IngestStats:
         """Count one rejected input; log the first few of each reason, then one in a thousand."""
         self.rejected[reason] += 1
         n = self.rejected[reason]
-        if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
+        if _worth_logging(n):
             log.warning("rejected (%s, #%d): %s", reason, n, detail)
 
     def ignore(self, reason: str, detail: str) -> None:
         self.ignored[reason] += 1
         n = self.ignored[reason]
-        if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
+        if _worth_logging(n):
             log.info("ignored (%s, #%d): %s", reason, n, detail)
+
+    def refuse(self, sensor_id: str, detail: str) -> None:
+        """A reading that would have changed a crib was refused for its sequence number: a WARNING, per sensor."""
+        self.refused[sensor_id] += 1
+        n = self.refused[sensor_id]
+        if _worth_logging(n):
+            log.warning("refused a reading of sensor %r (#%d): %s", sensor_id, n, detail)
+
+    def resync(self, sensor_id: str, detail: str) -> None:
+        """A reading taken although its sequence number was out of line: a WARNING, per sensor."""
+        self.resynced[sensor_id] += 1
+        n = self.resynced[sensor_id]
+        if _worth_logging(n):
+            log.warning("sequence of sensor %r out of line (#%d): %s", sensor_id, n, detail)
+
+    def internal_error(self, detail: str, exc: BaseException | None = None) -> None:
+        """The gateway's own code failed: always logged, CRITICAL, with the traceback."""
+        self.internal_errors += 1
+        exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+        log.critical("internal error #%d: %s", self.internal_errors, detail, exc_info=exc_info)
 
     @property
     def rejected_total(self) -> int:

@@ -44,6 +44,8 @@ class AlarmKind(enum.StrEnum):
     CRIB_OPEN = "crib_open"
     SENSOR_OFFLINE = "sensor_offline"
     BATTERY_LOW = "battery_low"
+    GATEWAY_FAULT = "gateway_fault"
+    """The gateway's own code failed while handling this crib: check the crib by hand, call a technician."""
 
 
 class Priority(enum.IntEnum):
@@ -62,6 +64,7 @@ PRIORITY_OF: dict[AlarmKind, Priority] = {
     AlarmKind.CRIB_OPEN: Priority.HIGH,
     AlarmKind.SENSOR_OFFLINE: Priority.MEDIUM,
     AlarmKind.BATTERY_LOW: Priority.LOW,
+    AlarmKind.GATEWAY_FAULT: Priority.HIGH,
 }
 
 
