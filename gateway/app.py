@@ -19,7 +19,7 @@ from alerts.channels.mqtt import MqttChannel
 from alerts.dispatch import Dispatcher, EventSink
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.events import CribState, InboundEvent, OutboundEvent
-from gateway.domain.monitor import CribMonitor
+from gateway.domain.monitor import FAULT_RETRY_S, CribMonitor
 from gateway.domain.stats import IngestStats
 from gateway.gpio.latches import GpioLatchInputs
 from gateway.mqtt.connection import broker_address
@@ -79,11 +79,17 @@ class Gateway:
         """
         try:
             out = self.core.handle(event)
-        except Exception:  # a bug must cost one event, never the gateway
-            log.exception("the alarm core failed on %r", event)
-            self.stats.reject("internal_error", f"core failed on {type(event).__name__}")
+        except Exception as exc:  # noqa: BLE001 - the core guards each crib; this is the last line: fail loud
+            self._fault(f"the alarm core failed on {type(event).__name__} from outside its per-crib guard", exc)
             return
         self._deliver(out)
+
+    def _fault(self, detail: str, exc: Exception) -> None:
+        """A failure the core could not pin on one crib: CRITICAL, counted, and the buzzer sounds until staff
+        acknowledge any alarm (nobody can be sure what the failure hid)."""
+        self.stats.internal_error(detail, exc)
+        if self.buzzer is not None:
+            self.buzzer.fault()
 
     def _deliver(self, out: list[OutboundEvent]) -> None:
         if out and self.dispatcher is not None:
@@ -172,9 +178,9 @@ class Gateway:
             await asyncio.sleep(0)
             try:
                 out = core.advance()
-            except Exception:  # a bug must cost one step, never the gateway
-                log.exception("the alarm core failed on its timers")
-                self.stats.reject("internal_error", "core failed on its timers")
+            except Exception as exc:  # noqa: BLE001 - the core guards each crib; this is the last line: fail loud
+                self._fault("the alarm core failed on its timers from outside its per-crib guard", exc)
+                await asyncio.sleep(FAULT_RETRY_S)  # no busy loop on a failure that repeats
                 continue
             self._deliver(out)
 
@@ -190,6 +196,9 @@ class Gateway:
             ignored=dict(self.stats.ignored),
             active_alarms=len(self.core.active_alarms()),
             channel_failures=dict(self.dispatcher.failures) if self.dispatcher else {},
+            refused=dict(self.stats.refused),
+            resynced=dict(self.stats.resynced),
+            internal_errors=self.stats.internal_errors,
         )
 
     async def _stats_loop(self) -> None:

@@ -1,7 +1,9 @@
 """The gateway's own buzzer and LED, on GPIO through gpiozero: they work with the broker down.
 
 The buzzer beeps while any alarm at or above ``min_priority`` is raised and not yet acknowledged
-(acknowledging silences it, as on a nurse-call panel); the LED is lit while any alarm is open.
+(acknowledging silences it, as on a nurse-call panel); the LED is lit while any alarm is open. A ``gateway_fault``
+alarm is high priority, so it sounds too; a failure the core could not pin on one crib calls :meth:`fault`, which
+sounds the buzzer until staff acknowledge any alarm.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class BuzzerChannel:
         """alarm id -> (priority, acknowledged)"""
         self.sounding = False
         self.lit = False
+        self.faulted = False
+        """Set by :meth:`fault`; cleared by the next acknowledgement of any alarm."""
 
     def deliver(self, event: OutboundEvent) -> None:
         if not isinstance(event, AlarmEvent):
@@ -38,6 +42,7 @@ class BuzzerChannel:
             self._open[event.alarm_id] = (event.priority, False)
         elif event.type is AlarmEventType.ACKNOWLEDGED:
             self._open[event.alarm_id] = (event.priority, True)
+            self.faulted = False
         else:
             self._open.pop(event.alarm_id, None)
         self._update()
@@ -47,8 +52,13 @@ class BuzzerChannel:
         self._open = {a.alarm_id: (a.priority, a.acknowledged_by is not None) for a in alarms}
         self._update()
 
+    def fault(self) -> None:
+        """The gateway failed somewhere it cannot name a crib: sound until someone acknowledges an alarm."""
+        self.faulted = True
+        self._update()
+
     def _update(self) -> None:
-        sound = any(prio >= self._min and not acked for prio, acked in self._open.values())
+        sound = self.faulted or any(prio >= self._min and not acked for prio, acked in self._open.values())
         lit = bool(self._open)
         if sound != self.sounding:
             self.sounding = sound

@@ -149,6 +149,13 @@ class GatewayStatsPayload(_Payload):
     ignored: dict[str, int]
     active_alarms: int
     channel_failures: dict[str, int]
+    refused: dict[str, int] = Field(
+        default_factory=dict, description="Per sensor: readings refused for their sequence number (WARNING)."
+    )
+    resynced: dict[str, int] = Field(
+        default_factory=dict, description="Per sensor: readings taken although their sequence was out of line."
+    )
+    internal_errors: int = Field(default=0, description="Failures of the gateway's own code (CRITICAL).")
 
 
 AnyPayload = (
