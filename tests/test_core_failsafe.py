@@ -77,7 +77,8 @@ class TestSerialArithmetic:
         assert place((1, SERIAL_MAX), (1, 0)) is Place.AHEAD  # the counter wrapped
         assert place((1, 10), (2, 0)) is Place.AHEAD  # a new boot starts its own count
         assert place((1, 10), (1 + BOOT_WINDOW + 1, 0)) is Place.FAR_AHEAD
-        assert place((5, 10), (4, 99)) is Place.BEHIND
+        assert place((1, 10), (2, SEQ_WINDOW + 1)) is Place.FAR_AHEAD  # a new boot counts from 0
+        assert place((5, 10), (4, 99)) is Place.FAR_BEHIND  # never wound back across a boot
 
     def test_a_wrapped_latch_counter_is_still_in_order(self) -> None:
         h = CoreHarness()

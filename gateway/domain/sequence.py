@@ -7,8 +7,8 @@ for three things only: dropping the duplicates QoS 1 may deliver, telling a stal
 counter that jumped. None of them may cost a real reading:
 
 - the **mark** (the last key in sequence) moves only by a small step forward (at most :data:`SEQ_WINDOW`
-  messages, or :data:`BOOT_WINDOW` boots) or backward to a key never seen (the mark had run ahead of the real
-  sensor). A key far from the mark never becomes the mark on its own: one wild counter cannot make every real
+  messages, or up to :data:`BOOT_WINDOW` boots to a key that counts from 0 again) or backward, within its boot,
+  to a key never seen (the mark had run ahead of the real sensor). A key far from the mark never becomes the mark on its own: one wild counter cannot make every real
   message after it look old;
 - a far jump **ahead** is remembered as a candidate; the next message that continues it resynchronises (a
   firmware whose counter really jumped is followed after one message);
@@ -33,7 +33,7 @@ _HALF = 1 << (SERIAL_BITS - 1)
 SEQ_WINDOW = 256
 """How far ahead of the mark (in messages of one boot) a key still counts as the next in order."""
 BOOT_WINDOW = 16
-"""How many boots ahead of (or behind) the mark a key still counts as in sequence."""
+"""How many boots ahead of the mark a key (with a seq of at most SEQ_WINDOW) still counts as in sequence."""
 RECENT = SEQ_WINDOW
 """How many keys per channel are remembered with their content (duplicates and conflicts)."""
 
@@ -74,10 +74,10 @@ def place(reference: SeqKey, key: SeqKey) -> Place:
         if -SEQ_WINDOW <= d < 0:
             return Place.BEHIND
         return Place.FAR_AHEAD if d > 0 else Place.FAR_BEHIND
-    if 0 < boots <= BOOT_WINDOW:
-        return Place.AHEAD  # a later boot starts its own count
-    if -BOOT_WINDOW <= boots < 0:
-        return Place.BEHIND
+    if 0 < boots <= BOOT_WINDOW and key[1] <= SEQ_WINDOW:
+        return Place.AHEAD  # a later boot starts its own count from 0
+    # An earlier boot is never just behind: winding the mark back across a boot would let any seq of the boot
+    # after it pass as "a new boot" again.
     return Place.FAR_AHEAD if boots > 0 else Place.FAR_BEHIND
 
 
@@ -129,7 +129,15 @@ class SequenceTracker:
         return Verdict.DOUBT
 
     def commit(self, key: SeqKey, content: Hashable) -> None:
-        """Make ``key`` the mark (after ACCEPT, REWIND or RESYNC)."""
+        """Make ``key`` the mark (after ACCEPT, REWIND or RESYNC).
+
+        Winding the mark back forgets the keys ahead of it: whatever used them up ran ahead of the real sensor,
+        and the sensor's own next messages, under those keys, are news, not duplicates.
+        """
+        old = self.mark
+        if old is not None and place(key, old) in (Place.AHEAD, Place.FAR_AHEAD):
+            for seen in [k for k in self._recent if place(key, k) in (Place.AHEAD, Place.FAR_AHEAD)]:
+                del self._recent[seen]
         self.mark = key
         self._candidate = None
         if self.announced_boot == key[0]:
