@@ -462,3 +462,23 @@ def test_outbound_topics_follow_the_base_topic() -> None:
     assert encode_outbound(topics, h.monitor.crib_state(SLOW_WIRELESS), 1).topic == (
         f"kdv/{SITE_ID}/crib/{SLOW_WIRELESS}/state"
     )
+
+
+# ------------------------------------------------------------------- which sensor payloads carry seq
+
+
+def test_availability_with_seq_is_refused_saying_availability_has_no_seq() -> None:
+    """Only latch and telemetry carry seq: availability's offline is the last will, composed at connect time."""
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, AVAILABILITY_TOPIC, raw(AVAILABILITY | {"seq": 4}))
+    assert info.value.reason == "bad_payload"
+    assert "AvailabilityPayload" in info.value.detail
+    assert "availability has no seq" in info.value.detail
+
+
+@pytest.mark.parametrize(("topic", "payload"), [(LATCH_TOPIC, LATCH), (TELEMETRY_TOPIC, TELEMETRY)])
+def test_latch_and_telemetry_need_their_seq(topic: str, payload: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, topic, raw(without(payload, "seq")))
+    assert info.value.reason == "bad_payload"
+    assert "seq" in info.value.detail

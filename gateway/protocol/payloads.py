@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from gateway.domain.vocab import AlarmEventType, AlarmKind, Identifier, LatchState
 from gateway.protocol.errors import ProtocolError
@@ -58,7 +59,22 @@ class TelemetryPayload(_SensorPayload):
 
 
 class AvailabilityPayload(_Payload):
-    """``.../sensor/<id>/availability``: ``online`` on connect, ``offline`` as the last will."""
+    """``.../sensor/<id>/availability``: ``online`` on connect, ``offline`` as the last will.
+
+    It has no ``seq``: its ``offline`` is the MQTT last will, composed when the sensor connects, so it cannot
+    carry a running counter; ``boot`` says which power-up it belongs to.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_seq(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seq" in data:
+            raise PydanticCustomError(
+                "availability_seq",
+                "availability has no seq (only latch and telemetry carry one: an offline is the MQTT last will, "
+                "composed at connect time)",
+            )
+        return data
 
     state: Literal["online", "offline"]
     boot: int = Field(ge=0)
