@@ -482,3 +482,97 @@ def test_latch_and_telemetry_need_their_seq(topic: str, payload: dict[str, Any])
         decode_inbound(TOPICS, topic, raw(without(payload, "seq")))
     assert info.value.reason == "bad_payload"
     assert "seq" in info.value.detail
+
+
+# ----------------------------------------------------------------------- strict types on the wire
+
+# id -> (topic, payload): a value of the wrong JSON type, which lax parsing would have coerced
+COERCIBLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "latch: seq as a string": (LATCH_TOPIC, LATCH | {"seq": "1001"}),
+    "latch: seq true": (LATCH_TOPIC, LATCH | {"seq": True}),
+    "latch: seq false": (LATCH_TOPIC, LATCH | {"seq": False}),
+    "latch: seq as a float": (LATCH_TOPIC, LATCH | {"seq": 17.0}),
+    "latch: boot as a string": (LATCH_TOPIC, LATCH | {"boot": "3"}),
+    "latch: boot true": (LATCH_TOPIC, LATCH | {"boot": True}),
+    "latch: boot as a float": (LATCH_TOPIC, LATCH | {"boot": 3.0}),
+    "latch: ts as a string": (LATCH_TOPIC, LATCH | {"ts": "1764160000.25"}),
+    "latch: ts true": (LATCH_TOPIC, LATCH | {"ts": True}),
+    "latch: v true": (LATCH_TOPIC, LATCH | {"v": True}),
+    "latch: v as a float": (LATCH_TOPIC, LATCH | {"v": 1.0}),
+    "latch: v as a string": (LATCH_TOPIC, LATCH | {"v": "1"}),
+    "latch: state true": (LATCH_TOPIC, LATCH | {"state": True}),
+    "telemetry: battery_pct as a string": (TELEMETRY_TOPIC, TELEMETRY | {"battery_pct": "10"}),
+    "telemetry: battery_pct as a float": (TELEMETRY_TOPIC, TELEMETRY | {"battery_pct": 10.0}),
+    "telemetry: battery_pct true": (TELEMETRY_TOPIC, TELEMETRY | {"battery_pct": True}),
+    "telemetry: rssi_dbm as a string": (TELEMETRY_TOPIC, TELEMETRY | {"rssi_dbm": "-61"}),
+    "telemetry: uptime_s as a float": (TELEMETRY_TOPIC, TELEMETRY | {"uptime_s": 3600.0}),
+    "telemetry: interval_s as a string": (TELEMETRY_TOPIC, TELEMETRY | {"interval_s": "30"}),
+    "telemetry: interval_s true": (TELEMETRY_TOPIC, TELEMETRY | {"interval_s": True}),
+    "telemetry: fw as a number": (TELEMETRY_TOPIC, TELEMETRY | {"fw": 142}),
+    "telemetry: seq as a string": (TELEMETRY_TOPIC, TELEMETRY | {"seq": "120"}),
+    "telemetry: v true": (TELEMETRY_TOPIC, TELEMETRY | {"v": True}),
+    "availability: boot as a string": (AVAILABILITY_TOPIC, AVAILABILITY | {"boot": "3"}),
+    "availability: boot true": (AVAILABILITY_TOPIC, AVAILABILITY | {"boot": True}),
+    "availability: boot as a float": (AVAILABILITY_TOPIC, AVAILABILITY | {"boot": 3.0}),
+    "availability: ts as a string": (AVAILABILITY_TOPIC, AVAILABILITY | {"ts": "1764159000"}),
+    "availability: v as a float": (AVAILABILITY_TOPIC, AVAILABILITY | {"v": 1.0}),
+    "ack: ts as a string": (TOPICS.ack, ACK | {"ts": "1764160005"}),
+    "ack: ts true": (TOPICS.ack, ACK | {"ts": True}),
+    "ack: by as a number": (TOPICS.ack, ACK | {"by": 7}),
+    "ack: alarm_id as a number": (TOPICS.ack, ACK | {"alarm_id": 12}),
+    "ack: v true": (TOPICS.ack, ACK | {"v": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(COERCIBLE))
+def test_wire_types_are_strict(case: str) -> None:
+    """No string -> number, no bool -> number, no float -> int: a firmware bug is refused, not guessed at."""
+    topic, payload = COERCIBLE[case]
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, topic, raw(payload))
+    assert info.value.reason == "bad_payload"
+    field = case.split(": ")[1].split(" ", maxsplit=1)[0]
+    assert field in info.value.detail
+
+
+@pytest.mark.parametrize("ts", ["1764160005", "0", "1764160005.5", "1e9"])
+def test_ack_ts_takes_any_finite_json_number(ts: str) -> None:
+    payload = json.dumps(without(ACK, "ts"))[:-1] + f', "ts": {ts}}}'
+    ev = decode_inbound(TOPICS, TOPICS.ack, payload.encode())
+    assert isinstance(ev, AckRequest)
+    assert ev.sent_ts == float(ts)
+
+
+@pytest.mark.parametrize("ts", ["Infinity", "-Infinity", "NaN", "1e400", "-1", "true", '"5"'])
+def test_ack_ts_must_be_a_finite_non_negative_number(ts: str) -> None:
+    payload = json.dumps(without(ACK, "ts"))[:-1] + f', "ts": {ts}}}'
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, TOPICS.ack, payload.encode())
+    assert info.value.reason in {"bad_payload", "bad_json"}
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        (LATCH_TOPIC, LATCH | {"ts": 1764160000}),
+        (TELEMETRY_TOPIC, TELEMETRY | {"ts": 1764160030, "interval_s": 30}),
+        (AVAILABILITY_TOPIC, AVAILABILITY | {"ts": 1764159000}),
+        (TOPICS.ack, ACK | {"ts": 1764160005}),
+    ],
+    ids=["latch", "telemetry", "availability", "ack"],
+)
+def test_json_integers_are_accepted_for_float_fields(topic: str, payload: dict[str, Any]) -> None:
+    """A firmware that writes "ts": 1764160000 keeps working: strict mode still takes an integer for a float."""
+    ev = decode_inbound(TOPICS, topic, raw(payload))
+    sent_ts = ev.sent_ts if isinstance(ev, AckRequest) else ev.sensor_ts
+    assert sent_ts == payload["ts"]
+    if isinstance(ev, TelemetryReading):
+        assert ev.interval_s == 30.0
+        assert isinstance(ev.interval_s, float)
+
+
+@pytest.mark.parametrize("state", ["open", "closed"])
+def test_latch_state_parses_from_its_json_string(state: str) -> None:
+    ev = decode_inbound(TOPICS, LATCH_TOPIC, raw(LATCH | {"state": state}))
+    assert isinstance(ev, LatchReading)
+    assert ev.state is LatchState(state)

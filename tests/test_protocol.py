@@ -263,6 +263,11 @@ SAMPLES: list[BaseModel] = [
 ]
 
 
+def _sample_of(model: type[BaseModel]) -> BaseModel:
+    (sample,) = (s for s in SAMPLES if type(s) is model)
+    return sample
+
+
 class TestPayloads:
     @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: type(s).__name__)
     def test_encode_decode_round_trip(self, sample: BaseModel) -> None:
@@ -276,6 +281,68 @@ class TestPayloads:
         for model in PAYLOAD_MODELS:
             assert model.model_config.get("extra") == "forbid", model.__name__
             assert model.model_config.get("frozen") is True, model.__name__
+            assert model.model_config.get("strict") is True, model.__name__
+            assert model.model_config.get("allow_inf_nan") is False, model.__name__
+
+    def test_every_payload_model_is_listed_here(self) -> None:
+        """A new payload model must join PAYLOAD_MODELS, so the checks above (and the doc checks) see it."""
+        defined = {
+            value
+            for value in vars(protocol.payloads).values()
+            if isinstance(value, type) and issubclass(value, BaseModel) and not value.__name__.startswith("_")
+            and value.__module__ == protocol.payloads.__name__
+        }
+        assert defined == set(PAYLOAD_MODELS)
+
+    @pytest.mark.parametrize(
+        ("model", "field", "bad"),
+        [
+            (AlarmEventPayload, "seq", '"41"'),
+            (AlarmEventPayload, "gw_run", "1764159000000.0"),
+            (AlarmEventPayload, "ts", '"1764160000.26"'),
+            (AlarmEventPayload, "trigger", '{"sensor": "s-0101", "boot": 3, "seq": "17"}'),
+            (AlarmEventPayload, "trigger", '{"sensor": "s-0101", "boot": true, "seq": 17}'),
+            (CribStatePayload, "battery_pct", "87.0"),
+            (CribStatePayload, "sensor_online", "1"),
+            (CribStatePayload, "sensor_online", '"true"'),
+            (CribStatePayload, "alarms", '[{"alarm_id": "1-1", "kind": "crib_open", "priority": "high", '
+             '"state": "raised", "raised_at": "4"}]'),
+            (GatewayAvailabilityPayload, "gw_run", '"1764159000000"'),
+            (GatewayStatsPayload, "accepted", "true"),
+            (GatewayStatsPayload, "rejected", '{"bad_json": 2.0}'),
+            (GatewayStatsPayload, "ignored", '{"duplicate": "4"}'),
+        ],
+    )
+    def test_gateway_payloads_are_strict_on_the_wire_too(self, model: type[BaseModel], field: str, bad: str) -> None:
+        """Pagers, tablets and the gateway's own restart read these: the same strict types as sensor payloads."""
+        good = json.loads(encode(_sample_of(model)))  # type: ignore[arg-type]
+        assert decode(model, json.dumps(good).encode()) == _sample_of(model)
+        text = json.dumps({k: v for k, v in good.items() if k != field})[:-1] + f', "{field}": {bad}}}'
+        with pytest.raises(ProtocolError) as info:
+            decode(model, text.encode())
+        assert info.value.reason == "bad_payload"
+        assert field in info.value.detail
+
+    def test_enums_parse_from_their_json_strings(self) -> None:
+        for state in LatchState:
+            latch = decode(LatchPayload, f'{{"v": 1, "boot": 0, "seq": 0, "ts": 0, "state": "{state.value}"}}'.encode())
+            assert latch.state is state
+        for event in AlarmEventType:
+            for kind in AlarmKind:
+                sample = json.loads(encode(_sample_of(AlarmEventPayload))) | {"event": event.value, "kind": kind.value}
+                back = decode(AlarmEventPayload, json.dumps(sample).encode())
+                assert (back.event, back.kind) == (event, kind)
+                assert type(back.event) is AlarmEventType
+                assert type(back.kind) is AlarmKind
+        summary = {"alarm_id": "1-1", "kind": "battery_low", "priority": "low", "state": "acknowledged",
+                   "raised_at": 4, "acknowledged_by": "staff-1"}
+        state = json.loads(encode(_sample_of(CribStatePayload))) | {"latch": "unknown", "alarms": [summary]}
+        back_state = decode(CribStatePayload, json.dumps(state).encode())
+        assert back_state.alarms[0].kind is AlarmKind.BATTERY_LOW
+        assert back_state.alarms[0].raised_at == 4.0
+        assert isinstance(back_state.alarms, tuple)
+        with pytest.raises(ProtocolError):
+            decode(LatchPayload, b'{"v": 1, "boot": 0, "seq": 0, "ts": 0, "state": "OPEN"}')
 
     def test_any_payload_lists_every_versioned_model(self) -> None:
         versioned = {m for m in PAYLOAD_MODELS if "v" in m.model_fields}

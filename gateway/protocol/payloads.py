@@ -8,9 +8,9 @@ reboots) and the sensor's own clock ``ts`` (Unix seconds). Nothing in any payloa
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from gateway.domain.vocab import AlarmEventType, AlarmKind, Identifier, LatchState
@@ -19,18 +19,34 @@ from gateway.protocol.topics import SensorChannel
 
 SCHEMA_VERSION = 1
 
+_WIRE_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+"""Every payload and every part of one: no unknown field, finite numbers only, and strict types. Strict means an
+``int`` field takes a JSON integer only (not ``"17"``, ``true`` or ``17.0``), a ``str`` field a JSON string only,
+a ``bool`` field ``true`` or ``false`` only; a ``float`` field takes any JSON number, ``1764160000`` as well as
+``1764160000.25``; an enum field takes its value's JSON string. Built in code, an enum field takes a member only."""
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = _WIRE_CONFIG
 
-    @model_validator(mode="before")
-    @classmethod
-    def _version_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
-        """A payload from the wire must say its version; one built in code gets the current one."""
-        if info.context and info.context.get("wire") and isinstance(data, dict) and "v" not in data:
+    @model_validator(mode="after")
+    def _version_on_the_wire(self, info: ValidationInfo) -> Self:
+        """A payload from the wire must say its version; one built in code gets the current one.
+
+        An "after" validator on purpose: a "before" one would get the JSON as Python objects, and strict
+        validation of those differs from strict JSON validation (a JSON array would no longer fill a tuple).
+        """
+        if info.context and info.context.get("wire") and "v" not in self.model_fields_set:
             raise ValueError("missing schema version 'v'")
-        return data
+        return self
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _version_is_an_integer(cls, value: Any) -> Any:
+        # A Literal matches by equality, even in strict mode: without this, true and 1.0 would pass as 1.
+        if type(value) is not int:
+            raise PydanticCustomError("int_type", "Input should be the integer {version}", {"version": SCHEMA_VERSION})
+        return value
 
     v: Literal[1] = 1
     """The schema version (SCHEMA_VERSION)."""
@@ -68,6 +84,8 @@ class AvailabilityPayload(_Payload):
     @model_validator(mode="before")
     @classmethod
     def _no_seq(cls, data: Any) -> Any:
+        # Sees the JSON as Python objects, which strict mode then validates as such: fine for these fields (no
+        # tuple, no nested model); see _Payload._version_on_the_wire.
         if isinstance(data, dict) and "seq" in data:
             raise PydanticCustomError(
                 "availability_seq",
@@ -94,7 +112,7 @@ class AckPayload(_Payload):
 class _Part(BaseModel):
     """A part nested inside a payload (no schema version of its own)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = _WIRE_CONFIG
 
 
 class TriggerPayload(_Part):
