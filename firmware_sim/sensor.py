@@ -8,9 +8,10 @@ What the firmware does, and so what :class:`SimulatedSensor` does:
 * Once connected it publishes ``online`` (retained), its current latch state (retained, QoS 1) and a first
   heartbeat, then a heartbeat (:class:`~gateway.protocol.TelemetryPayload`, QoS 0) every ``interval_s``.
   It does this on every connect: the first one of a boot and every reconnect.
-* Every sensor payload carries ``boot`` (increases on every power-up) and ``seq``: one counter per channel
-  (latch, telemetry), starting at 0 on each boot. A lost connection keeps both; a power cycle starts a new
-  boot with the counters back at 0.
+* Latch and telemetry payloads carry ``boot`` (increases on every power-up) and ``seq``: one counter per channel
+  (latch, telemetry), starting at 0 on each boot; availability carries ``boot`` only. Both are unsigned 32-bit
+  counters that wrap from 4294967295 to 0 (:func:`next_count`). A lost connection keeps both; a power cycle
+  starts a new boot with the counters back at 0.
 * Powered off it is silent: the broker publishes its last will. The latch and the battery still change
   physically; their current values go out with the next connect.
 * Powered on, a connection lost on its own (the broker restarts, the network drops it, another client
@@ -46,7 +47,9 @@ from gateway.domain.vocab import LatchState, is_identifier
 from gateway.mqtt.connection import BrokerAddress, drop_connection, new_client
 from gateway.protocol import (
     AVAILABILITY,
+    BOOT_MAX,
     LATCH,
+    SEQ_MAX,
     TELEMETRY,
     AvailabilityPayload,
     LatchPayload,
@@ -63,6 +66,7 @@ __all__ = [
     "SensorOfflineError",
     "Sent",
     "SimulatedSensor",
+    "next_count",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,11 @@ TAKEOVER_LOSSES = 3
 same client id: warn, and wait ``reconnect_max_s`` (with jitter) before each attempt."""
 _FW_MAX_LEN = 32
 _RSSI_RANGE = (-130, 0)
+
+
+def next_count(value: int) -> int:
+    """The value after ``value`` of a 32-bit counter (``boot``, ``seq``): one more, and 4294967295 wraps to 0."""
+    return (value + 1) % (SEQ_MAX + 1)  # SEQ_MAX == BOOT_MAX: one width for both counters
 
 
 class SensorError(RuntimeError):
@@ -161,8 +170,8 @@ class SimulatedSensor:
         if not is_identifier(sensor_id):
             msg = f"sensor id {sensor_id!r}: use lower case letters, digits, - and _ (at most 64)"
             raise ValueError(msg)
-        if boot < 0:
-            msg = f"boot must be >= 0, got {boot}"
+        if not 0 <= boot <= BOOT_MAX:
+            msg = f"boot must be within 0..{BOOT_MAX} (unsigned 32-bit), got {boot}"
             raise ValueError(msg)
         if not interval_s > 0:
             msg = f"interval_s must be > 0, got {interval_s}"
@@ -281,7 +290,8 @@ class SimulatedSensor:
         await self.power_on()
 
     async def power_on(self) -> None:
-        """Power up: a new boot (``boot`` + 1 after the first), counters at 0, connect, announce.
+        """Power up: a new boot (the next ``boot`` after the first, see :func:`next_count`), counters at 0, connect,
+        announce.
 
         From then on until :meth:`power_off` or :meth:`stop` the sensor reconnects by itself whenever its
         connection is lost. Raises :class:`SensorError` if already powered, :class:`SensorConnectError` if the
@@ -291,7 +301,7 @@ class SimulatedSensor:
             if self._powered:
                 msg = f"sensor {self._sensor_id} is already powered on (boot {self._boot})"
                 raise SensorError(msg)
-            boot = self._boot + 1 if self._ever_powered else self._boot
+            boot = next_count(self._boot) if self._ever_powered else self._boot
             previous = (self._boot, dict(self._seq), self._powered_at)
             self._boot = boot
             self._seq = dict.fromkeys(self._seq, 0)
@@ -407,7 +417,7 @@ class SimulatedSensor:
 
     def _take_seq(self, channel: SensorChannel) -> int:
         seq = self._seq[channel]
-        self._seq[channel] = seq + 1
+        self._seq[channel] = next_count(seq)
         return seq
 
     def _require_connection(self) -> aiomqtt.Client:

@@ -12,8 +12,10 @@ from gateway.domain.events import AckRequest, AlarmEvent, AvailabilityChange, Cr
 from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState, Source
 from gateway.protocol import (
     ALARM_EVENT,
+    BOOT_MAX,
     CRIB_STATE,
     MAX_PAYLOAD_BYTES,
+    SEQ_MAX,
     AlarmEventPayload,
     CribStatePayload,
     LatchPayload,
@@ -576,3 +578,51 @@ def test_latch_state_parses_from_its_json_string(state: str) -> None:
     ev = decode_inbound(TOPICS, LATCH_TOPIC, raw(LATCH | {"state": state}))
     assert isinstance(ev, LatchReading)
     assert ev.state is LatchState(state)
+
+
+# ---------------------------------------------------------------------- 32-bit boot and seq counters
+
+
+@pytest.mark.parametrize("value", [2**32, 2**63, 10**30, 10**300])
+@pytest.mark.parametrize(
+    ("topic", "payload", "field"),
+    [
+        (LATCH_TOPIC, LATCH, "seq"),
+        (LATCH_TOPIC, LATCH, "boot"),
+        (TELEMETRY_TOPIC, TELEMETRY, "seq"),
+        (TELEMETRY_TOPIC, TELEMETRY, "boot"),
+        (AVAILABILITY_TOPIC, AVAILABILITY, "boot"),
+    ],
+    ids=["latch seq", "latch boot", "telemetry seq", "telemetry boot", "availability boot"],
+)
+def test_boot_and_seq_wider_than_32_bits_are_refused(
+    topic: str, payload: dict[str, Any], field: str, value: int
+) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, topic, raw(payload | {field: value}))
+    assert info.value.reason == "bad_payload"
+    assert f" {field}: " in info.value.detail
+    assert str(SEQ_MAX) in info.value.detail
+    assert len(info.value.detail) < 200  # the huge value itself is not echoed
+
+
+@pytest.mark.parametrize("value", [0, 1, 2**31, SEQ_MAX])
+def test_boot_and_seq_take_every_32_bit_value(value: int) -> None:
+    latch = decode_inbound(TOPICS, LATCH_TOPIC, raw(LATCH | {"boot": value, "seq": value}))
+    tel = decode_inbound(TOPICS, TELEMETRY_TOPIC, raw(TELEMETRY | {"boot": value, "seq": value}))
+    avail = decode_inbound(TOPICS, AVAILABILITY_TOPIC, raw(AVAILABILITY | {"boot": value}))
+    assert isinstance(latch, LatchReading)
+    assert isinstance(tel, TelemetryReading)
+    assert (latch.boot, latch.seq, tel.boot, tel.seq, avail.boot) == (value,) * 5
+
+
+@pytest.mark.parametrize("field", ["boot", "seq"])
+def test_boot_and_seq_are_never_negative(field: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(TOPICS, LATCH_TOPIC, raw(LATCH | {field: -1}))
+    assert info.value.reason == "bad_payload"
+    assert field in info.value.detail
+
+
+def test_the_32_bit_bound() -> None:
+    assert SEQ_MAX == BOOT_MAX == 0xFFFF_FFFF == 2**32 - 1

@@ -8,14 +8,17 @@ import re
 import typing
 from pathlib import Path
 
+import annotated_types
 import pytest
 from pydantic import BaseModel
 
 from gateway import protocol
 from gateway.domain.vocab import ID_PATTERN, PRIORITY_OF, AlarmEventType, AlarmKind, LatchState, Priority, is_identifier
 from gateway.protocol import (
+    BOOT_MAX,
     MAX_PAYLOAD_BYTES,
     SCHEMA_VERSION,
+    SEQ_MAX,
     AckPayload,
     AlarmEventPayload,
     AvailabilityPayload,
@@ -390,6 +393,17 @@ class TestIdentifiers:
 # ------------------------------------------------------------------------------------ docs/protocol.md
 
 
+def field_bounds(model: type[BaseModel], field: str) -> tuple[int | None, int | None]:
+    """(ge, le) of an int field, from its pydantic metadata."""
+    low = high = None
+    for item in model.model_fields[field].metadata:
+        if isinstance(item, annotated_types.Ge):
+            low = item.ge
+        elif isinstance(item, annotated_types.Le):
+            high = item.le
+    return low, high  # type: ignore[return-value]
+
+
 def protocol_doc() -> str:
     if not PROTOCOL_DOC.exists():
         pytest.skip(f"{PROTOCOL_DOC.relative_to(REPO)} does not exist yet: nothing to compare with gateway/protocol/")
@@ -455,3 +469,48 @@ class TestProtocolDoc:
                     continue
                 fits.append(model.__name__)
             assert fits, f"this example in {PROTOCOL_DOC.name} is no valid payload:\n{block}"
+
+    def test_the_sensor_field_table_is_what_latch_and_telemetry_carry(self) -> None:
+        doc = protocol_doc()
+        section = doc.split("### Sensor payloads", 1)[1].split("\n### ", 1)[0]
+        table = section.split("`latch` and `telemetry` carry:", 1)[1].split("\n\n", 2)[1]
+        fields = {row[0].strip("`") for row in table_rows(table)[2:]}
+        shared = set(LatchPayload.model_fields) & set(TelemetryPayload.model_fields) - {"v"}
+        assert fields == shared == {"boot", "seq", "ts"}
+
+    def test_the_doc_says_what_availability_carries(self) -> None:
+        """Availability has no seq; the doc says so and lists exactly the model's fields."""
+        doc = protocol_doc()
+        match = re.search(r"`availability` carries ((?:`\w+`(?:, | and )?)+), and no `seq`", doc)
+        assert match, f"{PROTOCOL_DOC.name} must say what availability carries, and that it has no seq"
+        assert set(re.findall(r"`(\w+)`", match.group(1))) == set(AvailabilityPayload.model_fields) - {"v"}
+        assert "seq" not in AvailabilityPayload.model_fields
+        for example in re.findall(r"```json\n(.*?)```", doc, flags=re.DOTALL):
+            if '"state": "offline", "boot"' in example or '"state": "online", "boot"' in example:
+                assert '"seq"' not in example
+
+    @pytest.mark.parametrize(
+        ("model", "field"),
+        [
+            (LatchPayload, "boot"),
+            (LatchPayload, "seq"),
+            (TelemetryPayload, "boot"),
+            (TelemetryPayload, "seq"),
+            (AvailabilityPayload, "boot"),
+        ],
+    )
+    def test_documented_bounds_of_boot_and_seq_are_the_models(self, model: type[BaseModel], field: str) -> None:
+        doc = protocol_doc()
+        (row,) = [r for r in table_rows(doc) if r and r[0] == f"`{field}`" and "0 to" in r[1]]
+        low, high = (int(n) for n in re.fullmatch(r"int, (\d+) to (\d+)", row[1]).groups())  # type: ignore[union-attr]
+        assert (low, high) == field_bounds(model, field) == (0, 2**32 - 1)
+        assert high == (SEQ_MAX if field == "seq" else BOOT_MAX)
+        assert f"wraps from {high} to 0" in " ".join(doc.split())
+        assert "unsigned 32-bit" in doc
+
+    def test_the_ordering_rules_have_their_own_section_after_the_sensor_payloads(self) -> None:
+        doc = protocol_doc()
+        headings = re.findall(r"^#+ (.*)$", doc, flags=re.MULTILINE)
+        at = headings.index("Sensor payloads")
+        assert headings[at + 1] == "How the gateway orders a sensor's messages"
+        assert "The gateway orders a sensor's messages by `(boot, seq)` per channel." not in doc

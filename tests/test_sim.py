@@ -45,10 +45,12 @@ from firmware_sim.commands import (
     split_script,
 )
 from firmware_sim.fleet import Fleet, wireless_sensor_ids
-from firmware_sim.sensor import TAKEOVER_LOSSES, SensorOfflineError, Sent, SimulatedSensor
+from firmware_sim.sensor import TAKEOVER_LOSSES, SensorOfflineError, Sent, SimulatedSensor, next_count
 from gateway.domain.vocab import LatchState
 from gateway.mqtt.connection import BrokerAddress, new_client
 from gateway.protocol import (
+    BOOT_MAX,
+    SEQ_MAX,
     AvailabilityPayload,
     LatchPayload,
     ProtocolError,
@@ -176,6 +178,7 @@ def test_help_lists_every_command() -> None:
     "kwargs",
     [
         {"boot": -1},
+        {"boot": BOOT_MAX + 1},
         {"interval_s": 0},
         {"battery_pct": 101},
         {"rssi_dbm": 5},
@@ -187,6 +190,14 @@ def test_help_lists_every_command() -> None:
 def test_sensor_rejects_impossible_settings(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="must"):
         SimulatedSensor("s-1", Topics("site"), BrokerAddress("127.0.0.1", 1883), **kwargs)
+
+
+def test_counters_are_32_bit_and_wrap_to_0() -> None:
+    assert next_count(0) == 1
+    assert next_count(41) == 42
+    assert next_count(SEQ_MAX - 1) == SEQ_MAX
+    assert next_count(SEQ_MAX) == 0
+    assert next_count(BOOT_MAX) == 0
 
 
 def test_sensor_rejects_a_bad_id() -> None:
@@ -546,6 +557,33 @@ async def test_reboot_increments_boot_and_restarts_every_seq(
         telemetry, _ = await recorder.next("s-1", TELEMETRY_CH, TelemetryPayload, lambda p: p.boot == 2)
         assert telemetry.seq == 0
         assert (await sensor.close_latch()).seq == 1
+
+
+@pytest.mark.integration
+async def test_boot_and_seq_wrap_from_4294967295_to_0(
+    broker: BrokerAddress, topics: Topics, recorder: Recorder
+) -> None:
+    """Both counters are unsigned 32-bit (docs/protocol.md): the last value goes on the wire, then 0."""
+    clock = WallClock(1000.0)
+    async with SimulatedSensor("s-1", topics, broker, boot=BOOT_MAX, interval_s=30, wall_clock=clock) as sensor:
+        online, _ = await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, is_online)
+        assert online.boot == BOOT_MAX
+        sensor._seq[LATCH_CH] = SEQ_MAX  # noqa: SLF001 - 2**32 messages would take a while
+        clock.now = 2000.0
+        assert (await sensor.open()).seq == SEQ_MAX
+        clock.now = 3000.0
+        assert (await sensor.close_latch()).seq == 0
+        top, _ = await recorder.next("s-1", LATCH_CH, LatchPayload, lambda p: p.ts == 2000.0)
+        wrapped, _ = await recorder.next("s-1", LATCH_CH, LatchPayload, lambda p: p.ts == 3000.0)
+        assert (top.state, wrapped.state) == (LatchState.OPEN, LatchState.CLOSED)
+        assert (top.boot, top.seq, wrapped.boot, wrapped.seq) == (BOOT_MAX, SEQ_MAX, BOOT_MAX, 0)
+
+        await sensor.reboot()
+        assert sensor.boot == 0
+        online, _ = await recorder.next("s-1", AVAILABILITY_CH, AvailabilityPayload, lambda p: p.boot == 0)
+        assert online.state == "online"
+        latch, _ = await recorder.next("s-1", LATCH_CH, LatchPayload, lambda p: p.boot == 0)
+        assert latch.seq == 0
 
 
 @pytest.mark.integration

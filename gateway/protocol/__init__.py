@@ -7,9 +7,11 @@ The gateway and the sensor simulator both import this package; it imports only :
 from gateway.domain.vocab import DEFAULT_BASE_TOPIC, Identifier
 from gateway.protocol.errors import ProtocolError
 from gateway.protocol.payloads import (
+    BOOT_MAX,
     MAX_PAYLOAD_BYTES,
     SCHEMA_VERSION,
     SENSOR_PAYLOADS,
+    SEQ_MAX,
     AckPayload,
     AlarmEventPayload,
     AnyPayload,
@@ -21,6 +23,7 @@ from gateway.protocol.payloads import (
     LatchPayload,
     TelemetryPayload,
     TriggerPayload,
+    Uint32,
     decode,
     encode,
 )
@@ -43,6 +46,7 @@ __all__ = [
     "ACK",
     "ALARM_EVENT",
     "AVAILABILITY",
+    "BOOT_MAX",
     "CRIB_STATE",
     "DEFAULT_BASE_TOPIC",
     "GATEWAY_AVAILABILITY",
@@ -51,6 +55,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "SCHEMA_VERSION",
     "SENSOR_PAYLOADS",
+    "SEQ_MAX",
     "TELEMETRY",
     "AckPayload",
     "AlarmEventPayload",
@@ -69,6 +74,7 @@ __all__ = [
     "TopicSpec",
     "Topics",
     "TriggerPayload",
+    "Uint32",
     "decode",
     "encode",
 ]

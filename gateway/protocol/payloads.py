@@ -1,14 +1,16 @@
 """Every payload that crosses the broker, as a pydantic model, and the one way to encode and decode them.
 
 ``docs/protocol.md`` describes the same payloads for people; ``tests/test_protocol.py`` keeps the two honest.
-Payloads are UTF-8 JSON objects with a schema version ``v``. Sensor payloads carry the sensor's boot
-counter ``boot`` and a per-boot sequence number ``seq`` (the pair orders a sensor's messages across
-reboots) and the sensor's own clock ``ts`` (Unix seconds). Nothing in any payload identifies a child.
+Payloads are UTF-8 JSON objects with a schema version ``v``, validated strictly (no type is converted).
+Latch and telemetry carry the sensor's boot counter ``boot`` and a per-boot, per-channel sequence number ``seq``
+(both unsigned 32-bit, wrapping to 0; the pair orders a sensor's messages across reboots) and the sensor's own
+clock ``ts`` (Unix seconds); availability carries ``boot`` and ``ts`` but no ``seq``. Nothing in any payload
+identifies a child.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -18,6 +20,16 @@ from gateway.protocol.errors import ProtocolError
 from gateway.protocol.topics import SensorChannel
 
 SCHEMA_VERSION = 1
+
+UINT32_MAX = 0xFFFF_FFFF
+SEQ_MAX = UINT32_MAX
+"""A sensor's ``seq`` is an unsigned 32-bit counter: 0 on every boot, one more per message of its channel,
+from SEQ_MAX back to 0."""
+BOOT_MAX = UINT32_MAX
+"""A sensor's ``boot`` is an unsigned 32-bit counter: one more on every power-up, from BOOT_MAX back to 0."""
+
+Uint32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+"""An unsigned 32-bit integer (``boot``, ``seq``): a bigger value is refused, naming the field and the bound."""
 
 _WIRE_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 """Every payload and every part of one: no unknown field, finite numbers only, and strict types. Strict means an
@@ -53,8 +65,10 @@ class _Payload(BaseModel):
 
 
 class _SensorPayload(_Payload):
-    boot: int = Field(ge=0, description="Boot counter of the sensor; increases on every power-up.")
-    seq: int = Field(ge=0, description="Sequence number within this boot, one counter per channel.")
+    """What latch and telemetry carry (availability has no ``seq``)."""
+
+    boot: Uint32 = Field(description="Boot counter of the sensor; one more on every power-up, wraps to 0.")
+    seq: Uint32 = Field(description="Sequence number within this boot, one counter per channel, wraps to 0.")
     ts: float = Field(ge=0, description="The sensor's clock, Unix seconds.")
 
 
@@ -95,7 +109,7 @@ class AvailabilityPayload(_Payload):
         return data
 
     state: Literal["online", "offline"]
-    boot: int = Field(ge=0)
+    boot: Uint32 = Field(description="Boot counter of the sensor: which power-up this is about.")
     ts: float = Field(ge=0)
 
 
@@ -121,6 +135,8 @@ class TriggerPayload(_Part):
     sensor: str
     boot: int
     seq: int
+    # Not Uint32: for a wired crib these are the gateway's own (boot: its start, Unix seconds; seq: its count of
+    # the pin's edges), and a bound here could only ever fail an alarm on its way out.
 
 
 class AlarmEventPayload(_Payload):
