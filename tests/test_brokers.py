@@ -273,6 +273,11 @@ async def test_shipped_acl(tmp_path: Path) -> None:
             got = await next_message(gateway)  # its own alarm, through cribwatch/#
             assert got.topic.value == "cribwatch/site1/alarm/room1"
 
+            # The gateway deletes a retained ack with a zero-length retained message: it may write the ack topic.
+            await gateway.publish("cribwatch/site1/ack", b"", qos=1, retain=True)
+            got = await next_message(gateway)
+            assert (got.topic.value, got.payload) == ("cribwatch/site1/ack", b"")
+
             with pytest.raises(TimeoutError):
                 await next_message(staff, within=0.3)
             with pytest.raises(TimeoutError):

@@ -577,3 +577,47 @@ async def test_a_failure_outside_the_core_guard_sounds_the_buzzer_until_an_ack(
         await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
         assert not gw.buzzer.faulted
         assert not gw.buzzer.sounding
+
+
+async def test_a_retained_ack_is_applied_live_then_rejected_and_removed_when_replayed(
+    mqtt_endpoint: BrokerEndpoint,
+) -> None:
+    """A retained message reaches a subscriber that is already connected with retain = 0 (MQTT 3.1.1): the gateway
+    cannot tell a retained ack delivered live from a plain one, and applies it, once. The broker replays it, flag
+    set, whenever the gateway subscribes again: that copy is rejected (``retained_ack``), never applied, and the
+    gateway deletes it with a zero-length retained message, whose echo is ignored (``retained_cleared``)."""
+    settings = make_settings(mqtt_endpoint)
+    topics = Topics(settings.site.id)
+    press = encode(AckPayload(crib="n-1", by="staff-07", device="pager-2"))  # what a pager button sends
+    async with staff_device(mqtt_endpoint, topics) as staff, sensor(mqtt_endpoint, topics, "s-1") as s1:
+        async with running(settings) as first:
+            await s1.open()
+            raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+            await staff.client.publish(topics.ack, press, qos=1, retain=True)  # a misconfigured pager
+            acked = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
+            assert acked.alarm_id == raised.alarm_id
+            await s1.close_latch()
+            await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
+            await s1.open()  # a new alarm, not acknowledged: the replayed press must not acknowledge it
+            second_alarm = await _nth_event(staff, "n-1", AlarmEventType.RAISED, 2)
+            assert "retained_ack" not in first.stats.rejected
+
+        async with running(settings) as second:
+            await staff.until(lambda: second.stats.ignored["retained_cleared"] >= 1)
+            assert second.stats.rejected["retained_ack"] == 1
+            assert "bad_json" not in second.stats.rejected
+            (alarm,) = second.core.crib_state("n-1").alarms
+            assert (alarm.alarm_id, alarm.acknowledged_by) == (second_alarm.alarm_id, None)
+            assert staff.count("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED) == 1
+
+        # Gone from the broker: a new subscriber of the ack topic gets nothing.
+        async with new_client(mqtt_endpoint, identifier=f"probe-{secrets.token_hex(3)}") as probe:
+            await probe.subscribe(topics.ack, qos=1)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await anext(aiter(probe.messages))
+
+        async with running(settings) as third:  # and a third run is not bothered by it at all
+            await asyncio.sleep(0.3)  # a replay would arrive right after the subscription, before `connected`
+            assert "retained_ack" not in third.stats.rejected
+            assert "retained_cleared" not in third.stats.ignored

@@ -514,3 +514,11 @@ class TestProtocolDoc:
         at = headings.index("Sensor payloads")
         assert headings[at + 1] == "How the gateway orders a sensor's messages"
         assert "The gateway orders a sensor's messages by `(boot, seq)` per channel." not in doc
+
+    def test_every_rejected_and_ignored_reason_of_the_protocol_is_in_the_doc(self) -> None:
+        doc = protocol_doc()
+        bad_input = doc.split("## Bad input", 1)[1]
+        rejected = {row[0].strip("`") for row in table_rows(bad_input)[2:]}
+        assert {"bad_json", "bad_payload", "too_large", "topic", "retained_ack"} <= rejected
+        ignored_line = next(line for line in bad_input.splitlines() if line.startswith("Ignored"))
+        assert "`retained_cleared`" in ignored_line

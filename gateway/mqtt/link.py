@@ -2,7 +2,8 @@
 alarm events and crib states out.
 
 - In: every message is converted once at this edge (:func:`gateway.protocol.codec.decode_inbound`) and handed to
-  ``on_event`` on the event loop's thread; a malformed one is counted and dropped, never raised.
+  ``on_event`` on the event loop's thread; a malformed one is counted and dropped, never raised. A retained ack
+  that the broker replays is rejected and deleted from the broker (:meth:`MqttLink._clear_retained_ack`).
 - Out: :meth:`MqttLink.send` writes a message to the socket before it returns when the link is up (an
   alarm waits for nothing: not for a PUBACK, not for a loop iteration); while the broker is away,
   messages wait in the :class:`OfflineBuffer` and leave, oldest first, on reconnect. QoS 1 messages not yet
@@ -162,12 +163,29 @@ class MqttLink:
         if topic.startswith(self._crib_state_head):
             self._restore_from(topic, payload)
             return
+        if topic == self._topics.ack and self._clear_retained_ack(payload, retained=message.retain):
+            return
         try:
             event = decode_inbound(self._topics, topic, payload, retained=message.retain, observed_at=observed_at)
         except ProtocolError as exc:
             self._stats.reject(exc.reason, f"{topic}: {exc.detail}")
             return
         self._on_event(event)
+
+    def _clear_retained_ack(self, payload: bytes, *, retained: bool) -> bool:
+        """Delete a retained ack that the broker replays; True for a deletion's echo, which is done with here.
+
+        A replayed ack (retain flag set) is still rejected by the codec (``retained_ack``); here the gateway also
+        publishes a zero-length retained message on the ack topic, which is how MQTT deletes a retained message,
+        so it is not replayed again. That message comes back through the gateway's own subscription; it, and any
+        other zero-length message on the ack topic (a deletion by someone else), acknowledges nothing.
+        """
+        if not payload:
+            self._stats.ignore("retained_cleared", f"{self._topics.ack}: zero-length (a retained ack deleted)")
+            return True
+        if retained:
+            self.send(Outgoing(self._topics.ack, b"", int(ACK.qos), retain=True))
+        return False
 
     def _restore_from(self, topic: str, payload: bytes) -> None:
         """A retained crib state of the previous run, read back once at start-up."""

@@ -61,7 +61,7 @@ def decode_inbound(
     """
     if topic == topics.ack:
         if retained:
-            raise ProtocolError("retained_ack", "an ack must not be retained (it would acknowledge again)")
+            raise ProtocolError("retained_ack", "a retained ack replayed by the broker acknowledges nothing")
         ack = decode(AckPayload, payload)
         if ack.alarm_id is None and ack.crib is None:
             raise ProtocolError("bad_payload", "AckPayload: give alarm_id or crib")

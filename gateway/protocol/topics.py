@@ -48,7 +48,8 @@ CRIB_STATE = TopicSpec(Qos.AT_LEAST_ONCE, retain=True)
 GATEWAY_AVAILABILITY = TopicSpec(Qos.AT_LEAST_ONCE, retain=True)
 GATEWAY_STATS = TopicSpec(Qos.AT_MOST_ONCE, retain=True)
 ACK = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
-"""A pager button press must arrive; never retained (a retained ack would acknowledge again)."""
+"""A pager button press must arrive; never retained (a retained ack would acknowledge again). The gateway rejects
+an ack the broker replays with the retain flag, and deletes it with a zero-length retained message (MqttLink)."""
 
 
 # --------------------------------------------------------------------------------------------- topics
