@@ -8,8 +8,8 @@ counter that jumped. None of them may cost a real reading:
 
 - the **mark** (the last key in sequence) moves only by a small step forward (at most :data:`SEQ_WINDOW`
   messages, or up to :data:`BOOT_WINDOW` boots to a key that counts from 0 again) or backward, within its boot,
-  to a key never seen (the mark had run ahead of the real sensor). A key far from the mark never becomes the mark on its own: one wild counter cannot make every real
-  message after it look old;
+  to a key never seen (the mark had run ahead of the real sensor). A key far from the mark never becomes the
+  mark on its own: one wild counter cannot make every real message after it look old;
 - a far jump **ahead** is remembered as a candidate; the next message that continues it resynchronises (a
   firmware whose counter really jumped is followed after one message);
 - the last :data:`RECENT` keys are remembered with their content, so a replay of any of them is a duplicate and a
