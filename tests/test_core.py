@@ -594,7 +594,7 @@ class TestOrderingAndBadInput:
         assert h.latch(FAST_WIRED, CLOSED, seq=3) == []
         assert h.latch(FAST_WIRED, CLOSED, seq=2) == []  # behind, never seen, changes nothing
         assert h.advance(1.0) == []
-        assert (h.stats.ignored["duplicate"], h.stats.resynced["gpio5"]) == (1, 1)
+        assert (h.stats.ignored["duplicate"], h.stats.ignored["out_of_order"]) == (1, 1)
 
     def test_unknown_sensor_is_rejected_and_counted(self) -> None:
         h = CoreHarness()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from gateway.domain.events import AlarmSummary
 from gateway.domain.monitor import FAULT_RETRY_S, CribMonitor
 from gateway.domain.sequence import (
     BOOT_WINDOW,
@@ -107,9 +109,11 @@ class TestSequenceTracker:
 
     def test_an_announced_boot_starts_afresh_but_other_boots_are_still_judged(self) -> None:
         t = SequenceTracker()
+        t.commit((7, 38), "a")
         t.commit((7, 40), "a")
         t.announce(1)
-        assert t.judge((7, 39), "x") is Verdict.REWIND
+        assert t.judge((7, 39), "x") is Verdict.REWIND  # between keys seen: the mark had run ahead
+        assert t.judge((7, 37), "x") is Verdict.DOUBT  # behind everything seen: could be any old message
         assert t.judge((1, 0), "b") is Verdict.ACCEPT
 
     def test_remembered_keys_are_duplicates_or_conflicts(self) -> None:
@@ -182,6 +186,30 @@ class TestALatchJumpCannotSilenceASensor:
         assert raised(h.latch(FAST_WIRELESS, OPEN, seq=1), AlarmKind.CRIB_OPEN)
         assert resolved(h.latch(FAST_WIRELESS, CLOSED, seq=2), AlarmKind.CRIB_OPEN)
         assert raised(h.latch(FAST_WIRELESS, OPEN, seq=3), AlarmKind.CRIB_OPEN)
+
+    def test_a_stray_reading_behind_everything_cannot_wind_the_mark_back_for_a_replay(self) -> None:
+        """Found by the property test: a forged opening far behind made an old close look new."""
+        h = CoreHarness()
+        h.latch(FAST_WIRELESS, CLOSED, seq=0)
+        h.latch(FAST_WIRELESS, OPEN, seq=1)
+        h.latch(FAST_WIRELESS, OPEN, seq=(1 - SEQ_WINDOW) % (SERIAL_MAX + 1))
+        assert h.latch(FAST_WIRELESS, CLOSED, seq=0, live=False) == []
+        assert kinds_open(h, FAST_WIRELESS) == {AlarmKind.CRIB_OPEN}
+
+    def test_a_restored_alarm_is_not_raised_a_second_time_when_the_pin_settles(self) -> None:
+        h = CoreHarness()
+        old = h.monitor.crib_state(SLOW_WIRELESS)
+        h.latch("w-1", OPEN)  # the wired crib's first reading, still debouncing
+        restored = replace(
+            h.monitor.crib_state("w-1"),
+            latch=OPEN,
+            alarms=(AlarmSummary("1-1", AlarmKind.CRIB_OPEN, Priority.HIGH, None, 1.0),),
+        )
+        assert old.crib_id == SLOW_WIRELESS
+        h.monitor.restore(restored)
+        h.advance(1.0)
+        assert [a.alarm_id for a in h.monitor.active_alarms()] == ["1-1"]
+        assert not raised(h.log, AlarmKind.CRIB_OPEN)
 
     def test_a_live_online_cannot_make_a_replayed_old_close_look_new(self) -> None:
         h = CoreHarness()

@@ -199,6 +199,22 @@ def check_openings(h: CoreHarness, real: dict[str, RealSensor]) -> None:
 # Found by this test against a core that refused doubtful openings: a stray reading used up the next key.
 @example([("push", FAST_WIRELESS, 1), ("real_latch", FAST_WIRELESS, OPEN)])
 @example([("jump", SLOW_WIRELESS, CLOSED, 1, False), ("real_latch", SLOW_WIRELESS, OPEN), ("tick", 10.0)])
+# Found against a core that wound its mark back to any unseen key behind it, or across a boot.
+@example(
+    [
+        ("real_latch", FAST_WIRELESS, OPEN),
+        ("forged_open", FAST_WIRELESS, ("near", 0, -SEQ_WINDOW)),
+        ("replay", FAST_WIRELESS, 0, False),
+    ]
+)
+@example(
+    [
+        ("real_latch", SLOW_WIRELESS, OPEN),
+        ("tick", 10.0),
+        ("forged_open", SLOW_WIRELESS, ("any", 0, 0)),
+        ("jump", SLOW_WIRELESS, CLOSED, 1, False),
+    ]
+)
 def test_no_hostile_traffic_hides_a_real_opening_or_a_real_heartbeat(actions: list[tuple[object, ...]]) -> None:
     run(actions)
 

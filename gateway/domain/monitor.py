@@ -379,7 +379,8 @@ class CribMonitor:
         if verdict is not Verdict.DOUBT:
             if verdict is not Verdict.ACCEPT:
                 self._resynced(crib, ev.sensor_id, f"latch {key} taken ({verdict.value}; the mark was {tracker.mark})")
-            tracker.commit(key, ev.state)
+            current = crib.pending.state if crib.pending is not None else crib.latch
+            tracker.commit(key, ev.state, sticky=ev.state != current)
             if ev.live:
                 self._heard(crib, ev.boot)
             self.stats.accept()
@@ -583,8 +584,8 @@ class CribMonitor:
         if state is LatchState.OPEN:
             crib.open_since = since
             crib.open_trigger = trigger
-            if step.now >= since + crib.room.grace_s:
-                self._raise(crib, AlarmKind.CRIB_OPEN, trigger, step)
+            if step.now >= since + crib.room.grace_s and AlarmKind.CRIB_OPEN not in crib.alarms:
+                self._raise(crib, AlarmKind.CRIB_OPEN, trigger, step)  # (one restored from a previous run stays)
         else:
             crib.open_since = None
             crib.open_trigger = None

@@ -8,8 +8,9 @@ counter that jumped. None of them may cost a real reading:
 
 - the **mark** (the last key in sequence) moves only by a small step forward (at most :data:`SEQ_WINDOW`
   messages, or up to :data:`BOOT_WINDOW` boots to a key that counts from 0 again) or backward, within its boot,
-  to a key never seen (the mark had run ahead of the real sensor). A key far from the mark never becomes the
-  mark on its own: one wild counter cannot make every real message after it look old;
+  to a key never seen that lies between keys already seen (the mark had run ahead of the real sensor). A key
+  far from the mark never becomes the mark on its own: one wild counter cannot make every real message after it
+  look old;
 - a far jump **ahead** is remembered as a candidate; the next message that continues it resynchronises (a
   firmware whose counter really jumped is followed after one message);
 - the last :data:`RECENT` keys are remembered with their content, so a replay of any of them is a duplicate and a
@@ -106,20 +107,21 @@ class SequenceTracker:
         self.announced_boot: int | None = None
         """The boot of the sensor's last live ``online``: its first message of that boot may start afresh."""
         self._candidate: SeqKey | None = None
-        self._recent: OrderedDict[SeqKey, Hashable] = OrderedDict()
+        self._recent: OrderedDict[SeqKey, tuple[Hashable, bool]] = OrderedDict()
+        """key -> (what it said, sticky), the last RECENT keys."""
 
     def judge(self, key: SeqKey, content: Hashable) -> Verdict:
         """Place one message; a far jump ahead is remembered as the candidate for a resync."""
-        seen = self._recent.get(key, _UNSEEN)
-        if seen is not _UNSEEN:
-            return Verdict.DUPLICATE if seen == content else Verdict.DOUBT
+        seen = self._recent.get(key)
+        if seen is not None:
+            return Verdict.DUPLICATE if seen[0] == content else Verdict.DOUBT
         mark = self.mark
         if mark is None or (self.announced_boot == key[0] != mark[0]):
             return Verdict.ACCEPT
         where = place(mark, key)
         if where is Place.AHEAD:
             return Verdict.ACCEPT
-        if where is Place.BEHIND:
+        if where is Place.BEHIND and self._fills_a_gap(key):
             return Verdict.REWIND
         candidate = self._candidate
         if candidate is not None and place(candidate, key) is Place.AHEAD:
@@ -128,29 +130,38 @@ class SequenceTracker:
             self._candidate = key
         return Verdict.DOUBT
 
-    def commit(self, key: SeqKey, content: Hashable) -> None:
+    def commit(self, key: SeqKey, content: Hashable, *, sticky: bool = False) -> None:
         """Make ``key`` the mark (after ACCEPT, REWIND or RESYNC).
 
-        Winding the mark back forgets the keys ahead of it: whatever used them up ran ahead of the real sensor,
-        and the sensor's own next messages, under those keys, are news, not duplicates.
+        Winding the mark back forgets the keys ahead of it that changed nothing: whatever used them up ran ahead
+        of the real sensor, and the sensor's own next messages under those keys are news, not duplicates. Keys
+        that changed something stay, so a replay of them is still a duplicate.
         """
         old = self.mark
-        if old is not None and place(key, old) in (Place.AHEAD, Place.FAR_AHEAD):
-            for seen in [k for k in self._recent if place(key, k) in (Place.AHEAD, Place.FAR_AHEAD)]:
+        if old is not None and place(key, old) is Place.AHEAD:
+            ahead = [k for k, (_, sticky) in self._recent.items() if not sticky and place(key, k) is Place.AHEAD]
+            for seen in ahead:
                 del self._recent[seen]
         self.mark = key
         self._candidate = None
         if self.announced_boot == key[0]:
             self.announced_boot = None
-        self.remember(key, content)
+        self.remember(key, content, sticky=sticky)
 
-    def remember(self, key: SeqKey, content: Hashable) -> None:
-        """Keep a key that was acted on without becoming the mark (a doubtful opening), so its replay is a duplicate."""
+    def remember(self, key: SeqKey, content: Hashable, *, sticky: bool = True) -> None:
+        """Keep a key with what it said, so a replay of it is a duplicate (also for a doubtful opening that was
+        taken without becoming the mark). ``sticky``: the message changed something, so it came from whoever
+        really drives the crib; a key that changed nothing is forgotten when the mark winds back before it."""
         recent = self._recent
-        recent[key] = content
+        recent[key] = (content, sticky)
         recent.move_to_end(key)
         while len(recent) > RECENT:
             recent.popitem(last=False)
+
+    def _fills_a_gap(self, key: SeqKey) -> bool:
+        """A key behind the mark is news only between keys already seen: the mark ran ahead of the sensor. A key
+        behind everything remembered could be any old message, so it is doubted."""
+        return any(place(seen, key) is Place.AHEAD for seen in self._recent)
 
     def announce(self, boot: int) -> None:
         """The sensor has just connected and says it runs ``boot``: its first message of that boot may start a
@@ -158,10 +169,3 @@ class SequenceTracker:
         judged against the mark, so an ``online`` cannot make a replay of an old message look new."""
         if self.mark is None or boot != self.mark[0]:
             self.announced_boot = boot
-
-
-class _Unseen:
-    pass
-
-
-_UNSEEN = _Unseen()
