@@ -21,8 +21,12 @@ _LOG_FIRST = 10
 _LOG_EVERY = 1000
 
 
-def _worth_logging(n: int) -> bool:
-    return n <= _LOG_FIRST or n % _LOG_EVERY == 0
+def _count(counter: Counter[str], key: str, level: int, message: str, detail: str) -> None:
+    """Count one under ``key``; log the first few of each key, then one in a thousand."""
+    counter[key] += 1
+    n = counter[key]
+    if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
+        log.log(level, message, key, n, detail)
 
 
 class IngestStats:
@@ -46,30 +50,18 @@ class IngestStats:
 
     def reject(self, reason: str, detail: str) -> None:
         """Count one rejected input; log the first few of each reason, then one in a thousand."""
-        self.rejected[reason] += 1
-        n = self.rejected[reason]
-        if _worth_logging(n):
-            log.warning("rejected (%s, #%d): %s", reason, n, detail)
+        _count(self.rejected, reason, logging.WARNING, "rejected (%s, #%d): %s", detail)
 
     def ignore(self, reason: str, detail: str) -> None:
-        self.ignored[reason] += 1
-        n = self.ignored[reason]
-        if _worth_logging(n):
-            log.info("ignored (%s, #%d): %s", reason, n, detail)
+        _count(self.ignored, reason, logging.INFO, "ignored (%s, #%d): %s", detail)
 
     def refuse(self, sensor_id: str, detail: str) -> None:
         """A reading that would have changed a crib was refused for its sequence number: a WARNING, per sensor."""
-        self.refused[sensor_id] += 1
-        n = self.refused[sensor_id]
-        if _worth_logging(n):
-            log.warning("refused a reading of sensor %r (#%d): %s", sensor_id, n, detail)
+        _count(self.refused, sensor_id, logging.WARNING, "refused a reading of sensor %r (#%d): %s", detail)
 
     def resync(self, sensor_id: str, detail: str) -> None:
         """A reading taken although its sequence number was out of line: a WARNING, per sensor."""
-        self.resynced[sensor_id] += 1
-        n = self.resynced[sensor_id]
-        if _worth_logging(n):
-            log.warning("sequence of sensor %r out of line (#%d): %s", sensor_id, n, detail)
+        _count(self.resynced, sensor_id, logging.WARNING, "sequence of sensor %r out of line (#%d): %s", detail)
 
     def internal_error(self, detail: str, exc: BaseException | None = None) -> None:
         """The gateway's own code failed: always logged, CRITICAL, with the traceback."""
