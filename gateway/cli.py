@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.settings import ConfigError, Settings, load_settings
+from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, ConfigError, Settings, load_settings
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "kids-f.toml"
 
@@ -35,16 +35,17 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _load(path: str) -> Settings | None:
+def _load(path: str, *, require_credentials: bool = True) -> Settings | None:
     try:
-        return load_settings(path)
+        return load_settings(path, require_credentials=require_credentials)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _load(args.config)
+    """Check the file (the broker address from the environment included); missing credentials only warn."""
+    settings = _load(args.config, require_credentials=False)
     if settings is None:
         return 2
     wired = sum(1 for _, crib in settings.cribs() if crib.wired)
@@ -53,6 +54,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{len(settings.cribs())} cribs ({wired} wired), broker {settings.mqtt.host}:{settings.mqtt.port}"
         + (" [DEMO MODE]" if settings.site.demo else "")
     )
+    if settings.needs_credentials:
+        print(
+            f"WARNING: {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} are not both set here: `cribwatch gateway` "
+            "will refuse to start until both are set in its environment (unless [site] demo = true, "
+            "never on a site with children)",
+            file=sys.stderr,
+        )
     return 0
 
 

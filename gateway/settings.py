@@ -173,12 +173,16 @@ class Settings(_Model):
         pins: list[tuple[str, int | None]] = [(f"{at}.gpio_pin", c.gpio_pin) for at, c in cribs]
         pins += [("buzzer.pin", self.buzzer.pin), ("buzzer.led_pin", self.buzzer.led_pin)]
         _unique([(at, pin) for at, pin in pins if pin is not None])
-        if not self.site.demo and (self.mqtt.username is None or self.mqtt.password is None):
-            raise ValueError(
-                f"the broker needs credentials: set {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} "
-                "(an anonymous broker connection is allowed in demo mode only: [site] demo = true)"
-            )
         return self
+
+    @property
+    def needs_credentials(self) -> bool:
+        """True when the gateway may not start: not in demo mode and the broker credentials are missing.
+
+        The credentials come from the environment, not the file: :func:`load_settings` refuses such settings
+        unless asked to check the file alone (``cribwatch check-config``).
+        """
+        return not self.site.demo and (self.mqtt.username is None or self.mqtt.password is None)
 
     @property
     def gateway_client_id(self) -> str:
@@ -195,6 +199,13 @@ def _unique(entries: list[tuple[str, Any]]) -> None:
         if value in first:
             raise ValueError(f"{key} = {value!r}: already used by {first[value]}; must be unique")
         first[value] = key
+
+
+CREDENTIALS_NEEDED = (
+    f"the broker needs credentials: set {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} "
+    "(an anonymous broker connection is allowed in demo mode only: [site] demo = true)"
+)
+"""Why settings without broker credentials cannot run (see :attr:`Settings.needs_credentials`)."""
 
 
 class ConfigError(Exception):
@@ -239,9 +250,17 @@ def _dotted(loc: list[Any]) -> str:
 
 
 def settings_from_mapping(
-    data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "<mapping>"
+    data: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    source: str = "<mapping>",
+    require_credentials: bool = True,
 ) -> Settings:
-    """Validate a parsed TOML document, with the broker address and credentials from ``env``."""
+    """Validate a parsed TOML document, with the broker address and credentials from ``env``.
+
+    Settings that could not run for want of broker credentials (:attr:`Settings.needs_credentials`) are a
+    ConfigError too, unless ``require_credentials`` is false (to check a file apart from its environment).
+    """
     env = os.environ if env is None else env
     merged: dict[str, Any] = dict(data)
     raw_mqtt = merged.get("mqtt", {})
@@ -263,7 +282,7 @@ def settings_from_mapping(
             mqtt[key] = env[var]
     merged["mqtt"] = mqtt
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as exc:
         errors = exc.errors()
         # A list whose items failed also reports "too short" for itself: the items' errors say it all.
@@ -277,10 +296,19 @@ def settings_from_mapping(
             )
         ]
         raise ConfigError(source, [_format_error(e) for e in errors]) from None
+    if require_credentials and settings.needs_credentials:
+        raise ConfigError(source, [CREDENTIALS_NEEDED])
+    return settings
 
 
-def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the TOML file at ``path``; ConfigError on any problem."""
+def load_settings(
+    path: str | Path, *, env: Mapping[str, str] | None = None, require_credentials: bool = True
+) -> Settings:
+    """Read and validate the TOML file at ``path``; ConfigError on any problem.
+
+    ``require_credentials=False`` checks the file alone: settings without broker credentials are returned
+    (see :attr:`Settings.needs_credentials`) instead of refused.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -292,4 +320,4 @@ def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
-    return settings_from_mapping(data, env=env, source=str(path))
+    return settings_from_mapping(data, env=env, source=str(path), require_credentials=require_credentials)

@@ -99,11 +99,23 @@ class TestExampleFile:
         with pytest.raises(ConfigError, match="credentials"):
             load_settings(EXAMPLE, env={only: CREDS[only]})
 
+    def test_the_file_alone_can_be_checked_without_credentials(self) -> None:
+        settings = load_settings(EXAMPLE, env={}, require_credentials=False)
+        assert settings.needs_credentials
+        assert (settings.mqtt.username, settings.mqtt.password) == (None, None)
+        assert not load_settings(EXAMPLE, env=CREDS).needs_credentials
+
+    def test_checking_the_file_alone_still_finds_its_problems(self) -> None:
+        data = mutated(lambda d: d["rooms"][0].update(grace_s=-1))
+        with pytest.raises(ConfigError, match=r"rooms\[0\]\.grace_s = -1"):
+            settings_from_mapping(data, env={}, require_credentials=False)
+
     def test_demo_needs_no_credentials(self) -> None:
         data = mutated(lambda d: d["site"].update(demo=True))
         settings = settings_from_mapping(data, env={})
         assert settings.site.demo is True
         assert (settings.mqtt.username, settings.mqtt.password) == (None, None)
+        assert not settings.needs_credentials
 
     def test_reads_os_environ_by_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
         for name in (ENV_MQTT_HOST, ENV_MQTT_PORT, ENV_MQTT_USERNAME, ENV_MQTT_PASSWORD):
@@ -410,9 +422,9 @@ def test_check_config_accepts_the_example() -> None:
         (("grace_s = 20", "grace_s = -5"), CREDS, ["rooms[1].grace_s = -5"]),
         (("[buzzer]", "[buzzer]\nvolume = 3"), CREDS, ["buzzer.volume", "unknown key"]),
         (('id = "kids-f"', 'id = "kids-f'), CREDS, ["not valid TOML"]),
-        (("", ""), {}, [ENV_MQTT_USERNAME, ENV_MQTT_PASSWORD]),
+        (("gpio_pin = 27", "gpio_pin = 40"), {}, ["rooms[3].cribs[1].gpio_pin = 40", "27"]),
     ],
-    ids=["pin", "id", "grace", "unknown-key", "toml", "no-credentials"],
+    ids=["pin", "id", "grace", "unknown-key", "toml", "pin-without-credentials"],
 )
 def test_check_config_rejects_a_broken_file_readably(
     tmp_path: Path, edit: tuple[str, str], env: dict[str, str], expected: list[str]
@@ -433,6 +445,40 @@ def test_check_config_rejects_a_broken_file_readably(
     for fragment in expected:
         assert fragment in result.stderr, result.stderr
     assert "OK" not in result.stdout
+
+
+def test_check_config_checks_the_file_and_warns_about_missing_credentials() -> None:
+    """The file is valid: exit 0, OK; the environment lacks the secrets: a WARNING says the gateway won't start."""
+    result = run_check_config(EXAMPLE, {})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "OK" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, result.stderr
+    assert ENV_MQTT_USERNAME in warnings[0]
+    assert ENV_MQTT_PASSWORD in warnings[0]
+    assert "refuse to start" in warnings[0]
+    assert "demo = true" in warnings[0]
+
+
+@pytest.mark.parametrize("only", [ENV_MQTT_USERNAME, ENV_MQTT_PASSWORD])
+def test_check_config_warns_with_half_the_credentials(only: str) -> None:
+    result = run_check_config(EXAMPLE, {only: CREDS[only]})
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" in result.stderr
+
+
+def test_check_config_does_not_warn_with_credentials_or_in_demo_mode(tmp_path: Path) -> None:
+    assert "WARNING" not in run_check_config(EXAMPLE, CREDS).stderr
+    demo = tmp_path / "demo.toml"
+    demo.write_text(
+        EXAMPLE.read_text(encoding="utf-8").replace('label = "KDV Kids-F"', 'label = "KDV Kids-F"\ndemo = true'),
+        encoding="utf-8",
+    )
+    result = run_check_config(demo, {})
+    assert result.returncode == 0, result.stderr
+    assert "[DEMO MODE]" in result.stdout
+    assert "WARNING" not in result.stderr
 
 
 def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
