@@ -37,7 +37,11 @@ ENV_MQTT_PASSWORD = "CRIBWATCH_MQTT_PASSWORD"  # noqa: S105 - the name of a vari
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: the TOML file has real types, so ``"10"`` is not a number, ``"yes"`` not a boolean, ``true`` not a
+    pin. Float keys still take TOML integers (``grace_s = 10``). Values from the environment are text by nature:
+    :func:`settings_from_mapping` converts them itself, naming the variable when it cannot."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SiteConfig(_Model):
@@ -153,7 +157,9 @@ class RoomConfig(_Model):
     grace_s: float = Field(
         default=10.0, ge=0, le=3600, description="How long a crib may stand open before the alarm (0 allowed)."
     )
-    cribs: tuple[CribConfig, ...] = Field(min_length=1)
+    # strict=False on the list only: TOML arrays are Python lists, which strict mode would refuse for a tuple.
+    # The cribs themselves stay strict (the strictness of a model comes from its own config).
+    cribs: tuple[CribConfig, ...] = Field(min_length=1, strict=False)
 
 
 class Settings(_Model):
@@ -161,7 +167,7 @@ class Settings(_Model):
     mqtt: MqttConfig = MqttConfig()
     alarms: AlarmsConfig = AlarmsConfig()
     buzzer: BuzzerConfig = BuzzerConfig()
-    rooms: tuple[RoomConfig, ...] = Field(min_length=1)
+    rooms: tuple[RoomConfig, ...] = Field(min_length=1, strict=False)  # a TOML array (see RoomConfig.cribs)
 
     @model_validator(mode="after")
     def _unique_and_safe(self) -> Self:
@@ -218,6 +224,38 @@ class ConfigError(Exception):
         super().__init__(f"invalid configuration {source}:\n{lines}")
 
 
+def _shown(value: Any) -> str:
+    """A value as the file spells it where Python would not (booleans), else its repr."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+_TOML_INTEGER = re.compile(r"[+-]?[0-9]+")
+_TOML_FLOAT = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+def _type_hint(err_type: str, value: Any, leaf: str) -> str | None:
+    """The fix for a value of the wrong TOML type (strict validation), e.g. a number written in quotes."""
+    if err_type == "bool_type":
+        return "write true or false, without quotes" if isinstance(value, str) else "write true or false"
+    if err_type in ("int_type", "float_type"):
+        if isinstance(value, bool):
+            return "a boolean (true or false) is not a number; write a number"
+        if isinstance(value, str):
+            pattern = _TOML_INTEGER if err_type == "int_type" else _TOML_FLOAT
+            if pattern.fullmatch(value.strip()):
+                return f"write the number without quotes: {leaf} = {value.strip()}"
+            return None
+        if isinstance(value, float) and err_type == "int_type":
+            if value.is_integer():
+                return f"expected a whole number: write {leaf} = {int(value)}"
+            return "expected a whole number"
+    if err_type == "string_type" and isinstance(value, int | float):
+        return f'write it in quotes: {leaf} = "{_shown(value)}"'
+    return None
+
+
 def _format_error(err: Any) -> str:
     loc = list(err["loc"])
     key = _dotted(loc) or "(top level)"
@@ -236,10 +274,14 @@ def _format_error(err: Any) -> str:
         return f"{key}: {problem}"
     if isinstance(value, Mapping):
         return f"{key}: {msg}"
-    shown = "********" if "password" in key else repr(value)
+    shown = "********" if "password" in key else _shown(value)
     if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == ID_PATTERN:
         msg = "expected an id: lower case letters, digits, '-' and '_', starting with a letter or digit, at most 64"
-    return f"{key} = {shown}: {msg.lower()}" if msg else f"{key} = {shown}"
+    msg = msg.lower()
+    hint = _type_hint(err["type"], value, str(loc[-1])) if loc and "password" not in key else None
+    if hint:
+        msg = f"{msg}; {hint}"
+    return f"{key} = {shown}: {msg}" if msg else f"{key} = {shown}"
 
 
 def _dotted(loc: list[Any]) -> str:
@@ -272,14 +314,17 @@ def settings_from_mapping(
             raise ConfigError(
                 source, [f"mqtt.{key}: secrets do not belong in the file; set {ENV_PREFIX}MQTT_{key.upper()}"]
             )
-    for key, var in (
-        ("host", ENV_MQTT_HOST),
-        ("port", ENV_MQTT_PORT),
-        ("username", ENV_MQTT_USERNAME),
-        ("password", ENV_MQTT_PASSWORD),
-    ):
+    # The environment's values are text: each is converted here, and a bad one is reported under its variable.
+    env_problems: list[str] = []
+    for key, var in (("host", ENV_MQTT_HOST), ("username", ENV_MQTT_USERNAME), ("password", ENV_MQTT_PASSWORD)):
         if env.get(var):
             mqtt[key] = env[var]
+    if env.get(ENV_MQTT_PORT):
+        port = _port_from_text(env[ENV_MQTT_PORT])
+        if port is None:
+            env_problems.append(f"{ENV_MQTT_PORT} = {env[ENV_MQTT_PORT]!r}: expected a port number 1-65535")
+        else:
+            mqtt["port"] = port
     merged["mqtt"] = mqtt
     try:
         settings = Settings.model_validate(merged)
@@ -295,10 +340,21 @@ def settings_from_mapping(
                 and any(len(n) > len(e["loc"]) and n[: len(e["loc"])] == tuple(e["loc"]) for n in nested)
             )
         ]
-        raise ConfigError(source, [_format_error(e) for e in errors]) from None
+        raise ConfigError(source, env_problems + [_format_error(e) for e in errors]) from None
+    if env_problems:
+        raise ConfigError(source, env_problems)
     if require_credentials and settings.needs_credentials:
         raise ConfigError(source, [CREDENTIALS_NEEDED])
     return settings
+
+
+def _port_from_text(text: str) -> int | None:
+    """A TCP port written as text (an environment variable), or None if it is not one."""
+    digits = text.strip()
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    port = int(digits)
+    return port if 1 <= port <= 65535 else None
 
 
 def load_settings(

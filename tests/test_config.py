@@ -140,14 +140,24 @@ class TestEnvironment:
         settings = load_settings(EXAMPLE, env=CREDS | {ENV_MQTT_HOST: "", ENV_MQTT_PORT: ""})
         assert (settings.mqtt.host, settings.mqtt.port) == ("127.0.0.1", 1883)
 
-    @pytest.mark.parametrize(("port", "expected"), [("abc", "integer"), ("0", "greater than or equal to 1")])
-    def test_bad_env_port_names_the_key_and_value(self, port: str, expected: str) -> None:
+    @pytest.mark.parametrize(
+        "port", ["abc", "0", "65536", "-1", "18.5", "0x50", "1883 1884", "\uff11\uff18\uff18\uff13"]
+    )
+    def test_bad_env_port_names_the_variable_and_value(self, port: str) -> None:
         with pytest.raises(ConfigError) as info:
             load_settings(EXAMPLE, env=CREDS | {ENV_MQTT_PORT: port})
-        message = str(info.value)
-        assert "mqtt.port" in message
-        assert repr(port) in message
-        assert expected in message
+        assert info.value.problems == [f"{ENV_MQTT_PORT} = {port!r}: expected a port number 1-65535"]
+
+    @pytest.mark.parametrize(("port", "expected"), [("1", 1), ("65535", 65535), (" 8883 ", 8883), ("018830", 18830)])
+    def test_env_port_is_converted_from_text(self, port: str, expected: int) -> None:
+        assert load_settings(EXAMPLE, env=CREDS | {ENV_MQTT_PORT: port}).mqtt.port == expected
+
+    def test_bad_env_port_is_reported_with_the_file_problems(self) -> None:
+        data = mutated(lambda d: d["rooms"][0].update(grace_s=-1))
+        error = config_error(data, env=CREDS | {ENV_MQTT_PORT: "abc"})
+        assert len(error.problems) == 2, error.problems
+        assert error.problems[0].startswith(ENV_MQTT_PORT)
+        assert error.problems[1].startswith("rooms[0].grace_s")
 
     @pytest.mark.parametrize(("key", "var"), [("username", ENV_MQTT_USERNAME), ("password", ENV_MQTT_PASSWORD)])
     def test_secrets_in_the_file_are_refused(self, key: str, var: str) -> None:
@@ -281,6 +291,82 @@ def test_several_problems_are_all_reported() -> None:
     assert len(error.problems) == 3
     for key in ("rooms[0].grace_s", "mqtt.port", "alarms.typo"):
         assert key in joined
+
+
+# The file has real types: TOML says 10, "10", 10.0 and true differently, and strict validation holds it to them.
+# (edit of the example file, fragments the message must contain)
+WRONG_TYPES: dict[str, tuple[tuple[str, str], list[str]]] = {
+    "bool as a string": (
+        ('label = "KDV Kids-F"', 'label = "KDV Kids-F"\ndemo = "yes"'),
+        ["site.demo = 'yes'", "valid boolean", "write true or false, without quotes"],
+    ),
+    "bool as a string 'true'": (
+        ('label = "KDV Kids-F"', 'label = "KDV Kids-F"\ndemo = "true"'),
+        ["site.demo = 'true'", "write true or false, without quotes"],
+    ),
+    "bool as a number": (
+        ('label = "KDV Kids-F"', 'label = "KDV Kids-F"\ndemo = 1'),
+        ["site.demo = 1", "valid boolean", "write true or false"],
+    ),
+    "port as a string": (("port = 1883", 'port = "18830"'), ["mqtt.port = '18830'", "without quotes: port = 18830"]),
+    "pin as a bool": (("gpio_pin = 17", "gpio_pin = true"), ["rooms[3].cribs[0].gpio_pin = true", "not a number"]),
+    "grace as a string": (
+        ("grace_s = 20", 'grace_s = "10"'),
+        ["rooms[1].grace_s = '10'", "without quotes: grace_s = 10"],
+    ),
+    "int as a float": (
+        ("missed_heartbeats = 3 ", "missed_heartbeats = 3.0 "),
+        ["alarms.missed_heartbeats = 3.0", "whole number", "missed_heartbeats = 3"],
+    ),
+    "int with a fraction": (
+        ("battery_low_pct = 20", "battery_low_pct = 20.5"),
+        ["battery_low_pct = 20.5", "whole number"],
+    ),
+    "buzzer pin as a string": (("pin = 18", 'pin = "18"'), ["buzzer.pin = '18'", "without quotes: pin = 18"]),
+    "float as a string": (
+        ("debounce_gpio_ms = 30", 'debounce_gpio_ms = "30"'),
+        ["alarms.debounce_gpio_ms = '30'", "valid number", "debounce_gpio_ms = 30"],
+    ),
+    "float as a bool": (
+        ("offline_grace_s = 5", "offline_grace_s = false"),
+        ["offline_grace_s = false", "not a number"],
+    ),
+    "string as a number": (
+        ('label = "Bedje 2"', "label = 2"),
+        ["rooms[0].cribs[1].label = 2", 'in quotes: label = "2"'],
+    ),
+    "id as a number": (('sensor_id = "s-0102"', "sensor_id = 102"), ["sensor_id = 102", 'sensor_id = "102"']),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_TYPES))
+def test_values_of_the_wrong_toml_type_are_refused(tmp_path: Path, case: str) -> None:
+    (old, new), fragments = WRONG_TYPES[case]
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "site.toml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env=CREDS)
+    assert len(info.value.problems) == 1, info.value.problems
+    for fragment in fragments:
+        assert fragment in info.value.problems[0], info.value.problems[0]
+
+
+def test_float_keys_take_toml_integers() -> None:
+    settings = load_settings(EXAMPLE, env=CREDS)  # grace_s = 10, offline_grace_s = 5, debounce_gpio_ms = 30
+    assert settings.rooms[0].grace_s == 10
+    assert isinstance(settings.rooms[0].grace_s, float)
+    assert isinstance(settings.alarms.offline_grace_s, float)
+    assert isinstance(settings.alarms.debounce_gpio_ms, float)
+    data = mutated(lambda d: d["mqtt"].update(reconnect_min_s=1, reconnect_max_s=30, stats_interval_s=5))
+    mqtt = settings_from_mapping(data, env=CREDS).mqtt
+    assert (mqtt.reconnect_min_s, mqtt.reconnect_max_s, mqtt.stats_interval_s) == (1.0, 30.0, 5.0)
+
+
+def test_float_keys_take_toml_floats() -> None:
+    data = mutated(lambda d: d["rooms"][0].update(grace_s=7.5))
+    assert settings_from_mapping(data, env=CREDS).rooms[0].grace_s == 7.5
 
 
 # Duplicates: (change, the duplicated value, the key path of the second use)
