@@ -6,12 +6,14 @@ Load it with :func:`load_settings`; every error names the key, the value and wha
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -36,6 +38,56 @@ ENV_MQTT_USERNAME = "CRIBWATCH_MQTT_USERNAME"
 ENV_MQTT_PASSWORD = "CRIBWATCH_MQTT_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
 
 
+DEFAULT_MQTT_PORT = 1883
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_HOST_ALONE = "expected a host name or IP address alone, without scheme, port or path"
+
+
+def is_host(value: str) -> bool:
+    """An IP address (v4 or v6, no brackets) or a host name (RFC 1123: labels of letters, digits and '-')."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return True
+    name = value.removesuffix(".")
+    labels = name.split(".")
+    if not name or len(name) > 253 or all(label.isdigit() for label in labels):
+        return False  # all digits: meant as an IPv4 address, and not a valid one
+    return all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def _meant_host(value: str) -> tuple[str, int | None] | None:
+    """The host (and port) meant by a URL-like value such as ``mqtt://broker.local:1884``, if it can be told."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text if "://" in text else f"//{text}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if host is None or not is_host(host):
+        return None
+    return host, port
+
+
+def _host_problem(value: str, *, env_var: str | None = None) -> str | None:
+    """None for a valid host; else what is wrong and what to write instead (in the file, or in ``env_var``)."""
+    if is_host(value):
+        return None
+    meant = _meant_host(value)
+    if meant is None:
+        example = f"{env_var}=broker.local" if env_var else 'host = "broker.local"'
+        return f"expected a host name (letters, digits, '-' and dots) or an IP address, e.g. {example}"
+    host, port = meant
+    if env_var:
+        return f"{_HOST_ALONE}: set {env_var}={host}" + (f" and {ENV_MQTT_PORT}={port}" if port else "")
+    if port:
+        return f'{_HOST_ALONE}: write host = "{host}" and port = {port}'
+    return f'{_HOST_ALONE}: write host = "{host}" (the port goes in port, {DEFAULT_MQTT_PORT} by default)'
+
+
 class _Model(BaseModel):
     """Strict: the TOML file has real types, so ``"10"`` is not a number, ``"yes"`` not a boolean, ``true`` not a
     pin. Float keys still take TOML integers (``grace_s = 10``). Values from the environment are text by nature:
@@ -54,8 +106,10 @@ class SiteConfig(_Model):
 
 
 class MqttConfig(_Model):
-    host: str = Field(default="127.0.0.1", min_length=1, description="Broker host (env CRIBWATCH_MQTT_HOST).")
-    port: int = Field(default=1883, ge=1, le=65535, description="Broker port (env CRIBWATCH_MQTT_PORT).")
+    host: str = Field(
+        default="127.0.0.1", min_length=1, description="Broker host name or IP address (env CRIBWATCH_MQTT_HOST)."
+    )
+    port: int = Field(default=DEFAULT_MQTT_PORT, ge=1, le=65535, description="Broker port (env CRIBWATCH_MQTT_PORT).")
     username: str | None = Field(default=None, description="Only from env CRIBWATCH_MQTT_USERNAME.")
     password: SecretStr | None = Field(default=None, description="Only from env CRIBWATCH_MQTT_PASSWORD.")
     base_topic: Identifier = Field(default=DEFAULT_BASE_TOPIC, description="First level of every topic.")
@@ -66,6 +120,14 @@ class MqttConfig(_Model):
     reconnect_min_s: float = Field(default=0.2, gt=0, description="First wait before reconnecting.")
     reconnect_max_s: float = Field(default=10.0, gt=0, description="Longest wait between reconnects.")
     stats_interval_s: float = Field(default=10.0, gt=0, description="How often stats are published.")
+
+    @field_validator("host")
+    @classmethod
+    def _host_alone(cls, value: str) -> str:
+        problem = _host_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("reconnect_max_s")
     @classmethod
@@ -316,9 +378,15 @@ def settings_from_mapping(
             )
     # The environment's values are text: each is converted here, and a bad one is reported under its variable.
     env_problems: list[str] = []
-    for key, var in (("host", ENV_MQTT_HOST), ("username", ENV_MQTT_USERNAME), ("password", ENV_MQTT_PASSWORD)):
+    for key, var in (("username", ENV_MQTT_USERNAME), ("password", ENV_MQTT_PASSWORD)):
         if env.get(var):
             mqtt[key] = env[var]
+    if env.get(ENV_MQTT_HOST):
+        problem = _host_problem(env[ENV_MQTT_HOST], env_var=ENV_MQTT_HOST)
+        if problem is None:
+            mqtt["host"] = env[ENV_MQTT_HOST]
+        else:
+            env_problems.append(f"{ENV_MQTT_HOST} = {env[ENV_MQTT_HOST]!r}: {problem}")
     if env.get(ENV_MQTT_PORT):
         port = _port_from_text(env[ENV_MQTT_PORT])
         if port is None:

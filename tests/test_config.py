@@ -369,6 +369,59 @@ def test_float_keys_take_toml_floats() -> None:
     assert settings_from_mapping(data, env=CREDS).rooms[0].grace_s == 7.5
 
 
+# ---------------------------------------------------------------------------------------- broker host
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "localhost", "broker.local", "mosquitto", "gw-01.kids-f.gent.be", "Broker.LAN", "broker.local.",
+     "::1", "fe80::1", "2001:db8::10", "10.0.0.5"],
+)  # fmt: skip
+def test_host_is_a_host_name_or_an_ip_address(host: str) -> None:
+    assert settings_from_mapping(mutated(lambda d: d["mqtt"].update(host=host)), env=CREDS).mqtt.host == host
+
+
+# (value, what to write instead)
+URL_LIKE_HOSTS = {
+    "mqtt://broker.local": 'write host = "broker.local" (the port goes in port, 1883 by default)',
+    "mqtt://broker.local:1884": 'write host = "broker.local" and port = 1884',
+    "tcp://10.0.0.5:1883/": 'write host = "10.0.0.5" and port = 1883',
+    "broker.local:18830": 'write host = "broker.local" and port = 18830',
+    "broker.local/cribwatch": 'write host = "broker.local" (the port goes in port',
+    "[::1]:1883": 'write host = "::1" and port = 1883',
+    " broker.local ": 'write host = "broker.local"',
+}
+
+
+@pytest.mark.parametrize("value", list(URL_LIKE_HOSTS))
+def test_host_with_a_scheme_port_or_path_says_what_to_write(value: str) -> None:
+    error = config_error(mutated(lambda d: d["mqtt"].update(host=value)))
+    assert len(error.problems) == 1, error.problems
+    problem = error.problems[0]
+    assert problem.startswith(f"mqtt.host = {value!r}: expected a host name or IP address"), problem
+    assert "without scheme, port or path" in problem
+    assert URL_LIKE_HOSTS[value] in problem
+
+
+@pytest.mark.parametrize("value", ["broker local", "-broker.local", "broker..local", "999.1.1.1", "bröker", "a" * 64])
+def test_host_that_is_no_host_name(value: str) -> None:
+    error = config_error(mutated(lambda d: d["mqtt"].update(host=value)))
+    assert error.problems == [
+        f"mqtt.host = {value!r}: expected a host name (letters, digits, '-' and dots) or an IP address, "
+        'e.g. host = "broker.local"'
+    ]
+
+
+def test_host_from_the_environment_is_checked_and_named_by_its_variable() -> None:
+    error = config_error(example_data(), env=CREDS | {ENV_MQTT_HOST: "mqtt://broker.lan:1884"})
+    assert error.problems == [
+        f"{ENV_MQTT_HOST} = 'mqtt://broker.lan:1884': expected a host name or IP address alone, "
+        f"without scheme, port or path: set {ENV_MQTT_HOST}=broker.lan and {ENV_MQTT_PORT}=1884"
+    ]
+    error = config_error(example_data(), env=CREDS | {ENV_MQTT_HOST: "broker lan"})
+    assert error.problems[0].startswith(f"{ENV_MQTT_HOST} = 'broker lan': expected a host name")
+
+
 # Duplicates: (change, the duplicated value, the key path of the second use)
 DUPLICATES: dict[str, tuple[Callable[[dict[str, Any]], object], str, list[str]]] = {
     "crib id": (_set("rooms[1].cribs[0].id", "vl-1"), "vl-1", ["rooms[1].cribs[0].id"]),
