@@ -31,6 +31,13 @@ from gateway.domain.vocab import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 GpioPin = Annotated[int, Field(ge=0, le=27, description="BCM pin number of the Raspberry Pi header.")]
 
+RESERVED_SENSOR_IDS = ("gateway", "staff")
+"""Ids no wireless sensor may have: the broker accounts of deploy/mosquitto/cribwatch.acl other than sensors.
+
+A sensor's broker account is its sensor id, and the ACL's sensor pattern (``cribwatch/+/sensor/%u/#``) applies
+to every account: a sensor named ``gateway`` or ``staff`` would share that account, and every staff device could
+publish as that sensor. Keep this in step with the ACL's ``user`` lines (tests/test_config.py checks it)."""
+
 ENV_PREFIX = "CRIBWATCH_"
 ENV_MQTT_HOST = "CRIBWATCH_MQTT_HOST"
 ENV_MQTT_PORT = "CRIBWATCH_MQTT_PORT"
@@ -199,6 +206,12 @@ class CribConfig(_Model):
     def _not_a_pin_name(cls, value: str | None) -> str | None:
         if value is not None and re.fullmatch(r"gpio\d+", value):
             raise ValueError("ids gpio<N> name the wired sensors; give the wireless sensor another id")
+        if value in RESERVED_SENSOR_IDS:
+            names = " and ".join(repr(name) for name in RESERVED_SENSOR_IDS)
+            raise ValueError(
+                f"reserved: {names} are broker accounts of deploy/mosquitto/cribwatch.acl, and a sensor's "
+                "broker account is its sensor id; give the sensor another id"
+            )
         return value
 
     @property

@@ -23,6 +23,7 @@ from gateway.settings import (
     ENV_MQTT_PASSWORD,
     ENV_MQTT_PORT,
     ENV_MQTT_USERNAME,
+    RESERVED_SENSOR_IDS,
     ConfigError,
     Settings,
     load_settings,
@@ -31,6 +32,8 @@ from gateway.settings import (
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "kids-f.toml"
+ACL = REPO / "deploy" / "mosquitto" / "cribwatch.acl"
+CONFIGURATION_MD = REPO / "docs" / "configuration.md"
 CREDS = {ENV_MQTT_USERNAME: "gateway", ENV_MQTT_PASSWORD: "s3cret-pw"}
 
 
@@ -420,6 +423,43 @@ def test_host_from_the_environment_is_checked_and_named_by_its_variable() -> Non
     ]
     error = config_error(example_data(), env=CREDS | {ENV_MQTT_HOST: "broker lan"})
     assert error.problems[0].startswith(f"{ENV_MQTT_HOST} = 'broker lan': expected a host name")
+
+
+# ----------------------------------------------------------------------------------- reserved sensor ids
+
+
+@pytest.mark.parametrize("reserved", RESERVED_SENSOR_IDS)
+def test_reserved_sensor_ids_are_refused(reserved: str) -> None:
+    error = config_error(mutated(_set("rooms[1].cribs[2].sensor_id", reserved)))
+    assert len(error.problems) == 1, error.problems
+    problem = error.problems[0]
+    assert problem.startswith(f"rooms[1].cribs[2].sensor_id = {reserved!r}: reserved"), problem
+    assert "deploy/mosquitto/cribwatch.acl" in problem
+    assert "give the sensor another id" in problem
+
+
+@pytest.mark.parametrize("near", ["gateway-1", "staff2", "gw", "s-staff"])
+def test_ids_that_only_resemble_a_reserved_one_are_fine(near: str) -> None:
+    settings = settings_from_mapping(mutated(_set("rooms[1].cribs[2].sensor_id", near)), env=CREDS)
+    assert settings.rooms[1].cribs[2].sensor_id == near
+
+
+def test_the_reserved_ids_are_the_accounts_of_the_shipped_acl() -> None:
+    """The ACL's sensor pattern applies to every user: each named account could write as a sensor of its name."""
+    acl = ACL.read_text(encoding="utf-8")
+    users = {line.split()[1] for line in acl.splitlines() if line.startswith("user ")}
+    assert users == set(RESERVED_SENSOR_IDS)
+    assert "RESERVED_SENSOR_IDS" in acl
+    docs = CONFIGURATION_MD.read_text(encoding="utf-8")
+    assert "RESERVED_SENSOR_IDS" in docs
+    for reserved in RESERVED_SENSOR_IDS:
+        assert f"`{reserved}`" in docs
+
+
+def test_wired_pin_names_are_still_refused_for_wireless_sensors() -> None:
+    message = str(config_error(mutated(_set("rooms[0].cribs[0].sensor_id", "gpio17"))))
+    assert "rooms[0].cribs[0].sensor_id = 'gpio17'" in message
+    assert "wired sensors" in message
 
 
 # Duplicates: (change, the duplicated value, the key path of the second use)
