@@ -10,7 +10,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
@@ -251,6 +251,13 @@ class Settings(_Model):
         _unique([(f"rooms[{i}].id", r.id) for i, r in rooms])
         _unique([(f"{at}.id", c.id) for at, c in cribs])
         _unique([(f"{at}.sensor_id", c.sensor_id) for at, c in cribs if c.sensor_id is not None])
+        for i, room in rooms:
+            _unique(
+                [(f"rooms[{i}].cribs[{j}].label", c.label) for j, c in enumerate(room.cribs)],
+                same=_same_label,
+                why=" in the same room; staff could not tell the two cribs apart: "
+                "give each crib of a room its own label",
+            )
         pins: list[tuple[str, int | None]] = [(f"{at}.gpio_pin", c.gpio_pin) for at, c in cribs]
         pins += [("buzzer.pin", self.buzzer.pin), ("buzzer.led_pin", self.buzzer.led_pin)]
         _unique([(at, pin) for at, pin in pins if pin is not None])
@@ -273,13 +280,21 @@ class Settings(_Model):
         return [(room, crib) for room in self.rooms for crib in room.cribs]
 
 
-def _unique(entries: list[tuple[str, Any]]) -> None:
-    """Raise on the first value used twice, naming both keys."""
+def _unique(
+    entries: list[tuple[str, Any]], *, same: Callable[[Any], Any] = lambda value: value, why: str = "; must be unique"
+) -> None:
+    """Raise on the first value used twice, naming both keys; ``same`` maps values that count as one to one key."""
     first: dict[Any, str] = {}
     for key, value in entries:
-        if value in first:
-            raise ValueError(f"{key} = {value!r}: already used by {first[value]}; must be unique")
-        first[value] = key
+        seen = same(value)
+        if seen in first:
+            raise ValueError(f"{key} = {value!r}: already used by {first[seen]}{why}")
+        first[seen] = key
+
+
+def _same_label(label: str) -> str:
+    """What a person reads: 'Bedje 1', 'bedje 1' and 'Bedje  1' are one label on a pager."""
+    return " ".join(label.split()).casefold()
 
 
 CREDENTIALS_NEEDED = (

@@ -462,6 +462,29 @@ def test_wired_pin_names_are_still_refused_for_wireless_sensors() -> None:
     assert "wired sensors" in message
 
 
+# ------------------------------------------------------------------------------------------ crib labels
+
+
+def test_two_cribs_of_a_room_with_one_label_are_refused_naming_both_keys() -> None:
+    error = config_error(mutated(_set("rooms[1].cribs[2].label", "Bedje 1")))
+    assert error.problems == [
+        "rooms[1].cribs[2].label = 'Bedje 1': already used by rooms[1].cribs[0].label in the same room; "
+        "staff could not tell the two cribs apart: give each crib of a room its own label"
+    ]
+
+
+@pytest.mark.parametrize("label", ["bedje 1", "BEDJE 1", "Bedje  1", " Bedje 1"])
+def test_labels_that_only_differ_in_case_or_spaces_are_the_same_label(label: str) -> None:
+    error = config_error(mutated(_set("rooms[0].cribs[3].label", label)))
+    assert len(error.problems) == 1
+    assert error.problems[0].startswith(f"rooms[0].cribs[3].label = {label!r}: already used by rooms[0].cribs[0].label")
+
+
+def test_labels_may_repeat_across_rooms() -> None:
+    settings = load_settings(EXAMPLE, env=CREDS)  # every room has a "Bedje 1"
+    assert sum(1 for _, c in settings.cribs() if c.label == "Bedje 1") == len(settings.rooms)
+
+
 # Duplicates: (change, the duplicated value, the key path of the second use)
 DUPLICATES: dict[str, tuple[Callable[[dict[str, Any]], object], str, list[str]]] = {
     "crib id": (_set("rooms[1].cribs[0].id", "vl-1"), "vl-1", ["rooms[1].cribs[0].id"]),
