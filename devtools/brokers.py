@@ -120,6 +120,8 @@ class MosquittoBroker:
     crash) and logs everything to ``workdir/mosquitto.log``.
 
     With ``users`` anonymous clients are refused and the first user's credentials go into :attr:`endpoint`.
+    With ``own_session`` Mosquitto runs in a session (and process group) of its own, so a Ctrl-C in the terminal
+    reaches the parent only, which then stops Mosquitto itself, after its clients.
 
     Use it as a context manager (``with MosquittoBroker(dir) as broker: broker.endpoint``) or call
     :meth:`start` and :meth:`stop`. Blocking: from async code, calls take tens of milliseconds
@@ -133,8 +135,10 @@ class MosquittoBroker:
         port: int | None = None,
         users: Mapping[str, str] | None = None,
         extra_config: str = "",
+        own_session: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
+        self._own_session = own_session
         self._port: int | None = port
         self._users = dict(users or {})
         for name in self._users:
@@ -319,6 +323,7 @@ class MosquittoBroker:
             stdout=self._stderr,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            start_new_session=self._own_session,
         )
         deadline = time.monotonic() + _START_TIMEOUT_S
         while True:
@@ -455,7 +460,9 @@ async def start_embedded_broker(workdir: Path) -> AsyncIterator[BrokerEndpoint]:
     """
     executable = find_mosquitto()
     if executable is not None:
-        mosquitto = MosquittoBroker(workdir)
+        # Its own session: Ctrl-C in the terminal would otherwise stop Mosquitto under the running demo, whose
+        # gateway and sensors would then retry for seconds before the demo could stop.
+        mosquitto = MosquittoBroker(workdir, own_session=True)
         try:
             endpoint = await asyncio.to_thread(mosquitto.start)
         except RuntimeError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import tempfile
 import time
 import tomllib
@@ -72,6 +73,7 @@ class _Pager:
         await self._client.publish(self._topics.ack, payload, qos=int(ACK.qos))
 
     async def wait_for(self, crib: str, kind: AlarmKind, event: AlarmEventType) -> AlarmEventPayload:
+        _stop_if_asked()
         async with asyncio.timeout(STEP_TIMEOUT_S):
             while True:
                 for ev in self.events:
@@ -80,6 +82,18 @@ class _Pager:
                         return ev
                 self._changed.clear()
                 await self._changed.wait()
+
+
+def _stop_if_asked() -> None:
+    """Raise CancelledError if this task was asked to stop (Ctrl-C) and the request got lost on the way.
+
+    Python 3.11's ``asyncio.wait_for`` (aiomqtt awaits every publish and subscribe with it) drops a cancellation
+    that arrives just as the awaited operation completes (fixed in 3.12, python/cpython#86296): the task then runs
+    on with ``cancelling()`` still set. Each step of the demo checks, so a Ctrl-C stops it at the next step.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def demo_settings(config: Path, broker: BrokerAddress) -> Settings:
@@ -92,6 +106,49 @@ def demo_settings(config: Path, broker: BrokerAddress) -> Settings:
         {**room, "grace_s": min(room.get("grace_s", DEMO_GRACE_S), DEMO_GRACE_S)} for room in data["rooms"]
     ]
     return settings_from_mapping(data, env={}, source=f"{config} (demo)")
+
+
+def main(config: Path, *, pace: float = 1.0) -> int:
+    """``cribwatch demo``: :func:`run_demo` in a process of its own.
+
+    SIGINT (Ctrl-C) or SIGTERM stops it cleanly: the sensors, the gateway and then the broker go down in order,
+    it prints "demo stopped (SIGINT)" and returns 128 + the signal's number (130 for Ctrl-C), without a traceback.
+    """
+
+    async def until_signalled() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        received: list[signal.Signals] = []
+
+        def stop(sig: signal.Signals) -> None:
+            if not received:  # a second Ctrl-C does not cut the clean-up (sensors, gateway, broker) short
+                received.append(sig)
+                task.cancel()
+
+        def report(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            # A client cancelled while connecting reports its own cancellation later, from a paho callback
+            # (aiomqtt reads its cancelled connect future): once stopping, that and broken connections are the
+            # stop's doing, not errors to show.
+            if received and isinstance(context.get("exception"), asyncio.CancelledError | aiomqtt.MqttError):
+                return
+            loop.default_exception_handler(context)
+
+        loop.set_exception_handler(report)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop, sig)
+        try:
+            code = await run_demo(config, pace=pace)
+        except asyncio.CancelledError:
+            if not received:
+                raise
+        else:
+            if not received:
+                return code
+        print(f"demo stopped ({received[0].name})", flush=True)
+        return 128 + received[0].value
+
+    return asyncio.run(until_signalled())
 
 
 async def run_demo(config: Path, *, pace: float = 1.0) -> int:
@@ -125,6 +182,7 @@ class _Scenario:
         self.pace = pace
 
     async def pause(self, seconds: float = 1.0) -> None:
+        _stop_if_asked()
         await asyncio.sleep(seconds * self.pace)
 
     def buzzer(self) -> str:
@@ -192,18 +250,23 @@ async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: flo
             await pager_client.subscribe(topics.alarm_filter, qos=int(ALARM_EVENT.qos))
             pager = _Pager(pager_client, topics, console)
             pager_task = tg.create_task(pager.listen(), name="pager")
-            console.say("sensors", f"{len(fleet)} wireless sensors online")
-            scenario = _Scenario(gateway, fleet=fleet, pins=pins, pager=pager, console=console, pace=pace)
-            await scenario.wireless_crib_left_open("vl-1", "s-0101")
-            await scenario.wired_crib_left_open("sk-1", 17)
-            await scenario.sensor_loses_power("eg-3", "s-0203")
-            stats = gateway.stats_payload()
-            console.say(
-                "gateway",
-                f"accepted {stats.accepted} messages, rejected {sum(stats.rejected.values())}, "
-                f"open alarms {stats.active_alarms}",
-            )
-            pager_task.cancel()
+            try:
+                console.say("sensors", f"{len(fleet)} wireless sensors online")
+                scenario = _Scenario(gateway, fleet=fleet, pins=pins, pager=pager, console=console, pace=pace)
+                await scenario.wireless_crib_left_open("vl-1", "s-0101")
+                await scenario.wired_crib_left_open("sk-1", 17)
+                await scenario.sensor_loses_power("eg-3", "s-0203")
+                stats = gateway.stats_payload()
+                console.say(
+                    "gateway",
+                    f"accepted {stats.accepted} messages, rejected {sum(stats.rejected.values())}, "
+                    f"open alarms {stats.active_alarms}",
+                )
+            finally:
+                # Stop listening before the pager's connection closes (also when the demo is stopped half-way):
+                # a pager still listening on a closed connection fails, and fails the whole TaskGroup with it.
+                pager_task.cancel()
+                await asyncio.wait({pager_task})
         gw_task.cancel()
 
 

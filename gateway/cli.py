@@ -90,9 +90,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from devtools.demo import run_demo  # noqa: PLC0415
+    from devtools.demo import main as demo_main  # noqa: PLC0415
 
-    return asyncio.run(run_demo(Path(args.config), pace=args.pace))
+    return demo_main(Path(args.config), pace=args.pace)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:

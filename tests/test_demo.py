@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +57,92 @@ async def test_demo_runs_on_the_embedded_broker_without_mosquitto(
     out = capsys.readouterr().out
     for step in LIFE:
         assert step in out
+
+
+class DemoProcess:
+    """``cribwatch demo`` as a user runs it in a terminal: its own process group, so a signal can go to the group
+    (Ctrl-C reaches the demo and the Mosquitto it started), and its output read line by line as it comes."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "demo", *args],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert self.proc.stdout is not None
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.put(line)
+
+    def wait_for_line(self, fragment: str, timeout: float = 60.0) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                self.proc.kill()
+                pytest.fail(f"no line with {fragment!r} in {timeout} s; output so far:\n{''.join(self.seen)}")
+            self.seen.append(line)
+            if fragment in line:
+                return line
+
+    def finish(self, timeout: float = 30.0) -> tuple[int, str, str]:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        assert self.proc.stderr is not None
+        stderr = self.proc.stderr.read()
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code, "".join(self.seen), stderr
+
+
+def port_accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("sig", "to_group", "after", "pace", "code"),
+    [
+        (signal.SIGINT, True, "gateway    running for", "30", 130),
+        (signal.SIGINT, True, "wireless sensors online", "30", 130),
+        (signal.SIGINT, False, "wireless sensors online", "30", 130),
+        (signal.SIGTERM, False, "wireless sensors online", "30", 143),
+        # Right after a sensor's publish, while the demo waits for the alarm: Python 3.11's asyncio.wait_for (in
+        # aiomqtt) can drop a cancellation that arrives as the publish completes; the demo must stop all the same.
+        (signal.SIGINT, True, "OPENS", "1", 130),
+    ],
+    ids=["ctrl-c-at-start", "ctrl-c-in-a-pause", "sigint-to-the-demo-only", "sigterm", "ctrl-c-in-a-story"],
+)
+def test_demo_stops_cleanly_on_a_signal(sig: signal.Signals, to_group: bool, after: str, pace: str, code: int) -> None:
+    demo = DemoProcess("--pace", pace)  # with long pauses between the steps the signal comes while the demo waits
+    broker = re.search(r"broker on ([\d.]+):(\d+)", demo.wait_for_line("broker on"))
+    assert broker is not None
+    demo.wait_for_line(after)
+    if to_group:
+        os.killpg(demo.proc.pid, sig)
+    else:
+        demo.proc.send_signal(sig)
+    signalled = time.monotonic()
+
+    returncode, out, err = demo.finish()
+
+    assert time.monotonic() - signalled < 5.0  # no reconnect attempts to a broker already gone
+    assert returncode == code, out + err
+    assert "Traceback" not in err, err
+    assert "ExceptionGroup" not in err, err
+    assert out.splitlines()[-1].endswith(f"demo stopped ({sig.name})"), out
+    assert not port_accepts(broker[1], int(broker[2]))  # the demo's broker is gone with it
