@@ -1,9 +1,10 @@
 """``cribwatch demo``: a whole site on one machine, and one alarm's life shown in the terminal.
 
 Starts a broker (Debian's Mosquitto when installed, else the in-process amqtt broker), the gateway on
-the example site in demo mode with mock GPIO pins, the simulated wireless sensors, and a staff pager
-that prints what it receives. Then: a crib opens, the alarm arrives, staff acknowledge it, the crib
-closes and the alarm is resolved; the same for a wired crib and for a sensor that loses power.
+a site (the example, or any valid site file) in demo mode with mock GPIO pins, the simulated wireless sensors,
+and a staff pager that prints what it receives. Then: a crib opens, the alarm arrives, staff acknowledge it,
+the crib closes and the alarm is resolved; the same for a wired crib and for a sensor that loses power. The
+cribs are picked from the site (:func:`cast_of`); a story the site has no crib for is skipped, saying so.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,14 @@ from gateway.app import Gateway
 from gateway.domain.vocab import AlarmEventType, AlarmKind
 from gateway.mqtt.connection import BrokerAddress, new_client
 from gateway.protocol import ACK, ALARM_EVENT, AckPayload, AlarmEventPayload, Topics, decode, encode
-from gateway.settings import Settings, settings_from_mapping
+from gateway.settings import (
+    ConfigError,
+    CribConfig,
+    Settings,
+    load_settings,
+    read_site_file,
+    settings_from_mapping,
+)
 
 DEMO_GRACE_S = 2.0
 STEP_TIMEOUT_S = 20.0
@@ -96,9 +105,32 @@ def _stop_if_asked() -> None:
         raise asyncio.CancelledError
 
 
+@dataclass(frozen=True)
+class Cast:
+    """The site's cribs that play in the demo's stories; None where the site has no crib for a story."""
+
+    left_open: CribConfig | None
+    """The first wireless crib: left open, acknowledged, closed."""
+    wired: CribConfig | None
+    """The first wired crib: the same, with its reed switch bouncing and the buzzer."""
+    power_loss: CribConfig | None
+    """A wireless crib whose sensor loses power: the first one of another room, else another one, else the same."""
+
+
+def cast_of(settings: Settings) -> Cast:
+    wireless = [(room, crib) for room, crib in settings.cribs() if not crib.wired]
+    wired = next((crib for _, crib in settings.cribs() if crib.wired), None)
+    if not wireless:
+        return Cast(left_open=None, wired=wired, power_loss=None)
+    first_room, first = wireless[0]
+    elsewhere = [crib for room, crib in wireless if room.id != first_room.id]
+    others = [crib for _, crib in wireless[1:]]
+    return Cast(left_open=first, wired=wired, power_loss=(elsewhere or others or [first])[0])
+
+
 def demo_settings(config: Path, broker: BrokerAddress) -> Settings:
-    """The example site in demo mode, on the embedded broker, with short timers to watch."""
-    data: dict[str, Any] = tomllib.loads(config.read_text(encoding="utf-8"))
+    """A valid site file in demo mode, on the embedded broker, with short timers to watch."""
+    data = read_site_file(config)
     data["site"] = {**data["site"], "demo": True}
     data["mqtt"] = {**data.get("mqtt", {}), "host": broker.host, "port": broker.port}
     data["alarms"] = {**data.get("alarms", {}), "offline_grace_s": 1.0, "heartbeat_interval_s": 5.0}
@@ -155,6 +187,11 @@ async def run_demo(config: Path, *, pace: float = 1.0) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("cribwatch.alarm").setLevel(logging.ERROR)  # the pager below shows every alarm
     logging.getLogger("devtools.brokers").setLevel(logging.INFO)  # which broker the demo runs on
+    try:  # the file as written (its own key paths in the messages), before anything is started
+        load_settings(config, env={}, require_credentials=False)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     console = _Console()
     with tempfile.TemporaryDirectory(prefix="cribwatch-demo-") as tmp:
         async with start_embedded_broker(Path(tmp)) as endpoint:
@@ -185,12 +222,17 @@ class _Scenario:
         _stop_if_asked()
         await asyncio.sleep(seconds * self.pace)
 
-    def buzzer(self) -> str:
-        return "SOUNDING" if self.gateway.buzzer is not None and self.gateway.buzzer.sounding else "silent"
+    def say_buzzer(self, when: str) -> None:
+        """The buzzer's state, on a site that has one."""
+        buzzer = self.gateway.buzzer
+        if buzzer is not None and self.gateway.settings.buzzer.pin is not None:
+            self.say("gateway", f"buzzer {'SOUNDING' if buzzer.sounding else 'silent'}{when}")
 
-    async def wireless_crib_left_open(self, crib: str, sensor: str) -> None:
+    async def wireless_crib_left_open(self, crib_cfg: CribConfig) -> None:
+        crib, sensor = crib_cfg.id, crib_cfg.sensor_key
+        grace = next(room.grace_s for room, c in self.gateway.settings.cribs() if c.id == crib)
         await self.pause()
-        self.say("sensors", f"{sensor}: latch of crib {crib} OPENS (grace {DEMO_GRACE_S:.0f} s)")
+        self.say("sensors", f"{sensor}: latch of crib {crib} OPENS (grace {grace:g} s)")
         await self.fleet[sensor].open()
         raised = await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
         await self.pause()
@@ -201,23 +243,26 @@ class _Scenario:
         await self.fleet[sensor].close_latch()
         await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
 
-    async def wired_crib_left_open(self, crib: str, pin_number: int) -> None:
+    async def wired_crib_left_open(self, crib_cfg: CribConfig) -> None:
+        assert crib_cfg.gpio_pin is not None
+        crib, pin_number = crib_cfg.id, crib_cfg.gpio_pin
         await self.pause()
         pin = self.pins.pin(pin_number)
         self.say("gpio", f"pin {pin_number}: wired crib {crib} OPENS (the reed switch bounces first)")
         await _bounce(pin.drive_high, pin.drive_low, times=3)
         pin.drive_high()
         raised = await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
-        self.say("gateway", f"buzzer {self.buzzer()}")
+        self.say_buzzer("")
         await self.pause()
         await self.pager.ack(raised.alarm_id, "staff-03", "tablet-slaapkamer")
         await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
-        self.say("gateway", f"buzzer {self.buzzer()} after the acknowledgement")
+        self.say_buzzer(" after the acknowledgement")
         self.say("gpio", f"pin {pin_number}: crib {crib} CLOSES")
         pin.drive_low()
         await self.pager.wait_for(crib, AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
 
-    async def sensor_loses_power(self, crib: str, sensor: str) -> None:
+    async def sensor_loses_power(self, crib_cfg: CribConfig) -> None:
+        crib, sensor = crib_cfg.id, crib_cfg.sensor_key
         await self.pause()
         self.say("sensors", f"{sensor}: POWER LOST (the broker sends its last will)")
         await self.fleet[sensor].power_off()
@@ -253,9 +298,21 @@ async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: flo
             try:
                 console.say("sensors", f"{len(fleet)} wireless sensors online")
                 scenario = _Scenario(gateway, fleet=fleet, pins=pins, pager=pager, console=console, pace=pace)
-                await scenario.wireless_crib_left_open("vl-1", "s-0101")
-                await scenario.wired_crib_left_open("sk-1", 17)
-                await scenario.sensor_loses_power("eg-3", "s-0203")
+                cast = cast_of(settings)
+                if cast.left_open is None:
+                    console.say(
+                        "demo",
+                        "no wireless crib in this site: the stories of a wireless crib left open "
+                        "and of a sensor that loses power are skipped",
+                    )
+                else:
+                    await scenario.wireless_crib_left_open(cast.left_open)
+                if cast.wired is None:
+                    console.say("demo", "no wired crib in this site: the wired crib's story is skipped")
+                else:
+                    await scenario.wired_crib_left_open(cast.wired)
+                if cast.power_loss is not None:
+                    await scenario.sensor_loses_power(cast.power_loss)
                 stats = gateway.stats_payload()
                 console.say(
                     "gateway",

@@ -461,6 +461,13 @@ def load_settings(
     ``require_credentials=False`` checks the file alone: settings without broker credentials are returned
     (see :attr:`Settings.needs_credentials`) instead of refused.
     """
+    return settings_from_mapping(
+        read_site_file(path), env=env, source=str(path), require_credentials=require_credentials
+    )
+
+
+def read_site_file(path: str | Path) -> dict[str, Any]:
+    """The TOML document at ``path``, not validated; ConfigError if it cannot be read or is not TOML."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -469,7 +476,6 @@ def load_settings(
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [f"not UTF-8 text (byte {exc.start}): save the file as UTF-8"]) from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
-    return settings_from_mapping(data, env=env, source=str(path), require_credentials=require_credentials)

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 import devtools.brokers
-from devtools.demo import run_demo
+from devtools.demo import cast_of, run_demo
 from gateway.cli import EXAMPLE_CONFIG
+from gateway.settings import load_settings, settings_from_mapping
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,3 +147,145 @@ def test_demo_stops_cleanly_on_a_signal(sig: signal.Signals, to_group: bool, aft
     assert "ExceptionGroup" not in err, err
     assert out.splitlines()[-1].endswith(f"demo stopped ({sig.name})"), out
     assert not port_accepts(broker[1], int(broker[2]))  # the demo's broker is gone with it
+
+
+# ------------------------------------------------------------------------------------ other site files
+
+TWO_WIRELESS = """
+[site]
+id = "mini"
+label = "Mini"
+
+[[rooms]]
+id = "zolder"
+label = "Zolder"
+grace_s = 5
+
+  [[rooms.cribs]]
+  id = "z-1"
+  label = "Bedje A"
+  sensor_id = "zs-1"
+
+  [[rooms.cribs]]
+  id = "z-2"
+  label = "Bedje B"
+  sensor_id = "zs-2"
+"""
+
+ONLY_WIRED = """
+[site]
+id = "wired-only"
+label = "Wired only"
+
+[buzzer]
+pin = 5
+
+[[rooms]]
+id = "slaap"
+label = "Slaapkamer"
+
+  [[rooms.cribs]]
+  id = "w-1"
+  label = "Bedje 1"
+  gpio_pin = 20
+
+  [[rooms.cribs]]
+  id = "w-2"
+  label = "Bedje 2"
+  gpio_pin = 21
+"""
+
+
+def run_demo_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--pace", "0", *args],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_demo_on_a_site_with_two_wireless_cribs_and_no_wired_crib(tmp_path: Path) -> None:
+    path = tmp_path / "mini.toml"
+    path.write_text(TWO_WIRELESS, encoding="utf-8")
+    result = run_demo_command("--config", str(path))
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "running for Mini: 2 cribs" in out
+    assert "latch of crib z-1 OPENS" in out
+    for step in LIFE:
+        assert out.count(step) == 1, step
+    assert "no wired crib in this site: the wired crib's story is skipped" in out
+    assert "zs-2: POWER LOST" in out
+    for step in ("sensor offline raised", "sensor offline acknowledged", "sensor offline resolved"):
+        assert step in out
+    assert "done: every alarm was raised, acknowledged and resolved" in out
+
+
+def test_demo_on_a_site_with_only_wired_cribs(tmp_path: Path) -> None:
+    path = tmp_path / "wired.toml"
+    path.write_text(ONLY_WIRED, encoding="utf-8")
+    result = run_demo_command("--config", str(path))
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "0 wireless sensors online" in out
+    assert "no wireless crib in this site" in out
+    assert "pin 20: wired crib w-1 OPENS" in out
+    for step in LIFE:
+        assert out.count(step) == 1, step
+    assert "buzzer SOUNDING" in out
+    assert "sensor offline" not in out
+    assert "done: every alarm was raised, acknowledged and resolved" in out
+
+
+def test_demo_on_a_bad_site_file_says_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(TWO_WIRELESS.replace("grace_s = 5", 'grace_s = "5"'), encoding="utf-8")
+    result = run_demo_command("--config", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert str(path) in result.stderr
+    assert "rooms[0].grace_s = '5'" in result.stderr
+
+    missing = run_demo_command("--config", str(tmp_path / "missing.toml"))
+    assert missing.returncode == 2
+    assert "Traceback" not in missing.stderr
+    assert "cannot read the file" in missing.stderr
+
+
+def _site(*rooms: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "site": {"id": "s", "label": "S", "demo": True},
+        "rooms": [{"id": f"r{i}", "label": f"R{i}", "cribs": cribs} for i, cribs in enumerate(rooms)],
+    }
+
+
+def test_the_cast_comes_from_the_site() -> None:
+    cast = cast_of(load_settings(EXAMPLE_CONFIG, require_credentials=False))
+    assert cast.left_open is not None
+    assert cast.wired is not None
+    assert cast.power_loss is not None
+    assert (cast.left_open.id, cast.wired.id, cast.power_loss.id) == ("vl-1", "sk-1", "eg-1")  # another room
+
+    one_room = cast_of(settings_from_mapping(_site([
+        {"id": "a", "label": "A", "gpio_pin": 4},
+        {"id": "b", "label": "B", "sensor_id": "sb"},
+        {"id": "c", "label": "C", "sensor_id": "sc"},
+    ]), env={}))  # fmt: skip
+    assert one_room.left_open is not None
+    assert one_room.wired is not None
+    assert one_room.power_loss is not None
+    assert (one_room.left_open.id, one_room.wired.id, one_room.power_loss.id) == ("b", "a", "c")
+
+    single = cast_of(settings_from_mapping(_site([{"id": "a", "label": "A", "sensor_id": "sa"}]), env={}))
+    assert single.left_open is not None
+    assert single.power_loss is not None
+    assert (single.left_open.id, single.wired, single.power_loss.id) == ("a", None, "a")
+
+    wired = cast_of(settings_from_mapping(_site([{"id": "a", "label": "A", "gpio_pin": 4}]), env={}))
+    assert wired.wired is not None
+    assert (wired.left_open, wired.wired.id, wired.power_loss) == (None, "a", None)
