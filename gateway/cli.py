@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from gateway.gpio.pins import MOCK_PINS_ADVICE, GpioUnavailableError
 from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, ConfigError, Settings, load_settings
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "kids-f.toml"
@@ -85,8 +86,29 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             await gateway.run()
         logging.getLogger("cribwatch.gateway").info("stopped")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except GpioUnavailableError as exc:
+        print(
+            f"cannot start: {exc.problem}.\n"
+            f"  This site needs GPIO for: {_gpio_users(settings)}.\n"
+            f"  {MOCK_PINS_ADVICE}\n"
+            f"  ({exc.reason})",
+            file=sys.stderr,
+        )
+        return 2
     return 0
+
+
+def _gpio_users(settings: Settings) -> str:
+    """Every pin of the site file, e.g. ``wired cribs sk-1 (pin 17), sk-2 (pin 27); buzzer (pin 18)``."""
+    wired = [f"{crib.id} (pin {crib.gpio_pin})" for _, crib in settings.cribs() if crib.wired]
+    users = [f"wired crib{'s' if len(wired) > 1 else ''} {', '.join(wired)}"] if wired else []
+    if settings.buzzer.pin is not None:
+        users.append(f"buzzer (pin {settings.buzzer.pin})")
+    if settings.buzzer.led_pin is not None:
+        users.append(f"LED (pin {settings.buzzer.led_pin})")
+    return "; ".join(users)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -79,6 +79,64 @@ def test_gateway_refuses_to_start_without_credentials(tmp_path: Path, mqtt_endpo
     assert "Traceback" not in result.stderr
 
 
+WIRED_NO_BUZZER = """
+[site]
+id = "wired"
+label = "Wired"
+
+[mqtt]
+port = 9  # never reached: the pins are opened first
+
+[[rooms]]
+id = "slaap"
+label = "Slaapkamer"
+
+  [[rooms.cribs]]
+  id = "w-1"
+  label = "Bedje 1"
+  gpio_pin = 20
+"""
+
+
+def run_gateway_without_gpio(path: Path) -> subprocess.CompletedProcess[str]:
+    env = cli_env(None) | {"CRIBWATCH_MQTT_USERNAME": "gateway", "CRIBWATCH_MQTT_PASSWORD": "pw"}
+    env.pop("GPIOZERO_PIN_FACTORY", None)  # gpiozero then looks for a real pin library: there is none here
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_a_wired_crib_on_a_machine_without_gpio_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "wired.toml"
+    path.write_text(WIRED_NO_BUZZER, encoding="utf-8")
+    result = run_gateway_without_gpio(path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "BadPinFactory" not in result.stderr
+    assert "wired crib 'w-1' needs GPIO pin 20" in result.stderr
+    assert "this machine has no GPIO pin library" in result.stderr
+    assert "Raspberry Pi" in result.stderr
+    assert "GPIOZERO_PIN_FACTORY=mock" in result.stderr
+    assert "test bench" in result.stderr
+
+
+def test_the_example_site_without_gpio_names_every_pin_it_needs() -> None:
+    """The buzzer is opened first; the message still lists every crib and pin that needs GPIO."""
+    result = run_gateway_without_gpio(REPO / "examples" / "kids-f.toml")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "needs GPIO pin 18" in result.stderr  # the buzzer
+    for crib, pin in (("sk-1", 17), ("sk-2", 27), ("sk-3", 22)):
+        assert f"{crib} (pin {pin})" in result.stderr
+    assert "LED (pin 23)" in result.stderr
+    assert "GPIOZERO_PIN_FACTORY=mock" in result.stderr
+
+
 @pytest.mark.integration
 async def test_gateway_process_alarms_and_stops_cleanly_on_sigterm(
     tmp_path: Path, mqtt_endpoint: BrokerEndpoint

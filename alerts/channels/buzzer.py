@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.domain.events import AlarmEvent, AlarmSummary, OutboundEvent
 from gateway.domain.vocab import AlarmEventType, Priority
+from gateway.gpio.pins import opening_pin
 from gateway.settings import BuzzerConfig
 
 log = logging.getLogger("cribwatch.buzzer")
@@ -26,8 +27,18 @@ class BuzzerChannel:
         from gpiozero import LED, Buzzer  # noqa: PLC0415 - only a gateway with a buzzer needs gpiozero here
 
         self._min = Priority[config.min_priority.upper()]
-        self._buzzer = None if config.pin is None else Buzzer(config.pin, pin_factory=pin_factory)
-        self._led = None if config.led_pin is None else LED(config.led_pin, pin_factory=pin_factory)
+        self._buzzer: Any = None
+        self._led: Any = None
+        try:
+            if config.pin is not None:
+                with opening_pin("the buzzer ([buzzer] pin)", config.pin):
+                    self._buzzer = Buzzer(config.pin, pin_factory=pin_factory)
+            if config.led_pin is not None:
+                with opening_pin("the LED ([buzzer] led_pin)", config.led_pin):
+                    self._led = LED(config.led_pin, pin_factory=pin_factory)
+        except BaseException:
+            self.close()
+            raise
         self._open: dict[str, tuple[Priority, bool]] = {}
         """alarm id -> (priority, acknowledged)"""
         self.sounding = False

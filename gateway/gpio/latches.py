@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.domain.events import InboundEvent, LatchReading
 from gateway.domain.vocab import LatchState, Source
+from gateway.gpio.pins import opening_pin
 from gateway.settings import CribConfig
 
 log = logging.getLogger("cribwatch.gpio")
@@ -44,7 +45,9 @@ class GpioLatchInputs:
         self.boot = int(wall_clock())
         try:
             for crib in cribs:
-                button = Button(crib.gpio_pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
+                assert crib.gpio_pin is not None
+                with opening_pin(f"wired crib {crib.id!r}", crib.gpio_pin):
+                    button = Button(crib.gpio_pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
                 key = crib.sensor_key
                 button.when_pressed = self._callback(key, LatchState.CLOSED)
                 button.when_released = self._callback(key, LatchState.OPEN)
