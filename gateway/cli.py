@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from gateway.gpio.pins import MOCK_PINS_ADVICE, GpioUnavailableError
@@ -28,12 +29,21 @@ def _log_level(value: str) -> str:
     return value.lower()
 
 
+class _IsoTimeFormatter(logging.Formatter):
+    """Times in ISO 8601, local time with milliseconds and the UTC offset: ``2026-11-27T17:08:52.123+01:00``."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+"""The gateway's log lines: date and time (see :class:`_IsoTimeFormatter`), level, logger, message."""
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_IsoTimeFormatter(LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 def _load(path: str, *, require_credentials: bool = True) -> Settings | None:

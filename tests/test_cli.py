@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -135,6 +137,47 @@ def test_the_example_site_without_gpio_names_every_pin_it_needs() -> None:
         assert f"{crib} (pin {pin})" in result.stderr
     assert "LED (pin 23)" in result.stderr
     assert "GPIOZERO_PIN_FACTORY=mock" in result.stderr
+
+
+LOG_LINE = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{2}:\d{2} "  # 2026-11-27T17:08:52.123+01:00
+    r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) +[\w.]+: \S"  # level, logger, message
+)
+
+
+@pytest.mark.integration
+def test_gateway_log_lines_carry_the_date_and_time(tmp_path: Path, mqtt_endpoint: BrokerEndpoint) -> None:
+    """ISO 8601 with milliseconds and the UTC offset, then level, logger and message: a log read days later
+    (or sent to support) still says when."""
+    path = site_file(tmp_path, mqtt_endpoint, f"t-{secrets.token_hex(4)}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(path)],
+        env=cli_env(mqtt_endpoint),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if "connected to broker" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines += rest.splitlines()
+    assert any("running" in line for line in lines), lines
+    assert any("connected to broker" in line for line in lines), lines
+    assert any(line.endswith("stopped") for line in lines), lines
+    today = {datetime.datetime.now().astimezone().date(), datetime.datetime.now(datetime.UTC).date()}
+    for line in lines:
+        match = LOG_LINE.match(line)
+        assert match is not None, f"not a dated log line: {line!r}\n" + "\n".join(lines)
+        assert datetime.date.fromisoformat(match["date"]) in today, line
 
 
 @pytest.mark.integration
