@@ -214,6 +214,7 @@ class StaffFeed:
         self.gateway_online = asyncio.Event()
         self.stats: dict[str, Any] | None = None
         self.stats_received = 0
+        self._stats_arrived = asyncio.Event()
         self._relay_head = f"{RELAY_PREFIX}/"
         self._alarm_head = f"{topics.prefix}/alarm/"
 
@@ -241,11 +242,20 @@ class StaffFeed:
             elif topic == topics.gateway_stats:
                 self.stats = json.loads(payload)
                 self.stats_received += 1
+                self._stats_arrived.set()
             else:
                 arrivals.unexpected["other_topic"] += 1
         except ProtocolError as exc:
             arrivals.unexpected["bad_payload"] += 1
             log.warning("bad payload on %s: %s", topic, exc)
+
+
+    async def next_stats(self) -> dict[str, Any]:
+        """The next stats message the gateway publishes (its ``gateway/stats``, as JSON)."""
+        self._stats_arrived.clear()
+        await self._stats_arrived.wait()
+        assert self.stats is not None
+        return self.stats
 
 
 _EVENT_ARRIVAL = {AlarmEventType.RAISED: Arrival.RAISED, AlarmEventType.RESOLVED: Arrival.RESOLVED}

@@ -272,6 +272,15 @@ class MosquittoBroker:
             f"listener {port} {LOCALHOST}",
             # Without it Nagle plus delayed ACK cost about 44 ms per hop (see shared FACTS).
             "set_tcp_nodelay true",
+            # The queue limits of the shipped broker (deploy/mosquitto/mosquitto.conf), so that tests and
+            # benchmarks see what a site sees under load. Mosquitto's defaults differ (20 in flight, 1,000
+            # queued per client): with them a junk flood that outpaces the gateway makes Mosquitto drop QoS 1
+            # messages to the gateway beyond 1,000 queued ("Outgoing messages are being dropped"), real latch
+            # messages included, where a site's broker queues them (and delays them) instead.
+            "max_inflight_messages 100",
+            "max_queued_messages 100000",
+            "max_queued_bytes 67108864",
+            "max_packet_size 262144",
         ]
         if self._users:
             lines += ["allow_anonymous false", f"password_file {self.password_path.resolve()}"]
