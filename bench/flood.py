@@ -140,6 +140,8 @@ class Results:
     alarm: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     relay: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     lost: Counter[str] = dataclasses.field(default_factory=Counter)
+    gateway_cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    wall_s: dict[str, float] = dataclasses.field(default_factory=dict)
     floods: dict[str, FloodReport] = dataclasses.field(default_factory=dict)
     complete: bool = True
     seconds: float = 0.0
@@ -155,9 +157,26 @@ class Results:
     def ok(self) -> bool:
         return self.complete and not any(self.lost.values())
 
+    def cpu_pct(self, phase: str) -> float:
+        """The gateway's CPU use while ``phase`` was measured, in % of one core."""
+        wall = self.wall_s.get(phase, 0.0)
+        return 100.0 * self.gateway_cpu_s.get(phase, 0.0) / wall if wall > 0 else 0.0
+
 
 class StopRunError(Exception):
     pass
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc), in seconds; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14 and 15 of stat)
 
 
 def _rejected(stats: dict[str, Any] | None) -> Counter[str]:
@@ -220,7 +239,9 @@ class FloodBench:
             before = _rejected(await self._fresh_stats())
             await self._junk_command(kind, f"flood {opts.block_max_s + opts.ramp_s + 5:.1f}")
             await asyncio.sleep(opts.ramp_s)
-        block_end = time.monotonic() + opts.block_max_s
+        gateway_pid = self.rig.gateway.proc.pid if self.rig.gateway.proc else 0
+        cpu_before, wall_before = cpu_seconds(gateway_pid), time.monotonic()
+        block_end = wall_before + opts.block_max_s
         taken = 0
         for _ in range(size):
             if time.monotonic() > min(block_end, self.deadline):
@@ -234,6 +255,8 @@ class FloodBench:
                 results.alarm[phase].append(alarm)
             if relay is not None:
                 results.relay[phase].append(relay)
+        results.gateway_cpu_s[phase] = results.gateway_cpu_s.get(phase, 0.0) + cpu_seconds(gateway_pid) - cpu_before
+        results.wall_s[phase] = results.wall_s.get(phase, 0.0) + time.monotonic() - wall_before
         if taken < size:
             log.warning("%s block cut short after %d of %d samples (time)", phase, taken, size)
         if kind is None:
@@ -348,6 +371,7 @@ def to_json(results: Results) -> dict[str, Any]:
                 out[f"{phase}_{what}_{stat}_ms"] = _r(getattr(s, stat)) if s else None
             out[f"{phase}_{what}_n"] = len(series[phase])
         out[f"{phase}_alarm_lost"] = results.lost[phase]
+        out[f"{phase}_gateway_cpu_pct"] = round(results.cpu_pct(phase), 1)
     for kind, report in results.floods.items():
         caught = [c for c in report.caught_up_s if c is not None]
         out[f"flood_{kind}_topic"] = report.topic
@@ -388,6 +412,11 @@ def to_table(results: Results) -> str:
                     f"{label:34} {s.p50:8.3f} {s.p90:8.3f} {s.p99:8.3f} {s.max:8.3f} {s.n:>5} {lost!s:>5}"
                 )
     rows.append("")
+    cpu = ", ".join(
+        f"{'no flood' if phase == QUIET else phase.replace('_', ' ', 1)} {results.cpu_pct(phase):.0f}%"
+        for phase in opts.phases
+    )
+    rows.append(f"gateway CPU while measuring (% of one core): {cpu}")
     for kind, report in results.floods.items():
         caught = [c for c in report.caught_up_s if c is not None]
         missing = sum(1 for c in report.caught_up_s if c is None)
