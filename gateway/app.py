@@ -59,6 +59,8 @@ class Gateway:
             on_event=self.submit,
             stats=self.stats,
             gw_run=self.core.gw_run,
+            sensor_ids=[crib.sensor_id for _, crib in settings.cribs() if crib.sensor_id is not None],
+            wired_keys=[crib.sensor_key for _, crib in settings.cribs() if crib.wired],
             keepalive=settings.mqtt.keepalive_s,
             reconnect_min_s=settings.mqtt.reconnect_min_s,
             reconnect_max_s=settings.mqtt.reconnect_max_s,

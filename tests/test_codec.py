@@ -25,7 +25,7 @@ from gateway.protocol import (
     decode,
     encode,
 )
-from gateway.protocol.codec import Outgoing, decode_inbound, encode_outbound
+from gateway.protocol.codec import Outgoing, decode_inbound, encode_outbound, screen_inbound
 from tests.helpers import (
     CLOSED,
     FAST_WIRED,
@@ -251,6 +251,59 @@ def test_bad_inbound_gives_a_protocol_error_with_a_stable_reason(case: str) -> N
     assert isinstance(info.value, ValueError)
     assert str(info.value).startswith(f"{reason}: ")
     assert info.value.detail
+
+
+@pytest.mark.parametrize("case", list(BAD_INBOUND))
+def test_the_cheap_screen_never_gives_another_reason_than_the_full_decode(case: str) -> None:
+    """screen_inbound rejects what it can without parsing; whatever it rejects, decode_inbound rejects the same way."""
+    topic, payload, reason = BAD_INBOUND[case]
+    screened: ProtocolError | None = None
+    try:
+        screen_inbound(TOPICS, topic, payload, wireless={SENSOR})
+    except ProtocolError as exc:
+        screened = exc
+    if screened is not None:
+        assert screened.reason == reason
+        assert str(screened).startswith(f"{reason}: ")
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        (LATCH_TOPIC, b"battery=87", "bad_json"),
+        (LATCH_TOPIC, b"", "bad_json"),
+        (LATCH_TOPIC, b"  \n", "bad_json"),
+        (LATCH_TOPIC, b"\xff\xfe{}", "bad_json"),
+        (LATCH_TOPIC, b'{"v": 1, "boot": 3,', "bad_json"),
+        (TOPICS.ack, b'{"v": 1, "by": ', "bad_json"),
+        (LATCH_TOPIC, OVERSIZED, "too_large"),
+        (TOPICS.sensor("ghost", SensorChannel.LATCH), raw(LATCH), "unknown_sensor"),
+        (TOPICS.sensor("ghost", SensorChannel.TELEMETRY), b"not even JSON", "unknown_sensor"),
+        (TOPICS.sensor("gpio17", SensorChannel.LATCH), raw(LATCH), "wired_sensor"),
+        (f"cribwatch/{SITE_ID}/sensor/BAD/latch", raw(LATCH), "topic"),
+    ],
+)
+def test_the_cheap_screen_rejects_junk_before_any_parsing(topic: str, payload: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        screen_inbound(TOPICS, topic, payload, wireless={SENSOR}, wired={"gpio17"})
+    assert info.value.reason == reason
+    assert info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        (LATCH_TOPIC, raw(LATCH)),
+        (TELEMETRY_TOPIC, raw(TELEMETRY)),
+        (AVAILABILITY_TOPIC, raw(AVAILABILITY)),
+        (TOPICS.ack, raw(ACK)),
+        (TOPICS.ack, b"  " + raw(ACK) + b"\r\n"),
+        (LATCH_TOPIC, b"[1]"),  # JSON, only not an object: the full decode says bad_payload
+        (LATCH_TOPIC, b"null"),
+    ],
+)
+def test_the_cheap_screen_lets_through_what_only_the_full_decode_can_judge(topic: str, payload: bytes) -> None:
+    screen_inbound(TOPICS, topic, payload, wireless={SENSOR})
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from gateway.domain.events import AlarmEvent, OutboundEvent
 from gateway.domain.monitor import CribMonitor
 from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState
 from gateway.mqtt.connection import new_client
+from gateway.mqtt.link import MqttLink
 from gateway.protocol import (
     AckPayload,
     AlarmEventPayload,
@@ -626,3 +627,45 @@ async def test_a_retained_ack_is_applied_live_then_rejected_and_removed_when_rep
             await asyncio.sleep(0.3)  # a replay would arrive right after the subscription, before `connected`
             assert "retained_ack" not in third.stats.rejected
             assert "retained_cleared" not in third.stats.ignored
+
+
+async def test_acks_come_in_on_the_intake_and_a_session_left_by_one_connection_takes_each_ack_once(
+    mqtt_endpoint: BrokerEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staff acks arrive on the intake connection, sensor messages on the main one; the ack filter that the
+    one-connection gateway left in its persistent session is dropped, so no ack is taken twice and none
+    queues on the main connection. Junk is counted once, under its reason."""
+    on_main: list[str] = []
+    main_handler = MqttLink._on_message  # noqa: SLF001 - spy on the main connection's handler
+
+    def spy(self: MqttLink, message: aiomqtt.Message) -> None:
+        on_main.append(message.topic.value)
+        main_handler(self, message)
+
+    monkeypatch.setattr(MqttLink, "_on_message", spy)
+    settings = make_settings(mqtt_endpoint)
+    topics = Topics(settings.site.id)
+    async with new_client(mqtt_endpoint, identifier=settings.gateway_client_id, clean_session=False) as old:
+        await old.subscribe(topics.sensor_filter, qos=1)
+        await old.subscribe(topics.ack, qos=1)
+    good = encode(LatchPayload(boot=1, seq=1, ts=1.0, state=LatchState.OPEN))
+    async with running(settings) as gw, staff_device(mqtt_endpoint, topics) as staff, \
+            sensor(mqtt_endpoint, topics, "s-1") as s1, \
+            new_client(mqtt_endpoint, identifier=f"vandal-{secrets.token_hex(3)}") as vandal:
+        assert (gw.mqtt.connections, gw.mqtt.intake_connections) == (1, 1)
+        await vandal.publish(topics.sensor("ghost", SensorChannel.LATCH), good, qos=1)
+        await vandal.publish(topics.sensor("gpio17", SensorChannel.LATCH), good, qos=1)
+        await vandal.publish(topics.ack, b"not json", qos=1)
+        await s1.open()
+        raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+        await staff.ack(alarm_id=raised.alarm_id, by="staff-07", device="pager-2")
+        await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
+        await staff.ack(crib="n-3", by="staff-07", device="pager-2")  # nothing open: rejected, after the first
+        await staff.until(lambda: gw.stats.rejected["ack_nothing_open"])
+        assert dict(gw.stats.rejected) == {
+            "unknown_sensor": 1, "wired_sensor": 1, "bad_json": 1, "ack_nothing_open": 1,
+        }  # fmt: skip
+        assert "ack_again" not in gw.stats.ignored
+        assert staff.count("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED) == 1
+    assert on_main
+    assert not [t for t in on_main if t == topics.ack]

@@ -1,9 +1,16 @@
-"""The gateway's MQTT link: one persistent session that takes sensor messages and acks in, and sends
-alarm events and crib states out.
+"""The gateway's MQTT link: two persistent sessions that take sensor messages and acks in, and send alarm events
+and crib states out.
 
 - In: every message is converted once at this edge (:func:`gateway.protocol.codec.decode_inbound`) and handed to
   ``on_event`` on the event loop's thread; a malformed one is counted and dropped, never raised. A retained ack
-  that the broker replays is rejected and deleted from the broker (:meth:`MqttLink._clear_retained_ack`).
+  that the broker replays is rejected and deleted from the broker (:meth:`MqttLink._clear_retained_ack`). Cheap
+  checks come first (:func:`gateway.protocol.codec.screen_inbound`: topic, known sensor, size, JSON at all), so junk
+  costs microseconds, not a JSON parser and a pydantic model.
+- Two connections, so that a flood of acks cannot hold up a sensor's message: the *main* connection takes the
+  sensor topics and carries everything the gateway sends; the *intake* connection (client id
+  ``<client id>-intake``, a persistent session too) takes the staff acks. The broker keeps one queue per
+  connection: acks that the gateway cannot take as fast as they come wait in the intake's queue, never in
+  front of a latch message, and the event loop reads the two sockets in turn.
 - Out: :meth:`MqttLink.send` writes a message to the socket before it returns when the link is up (an
   alarm waits for nothing: not for a PUBACK, not for a loop iteration); while the broker is away,
   messages wait in the :class:`OfflineBuffer` and leave, oldest first, on reconnect. QoS 1 messages not yet
@@ -20,7 +27,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 
 import aiomqtt
@@ -40,7 +47,7 @@ from gateway.protocol import (
     decode,
     encode,
 )
-from gateway.protocol.codec import Outgoing, crib_state_from_payload, decode_inbound
+from gateway.protocol.codec import Outgoing, crib_state_from_payload, decode_inbound, screen_inbound
 
 if TYPE_CHECKING:
     from paho.mqtt.client import MQTTMessageInfo
@@ -84,6 +91,8 @@ class MqttLink:
         on_event: Callable[[InboundEvent], None],
         stats: IngestStats,
         gw_run: int,
+        sensor_ids: Collection[str],
+        wired_keys: Collection[str] = (),
         keepalive: int = 10,
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 10.0,
@@ -103,10 +112,20 @@ class MqttLink:
         self._on_restore = on_restore
         self._restoring = False
         self._crib_state_head = f"{topics.prefix}/crib/"
+        self._wireless = frozenset(sensor_ids)
+        """The site's wireless sensor ids: a message from any other is rejected before its payload is parsed."""
+        self._wired = frozenset(wired_keys)
+        self._intake_id = f"{client_id}-intake"
         self._monotonic = monotonic
         self.offline_buffer = OfflineBuffer()
         self.connected = asyncio.Event()
+        """Set while both connections are up (the main one subscribed to the sensors, the intake to the acks)."""
         self.connections = 0
+        """Main connections made so far (the first one restores the retained crib states)."""
+        self.intake_connections = 0
+        self._main_up = False
+        self._intake_up = False
+        self._sensors_subscribed = asyncio.Event()  # once: the first main session has restored and subscribed
         self._client: aiomqtt.Client | None = None
         """The live session's client; None while there is none (then :meth:`send` fills the offline buffer)."""
         self._unacked: collections.deque[tuple[MQTTMessageInfo, Outgoing]] = collections.deque()
@@ -154,18 +173,27 @@ class MqttLink:
     # ------------------------------------------------------------------------------------------- in
 
     def _on_message(self, message: aiomqtt.Message) -> None:
-        observed_at = self._monotonic()
+        """The main connection: retained crib states at start-up, and the sensors' messages."""
         topic = message.topic.value
+        if topic.startswith(self._crib_state_head):
+            self._restore_from(topic, message.payload)
+            return
+        self._take(topic, message)
+
+    def _on_intake_message(self, message: aiomqtt.Message) -> None:
+        """The intake connection: staff acks."""
+        self._take(message.topic.value, message)
+
+    def _take(self, topic: str, message: aiomqtt.Message) -> None:
+        observed_at = self._monotonic()
         payload = message.payload
         if not isinstance(payload, bytes):
             self._stats.reject("bad_payload", f"non-bytes payload on {topic}")
             return
-        if topic.startswith(self._crib_state_head):
-            self._restore_from(topic, payload)
-            return
         if topic == self._topics.ack and self._clear_retained_ack(payload, retained=message.retain):
             return
         try:
+            screen_inbound(self._topics, topic, payload, wireless=self._wireless, wired=self._wired)
             event = decode_inbound(self._topics, topic, payload, retained=message.retain, observed_at=observed_at)
         except ProtocolError as exc:
             self._stats.reject(exc.reason, f"{topic}: {exc.detail}")
@@ -187,9 +215,12 @@ class MqttLink:
             self.send(Outgoing(self._topics.ack, b"", int(ACK.qos), retain=True))
         return False
 
-    def _restore_from(self, topic: str, payload: bytes) -> None:
+    def _restore_from(self, topic: str, payload: object) -> None:
         """A retained crib state of the previous run, read back once at start-up."""
         if not self._restoring or self._on_restore is None:
+            return
+        if not isinstance(payload, bytes):
+            self._stats.reject("bad_payload", f"non-bytes payload on {topic}")
             return
         try:
             state = decode(CribStatePayload, payload)
@@ -201,38 +232,89 @@ class MqttLink:
     # -------------------------------------------------------------------------------------- session
 
     async def run(self) -> None:
-        """Stay connected until cancelled."""
+        """Keep both connections up until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            main = self._stay_connected("main", self._main_client, self._session, goodbye=True)
+            tg.create_task(main, name="mqtt-main")
+            tg.create_task(self._run_intake(), name="mqtt-intake")
+
+    async def _run_intake(self) -> None:
+        # Acks only once the first main session has read back the crib states: an ack may name a restored alarm.
+        # (Acks sent meanwhile wait in the intake's persistent session, from its second connection on.)
+        await self._sensors_subscribed.wait()
+        await self._stay_connected("intake", self._intake_client, self._intake_session)
+
+    def _main_client(self) -> aiomqtt.Client:
+        will = aiomqtt.Will(
+            self._topics.gateway_availability,
+            self._availability("offline"),
+            qos=int(GATEWAY_AVAILABILITY.qos),
+            retain=GATEWAY_AVAILABILITY.retain,
+        )
+        return new_client(
+            self._broker,
+            identifier=self._client_id,
+            will=will,
+            clean_session=False,
+            keepalive=self._keepalive,
+            on_message=self._on_message,
+        )
+
+    def _intake_client(self) -> aiomqtt.Client:
+        return new_client(
+            self._broker,
+            identifier=self._intake_id,
+            clean_session=False,  # acks sent while the gateway was away are delivered when it is back
+            keepalive=self._keepalive,
+            on_message=self._on_intake_message,
+        )
+
+    async def _stay_connected(
+        self,
+        name: str,
+        make_client: Callable[[], aiomqtt.Client],
+        session: Callable[[aiomqtt.Client], Awaitable[None]],
+        *,
+        goodbye: bool = False,
+    ) -> None:
+        """Connect, run ``session``, and reconnect with exponential backoff when the connection is lost.
+
+        ``goodbye``: on cancellation, publish the gateway's ``offline`` before disconnecting (main connection).
+        """
         delay = self._backoff[0]
         while True:
-            will = aiomqtt.Will(
-                self._topics.gateway_availability,
-                self._availability("offline"),
-                qos=int(GATEWAY_AVAILABILITY.qos),
-                retain=GATEWAY_AVAILABILITY.retain,
-            )
-            client = new_client(
-                self._broker,
-                identifier=self._client_id,
-                will=will,
-                clean_session=False,
-                keepalive=self._keepalive,
-                on_message=self._on_message,
-            )
+            client = make_client()
             try:
                 async with client:
                     delay = self._backoff[0]
                     try:
-                        await self._session(client)
+                        await session(client)
                     except asyncio.CancelledError:
-                        await self._goodbye(client)
+                        if goodbye:
+                            await self._goodbye(client)
                         raise
             except aiomqtt.MqttError as exc:
                 wait = delay * random.uniform(0.8, 1.2)
                 log.warning(
-                    "broker %s:%s unreachable (%s); retrying in %.1f s", self._broker.host, self._broker.port, exc, wait
+                    "broker %s:%s unreachable for the %s connection (%s); retrying in %.1f s",
+                    self._broker.host,
+                    self._broker.port,
+                    name,
+                    exc,
+                    wait,
                 )
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, self._backoff[1])
+
+    def _set_up(self, *, main: bool | None = None, intake: bool | None = None) -> None:
+        if main is not None:
+            self._main_up = main
+        if intake is not None:
+            self._intake_up = intake
+        if self._main_up and self._intake_up:
+            self.connected.set()
+        else:
+            self.connected.clear()
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """On shutdown: say offline ourselves (a clean disconnect does not fire the last will)."""
@@ -247,6 +329,7 @@ class MqttLink:
         log.info("disconnected from broker %s:%s", self._broker.host, self._broker.port)
 
     async def _session(self, client: aiomqtt.Client) -> None:
+        """The main connection: crib states read back (first time), the sensors, everything sent."""
         first = self.connections == 0
         # On the first connection, read back the retained crib states of the previous run before any sensor
         # message: the broker sends a subscription's retained messages in order, so they are all handled
@@ -255,10 +338,12 @@ class MqttLink:
         if self._restoring:
             await client.subscribe(self._topics.crib_state_filter, qos=int(CRIB_STATE.qos))
         await client.subscribe(self._topics.sensor_filter, qos=int(LATCH.qos))
+        # Earlier versions took the acks on this connection too, and the persistent session keeps that filter.
+        await client.unsubscribe(self._topics.ack)
         if self._restoring:
             await client.unsubscribe(self._topics.crib_state_filter)
             self._restoring = False
-        await client.subscribe(self._topics.ack, qos=int(ACK.qos))
+        self._sensors_subscribed.set()
         await client.publish(
             self._topics.gateway_availability,
             self._availability("online"),
@@ -272,11 +357,24 @@ class MqttLink:
         try:
             if self._on_connected is not None:
                 self._on_connected(first)
-            self.connected.set()
+            self._set_up(main=True)
             async for _ in client.messages:  # messages go to _on_message; this only waits for the end
                 pass
             raise aiomqtt.MqttError("message stream ended")
         finally:
             self._client = None
-            self.connected.clear()
+            self._set_up(main=False)
             self._requeue_unacked()
+
+    async def _intake_session(self, client: aiomqtt.Client) -> None:
+        """The intake connection: staff acks."""
+        await client.subscribe(self._topics.ack, qos=int(ACK.qos))
+        self.intake_connections += 1
+        log.info("intake connected to broker %s:%s as %s", self._broker.host, self._broker.port, self._intake_id)
+        try:
+            self._set_up(intake=True)
+            async for _ in client.messages:  # messages go to _on_intake_message
+                pass
+            raise aiomqtt.MqttError("message stream ended")
+        finally:
+            self._set_up(intake=False)

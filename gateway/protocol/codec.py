@@ -6,6 +6,7 @@ outbound, an event becomes (topic, payload bytes, QoS, retain).
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 from gateway.domain.events import (
@@ -23,6 +24,7 @@ from gateway.domain.vocab import PRIORITY_OF, LatchState, Source
 from gateway.protocol import (
     ALARM_EVENT,
     CRIB_STATE,
+    MAX_PAYLOAD_BYTES,
     AckPayload,
     AlarmEventPayload,
     AvailabilityPayload,
@@ -50,6 +52,36 @@ class Outgoing:
     @classmethod
     def of(cls, topic: str, payload: bytes, spec: TopicSpec) -> Outgoing:
         return cls(topic, payload, int(spec.qos), spec.retain)
+
+
+_JSON_VALUE_STARTS = frozenset(b'{["-0123456789tfn')
+"""The first byte of any JSON text after leading white space (an object, array, string, number or literal)."""
+_JSON_WHITESPACE = b" \t\n\r"
+
+
+def screen_inbound(
+    topics: Topics, topic: str, payload: bytes, *, wireless: Container[str], wired: Container[str] = ()
+) -> None:
+    """Cheap checks of one inbound message, before any parsing; ProtocolError for what fails them.
+
+    What a message from a stranger usually is gets rejected here without a JSON parser or a pydantic model, in
+    a few microseconds, under the same reasons as :func:`decode_inbound` and the core would give it: a sensor
+    topic that is malformed (``topic``), a sensor id that no crib uses (``unknown_sensor``) or that is a wired
+    crib's key (``wired_sensor``), more than MAX_PAYLOAD_BYTES (``too_large``), and bytes that cannot be
+    JSON at all (``bad_json``: a first byte that starts no JSON value, or an object that is never closed).
+    A message that passes still goes through :func:`decode_inbound`, which checks everything.
+    """
+    if topic != topics.ack:
+        sensor_id, _ = topics.parse_sensor_topic(topic)
+        if sensor_id not in wireless:
+            if sensor_id in wired:
+                raise ProtocolError("wired_sensor", f"{sensor_id!r} is a wired crib's key: MQTT cannot speak for it")
+            raise ProtocolError("unknown_sensor", f"sensor id {sensor_id!r} is not used by any crib of the site")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("too_large", f"{len(payload)} bytes (at most {MAX_PAYLOAD_BYTES})")
+    text = payload.strip(_JSON_WHITESPACE)
+    if not text or text[0] not in _JSON_VALUE_STARTS or (text[0] == 0x7B and text[-1] != 0x7D):  # { and }
+        raise ProtocolError("bad_json", "not JSON")
 
 
 def decode_inbound(
