@@ -5,6 +5,8 @@
 #   make lint     ruff check and mypy (strict, configured in pyproject.toml)
 #   make demo     run the demo (falls back to an in-process broker without Mosquitto)
 #   make bench    alarm latency benchmark with 100 simulated cribs against a real Mosquitto
+#   make bench-flood  the same alarm latency while one client floods junk at 4,000 msg/s (ack, unknown sensor
+#                 id, bad JSON), beside no flood in the same run
 #   make clean    remove the venv, caches and build output
 
 SHELL := /bin/bash
@@ -17,7 +19,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo system-deps test lint bench clean
+.PHONY: venv demo system-deps test lint bench bench-flood clean
 
 # -- environment ------------------------------------------------------------------------------------
 
@@ -51,6 +53,9 @@ lint: venv
 
 bench: venv system-deps
 	$(BIN)/python -m bench.latency --cribs 100
+
+bench-flood: venv system-deps
+	$(BIN)/python -m bench.flood --cribs 100 --rate 4000 --kind ack --kind unknown_sensor --kind bad_json
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
