@@ -3,18 +3,21 @@
 Every asyncio MQTT client of the project (gateway, simulator, demo, benchmark) is made by :func:`new_client`
 (the benchmark's relay is plain paho on purpose: it is the baseline).
 paho-mqtt is reached through aiomqtt except here, for what aiomqtt does not offer: writing a publish to the
-socket at once, and dropping a connection the way a dying sensor does.
+socket at once, dropping a connection the way a dying sensor does, and letting one connection's socket be read
+before another's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 
 from gateway.settings import MqttConfig
 
@@ -46,12 +49,17 @@ def new_client(
     max_inflight: int = 100,
     timeout: float = 10.0,
     on_message: Callable[[aiomqtt.Message], None] | None = None,
+    read_when: Callable[[], bool] | None = None,
 ) -> aiomqtt.Client:
     """An aiomqtt client with TCP_NODELAY on its socket; connect with ``async with``.
 
     With ``on_message``, every received message goes to that function (on the event loop's thread,
     soon after paho has parsed it) instead of ``client.messages``; iterating ``client.messages`` then
     only waits for the connection to end. This saves a task and an ``asyncio.wait`` per message.
+
+    With ``read_when``, the client reads from its socket only when ``read_when()`` is true: when the socket
+    is readable and ``read_when()`` is false, it lets its turn go (the event loop asks again on its next
+    iteration, since the socket stays readable). This gives another connection of the process precedence.
     """
     client = aiomqtt.Client(
         broker.host,
@@ -69,7 +77,32 @@ def new_client(
     )
     # aiomqtt warns above 10 concurrent publishes; a gateway resyncing every crib's state has more.
     client.pending_calls_threshold = max_inflight
+    if read_when is not None:
+        _read_only_when(client, read_when)
     return client
+
+
+def _read_only_when(client: aiomqtt.Client, may_read: Callable[[], bool]) -> None:
+    """aiomqtt's socket reader calls ``loop_read()`` on its paho client once per readable event: shadow that
+    method on this one paho client with one that first asks ``may_read()``."""
+    paho = client._client  # noqa: SLF001 - see the module documentation
+    read = paho.loop_read
+
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+        if not may_read():
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return read(max_packets)
+
+    paho.loop_read = loop_read  # type: ignore[method-assign]
+
+
+def has_input(client: aiomqtt.Client) -> bool:
+    """Whether the client's socket has received bytes that it has not read yet (False without a connection)."""
+    sock = client._client.socket()  # noqa: SLF001 - see the module documentation
+    if sock is None:
+        return False
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 def _handing_queue(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aiomqtt.Message]]:

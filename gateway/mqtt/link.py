@@ -6,11 +6,14 @@ and crib states out.
   that the broker replays is rejected and deleted from the broker (:meth:`MqttLink._clear_retained_ack`). Cheap
   checks come first (:func:`gateway.protocol.codec.screen_inbound`: topic, known sensor, size, JSON at all), so junk
   costs microseconds, not a JSON parser and a pydantic model.
-- Two connections, so that a flood of acks cannot hold up a sensor's message: the *main* connection takes the
-  sensor topics and carries everything the gateway sends; the *intake* connection (client id
-  ``<client id>-intake``, a persistent session too) takes the staff acks. The broker keeps one queue per
-  connection: acks that the gateway cannot take as fast as they come wait in the intake's queue, never in
-  front of a latch message, and the event loop reads the two sockets in turn.
+- Two connections, so that no stranger can hold up a sensor's message. The *main* connection subscribes to the
+  topics of the site's own wireless sensors, one filter per sensor, and carries everything the gateway sends.
+  The *intake* connection (client id ``<client id>-intake``, a persistent session too) takes the staff acks
+  and every other sensor topic (ids that no crib uses, wired cribs' keys, malformed ids: counted and
+  dropped; the site's own sensors' messages, which it gets too, are dropped at once). The broker keeps one
+  queue per connection, so junk that the gateway cannot take as fast as it comes waits in the intake's queue,
+  never in front of a latch message; and the intake's socket is read only when the main one has nothing
+  waiting (or once every :data:`INTAKE_MAX_WAIT_S`), so the intake cannot take the main one's CPU either.
 - Out: :meth:`MqttLink.send` writes a message to the socket before it returns when the link is up (an
   alarm waits for nothing: not for a PUBACK, not for a loop iteration); while the broker is away,
   messages wait in the :class:`OfflineBuffer` and leave, oldest first, on reconnect. QoS 1 messages not yet
@@ -34,12 +37,13 @@ import aiomqtt
 
 from gateway.domain.events import CribState, InboundEvent
 from gateway.domain.stats import IngestStats
-from gateway.mqtt.connection import BrokerAddress, new_client, publish_now
+from gateway.mqtt.connection import BrokerAddress, has_input, new_client, publish_now
 from gateway.protocol import (
     ACK,
     CRIB_STATE,
     GATEWAY_AVAILABILITY,
     LATCH,
+    TELEMETRY,
     CribStatePayload,
     GatewayAvailabilityPayload,
     ProtocolError,
@@ -55,6 +59,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("cribwatch.mqtt")
 
 OFFLINE_BUFFER_LIMIT = 10_000
+INTAKE_MAX_WAIT_S = 0.02
+"""While the main connection has input waiting, the intake's socket is still read once every this many seconds:
+acks keep moving (slowly) and its keepalive is answered, whatever floods the main connection."""
 
 
 class OfflineBuffer:
@@ -112,8 +119,9 @@ class MqttLink:
         self._on_restore = on_restore
         self._restoring = False
         self._crib_state_head = f"{topics.prefix}/crib/"
+        self._sensor_head = f"{topics.prefix}/sensor/"
         self._wireless = frozenset(sensor_ids)
-        """The site's wireless sensor ids: a message from any other is rejected before its payload is parsed."""
+        """The site's wireless sensor ids: the main connection subscribes to their topics, one filter each."""
         self._wired = frozenset(wired_keys)
         self._intake_id = f"{client_id}-intake"
         self._monotonic = monotonic
@@ -126,6 +134,7 @@ class MqttLink:
         self._main_up = False
         self._intake_up = False
         self._sensors_subscribed = asyncio.Event()  # once: the first main session has restored and subscribed
+        self._intake_read_at = 0.0
         self._client: aiomqtt.Client | None = None
         """The live session's client; None while there is none (then :meth:`send` fills the offline buffer)."""
         self._unacked: collections.deque[tuple[MQTTMessageInfo, Outgoing]] = collections.deque()
@@ -172,17 +181,41 @@ class MqttLink:
 
     # ------------------------------------------------------------------------------------------- in
 
+    def _sensor_of(self, topic: str) -> str | None:
+        """The sensor id of ``<prefix>/sensor/<id>/...`` if it is one of the site's wireless sensors."""
+        if not topic.startswith(self._sensor_head):
+            return None
+        sensor_id = topic[len(self._sensor_head) :].partition("/")[0]
+        return sensor_id if sensor_id in self._wireless else None
+
     def _on_message(self, message: aiomqtt.Message) -> None:
-        """The main connection: retained crib states at start-up, and the sensors' messages."""
+        """The main connection: retained crib states at start-up, and the site's own sensors' messages."""
         topic = message.topic.value
         if topic.startswith(self._crib_state_head):
             self._restore_from(topic, message.payload)
             return
+        if self._sensor_of(topic) is None:
+            # Through a filter that an earlier run left in this persistent session (a sensor since taken out
+            # of the site file): the intake connection gets the same message and counts it.
+            return
         self._take(topic, message)
 
     def _on_intake_message(self, message: aiomqtt.Message) -> None:
-        """The intake connection: staff acks."""
-        self._take(message.topic.value, message)
+        """The intake connection: staff acks, and the sensor topics of ids that are not the site's sensors."""
+        topic = message.topic.value
+        if self._sensor_of(topic) is not None:
+            return  # one of the site's sensors: the main connection takes it, in order with its others
+        self._take(topic, message)
+
+    def _intake_may_read(self) -> bool:
+        """The main connection first: the intake reads only when the main one has nothing waiting, or when it
+        has not read for INTAKE_MAX_WAIT_S."""
+        client = self._client
+        now = self._monotonic()
+        if client is not None and now - self._intake_read_at < INTAKE_MAX_WAIT_S and has_input(client):
+            return False
+        self._intake_read_at = now
+        return True
 
     def _take(self, topic: str, message: aiomqtt.Message) -> None:
         observed_at = self._monotonic()
@@ -267,6 +300,7 @@ class MqttLink:
             clean_session=False,  # acks sent while the gateway was away are delivered when it is back
             keepalive=self._keepalive,
             on_message=self._on_intake_message,
+            read_when=self._intake_may_read,
         )
 
     async def _stay_connected(
@@ -337,9 +371,11 @@ class MqttLink:
         self._restoring = first and self._on_restore is not None
         if self._restoring:
             await client.subscribe(self._topics.crib_state_filter, qos=int(CRIB_STATE.qos))
-        await client.subscribe(self._topics.sensor_filter, qos=int(LATCH.qos))
-        # Earlier versions took the acks on this connection too, and the persistent session keeps that filter.
-        await client.unsubscribe(self._topics.ack)
+        # Earlier versions took everything on this connection; the persistent session keeps their filters.
+        await client.unsubscribe([self._topics.sensor_filter, self._topics.ack])
+        if self._wireless:
+            qos = int(LATCH.qos)
+            await client.subscribe([(self._topics.sensor_filter_of(sid), qos) for sid in sorted(self._wireless)])
         if self._restoring:
             await client.unsubscribe(self._topics.crib_state_filter)
             self._restoring = False
@@ -367,8 +403,9 @@ class MqttLink:
             self._requeue_unacked()
 
     async def _intake_session(self, client: aiomqtt.Client) -> None:
-        """The intake connection: staff acks."""
-        await client.subscribe(self._topics.ack, qos=int(ACK.qos))
+        """The intake connection: staff acks (QoS 1), and every sensor topic at QoS 0: what comes here from a
+        stranger is only counted, and is not worth a PUBACK nor a place in the queue while the gateway is away."""
+        await client.subscribe([(self._topics.ack, int(ACK.qos)), (self._topics.sensor_filter, int(TELEMETRY.qos))])
         self.intake_connections += 1
         log.info("intake connected to broker %s:%s as %s", self._broker.host, self._broker.port, self._intake_id)
         try:

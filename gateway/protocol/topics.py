@@ -77,8 +77,12 @@ class Topics:
 
     @property
     def sensor_filter(self) -> str:
-        """What the gateway subscribes to for every sensor of the site."""
+        """Every sensor topic of the site, whatever the sensor id."""
         return f"{self.prefix}/sensor/+/+"
+
+    def sensor_filter_of(self, sensor_id: str) -> str:
+        """Every channel of one sensor: the gateway subscribes to this for each of its site's sensors."""
+        return f"{self.prefix}/sensor/{sensor_id}/+"
 
     def alarm(self, room_id: str) -> str:
         return f"{self.prefix}/alarm/{room_id}"
