@@ -99,6 +99,23 @@ def test_mosquitto_config_and_log(mosquitto_broker: MosquittoBroker) -> None:
     assert "mosquitto version" in mosquitto_broker.log_text()
 
 
+QUEUE_LIMITS = (
+    "set_tcp_nodelay", "max_inflight_messages", "max_queued_messages", "max_queued_bytes", "max_packet_size",
+)  # fmt: skip
+
+
+def _settings(text: str) -> dict[str, str]:
+    lines = (line.split(None, 1) for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return {parts[0]: parts[1].strip() for parts in lines if len(parts) == 2}
+
+
+def test_test_broker_has_the_shipped_brokers_queue_limits(mosquitto_broker: MosquittoBroker) -> None:
+    """Tests and benchmarks see the queues a site's broker has (Mosquitto's defaults drop messages sooner)."""
+    shipped = _settings((REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text())
+    ours = _settings(mosquitto_broker.config_path.read_text())
+    assert {k: ours.get(k) for k in QUEUE_LIMITS} == {k: shipped[k] for k in QUEUE_LIMITS}
+
+
 async def test_mosquitto_loopback_hop_is_fast(mqtt_endpoint: BrokerEndpoint) -> None:
     """A publisher-to-subscriber hop on loopback takes well under a millisecond here.
 
