@@ -258,7 +258,11 @@ class FloodBench:
         results.gateway_cpu_s[phase] = results.gateway_cpu_s.get(phase, 0.0) + cpu_seconds(gateway_pid) - cpu_before
         results.wall_s[phase] = results.wall_s.get(phase, 0.0) + time.monotonic() - wall_before
         if taken < size:
-            log.warning("%s block cut short after %d of %d samples (time)", phase, taken, size)
+            if time.monotonic() > self.deadline:
+                results.complete = False
+                log.error("time limit reached: %s block cut short after %d of %d samples", phase, taken, size)
+            else:
+                log.warning("%s block cut short after %d of %d samples (--block-max)", phase, taken, size)
         if kind is None:
             return
         await self._junk_command(kind, "stop")
