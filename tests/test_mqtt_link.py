@@ -12,7 +12,7 @@ from gateway.domain.stats import IngestStats
 from gateway.domain.vocab import LatchState
 from gateway.mqtt.connection import BrokerAddress, new_client
 from gateway.mqtt.link import INTAKE_MAX_WAIT_S, MqttLink
-from gateway.protocol import ACK, LatchPayload, SensorChannel, Topics, encode
+from gateway.protocol import ACK, AckPayload, LatchPayload, SensorChannel, Topics, encode
 
 TOPICS = Topics("site")
 
@@ -85,3 +85,12 @@ async def test_a_client_with_read_when_reads_only_when_told() -> None:
     assert paho.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS  # its turn let go: the socket is not touched
     allowed = True
     assert paho.loop_read() == MQTTErrorCode.MQTT_ERR_NO_CONN  # paho's own loop_read: no connection yet
+
+
+def test_an_ack_on_the_main_connection_was_queued_for_the_one_connection_gateway_and_is_taken() -> None:
+    link, events, stats = make_link()
+    ack = encode(AckPayload(alarm_id="a-1", by="staff-1", device="pager-1"))
+    link._on_message(message(TOPICS.ack, ack))  # noqa: SLF001
+    link._on_intake_message(message(TOPICS.ack, ack))  # noqa: SLF001 - where acks come from now
+    assert len(events) == 2
+    assert not stats.rejected

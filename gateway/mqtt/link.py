@@ -194,9 +194,10 @@ class MqttLink:
         if topic.startswith(self._crib_state_head):
             self._restore_from(topic, message.payload)
             return
-        if self._sensor_of(topic) is None:
+        if self._sensor_of(topic) is None and topic != self._topics.ack:
             # Through a filter that an earlier run left in this persistent session (a sensor since taken out
-            # of the site file): the intake connection gets the same message and counts it.
+            # of the site file, or the one-connection gateway's `sensor/+/+`): the intake gets it too and counts it.
+            # An ack here was queued for the one-connection gateway before its filter was dropped: only here.
             return
         self._take(topic, message)
 
