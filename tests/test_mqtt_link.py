@@ -63,7 +63,8 @@ def test_each_message_is_taken_by_one_connection_only() -> None:
 
 def test_the_intake_lets_its_turn_go_while_the_main_connection_has_input(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    link, _, _ = make_link(clock)
+    link, _, _ = make_link()
+    link._io_clock = clock  # noqa: SLF001
     assert link._intake_may_read()  # noqa: SLF001 - no main connection: nothing to give way to
     main_input = True
     monkeypatch.setattr(gateway.mqtt.link, "has_input", lambda client: main_input)

@@ -135,6 +135,7 @@ class MqttLink:
         self._intake_up = False
         self._sensors_subscribed = asyncio.Event()  # once: the first main session has restored and subscribed
         self._intake_read_at = 0.0
+        self._io_clock: Callable[[], float] = time.monotonic  # socket scheduling: real time, whatever the domain clock
         self._client: aiomqtt.Client | None = None
         """The live session's client; None while there is none (then :meth:`send` fills the offline buffer)."""
         self._unacked: collections.deque[tuple[MQTTMessageInfo, Outgoing]] = collections.deque()
@@ -212,7 +213,7 @@ class MqttLink:
         """The main connection first: the intake reads only when the main one has nothing waiting, or when it
         has not read for INTAKE_MAX_WAIT_S."""
         client = self._client
-        now = self._monotonic()
+        now = self._io_clock()
         if client is not None and now - self._intake_read_at < INTAKE_MAX_WAIT_S and has_input(client):
             return False
         self._intake_read_at = now
