@@ -209,6 +209,13 @@ def check_openings(h: CoreHarness, real: dict[str, RealSensor]) -> None:
 )
 @example(
     [
+        ("forged_open", FAST_WIRELESS, ("near", 1, 1)),
+        ("real_reboot", FAST_WIRELESS),
+        ("real_latch", FAST_WIRELESS, OPEN),
+    ]
+)
+@example(
+    [
         ("real_latch", SLOW_WIRELESS, OPEN),
         ("tick", 10.0),
         ("forged_open", SLOW_WIRELESS, ("any", 0, 0)),

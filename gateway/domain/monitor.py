@@ -379,8 +379,7 @@ class CribMonitor:
         if verdict is not Verdict.DOUBT:
             if verdict is not Verdict.ACCEPT:
                 self._resynced(crib, ev.sensor_id, f"latch {key} taken ({verdict.value}; the mark was {tracker.mark})")
-            current = crib.pending.state if crib.pending is not None else crib.latch
-            tracker.commit(key, ev.state, sticky=ev.state != current)
+            tracker.commit(key, ev.state)
             if ev.live:
                 self._heard(crib, ev.boot)
             self.stats.accept()

@@ -13,8 +13,9 @@ counter that jumped. None of them may cost a real reading:
   look old;
 - a far jump **ahead** is remembered as a candidate; the next message that continues it resynchronises (a
   firmware whose counter really jumped is followed after one message);
-- the last :data:`RECENT` keys are remembered with their content, so a replay of any of them is a duplicate and a
-  second, different message under a key already seen is a conflict, not news.
+- the last :data:`RECENT` keys are remembered with their content, so a replay of any the mark has passed is a
+  duplicate and a second, different message under such a key is a conflict, not news. A key ahead of the mark is
+  never a repeat: whatever used it up ran ahead of the sensor, whose own message under it is judged afresh.
 
 The monitor decides what a doubtful reading may still do (an opening is taken anyway: fail toward the alarm).
 """
@@ -107,18 +108,21 @@ class SequenceTracker:
         self.announced_boot: int | None = None
         """The boot of the sensor's last live ``online``: its first message of that boot may start afresh."""
         self._candidate: SeqKey | None = None
-        self._recent: OrderedDict[SeqKey, tuple[Hashable, bool]] = OrderedDict()
-        """key -> (what it said, sticky), the last RECENT keys."""
+        self._recent: OrderedDict[SeqKey, Hashable] = OrderedDict()
+        """key -> what it said, for the last RECENT keys."""
 
     def judge(self, key: SeqKey, content: Hashable) -> Verdict:
         """Place one message; a far jump ahead is remembered as the candidate for a resync."""
-        seen = self._recent.get(key)
-        if seen is not None:
-            return Verdict.DUPLICATE if seen[0] == content else Verdict.DOUBT
         mark = self.mark
-        if mark is None or (self.announced_boot == key[0] != mark[0]):
+        where = None if mark is None else place(mark, key)
+        if where is not Place.AHEAD and where is not Place.FAR_AHEAD:
+            # Only a key the mark has passed can be a repeat: one ahead of it was never news yet (whatever used
+            # it up ran ahead of the sensor), so the sensor's own message under it is judged afresh.
+            seen = self._recent.get(key, _UNSEEN)
+            if seen is not _UNSEEN:
+                return Verdict.DUPLICATE if seen == content else Verdict.DOUBT
+        if mark is None or where is None or (self.announced_boot == key[0] != mark[0]):
             return Verdict.ACCEPT
-        where = place(mark, key)
         if where is Place.AHEAD:
             return Verdict.ACCEPT
         if where is Place.BEHIND and self._fills_a_gap(key):
@@ -130,30 +134,19 @@ class SequenceTracker:
             self._candidate = key
         return Verdict.DOUBT
 
-    def commit(self, key: SeqKey, content: Hashable, *, sticky: bool = False) -> None:
-        """Make ``key`` the mark (after ACCEPT, REWIND or RESYNC).
-
-        Winding the mark back forgets the keys ahead of it that changed nothing: whatever used them up ran ahead
-        of the real sensor, and the sensor's own next messages under those keys are news, not duplicates. Keys
-        that changed something stay, so a replay of them is still a duplicate.
-        """
-        old = self.mark
-        if old is not None and place(key, old) is Place.AHEAD:
-            ahead = [k for k, (_, sticky) in self._recent.items() if not sticky and place(key, k) is Place.AHEAD]
-            for seen in ahead:
-                del self._recent[seen]
+    def commit(self, key: SeqKey, content: Hashable) -> None:
+        """Make ``key`` the mark (after ACCEPT, REWIND or RESYNC)."""
         self.mark = key
         self._candidate = None
         if self.announced_boot == key[0]:
             self.announced_boot = None
-        self.remember(key, content, sticky=sticky)
+        self.remember(key, content)
 
-    def remember(self, key: SeqKey, content: Hashable, *, sticky: bool = True) -> None:
-        """Keep a key with what it said, so a replay of it is a duplicate (also for a doubtful opening that was
-        taken without becoming the mark). ``sticky``: the message changed something, so it came from whoever
-        really drives the crib; a key that changed nothing is forgotten when the mark winds back before it."""
+    def remember(self, key: SeqKey, content: Hashable) -> None:
+        """Keep a key with what it said, so that once the mark has passed it a replay is a duplicate (also for
+        a doubtful opening that was taken without becoming the mark)."""
         recent = self._recent
-        recent[key] = (content, sticky)
+        recent[key] = content
         recent.move_to_end(key)
         while len(recent) > RECENT:
             recent.popitem(last=False)
@@ -169,3 +162,10 @@ class SequenceTracker:
         judged against the mark, so an ``online`` cannot make a replay of an old message look new."""
         if self.mark is None or boot != self.mark[0]:
             self.announced_boot = boot
+
+
+class _Unseen:
+    """What the recent keys hold for a key they do not know (None is a content)."""
+
+
+_UNSEEN = _Unseen()
