@@ -209,6 +209,14 @@ def check_openings(h: CoreHarness, real: dict[str, RealSensor]) -> None:
 )
 @example(
     [
+        ("real_latch", FAST_WIRELESS, OPEN),
+        ("forged_online", FAST_WIRELESS, ("near", -1, -257), True),
+        ("forged_open", FAST_WIRELESS, ("near", -1, -257)),
+        ("replay", FAST_WIRELESS, 0, False),
+    ]
+)
+@example(
+    [
         ("forged_open", FAST_WIRELESS, ("near", 1, 1)),
         ("real_reboot", FAST_WIRELESS),
         ("real_latch", FAST_WIRELESS, OPEN),

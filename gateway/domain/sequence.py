@@ -13,9 +13,10 @@ counter that jumped. None of them may cost a real reading:
   look old;
 - a far jump **ahead** is remembered as a candidate; the next message that continues it resynchronises (a
   firmware whose counter really jumped is followed after one message);
-- the last :data:`RECENT` keys are remembered with their content, so a replay of any the mark has passed is a
-  duplicate and a second, different message under such a key is a conflict, not news. A key ahead of the mark is
-  never a repeat: whatever used it up ran ahead of the sensor, whose own message under it is judged afresh.
+- the last :data:`RECENT` keys are remembered with their content, so a replay of one is a duplicate and a second,
+  different message under such a key is a conflict, not news; except a key of the mark's boot ahead of the mark,
+  which was never news yet: whatever used it up ran ahead of the sensor, whose own message under it is judged
+  afresh.
 
 The monitor decides what a doubtful reading may still do (an opening is taken anyway: fail toward the alarm).
 """
@@ -115,9 +116,10 @@ class SequenceTracker:
         """Place one message; a far jump ahead is remembered as the candidate for a resync."""
         mark = self.mark
         where = None if mark is None else place(mark, key)
-        if where is not Place.AHEAD and where is not Place.FAR_AHEAD:
-            # Only a key the mark has passed can be a repeat: one ahead of it was never news yet (whatever used
-            # it up ran ahead of the sensor), so the sensor's own message under it is judged afresh.
+        if mark is None or key[0] != mark[0] or where not in (Place.AHEAD, Place.FAR_AHEAD):
+            # A key of the mark's boot that the mark has not reached was never news yet (whatever used it up ran
+            # ahead of the sensor), so the sensor's own message under it is judged afresh; any other key seen
+            # before is a repeat.
             seen = self._recent.get(key, _UNSEEN)
             if seen is not _UNSEEN:
                 return Verdict.DUPLICATE if seen == content else Verdict.DOUBT
