@@ -123,7 +123,7 @@ class SequenceTracker:
             seen = self._recent.get(key, _UNSEEN)
             if seen is not _UNSEEN:
                 return Verdict.DUPLICATE if seen == content else Verdict.DOUBT
-        if mark is None or where is None or (self.announced_boot == key[0] != mark[0]):
+        if mark is None or self.announced_boot == key[0] != mark[0]:
             return Verdict.ACCEPT
         if where is Place.AHEAD:
             return Verdict.ACCEPT
@@ -145,8 +145,8 @@ class SequenceTracker:
         self.remember(key, content)
 
     def remember(self, key: SeqKey, content: Hashable) -> None:
-        """Keep a key with what it said, so that once the mark has passed it a replay is a duplicate (also for
-        a doubtful opening that was taken without becoming the mark)."""
+        """Keep a key with what it said, so that a replay of it is a duplicate (also for a doubtful opening that
+        was taken without becoming the mark)."""
         recent = self._recent
         recent[key] = content
         recent.move_to_end(key)
