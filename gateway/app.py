@@ -50,6 +50,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self._timers_changed = asyncio.Event()
         self._armed_deadline: float | None = None
+        self._unpinned_seen = 0
         self._pin_factory = pin_factory
         self._extra_channels = list(extra_channels)
         self.mqtt = MqttLink(
@@ -96,6 +97,10 @@ class Gateway:
     def _deliver(self, out: list[OutboundEvent]) -> None:
         if out and self.dispatcher is not None:
             self.dispatcher.dispatch(out)
+        if self.core.unpinned_faults != self._unpinned_seen:  # the core failed where no alarm could say so
+            self._unpinned_seen = self.core.unpinned_faults
+            if self.buzzer is not None:
+                self.buzzer.fault()
         due, armed = self.core.next_deadline(), self._armed_deadline
         if due is not None and (armed is None or due < armed):
             self._timers_changed.set()  # a timer earlier than the one the timer loop sleeps on

@@ -41,12 +41,14 @@ from gateway.domain.events import (
     TelemetryReading,
     Trigger,
 )
-from gateway.domain.sequence import BOOT_WINDOW, SequenceTracker, Verdict, serial_distance
+from gateway.domain.sequence import SequenceTracker, Verdict
 from gateway.domain.stats import IngestStats
 from gateway.domain.timers import DeadlineHeap
 from gateway.domain.vocab import PRIORITY_OF, AlarmEventType, AlarmKind, LatchState, Source
 from gateway.settings import CribConfig, RoomConfig, Settings
 
+MIN_ANNOUNCED_INTERVAL_S = 1.0
+"""The shortest heartbeat interval a sensor's own announcement can hold it to."""
 FAULT_RETRY_S = 1.0
 """After a failing step, a crib's timers are tried again this much later at the earliest (no busy loop)."""
 
@@ -115,8 +117,6 @@ class _Crib:
     offline_since: float | None = None
     latch_seq: SequenceTracker = field(default_factory=SequenceTracker)
     telemetry_seq: SequenceTracker = field(default_factory=SequenceTracker)
-    heard_boot: int | None = None
-    """The boot of the last live latch or telemetry message: what makes an older last will stale."""
     healthy_since_fault: bool = True
     """False from a failing step until a step on this crib succeeds again."""
     health: SensorHealth = field(default_factory=SensorHealth)
@@ -135,6 +135,8 @@ class CribMonitor:
         self._alarm_cfg = settings.alarms
         self._clock = clock
         self.stats = stats if stats is not None else IngestStats()
+        self.unpinned_faults = 0
+        """Failures of the core that no alarm could be raised for (the composition root sounds the buzzer)."""
         self.gw_run = int(clock.time() * 1000)
         """This run of the gateway: its start, Unix milliseconds. Alarm ids are ``<gw_run>-<n>``."""
         self._seq = 0
@@ -288,10 +290,19 @@ class CribMonitor:
         crib.health.internal_errors += 1
         crib.healthy_since_fault = False
         self.stats.internal_error(f"the alarm core failed on crib {crib.config.id!r} {what}", exc)
-        if AlarmKind.GATEWAY_FAULT not in crib.alarms:
-            self._raise(crib, AlarmKind.GATEWAY_FAULT, None, step)
-        else:
-            step.dirty[crib.config.id] = crib
+        try:
+            if AlarmKind.GATEWAY_FAULT not in crib.alarms:
+                self._raise(crib, AlarmKind.GATEWAY_FAULT, None, step)
+            else:
+                step.dirty[crib.config.id] = crib
+        except Exception as second:  # noqa: BLE001 - even the fault alarm failed: the gateway must still be heard
+            self._unpinned(f"could not raise the fault alarm of crib {crib.config.id!r}", second)
+
+    def _unpinned(self, detail: str, exc: Exception) -> None:
+        """A failure no alarm could be raised for: counted in :attr:`unpinned_faults`, which the composition root
+        watches to sound the buzzer (its fault mode) whatever the alarm channels know."""
+        self.unpinned_faults += 1
+        self.stats.internal_error(detail, exc)
 
     def _rearm(self, crib: _Crib, step: _Step, *, faulted: bool) -> None:
         """After every step on a crib: its timers on the heap again, whatever happened in the step.
@@ -330,6 +341,7 @@ class CribMonitor:
         timers = self._timers
         while (crib_id := timers.pop_due(step.now)) is not None:
             crib = self._cribs[crib_id]
+            timers.set(crib_id, step.now + FAULT_RETRY_S)  # armed while it fires, whatever escapes below
             try:
                 self._fire_crib(crib, step)
             except Exception as exc:  # noqa: BLE001 - any bug here must raise the alarm, not silence the crib
@@ -381,7 +393,7 @@ class CribMonitor:
                 self._resynced(crib, ev.sensor_id, f"latch {key} taken ({verdict.value}; the mark was {tracker.mark})")
             tracker.commit(key, ev.state)
             if ev.live:
-                self._heard(crib, ev.boot)
+                crib.health.boot = ev.boot
             self.stats.accept()
             self._take_latch(crib, ev.state, now, trigger, step)
             return
@@ -422,13 +434,16 @@ class CribMonitor:
         if verdict is Verdict.DUPLICATE:
             self.stats.ignore("duplicate", f"telemetry {key} of {ev.sensor_id!r} again")
             return
+        # A heartbeat changes no crib: its values are taken whatever its number (the next real heartbeat
+        # overwrites a stray one); the numbers only tell duplicates and keep the count.
         if verdict is Verdict.DOUBT:
-            self.stats.ignore("out_of_order", f"telemetry {key} of {ev.sensor_id!r} far from {tracker.mark}")
-            return
-        if verdict is not Verdict.ACCEPT:
-            self._resynced(crib, ev.sensor_id, f"telemetry {key} taken ({verdict.value}; the mark was {tracker.mark})")
-        tracker.commit(key, None)
-        self._heard(crib, ev.boot)
+            tracker.remember(key, None)
+            self._resynced(crib, ev.sensor_id, f"telemetry {key} taken, far from the mark {tracker.mark}")
+        else:
+            if verdict is Verdict.RESYNC:
+                self._resynced(crib, ev.sensor_id, f"telemetry {key} taken (resync; the mark was {tracker.mark})")
+            tracker.commit(key, None)
+            crib.health.boot = ev.boot
         self.stats.accept()
         health = crib.health
         if health.battery_pct != ev.battery_pct:
@@ -464,13 +479,8 @@ class CribMonitor:
                 crib.health.online = True
                 step.dirty[crib.config.id] = crib
             return
-        heard = crib.heard_boot
-        if heard is not None and -BOOT_WINDOW <= serial_distance(heard, ev.boot) < 0:
-            # The last will of a connection from before the sensor's latest restart, published late by the
-            # broker. Only what the sensor itself said in its new boot makes it stale: an "online" (anyone can
-            # send one) does not.
-            self.stats.ignore("stale", f"last will of {ev.sensor_id!r} from boot {ev.boot}; it speaks in boot {heard}")
-            return
+        # A last will is never set aside for its boot number: one published late for a connection from before a
+        # restart only marks the sensor offline until its next live message, within the offline grace as a rule.
         self.stats.accept()
         crib.health.boot = ev.boot
         if crib.health.online is not False:
@@ -488,7 +498,7 @@ class CribMonitor:
             if crib is None and ev.alarm_id is not None and ev.alarm_id in self._alarms_by_id:
                 crib = self._alarms_by_id[ev.alarm_id][0]
             if crib is None:
-                self.stats.internal_error(f"the alarm core failed on an ack by {ev.by} via {ev.device}", exc)
+                self._unpinned(f"the alarm core failed on an ack by {ev.by} via {ev.device}", exc)
                 return
             self._fault(crib, step, f"on an ack by {ev.by} via {ev.device}", exc)
             self._rearm(crib, step, faulted=True)
@@ -529,12 +539,6 @@ class CribMonitor:
 
     # ----------------------------------------------------------------------------------- helpers
 
-    @staticmethod
-    def _heard(crib: _Crib, boot: int) -> None:
-        """A live message in sequence: the sensor speaks in ``boot`` (older last wills are stale from now)."""
-        crib.heard_boot = boot
-        crib.health.boot = boot
-
     def _seen(self, crib: _Crib, now: float, step: _Step) -> None:
         crib.silent_since = now
         crib.health.last_seen = now
@@ -549,10 +553,11 @@ class CribMonitor:
 
     def _silence_deadline(self, crib: _Crib) -> float:
         # A sensor may announce a shorter heartbeat than the site expects (and is then held to it), never a
-        # longer one: a firmware bug must not switch off offline detection.
+        # longer one: a firmware bug must not switch off offline detection. Nor one under a second: a stray
+        # heartbeat must not make the sensor look offline moments after each real one.
         interval = self._alarm_cfg.heartbeat_interval_s
         if crib.health.interval_s is not None:
-            interval = min(interval, crib.health.interval_s)
+            interval = min(interval, max(crib.health.interval_s, MIN_ANNOUNCED_INTERVAL_S))
         return crib.silent_since + interval * self._alarm_cfg.missed_heartbeats
 
     def _deadlines(self, crib: _Crib) -> list[float]:
@@ -648,7 +653,11 @@ class CribMonitor:
         """Close a call: one state event for each crib that changed, after its alarm events."""
         if step.dirty:
             at = self._clock.time()
-            step.out.extend(self._state_of(crib, at, seq=self._next_seq()) for crib in step.dirty.values())
+            for crib in step.dirty.values():
+                try:
+                    step.out.append(self._state_of(crib, at, seq=self._next_seq()))
+                except Exception as exc:  # noqa: BLE001 - the alarm events of the step still go out
+                    self._unpinned(f"could not build the state of crib {crib.config.id!r}", exc)
         return step.out
 
     def _state_of(self, crib: _Crib, at: float, seq: int | None = None) -> CribState:

@@ -6,17 +6,18 @@ A sensor numbers its messages per channel with ``(boot, seq)``: both unsigned 32
 for three things only: dropping the duplicates QoS 1 may deliver, telling a stale replay from news, and noticing a
 counter that jumped. None of them may cost a real reading:
 
-- the **mark** (the last key in sequence) moves only by a small step forward (at most :data:`SEQ_WINDOW`
-  messages, or up to :data:`BOOT_WINDOW` boots to a key that counts from 0 again) or backward, within its boot,
-  to a key never seen that lies between keys already seen (the mark had run ahead of the real sensor). A key
-  far from the mark never becomes the mark on its own: one wild counter cannot make every real message after it
-  look old;
+- the **mark** (the last key in sequence) only moves forward, by a small step (at most :data:`SEQ_WINDOW`
+  messages, or up to :data:`BOOT_WINDOW` boots to a key that counts from 0 again). A key far from the mark
+  never becomes the mark on its own: one wild counter cannot make every real message after it look old;
 - a far jump **ahead** is remembered as a candidate; the next message that continues it resynchronises (a
   firmware whose counter really jumped is followed after one message);
 - the last :data:`RECENT` keys are remembered with their content, so a replay of one is a duplicate and a second,
-  different message under such a key is a conflict, not news; except a key of the mark's boot ahead of the mark,
-  which was never news yet: whatever used it up ran ahead of the sensor, whose own message under it is judged
-  afresh.
+  different message under such a key is a conflict, not news.
+
+What numbers cannot do: tell the real sensor from a second sender that counts consistently (a forged message
+in the window ahead of the mark, or two forged messages that continue each other). Keeping other clients off a
+sensor's topics is the broker ACL's job. A stray message that used up keys ahead of the real sensor delays
+its closings (refused as doubtful) until the sensor's count passes it: loud, never silent.
 
 The monitor decides what a doubtful reading may still do (an opening is taken anyway: fail toward the alarm).
 """
@@ -91,8 +92,6 @@ class Verdict(enum.Enum):
     """The first of a sequence, or the next in order: news; it becomes the mark."""
     DUPLICATE = "duplicate"
     """This very message (same key, same content) was seen already."""
-    REWIND = "rewind"
-    """Just behind the mark but never seen: the mark had run ahead of the real sensor. News; the new mark."""
     RESYNC = "resync"
     """Continues a far jump seen just before: the counter really jumped. News; the new mark."""
     DOUBT = "doubt"
@@ -114,21 +113,15 @@ class SequenceTracker:
 
     def judge(self, key: SeqKey, content: Hashable) -> Verdict:
         """Place one message; a far jump ahead is remembered as the candidate for a resync."""
+        seen = self._recent.get(key, _UNSEEN)
+        if seen is not _UNSEEN:
+            return Verdict.DUPLICATE if seen == content else Verdict.DOUBT
         mark = self.mark
-        where = None if mark is None else place(mark, key)
-        if mark is None or key[0] != mark[0] or where not in (Place.AHEAD, Place.FAR_AHEAD):
-            # A key of the mark's boot that the mark has not reached was never news yet (whatever used it up ran
-            # ahead of the sensor), so the sensor's own message under it is judged afresh; any other key seen
-            # before is a repeat.
-            seen = self._recent.get(key, _UNSEEN)
-            if seen is not _UNSEEN:
-                return Verdict.DUPLICATE if seen == content else Verdict.DOUBT
-        if mark is None or self.announced_boot == key[0] != mark[0]:
+        if mark is None or (self.announced_boot == key[0] != mark[0] and key[1] == 0):
             return Verdict.ACCEPT
+        where = place(mark, key)
         if where is Place.AHEAD:
             return Verdict.ACCEPT
-        if where is Place.BEHIND and self._fills_a_gap(key):
-            return Verdict.REWIND
         candidate = self._candidate
         if candidate is not None and place(candidate, key) is Place.AHEAD:
             return Verdict.RESYNC
@@ -137,7 +130,7 @@ class SequenceTracker:
         return Verdict.DOUBT
 
     def commit(self, key: SeqKey, content: Hashable) -> None:
-        """Make ``key`` the mark (after ACCEPT, REWIND or RESYNC)."""
+        """Make ``key`` the mark (after ACCEPT or RESYNC)."""
         self.mark = key
         self._candidate = None
         if self.announced_boot == key[0]:
@@ -153,15 +146,10 @@ class SequenceTracker:
         while len(recent) > RECENT:
             recent.popitem(last=False)
 
-    def _fills_a_gap(self, key: SeqKey) -> bool:
-        """A key behind the mark is news only between keys already seen: the mark ran ahead of the sensor. A key
-        behind everything remembered could be any old message, so it is doubted."""
-        return any(place(seen, key) is Place.AHEAD for seen in self._recent)
-
     def announce(self, boot: int) -> None:
-        """The sensor has just connected and says it runs ``boot``: its first message of that boot may start a
-        new sequence (a swapped unit, a reset counter, a second simulator). Messages of other boots are still
-        judged against the mark, so an ``online`` cannot make a replay of an old message look new."""
+        """The sensor has just connected and says it runs ``boot``: the first message of that boot (``seq`` 0) may
+        start a new sequence (a swapped unit, a reset counter, a second simulator). Later messages of that boot, and
+        messages of other boots, are still judged against the mark and the recent keys."""
         if self.mark is None or boot != self.mark[0]:
             self.announced_boot = boot
 
