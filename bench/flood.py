@@ -34,30 +34,29 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
+import functools
 import logging
-import math
 import os
 import random
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.junk import KINDS
-from bench.latency import (
-    PAUSE_MAX_S,
-    Arrival,
+from bench.harness import (
     Child,
-    Rig,
-    RigConfig,
+    ChildExitedError,
+    machine_json,
+    machine_text,
+    round_ms,
+    run_benchmark,
+    run_while_alive,
+    setup_logging,
     start_child_with_clock,
-    start_rig,
 )
+from bench.junk import KINDS
+from bench.latency import PAUSE_MAX_S, Arrival, Rig, RigConfig, start_rig
 from bench.stats import Summary, summarize
 from firmware_sim.sensor import SensorError
 from gateway.domain.vocab import LatchState
@@ -322,37 +321,20 @@ async def run(options: Options, workdir: Path) -> Results:
             ]  # fmt: skip
             await start_child_with_clock(junk[kind], argv, rig.env)
         log.info("rig and %d junk clients up in %.1f s", len(junk), time.perf_counter() - began)
-        bench_task = asyncio.create_task(FloodBench(options, rig, junk, results).run())
-        children = [*rig.children, *junk.values()]
-        watchers = {asyncio.ensure_future(child.wait()): child for child in children}
         try:
-            done, _ = await asyncio.wait({bench_task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
-            if bench_task in done:
-                bench_task.result()
-            else:
-                child = next(watchers[w] for w in watchers if w in done)
-                results.complete = False
-                log.error("%s exited during the run\n%s", child.name, child.tail())
+            await run_while_alive(FloodBench(options, rig, junk, results).run(), [*rig.children, *junk.values()])
+        except ChildExitedError as exc:
+            results.complete = False
+            log.error("%s exited during the run\n%s", exc.child.name, exc.child.tail())
         except (StopRunError, TimeoutError) as exc:
             results.complete = False
             log.error("run stopped: %s", exc or type(exc).__name__)
-        finally:
-            for watcher in watchers:
-                watcher.cancel()
-            if not bench_task.done():
-                bench_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await bench_task
     results.seconds = time.perf_counter() - began
     results.load_after = os.getloadavg()[0]
     return results
 
 
 # ------------------------------------------------------------------------------------------ output
-
-
-def _r(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else round(value, 3)
 
 
 def _summary(values: list[float]) -> Summary | None:
@@ -372,7 +354,7 @@ def to_json(results: Results) -> dict[str, Any]:
         for what, series in (("alarm", results.alarm), ("relay", results.relay)):
             s = _summary(series[phase])
             for stat in ("p50", "p90", "p99", "max"):
-                out[f"{phase}_{what}_{stat}_ms"] = _r(getattr(s, stat)) if s else None
+                out[f"{phase}_{what}_{stat}_ms"] = round_ms(getattr(s, stat)) if s else None
             out[f"{phase}_{what}_n"] = len(series[phase])
         out[f"{phase}_alarm_lost"] = results.lost[phase]
         out[f"{phase}_gateway_cpu_pct"] = round(results.cpu_pct(phase), 1)
@@ -389,11 +371,8 @@ def to_json(results: Results) -> dict[str, Any]:
     out |= {
         "complete": results.complete,
         "seconds": round(results.seconds, 2),
-        "loadavg_1m_before": round(results.load_before, 2),
-        "loadavg_1m_after": round(results.load_after, 2),
-        "cpus": os.cpu_count(),
     }
-    return out
+    return out | machine_json(results.load_before, results.load_after)
 
 
 def to_table(results: Results) -> str:
@@ -441,8 +420,7 @@ def to_table(results: Results) -> str:
     if not results.complete:
         rows.append("INCOMPLETE: the run stopped early (see the log above)")
     rows.append(
-        f"run took {results.seconds:.1f} s; load average (1 min) {results.load_before:.2f} before, "
-        f"{results.load_after:.2f} after, {os.cpu_count()} CPUs"
+        f"run took {results.seconds:.1f} s; " + machine_text(results.load_before, results.load_after)
     )
     return "\n".join(rows)
 
@@ -496,48 +474,20 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
-async def _run_until_terminated(options: Options, workdir: Path) -> Results:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await run(options, workdir)
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     options = options_from_args(args)
-    workdir = Path(tempfile.mkdtemp(prefix="cribwatch-flood-"))
-    try:
-        results = asyncio.run(_run_until_terminated(options, workdir))
-    except (RuntimeError, OSError) as exc:
-        log.error("benchmark setup failed: %s", exc)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted: everything stopped")
-        return 130
-    except asyncio.CancelledError:
-        log.error("terminated: everything stopped")
-        return 143
-    finally:
-        if options.keep_dir:
-            log.info("work directory kept: %s", workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(to_json(results)) if options.json else to_table(results), flush=True)
-    if not results.ok:
-        log.error("some alarms were lost or the run was cut short: exit status 1")
-        return 1
-    return 0
+    return run_benchmark(
+        functools.partial(run, options),
+        logger=log,
+        workdir_prefix="cribwatch-flood-",
+        keep_dir=options.keep_dir,
+        as_json=options.json,
+        to_json=to_json,
+        to_table=to_table,
+        not_ok="some alarms were lost or the run was cut short",
+    )
 
 
 if __name__ == "__main__":

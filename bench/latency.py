@@ -28,28 +28,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import enum
+import functools
 import json
 import logging
-import math
 import os
 import random
 import secrets
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from bench.clock import check_shared, now_ns
+from bench.harness import (
+    REPO_ROOT,
+    STARTUP_TIMEOUT_S,
+    Child,
+    ChildExitedError,
+    machine_json,
+    machine_text,
+    round_ms,
+    run_benchmark,
+    run_while_alive,
+    setup_logging,
+    start_child_with_clock,
+)
 from bench.sensors import sensor_ids
 from bench.stats import Summary, ratio, summarize
 from devtools.brokers import MosquittoBroker
@@ -61,7 +68,6 @@ from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, settings_from
 
 log = logging.getLogger("bench.latency")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SITE_ID = "bench"
 ROOM_ID = "room"
 USERNAME = "bench"
@@ -70,15 +76,11 @@ HEARTBEAT_S = 1.0
 TARGET_RATIO_P99 = 1.5
 """The issue's target: the alarm's p99 within 1.5 times the two-hop floor's p99."""
 
-STARTUP_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 5.0
 PAUSE_MAX_S = 0.005
 
 # Mosquitto as configured on a site (deploy/mosquitto/mosquitto.conf) logs errors to information, not every
 # PUBLISH; MosquittoBroker logs everything (`log_type all`). "none" resets the types given before it.
 BROKER_LOGGING = "log_type none\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-
-_PR_SET_PDEATHSIG = 1
 
 
 class Phase(enum.StrEnum):
@@ -315,121 +317,6 @@ class SensorsDriver:
 # ------------------------------------------------------------------------------------------ processes
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM if this process dies, even by SIGKILL, so nothing is left running."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Child:
-    """A subprocess of the benchmark with its output in a log file; :meth:`stop` is SIGTERM, then SIGKILL."""
-
-    def __init__(self, name: str, log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        self.proc: asyncio.subprocess.Process | None = None
-        self._log: IO[bytes] | None = None
-
-    async def start(self, argv: Sequence[str], env: dict[str, str], *, stdout_pipe: bool = False) -> None:
-        self._log = self.log_path.open("wb")
-        self.proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=subprocess.PIPE,  # closed by stop(): the relay takes end of file as "stop"
-            stdout=subprocess.PIPE if stdout_pipe else self._log,
-            stderr=self._log,
-            env=env,
-            cwd=REPO_ROOT,
-            start_new_session=True,  # a Ctrl-C in the terminal reaches us; we stop the children in order
-            preexec_fn=_die_with_parent,  # prctl only: no locks taken between fork and exec
-        )
-        log.debug("%s started (pid %d): %s", self.name, self.proc.pid, " ".join(argv))
-
-    async def read_line(self, timeout_s: float) -> str:
-        """The next line of the child's stdout (started with ``stdout_pipe``); RuntimeError if it exits first."""
-        assert self.proc is not None
-        assert self.proc.stdout is not None
-        try:
-            async with asyncio.timeout(timeout_s):
-                line = await self.proc.stdout.readline()
-        except TimeoutError:
-            raise RuntimeError(f"{self.name} did not get ready within {timeout_s:.0f} s\n{self.tail()}") from None
-        if not line:
-            await self.proc.wait()
-            raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}\n{self.tail()}")
-        return line.decode().strip()
-
-    async def read_json(self, timeout_s: float) -> dict[str, Any]:
-        """The next stdout line, as JSON; RuntimeError if the child exits first or says something else."""
-        line = await self.read_line(timeout_s)
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            raise RuntimeError(f"{self.name} said {line!r} instead of a JSON line\n{self.tail()}") from None
-        if not isinstance(obj, dict):
-            raise RuntimeError(f"{self.name} said {line!r} instead of a JSON object\n{self.tail()}")
-        return obj
-
-    async def pump(self, take: Callable[[str], None]) -> None:
-        """Hand every further stdout line to ``take`` until the child closes its stdout."""
-        assert self.proc is not None
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            take(line.decode())
-
-    async def wait_for(self, ready: asyncio.Event, timeout_s: float) -> None:
-        """Wait for ``ready``; RuntimeError if the child exits first or the time is up."""
-        assert self.proc is not None
-        exited = asyncio.ensure_future(self.proc.wait())
-        became_ready = asyncio.ensure_future(ready.wait())
-        try:
-            done, _ = await asyncio.wait({exited, became_ready}, timeout=timeout_s, return_when="FIRST_COMPLETED")
-        finally:
-            exited.cancel()
-            became_ready.cancel()
-        if became_ready in done:
-            return
-        if exited in done:
-            raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}\n{self.tail()}")
-        raise RuntimeError(f"{self.name} did not get ready within {timeout_s:.0f} s\n{self.tail()}")
-
-    async def wait(self) -> int:
-        assert self.proc is not None
-        return await self.proc.wait()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    async def stop(self) -> None:
-        sig = signal.SIGTERM
-        proc = self.proc
-        try:
-            if proc is not None and proc.returncode is None:
-                if proc.stdin is not None:
-                    proc.stdin.close()
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(sig)
-                try:
-                    async with asyncio.timeout(STOP_TIMEOUT_S):
-                        await proc.wait()
-                except TimeoutError:
-                    log.warning("%s (pid %d) ignored %s: killing it", self.name, proc.pid, sig.name)
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
-        finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return f"--- {self.name}: no output"
-        return f"--- {self.name} ({self.log_path}), last lines:\n" + "\n".join(text.splitlines()[-lines:])
-
-
 def child_env(password: str) -> dict[str, str]:
     env = dict(os.environ)
     env[ENV_MQTT_USERNAME] = USERNAME
@@ -552,34 +439,6 @@ class Bench:
                     self.results.latencies[phase].append(latency)
 
 
-class ChildExitedError(Exception):
-    def __init__(self, child: Child) -> None:
-        super().__init__(f"{child.name} exited")
-        self.child = child
-
-
-async def run_while_alive(work: Coroutine[Any, Any, None], children: Sequence[Child]) -> None:
-    """Run ``work``; cancel it and raise ChildExitedError as soon as one of ``children`` exits."""
-    task = asyncio.ensure_future(work)
-    watchers = {asyncio.ensure_future(child.wait()): child for child in children}
-    try:
-        done, _ = await asyncio.wait({task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise ChildExitedError(watchers[next(w for w in watchers if w in done)])
-    finally:
-        for watcher in watchers:
-            watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class RigConfig:
     cribs: int
@@ -606,17 +465,6 @@ class Rig:
     @property
     def children(self) -> list[Child]:
         return [self.gateway, self.relay, self.staff, self.sensors_process]
-
-
-async def start_child_with_clock(child: Child, argv: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
-    """Start a child that says ``{"ready": true, "t": <now_ns>}`` first; check that its clock is ours."""
-    before = now_ns()
-    await child.start(argv, env, stdout_pipe=True)
-    ready = await child.read_json(STARTUP_TIMEOUT_S)
-    if ready.get("ready") is not True or not isinstance(ready.get("t"), int):
-        raise RuntimeError(f"{child.name} said {ready!r} instead of ready\n{child.tail()}")
-    check_shared(ready["t"], before, now_ns(), child.name)
-    return ready
 
 
 async def _pump(child: Child, take: Callable[[str], None]) -> None:
@@ -741,23 +589,19 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 # ------------------------------------------------------------------------------------------ output
 
 
-def _ms(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else round(value, 3)
-
-
 def to_json(results: Results) -> dict[str, Any]:
     alert, floor = results.summary(Phase.ALERT), results.summary(Phase.FLOOR)
     out: dict[str, Any] = {}
     for name, summary in (("alert", alert), ("floor", floor)):
         for stat in ("p50", "p90", "p99", "max", "mean"):
-            out[f"{name}_{stat}_ms"] = _ms(getattr(summary, stat)) if summary else None
+            out[f"{name}_{stat}_ms"] = round_ms(getattr(summary, stat)) if summary else None
     for name, phase in (("alert", Phase.ALERT), ("floor", Phase.FLOOR)):
         out[f"{name}_n"] = len(results.latencies[phase])
         out[f"{name}_lost"] = results.lost[phase]
     out["ratio_p50"] = round(ratio(alert.p50, floor.p50), 3) if alert and floor else None
     out["ratio_p99"] = round(ratio(alert.p99, floor.p99), 3) if alert and floor else None
-    out["alert_minus_floor_p50_ms"] = _ms(alert.p50 - floor.p50) if alert and floor else None
-    out["alert_minus_floor_p99_ms"] = _ms(alert.p99 - floor.p99) if alert and floor else None
+    out["alert_minus_floor_p50_ms"] = round_ms(alert.p50 - floor.p50) if alert and floor else None
+    out["alert_minus_floor_p99_ms"] = round_ms(alert.p99 - floor.p99) if alert and floor else None
     opts = results.options
     out |= {
         "target_ratio_p99": TARGET_RATIO_P99,
@@ -774,11 +618,8 @@ def to_json(results: Results) -> dict[str, Any]:
         "complete": results.complete,
         "startup_s": round(results.startup_s, 2),
         "seconds": round(results.seconds, 2),
-        "loadavg_1m_before": round(results.load_before, 2),
-        "loadavg_1m_after": round(results.load_after, 2),
-        "cpus": os.cpu_count(),
     }
-    return out
+    return out | machine_json(results.load_before, results.load_after)
 
 
 def to_table(results: Results) -> str:
@@ -823,8 +664,8 @@ def to_table(results: Results) -> str:
     if not results.complete:
         rows.append("INCOMPLETE: the run stopped early (see the log above)")
     rows.append(
-        f"run took {results.seconds:.1f} s (start-up {results.startup_s:.1f} s); load average (1 min) "
-        f"{results.load_before:.2f} before, {results.load_after:.2f} after, {os.cpu_count()} CPUs"
+        f"run took {results.seconds:.1f} s (start-up {results.startup_s:.1f} s); "
+        + machine_text(results.load_before, results.load_after)
     )
     return "\n".join(rows)
 
@@ -892,52 +733,20 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
-async def _run_until_terminated(options: Options, workdir: Path) -> Results:
-    """:func:`run`, cancelled by SIGTERM as it is by Ctrl-C, so the children and the broker are stopped."""
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await run(options, workdir)
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    if not args.verbose:
-        logging.getLogger("gateway").setLevel(logging.WARNING)
-        logging.getLogger("firmware_sim").setLevel(logging.WARNING)
+    setup_logging(args.verbose, quiet=("gateway", "firmware_sim"))
     options = options_from_args(args)
-    workdir = Path(tempfile.mkdtemp(prefix="cribwatch-bench-"))
-    try:
-        results = asyncio.run(_run_until_terminated(options, workdir))
-    except (RuntimeError, OSError) as exc:
-        log.error("benchmark setup failed: %s", exc)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted: everything stopped")
-        return 130
-    except asyncio.CancelledError:
-        log.error("terminated: everything stopped")
-        return 143
-    finally:
-        if options.keep_dir:
-            log.info("work directory kept: %s", workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(to_json(results)) if options.json else to_table(results), flush=True)
-    if not results.ok:
-        log.error("some samples were lost or the run was cut short: exit status 1")
-        return 1
-    return 0
+    return run_benchmark(
+        functools.partial(run, options),
+        logger=log,
+        workdir_prefix="cribwatch-bench-",
+        keep_dir=options.keep_dir,
+        as_json=options.json,
+        to_json=to_json,
+        to_table=to_table,
+        not_ok="some samples were lost or the run was cut short",
+    )
 
 
 if __name__ == "__main__":
