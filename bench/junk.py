@@ -28,7 +28,6 @@ import logging
 import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
@@ -36,10 +35,9 @@ from types import FrameType
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.clock import now_ns
-from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME
+from bench.pahoclient import connect, new_client
 
 log = logging.getLogger("bench.junk")
 
@@ -89,12 +87,7 @@ class Flooder:
         self.args = args
         self.acked = 0
         self.connected = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=args.client_id, clean_session=True, protocol=mqtt.MQTTv311
-        )
-        username = os.environ.get(ENV_MQTT_USERNAME)
-        if username:
-            self.client.username_pw_set(username, os.environ.get(ENV_MQTT_PASSWORD))
+        self.client = new_client(args.client_id)
         self.client.max_inflight_messages_set(0)  # unlimited: a flood does not wait for PUBACKs
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
@@ -113,10 +106,7 @@ class Flooder:
 
     def connect(self) -> None:
         client = self.client
-        client.connect(self.args.host, self.args.port, keepalive=60)
-        sock = client.socket()
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connect(client, self.args.host, self.args.port, nodelay=True)
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while not self.connected.is_set() and not self.stopping:
             if time.monotonic() > deadline:

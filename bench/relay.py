@@ -19,23 +19,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import socket
 import sys
-import threading
-from types import FrameType
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME
+from bench.pahoclient import QOS, Subscriber
 
 log = logging.getLogger("bench.relay")
 
 READY_LINE = "ready"
-QOS = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,71 +52,25 @@ def sensor_id_of(topic: str) -> str:
     return levels[-2] if len(levels) >= 2 else topic
 
 
-class Relay:
+class Relay(Subscriber):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.relayed = 0
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=args.client_id,
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
+        super().__init__(
+            args.client_id, [args.topic_filter], log, host=args.host, port=args.port, nodelay=not args.no_nodelay
         )
-        username = os.environ.get(ENV_MQTT_USERNAME)
-        if username:
-            self.client.username_pw_set(username, os.environ.get(ENV_MQTT_PASSWORD))
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
+        self.relayed = 0
         self._out_prefix = args.out_prefix.rstrip("/")
-        self._ready = False
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
-    ) -> None:
-        if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
-            client.disconnect()
-            return
-        client.subscribe(self.args.topic_filter, qos=QOS)
+    def on_ready(self) -> None:
+        print(READY_LINE, flush=True)
 
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode], properties: Any
-    ) -> None:
-        if any(rc.is_failure for rc in reason_codes):
-            log.error("subscription to %s refused: %s", self.args.topic_filter, reason_codes)
-            client.disconnect()
-            return
-        if not self._ready:
-            self._ready = True
-            print(READY_LINE, flush=True)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         client.publish(f"{self._out_prefix}/{sensor_id_of(message.topic)}", message.payload, qos=QOS)
         self.relayed += 1
 
     def run(self) -> int:
-        client = self.client
-        client.connect(self.args.host, self.args.port, keepalive=60)
-        sock = client.socket()
-        if isinstance(sock, socket.socket) and not self.args.no_nodelay:
-            # Right after connect() (only CONNECT has gone out): no PUBLISH or PUBACK of ours waits for Nagle.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            client.disconnect()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-
-        def watch_stdin() -> None:
-            sys.stdin.buffer.read()  # returns at end of file: whoever started us has gone
-            client.disconnect()
-
-        threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
-        client.loop_forever()
+        status = super().run()
         log.debug("relayed %d messages", self.relayed)
-        return 0
+        return status
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,19 +21,13 @@ import argparse
 import json
 import logging
 import os
-import signal
-import socket
 import sys
-import threading
-from types import FrameType
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from bench.clock import now_ns
-from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME
+from bench.pahoclient import Subscriber
 
 log = logging.getLogger("bench.staff")
 
@@ -48,67 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Staff:
+class Staff(Subscriber):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.filters: list[str] = args.subscribe
-        self.nodelay = not args.no_nodelay
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=args.client_id, clean_session=True, protocol=mqtt.MQTTv311
+        super().__init__(
+            args.client_id, args.subscribe, log, host=args.host, port=args.port, nodelay=not args.no_nodelay
         )
-        username = os.environ.get(ENV_MQTT_USERNAME)
-        if username:
-            self.client.username_pw_set(username, os.environ.get(ENV_MQTT_PASSWORD))
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
-        self.args = args
         self._out = sys.stdout
-        self._ready = False
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode, props: Any) -> None:
-        if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
-            client.disconnect()
-            return
-        client.subscribe([(f, 1) for f in self.filters])
+    def on_ready(self) -> None:
+        self._line({"ready": True, "t": now_ns()})
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
-        if any(rc.is_failure for rc in codes):
-            log.error("subscription refused: %s", codes)
-            client.disconnect()
-            return
-        if not self._ready:
-            self._ready = True
-            self._line({"ready": True, "t": now_ns()})
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         at = now_ns()  # first: the arrival time of the message
         self._line({"t": at, "topic": message.topic, "payload": message.payload.decode(errors="replace")})
 
     def _line(self, obj: dict[str, Any]) -> None:
         self._out.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self._out.flush()
-
-    def run(self) -> int:
-        client = self.client
-        client.connect(self.args.host, self.args.port, keepalive=60)
-        sock = client.socket()
-        if isinstance(sock, socket.socket) and self.nodelay:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            client.disconnect()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-
-        def watch_stdin() -> None:
-            sys.stdin.buffer.read()  # returns at end of file: whoever started us has gone
-            client.disconnect()
-
-        threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
-        client.loop_forever()
-        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
