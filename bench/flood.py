@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import random
@@ -479,13 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     options = options_from_args(args)
     return run_benchmark(
-        functools.partial(run, options),
-        logger=log,
-        workdir_prefix="cribwatch-flood-",
-        keep_dir=options.keep_dir,
-        as_json=options.json,
-        to_json=to_json,
-        to_table=to_table,
+        run, options, to_json, to_table, logger=log, workdir_prefix="cribwatch-flood-",
         not_ok="some alarms were lost or the run was cut short",
     )
 

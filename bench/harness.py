@@ -203,7 +203,16 @@ class Outcome(Protocol):
     def ok(self) -> bool: ...
 
 
+class BenchOptions(Protocol):
+    @property
+    def json(self) -> bool: ...
+
+    @property
+    def keep_dir(self) -> bool: ...
+
+
 R = TypeVar("R", bound=Outcome)
+OptionsT = TypeVar("OptionsT", bound=BenchOptions)
 
 
 def setup_logging(verbose: bool, *, quiet: Sequence[str] = ()) -> None:
@@ -219,38 +228,39 @@ def setup_logging(verbose: bool, *, quiet: Sequence[str] = ()) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-async def _run_until_terminated(run: Callable[[Path], Coroutine[Any, Any, R]], workdir: Path) -> R:
-    """``run(workdir)``, cancelled by SIGTERM as it is by Ctrl-C, so the children and the broker are stopped."""
+async def _run_until_terminated(
+    run: Callable[[OptionsT, Path], Coroutine[Any, Any, R]], options: OptionsT, workdir: Path
+) -> R:
+    """``run(options, workdir)``, cancelled by SIGTERM as it is by Ctrl-C: the children and the broker are stopped."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        return await run(workdir)
+        return await run(options, workdir)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
 def run_benchmark(
-    run: Callable[[Path], Coroutine[Any, Any, R]],
+    run: Callable[[OptionsT, Path], Coroutine[Any, Any, R]],
+    options: OptionsT,
+    to_json: Callable[[R], dict[str, Any]],
+    to_table: Callable[[R], str],
     *,
     logger: logging.Logger,
     workdir_prefix: str,
-    keep_dir: bool,
-    as_json: bool,
-    to_json: Callable[[R], dict[str, Any]],
-    to_table: Callable[[R], str],
     not_ok: str,
 ) -> int:
-    """Run ``run`` in a fresh work directory, print its results and return the exit status.
+    """``run(options, workdir)`` in a fresh work directory; print its results and return the exit status.
 
-    The work directory is removed afterwards unless ``keep_dir``. Stdout gets one JSON object (``as_json``) or
-    the table, nothing else; ``logger`` (the benchmark's) says on stderr what went wrong, ``not_ok`` when the
-    results are not :attr:`Outcome.ok`.
+    The work directory is removed afterwards unless ``options.keep_dir``. Stdout gets one JSON object
+    (``options.json``) or the table, nothing else; ``logger`` (the benchmark's) says on stderr what went wrong,
+    and ``not_ok`` when the results are not :attr:`Outcome.ok`.
     """
     workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix))
     try:
-        results = asyncio.run(_run_until_terminated(run, workdir))
+        results = asyncio.run(_run_until_terminated(run, options, workdir))
     except (RuntimeError, OSError) as exc:
         logger.error("benchmark setup failed: %s", exc)
         return 2
@@ -261,11 +271,11 @@ def run_benchmark(
         logger.error("terminated: everything stopped")
         return 143
     finally:
-        if keep_dir:
+        if options.keep_dir:
             logger.info("work directory kept: %s", workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(to_json(results)) if as_json else to_table(results), flush=True)
+    print(json.dumps(to_json(results)) if options.json else to_table(results), flush=True)
     if not results.ok:
         logger.error("%s: exit status 1", not_ok)
         return 1

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-import functools
 import json
 import logging
 import os
@@ -738,13 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, quiet=("gateway", "firmware_sim"))
     options = options_from_args(args)
     return run_benchmark(
-        functools.partial(run, options),
-        logger=log,
-        workdir_prefix="cribwatch-bench-",
-        keep_dir=options.keep_dir,
-        as_json=options.json,
-        to_json=to_json,
-        to_table=to_table,
+        run, options, to_json, to_table, logger=log, workdir_prefix="cribwatch-bench-",
         not_ok="some samples were lost or the run was cut short",
     )
 
