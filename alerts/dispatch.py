@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from gateway.domain.events import OutboundEvent
@@ -48,6 +48,15 @@ class Dispatcher:
                 except Exception:  # a broken channel must not silence the others
                     self.failures[channel.name] += 1
                     log.exception("alert channel %s failed on %s", channel.name, type(event).__name__)
+
+    def call(self, channel: EventSink, what: str, call: Callable[[], None]) -> None:
+        """Call into a channel outside :meth:`dispatch` (the buzzer's ``fault`` or ``reset``), isolated and
+        counted in ``failures`` as a failed delivery is: the caller goes on either way."""
+        try:
+            call()
+        except Exception:  # a broken channel must not take its caller down
+            self.failures[channel.name] += 1
+            log.exception("alert channel %s failed on %s", channel.name, what)
 
     def close(self) -> None:
         for channel in self.channels:

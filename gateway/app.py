@@ -91,8 +91,8 @@ class Gateway:
         """A failure the core could not pin on one crib: CRITICAL, counted, and the buzzer sounds until staff
         acknowledge any alarm (nobody can be sure what the failure hid)."""
         self.stats.internal_error(detail, exc)
-        if self.buzzer is not None:
-            self.buzzer.fault()
+        if self.buzzer is not None and self.dispatcher is not None:
+            self.dispatcher.call(self.buzzer, "fault", self.buzzer.fault)
 
     def _deliver(self, out: list[OutboundEvent]) -> None:
         if out and self.dispatcher is not None:
@@ -124,7 +124,8 @@ class Gateway:
                 len(self.core.active_alarms()),
             )
             if self.buzzer is not None:
-                self.buzzer.reset(self.core.active_alarms())
+                buzzer, alarms = self.buzzer, self.core.active_alarms()
+                self.dispatcher.call(buzzer, "reset", lambda: buzzer.reset(alarms))
         self.dispatcher.dispatch(self.core.crib_states(), only=MqttChannel)
 
     def _open_channels(self) -> Dispatcher:
