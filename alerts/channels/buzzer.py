@@ -4,6 +4,10 @@ The buzzer beeps while any alarm at or above ``min_priority`` is raised and not 
 (acknowledging silences it, as on a nurse-call panel); the LED is lit while any alarm is open. A ``gateway_fault``
 alarm is high priority, so it sounds too; a failure the core could not pin on one crib calls :meth:`fault`, which
 sounds the buzzer until staff acknowledge any alarm.
+
+``sounding`` and ``lit`` are what each device last accepted. A device call that fails (a GPIO glitch) is raised,
+for the caller to count (the :class:`~alerts.dispatch.Dispatcher` under ``channel_failures``), and is tried
+again on every later event, :meth:`fault` or :meth:`reset` while the wanted state still differs.
 """
 
 from __future__ import annotations
@@ -42,20 +46,22 @@ class BuzzerChannel:
         self._open: dict[str, tuple[Priority, bool]] = {}
         """alarm id -> (priority, acknowledged)"""
         self.sounding = False
+        """Whether the buzzer last accepted ``beep`` (rather than ``off``): what the device took, not what is wanted."""
         self.lit = False
+        """Whether the LED last accepted being lit."""
         self.faulted = False
         """Set by :meth:`fault`; cleared by the next acknowledgement of any alarm."""
 
     def deliver(self, event: OutboundEvent) -> None:
-        if not isinstance(event, AlarmEvent):
-            return
-        if event.type is AlarmEventType.RAISED:
-            self._open[event.alarm_id] = (event.priority, False)
-        elif event.type is AlarmEventType.ACKNOWLEDGED:
-            self._open[event.alarm_id] = (event.priority, True)
-            self.faulted = False
-        else:
-            self._open.pop(event.alarm_id, None)
+        """Any event, an alarm's or a crib state, also retries a device call that failed before."""
+        if isinstance(event, AlarmEvent):
+            if event.type is AlarmEventType.RAISED:
+                self._open[event.alarm_id] = (event.priority, False)
+            elif event.type is AlarmEventType.ACKNOWLEDGED:
+                self._open[event.alarm_id] = (event.priority, True)
+                self.faulted = False
+            else:
+                self._open.pop(event.alarm_id, None)
         self._update()
 
     def reset(self, alarms: Iterable[AlarmSummary]) -> None:
@@ -69,20 +75,38 @@ class BuzzerChannel:
         self._update()
 
     def _update(self) -> None:
+        """Drive each device toward the wanted state: every update re-drives a device whose last accepted state
+        differs from the wanted one, so a device call that failed (a GPIO glitch) is tried again on the next
+        event or :meth:`fault`. ``sounding`` and ``lit`` only change once the device took the call; a failure
+        still leaves the other device driven, and is then raised for the caller to count."""
         sound = self.faulted or any(prio >= self._min and not acked for prio, acked in self._open.values())
         lit = bool(self._open)
+        failure: Exception | None = None
         if sound != self.sounding:
-            self.sounding = sound
-            if self._buzzer is not None:
-                if sound:
-                    self._buzzer.beep(on_time=0.4, off_time=0.4)
-                else:
-                    self._buzzer.off()
-            log.info("buzzer %s", "on" if sound else "off")
+            try:
+                if self._buzzer is not None:
+                    if sound:
+                        self._buzzer.beep(on_time=0.4, off_time=0.4)
+                    else:
+                        self._buzzer.off()
+            except Exception as exc:  # noqa: BLE001 - the LED is still driven; raised below
+                failure = exc
+            else:
+                self.sounding = sound
+                log.info("buzzer %s", "on" if sound else "off")
         if lit != self.lit:
-            self.lit = lit
-            if self._led is not None:
-                self._led.value = lit
+            try:
+                if self._led is not None:
+                    self._led.value = lit
+            except Exception as exc:  # raised below
+                if failure is None:
+                    failure = exc
+                else:  # the buzzer's failure is the one raised: this one is only logged
+                    log.exception("the LED failed too")
+            else:
+                self.lit = lit
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         for device in (self._buzzer, self._led):
