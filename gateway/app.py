@@ -91,6 +91,9 @@ class Gateway:
         """A failure the core could not pin on one crib: CRITICAL, counted, and the buzzer sounds until staff
         acknowledge any alarm (nobody can be sure what the failure hid)."""
         self.stats.internal_error(detail, exc)
+        self._sound_fault()
+
+    def _sound_fault(self) -> None:
         if self.buzzer is not None and self.dispatcher is not None:
             self.dispatcher.call(self.buzzer, "fault", self.buzzer.fault)
 
@@ -99,8 +102,7 @@ class Gateway:
             self.dispatcher.dispatch(out)
         if self.core.unpinned_faults != self._unpinned_seen:  # the core failed where no alarm could say so
             self._unpinned_seen = self.core.unpinned_faults
-            if self.buzzer is not None:
-                self.buzzer.fault()
+            self._sound_fault()
         due, armed = self.core.next_deadline(), self._armed_deadline
         if due is not None and (armed is None or due < armed):
             self._timers_changed.set()  # a timer earlier than the one the timer loop sleeps on
@@ -212,5 +214,7 @@ class Gateway:
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.mqtt.stats_interval_s)
+            if self.buzzer is not None and self.dispatcher is not None:  # retry a buzzer or LED call that failed
+                self.dispatcher.call(self.buzzer, "refresh", self.buzzer.refresh)
             payload = encode(self.stats_payload())
             self.mqtt.send(Outgoing.of(self.topics.gateway_stats, payload, GATEWAY_STATS))

@@ -158,3 +158,15 @@ def test_an_off_that_fails_leaves_sounding_true_and_is_retried(
     assert not channel.sounding
     assert not pins.pin(BUZZER_PIN).state
     assert dispatcher.failures["buzzer"] == 1
+
+
+def test_a_failed_beep_is_retried_by_the_periodic_refresh_with_no_new_event(
+    channel: BuzzerChannel, beeps: list[str]
+) -> None:
+    """The gateway's stats loop calls refresh(): a lone alarm whose beep failed still ends up sounding."""
+    dispatcher = Dispatcher([channel])
+    dispatcher.dispatch([_alarm("a-1")])
+    assert not channel.sounding
+    dispatcher.call(channel, "refresh", channel.refresh)
+    assert beeps == ["failed", "ok"]
+    assert channel.sounding

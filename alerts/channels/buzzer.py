@@ -74,6 +74,11 @@ class BuzzerChannel:
         self.faulted = True
         self._update()
 
+    def refresh(self) -> None:
+        """Drive the buzzer and LED to what the open alarms want again (called periodically, so a device call that
+        failed is retried even when no new event comes)."""
+        self._update()
+
     def _update(self) -> None:
         """Drive each device toward the wanted state: every update re-drives a device whose last accepted state
         differs from the wanted one, so a device call that failed (a GPIO glitch) is tried again on the next
