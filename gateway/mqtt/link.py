@@ -40,6 +40,7 @@ from gateway.domain.stats import IngestStats
 from gateway.mqtt.connection import BrokerAddress, has_input, new_client, publish_now
 from gateway.protocol import (
     ACK,
+    AVAILABILITY,
     CRIB_STATE,
     GATEWAY_AVAILABILITY,
     LATCH,
@@ -47,6 +48,7 @@ from gateway.protocol import (
     CribStatePayload,
     GatewayAvailabilityPayload,
     ProtocolError,
+    SensorChannel,
     Topics,
     decode,
     encode,
@@ -123,6 +125,8 @@ class MqttLink:
         self._wireless = frozenset(sensor_ids)
         """The site's wireless sensor ids: the main connection subscribes to their topics, one filter each."""
         self._wired = frozenset(wired_keys)
+        self._main_topics = frozenset(topic for topic, _ in self._sensor_subscriptions())
+        """What the main connection subscribes to: the intake drops its copies of these (and only these)."""
         self._intake_id = f"{client_id}-intake"
         self._monotonic = monotonic
         self.offline_buffer = OfflineBuffer()
@@ -205,7 +209,7 @@ class MqttLink:
     def _on_intake_message(self, message: aiomqtt.Message) -> None:
         """The intake connection: staff acks, and the sensor topics of ids that are not the site's sensors."""
         topic = message.topic.value
-        if self._sensor_of(topic) is not None:
+        if topic in self._main_topics:
             return  # one of the site's sensors: the main connection takes it, in order with its others
         self._take(topic, message)
 
@@ -374,11 +378,12 @@ class MqttLink:
         self._restoring = first and self._on_restore is not None
         if self._restoring:
             await client.subscribe(self._topics.crib_state_filter, qos=int(CRIB_STATE.qos))
-        # Earlier versions took everything on this connection; the persistent session keeps their filters.
-        await client.unsubscribe([self._topics.sensor_filter, self._topics.ack])
+        # Earlier versions took everything on this connection, or each sensor through one filter; the persistent
+        # session keeps their filters.
+        legacy = [self._topics.sensor_filter_of(sid) for sid in sorted(self._wireless)]
+        await client.unsubscribe([self._topics.sensor_filter, self._topics.ack, *legacy])
         if self._wireless:
-            qos = int(LATCH.qos)
-            await client.subscribe([(self._topics.sensor_filter_of(sid), qos) for sid in sorted(self._wireless)])
+            await client.subscribe(self._sensor_subscriptions())
         if self._restoring:
             await client.unsubscribe(self._topics.crib_state_filter)
             self._restoring = False
@@ -405,6 +410,24 @@ class MqttLink:
             self._client = None
             self._set_up(main=False)
             self._requeue_unacked()
+
+    def _sensor_subscriptions(self) -> list[tuple[str, int]]:
+        """Each of the site's sensors, channel by channel, at the QoS its messages are published with.
+
+        Telemetry at QoS 0: the sensor sends it so, and a heartbeat is worth no PUBACK nor a place in the queue
+        while the gateway is away; subscribing at QoS 0 also caps anything published there at QoS 1 (junk from a
+        sensor gone wrong) to QoS 0, which saves the gateway writing a PUBACK for each.
+        """
+        specs = (
+            (SensorChannel.LATCH, LATCH),
+            (SensorChannel.AVAILABILITY, AVAILABILITY),
+            (SensorChannel.TELEMETRY, TELEMETRY),
+        )
+        return [
+            (self._topics.sensor(sid, channel), int(spec.qos))
+            for sid in sorted(self._wireless)
+            for channel, spec in specs
+        ]
 
     async def _intake_session(self, client: aiomqtt.Client) -> None:
         """The intake connection: staff acks (QoS 1), and every sensor topic at QoS 0: what comes here from a
