@@ -7,7 +7,8 @@ and crib states out.
   checks come first (:func:`gateway.protocol.codec.screen_inbound`: topic, known sensor, size, JSON at all), so junk
   costs microseconds, not a JSON parser and a pydantic model.
 - Two connections, so that no stranger can hold up a sensor's message. The *main* connection subscribes to the
-  topics of the site's own wireless sensors, one filter per sensor, and carries everything the gateway sends.
+  topics of the site's own wireless sensors (latch and availability at QoS 1, telemetry at QoS 0) and carries
+  everything the gateway sends.
   The *intake* connection (client id ``<client id>-intake``, a persistent session too) takes the staff acks
   and every other sensor topic (ids that no crib uses, wired cribs' keys, malformed ids: counted and
   dropped; the site's own sensors' messages, which it gets too, are dropped at once). The broker keeps one
@@ -123,7 +124,7 @@ class MqttLink:
         self._crib_state_head = f"{topics.prefix}/crib/"
         self._sensor_head = f"{topics.prefix}/sensor/"
         self._wireless = frozenset(sensor_ids)
-        """The site's wireless sensor ids: the main connection subscribes to their topics, one filter each."""
+        """The site's wireless sensor ids: the main connection subscribes to their topics (three filters each)."""
         self._wired = frozenset(wired_keys)
         self._main_topics = frozenset(topic for topic, _ in self._sensor_subscriptions())
         """What the main connection subscribes to: the intake drops its copies of these (and only these)."""
