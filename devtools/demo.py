@@ -27,7 +27,7 @@ from devtools.brokers import start_embedded_broker
 from firmware_sim.fleet import Fleet
 from gateway.app import Gateway
 from gateway.domain.vocab import AlarmEventType, AlarmKind
-from gateway.mqtt.connection import BrokerAddress, new_client
+from gateway.mqtt.connection import BrokerAddress, new_client, stop_if_cancelled
 from gateway.protocol import ACK, ALARM_EVENT, AckPayload, AlarmEventPayload, Topics, decode, encode
 from gateway.settings import (
     ConfigError,
@@ -82,7 +82,7 @@ class _Pager:
         await self._client.publish(self._topics.ack, payload, qos=int(ACK.qos))
 
     async def wait_for(self, crib: str, kind: AlarmKind, event: AlarmEventType) -> AlarmEventPayload:
-        _stop_if_asked()
+        stop_if_cancelled()
         async with asyncio.timeout(STEP_TIMEOUT_S):
             while True:
                 for ev in self.events:
@@ -92,17 +92,6 @@ class _Pager:
                 self._changed.clear()
                 await self._changed.wait()
 
-
-def _stop_if_asked() -> None:
-    """Raise CancelledError if this task was asked to stop (Ctrl-C) and the request got lost on the way.
-
-    Python 3.11's ``asyncio.wait_for`` (aiomqtt awaits every publish and subscribe with it) drops a cancellation
-    that arrives just as the awaited operation completes (fixed in 3.12, python/cpython#86296): the task then runs
-    on with ``cancelling()`` still set. Each step of the demo checks, so a Ctrl-C stops it at the next step.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 @dataclass(frozen=True)
@@ -219,7 +208,7 @@ class _Scenario:
         self.pace = pace
 
     async def pause(self, seconds: float = 1.0) -> None:
-        _stop_if_asked()
+        stop_if_cancelled()
         await asyncio.sleep(seconds * self.pace)
 
     def say_buzzer(self, when: str) -> None:

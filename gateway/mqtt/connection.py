@@ -149,3 +149,16 @@ def drop_connection(client: aiomqtt.Client) -> None:
     sock = client._client.socket()  # noqa: SLF001 - see the docstring
     if isinstance(sock, socket.socket):
         sock.shutdown(socket.SHUT_RDWR)
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop and the request got lost on the way.
+
+    aiomqtt awaits the broker (connect, subscribe) through ``asyncio.wait_for``, which on Python 3.11 can swallow a
+    cancellation that arrives as the awaited step completes: a process would then ignore SIGTERM or Ctrl-C and
+    wait on for ever. The task still counts the request (``cancelling()``), so callers check before every long
+    wait or next step.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -38,7 +38,7 @@ import aiomqtt
 
 from gateway.domain.events import CribState, InboundEvent
 from gateway.domain.stats import IngestStats
-from gateway.mqtt.connection import BrokerAddress, has_input, new_client, publish_now
+from gateway.mqtt.connection import BrokerAddress, has_input, new_client, publish_now, stop_if_cancelled
 from gateway.protocol import (
     ACK,
     AVAILABILITY,
@@ -329,7 +329,7 @@ class MqttLink:
                 async with client:
                     delay = self._backoff[0]
                     try:
-                        _stop_if_cancelled()
+                        stop_if_cancelled()
                         await session(client)
                     except asyncio.CancelledError:
                         if goodbye:
@@ -403,7 +403,7 @@ class MqttLink:
             if self._on_connected is not None:
                 self._on_connected(first)
             self._set_up(main=True)
-            _stop_if_cancelled()
+            stop_if_cancelled()
             async for _ in client.messages:  # messages go to _on_message; this only waits for the end
                 pass
             raise aiomqtt.MqttError("message stream ended")
@@ -438,22 +438,9 @@ class MqttLink:
         log.info("intake connected to broker %s:%s as %s", self._broker.host, self._broker.port, self._intake_id)
         try:
             self._set_up(intake=True)
-            _stop_if_cancelled()
+            stop_if_cancelled()
             async for _ in client.messages:  # messages go to _on_intake_message
                 pass
             raise aiomqtt.MqttError("message stream ended")
         finally:
             self._set_up(intake=False)
-
-
-def _stop_if_cancelled() -> None:
-    """Raise CancelledError if this task was asked to stop and the request got lost on the way.
-
-    aiomqtt awaits the broker (connect, subscribe) through ``asyncio.wait_for``, which on Python 3.11 can swallow a
-    cancellation that arrives as the awaited step completes: the gateway would then ignore SIGTERM and wait on its
-    message stream for ever. The task still counts the request (``cancelling()``), so it is checked before every
-    long wait.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
