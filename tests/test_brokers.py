@@ -301,3 +301,28 @@ async def test_shipped_acl(tmp_path: Path) -> None:
                 await next_message(gateway, within=0.1)
         log = broker.log_text()  # Mosquitto logs client ids, not usernames
         assert "Denied PUBLISH from sensor-s1 (d0, q1, r0, m1, 'cribwatch/site1/sensor/s2/latch'" in log
+
+
+# -- the project's client: a subscribe given up on ------------------------------------------------
+
+
+async def test_a_subscribe_cancelled_before_its_suback_logs_no_error(
+    mqtt_endpoint: BrokerEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway stopped while it subscribes (SIGTERM right after connecting) gets the broker's SUBACK for a call
+    that no longer waits; aiomqtt reports that as an ERROR with a traceback, which new_client's logger turns
+    into a DEBUG line: a clean shutdown must not read as a failure in a technician's log."""
+    from gateway.mqtt.connection import BrokerAddress, new_client
+
+    address = BrokerAddress(mqtt_endpoint.host, mqtt_endpoint.port, mqtt_endpoint.username, mqtt_endpoint.password)
+    caplog.set_level(logging.DEBUG)
+    async with new_client(address, identifier=f"t-{uuid.uuid4().hex[:8]}") as connected:
+        pending = asyncio.create_task(connected.subscribe(unique_topic(), qos=1))
+        await asyncio.sleep(0)  # the SUBSCRIBE is written; the broker's reply has not been read yet
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        await connected.publish(unique_topic(), b"x", qos=1)  # a round trip: the late SUBACK is read by now
+    late = [r for r in caplog.records if "given up on" in r.getMessage()]
+    assert [(r.levelno, r.exc_info) for r in late] == [(logging.DEBUG, None)]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records

@@ -10,6 +10,7 @@ before another's.
 from __future__ import annotations
 
 import asyncio
+import logging
 import select
 import socket
 from collections.abc import Callable
@@ -20,6 +21,26 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from gateway.settings import MqttConfig
+
+log = logging.getLogger("cribwatch.mqtt.client")
+
+
+class _LateReplyFilter(logging.Filter):
+    """aiomqtt logs an ERROR with a traceback when a SUBACK or UNSUBACK arrives for a call that was given up
+    on (cancelled, say by a shutdown while subscribing). Nothing is wrong then: the line becomes a DEBUG one
+    without the traceback, so a clean shutdown does not look like a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Unexpected message ID"):
+            if not log.isEnabledFor(logging.DEBUG):
+                return False
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+            record.msg = "late reply from the broker to a call given up on (message id %d)"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+log.addFilter(_LateReplyFilter())
 
 TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 """Measured here: without it, Nagle plus delayed ACK cost about 44 ms on every MQTT hop."""
@@ -74,6 +95,7 @@ def new_client(
         socket_options=(TCP_NODELAY,),
         timeout=timeout,
         queue_type=None if on_message is None else _handing_queue(on_message),
+        logger=log,
     )
     # aiomqtt warns above 10 concurrent publishes; a gateway resyncing every crib's state has more.
     client.pending_calls_threshold = max_inflight
