@@ -43,6 +43,12 @@ ENV_MQTT_HOST = "CRIBWATCH_MQTT_HOST"
 ENV_MQTT_PORT = "CRIBWATCH_MQTT_PORT"
 ENV_MQTT_USERNAME = "CRIBWATCH_MQTT_USERNAME"
 ENV_MQTT_PASSWORD = "CRIBWATCH_MQTT_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
+ENV_STORE_PATH = "CRIBWATCH_STORE_PATH"
+ENV_STATE_DIR = "CRIBWATCH_STATE_DIR"
+DEFAULT_STATE_DIR = "/var/lib/cribwatch"
+DEFAULT_RETENTION_DAYS = 400
+"""Incident rows are kept a year and a month: a year of incidents for the city's yearly report and the
+manager's comparisons month on month, no longer (they hold staff ids, personal data of the staff)."""
 
 
 DEFAULT_MQTT_PORT = 1883
@@ -189,6 +195,25 @@ class BuzzerConfig(_Model):
     )
 
 
+class StoreConfig(_Model):
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        description=f"The gateway's SQLite file (env {ENV_STORE_PATH}); default <state_dir>/<site id>.sqlite3.",
+    )
+    state_dir: str = Field(
+        default=DEFAULT_STATE_DIR,
+        min_length=1,
+        description=f"Directory of the gateway's own files (env {ENV_STATE_DIR}).",
+    )
+    retention_days: int = Field(
+        default=DEFAULT_RETENTION_DAYS,
+        ge=30,
+        le=3650,
+        description="Resolved incidents (and audit and sensor history) older than this are pruned.",
+    )
+
+
 class CribConfig(_Model):
     id: Identifier
     label: Label = Field(description="What staff see, e.g. 'Bedje 3'. Never a child's name.")
@@ -242,6 +267,7 @@ class Settings(_Model):
     mqtt: MqttConfig = MqttConfig()
     alarms: AlarmsConfig = AlarmsConfig()
     buzzer: BuzzerConfig = BuzzerConfig()
+    store: StoreConfig = StoreConfig()
     rooms: tuple[RoomConfig, ...] = Field(min_length=1, strict=False)  # a TOML array (see RoomConfig.cribs)
 
     @model_validator(mode="after")
@@ -275,6 +301,13 @@ class Settings(_Model):
     @property
     def gateway_client_id(self) -> str:
         return self.mqtt.client_id or f"cribwatch-gateway-{self.site.id}"
+
+    @property
+    def store_path(self) -> Path:
+        """The gateway's SQLite file: ``store.path``, or ``<store.state_dir>/<site id>.sqlite3``."""
+        if self.store.path is not None:
+            return Path(self.store.path)
+        return Path(self.store.state_dir) / f"{self.site.id}.sqlite3"
 
     def cribs(self) -> list[tuple[RoomConfig, CribConfig]]:
         return [(room, crib) for room in self.rooms for crib in room.cribs]
@@ -422,6 +455,13 @@ def settings_from_mapping(
         else:
             mqtt["port"] = port
     merged["mqtt"] = mqtt
+    raw_store = merged.get("store", {})
+    if isinstance(raw_store, Mapping):
+        store: dict[str, Any] = dict(raw_store)
+        for key, var in (("path", ENV_STORE_PATH), ("state_dir", ENV_STATE_DIR)):
+            if env.get(var):
+                store[key] = env[var]
+        merged["store"] = store
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:

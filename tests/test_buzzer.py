@@ -40,6 +40,7 @@ def _alarm(
         crib_label="Crib 1",
         at=1.0,
         raised_at=1.0,
+        run=1,
     )
 
 

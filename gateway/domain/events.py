@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState, Priority, Source
+from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState, Priority, Resolution, Source
 
 # ------------------------------------------------------------------------------------------- inbound
 
@@ -101,10 +101,25 @@ class AlarmEvent:
     at: float
     """Wall-clock time of this event."""
     raised_at: float
+    run: int
+    """The gateway run (the store's boot counter) this event happened in; alarm ids are unique across runs."""
     by: str | None = None
     """The staff account that acknowledged (ACKNOWLEDGED only)."""
     device: str | None = None
+    """The device the acknowledgement came from (ACKNOWLEDGED only)."""
     trigger: Trigger | None = None
+    latch_opened_at: float | None = None
+    """Wall-clock time the crib's latch opened (``crib_open`` alarms; None for the other kinds)."""
+    acknowledged_at: float | None = None
+    """Wall-clock time of the acknowledgement, on the ACKNOWLEDGED event and every later one."""
+    acknowledged_by: str | None = None
+    """Who acknowledged, on the ACKNOWLEDGED event and every later one."""
+    resolution: Resolution | None = None
+    """Why the alarm ended (RESOLVED only)."""
+    test: bool = False
+    """A test alarm (a technician's simulator run or a test button): on record, shown as a test."""
+    escalation_level: int = 0
+    """How far escalation has gone (0: the first notification; escalation comes with the alert policy)."""
 
     @property
     def response_s(self) -> float:
@@ -119,6 +134,10 @@ class AlarmSummary:
     priority: Priority
     acknowledged_by: str | None
     raised_at: float
+    acknowledged_at: float | None = None
+    latch_opened_at: float | None = None
+    test: bool = False
+    escalation_level: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +158,38 @@ class CribState:
 
 
 OutboundEvent = AlarmEvent | CribState
+
+
+# ----------------------------------------------------------------------------------- from the record
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlarmRecord:
+    """An alarm that a previous run left open (raised or acknowledged, not resolved), as the store keeps it:
+    what the core takes back at start-up, before any adapter runs."""
+
+    alarm_id: str
+    run: int
+    crib_id: str
+    kind: AlarmKind
+    raised_at: float
+    """Wall-clock time, Unix seconds."""
+    trigger: Trigger | None = None
+    latch_opened_at: float | None = None
+    acknowledged_by: str | None = None
+    acknowledged_device: str | None = None
+    acknowledged_at: float | None = None
+    test: bool = False
+    escalation_level: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CribRecord:
+    """A crib's last known state, as the store keeps it (from its latest :class:`CribState`)."""
+
+    crib_id: str
+    latch: LatchState | None
+    sensor_online: bool | None
+    battery_pct: int | None
+    at: float
+    """Wall-clock time of that state."""

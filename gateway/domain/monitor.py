@@ -644,6 +644,7 @@ class CribMonitor:
             crib_label=crib.config.label,
             at=at,
             raised_at=alarm.raised_at,
+            run=self.gw_run,
             by=by,
             device=device,
             trigger=alarm.trigger,

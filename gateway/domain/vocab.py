@@ -74,3 +74,18 @@ class AlarmEventType(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+
+
+class Resolution(enum.StrEnum):
+    """Why an alarm ended (on its ``resolved`` event and in the incident log)."""
+
+    LATCH_CLOSED = "latch_closed"
+    """The crib was closed again."""
+    SENSOR_BACK = "sensor_back"
+    """The silent sensor spoke again."""
+    BATTERY_OK = "battery_ok"
+    """The battery is back at ``battery_ok_pct``."""
+    FAULT_CLEARED = "fault_cleared"
+    """A gateway fault was acknowledged and the crib's steps succeed again."""
+    CRIB_REMOVED = "crib_removed"
+    """The crib (or its room) is no longer in the site file: found at a restart, ended on record."""
