@@ -89,3 +89,15 @@ def test_channels_do_not_import_each_other_or_the_composition_root() -> None:
         if under(mod, "alerts.channels"):
             others = [i for i in imps if under(i, "alerts.channels") and not under(i, mod)]
             assert others == [], f"{mod} imports {others}"
+
+
+def test_only_the_store_touches_sqlite() -> None:
+    """The gateway's record has one door: gateway.store (docs/store.md)."""
+    assert offenders(("gateway", "alerts"), ("sqlite3",), allow=("gateway.store",)) == []
+
+
+def test_the_store_is_below_the_adapters() -> None:
+    """The store is plain synchronous code on the domain: no event loop, no broker, no channels, no wiring."""
+    forbidden = ("asyncio", "aiomqtt", "paho", "gateway.mqtt", "gateway.app", "gateway.cli", "alerts")
+    assert offenders(("gateway.store",), forbidden) == []
+    assert "gateway.store.store" in MODULES

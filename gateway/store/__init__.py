@@ -1,0 +1,17 @@
+"""The gateway's own record in SQLite (see docs/store.md): the only package that touches the database."""
+
+from gateway.store.schema import MIGRATIONS, SCHEMA_VERSION, StoreError, migrate
+from gateway.store.store import AuditEntry, Incident, OutboxRow, SensorEventRow, Store, TimelineEntry
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "AuditEntry",
+    "Incident",
+    "OutboxRow",
+    "SensorEventRow",
+    "Store",
+    "StoreError",
+    "TimelineEntry",
+    "migrate",
+]

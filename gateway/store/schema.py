@@ -1,0 +1,176 @@
+"""The store's schema and its migrations: ``PRAGMA user_version`` names the version a file is at.
+
+Version 1 is the first schema. A new version is one more entry at the end of :data:`MIGRATIONS` (SQL text, or a
+function of the connection for a change SQL alone cannot make); an entry is never edited once released. Each
+migration runs in its own transaction together with the new ``user_version``, so a file is at one version or the
+next, never between.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+
+class StoreError(Exception):
+    """The store cannot be used as asked: a missing file, another site's file, a schema newer than this code."""
+
+
+V1 = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE incidents (
+    alarm_id            TEXT PRIMARY KEY,
+    run                 INTEGER NOT NULL,
+    kind                TEXT NOT NULL,
+    priority            TEXT NOT NULL CHECK (priority IN ('low', 'medium', 'high')),
+    site_id             TEXT NOT NULL,
+    room_id             TEXT NOT NULL,
+    crib_id             TEXT NOT NULL,
+    room_label          TEXT NOT NULL,
+    crib_label          TEXT NOT NULL,
+    raised_at           REAL NOT NULL,
+    latch_opened_at     REAL,
+    acknowledged_at     REAL,
+    acknowledged_by     TEXT,
+    acknowledged_device TEXT,
+    resolved_at         REAL,
+    resolution          TEXT,
+    test                INTEGER NOT NULL DEFAULT 0,
+    escalation_level    INTEGER NOT NULL DEFAULT 0,
+    trigger_sensor      TEXT,
+    trigger_boot        INTEGER,
+    trigger_seq         INTEGER
+);
+CREATE INDEX incidents_resolved_at ON incidents (resolved_at);
+CREATE INDEX incidents_raised_at ON incidents (raised_at);
+CREATE INDEX incidents_room ON incidents (room_id, raised_at);
+CREATE INDEX incidents_crib ON incidents (crib_id, raised_at);
+CREATE INDEX incidents_open ON incidents (raised_at) WHERE resolved_at IS NULL;
+
+CREATE TABLE timeline (
+    id       INTEGER PRIMARY KEY,
+    alarm_id TEXT NOT NULL REFERENCES incidents (alarm_id) ON DELETE CASCADE,
+    run      INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    at       REAL NOT NULL,
+    type     TEXT NOT NULL,
+    "by"     TEXT,
+    device   TEXT,
+    detail   TEXT
+);
+CREATE UNIQUE INDEX timeline_step ON timeline (alarm_id, type, run, seq);
+
+CREATE TABLE cribs (
+    crib_id       TEXT PRIMARY KEY,
+    room_id       TEXT NOT NULL,
+    latch         TEXT,
+    sensor_online INTEGER,
+    battery_pct   INTEGER,
+    at            REAL NOT NULL
+);
+
+CREATE TABLE outbox (
+    id           INTEGER PRIMARY KEY,
+    key          TEXT NOT NULL UNIQUE,
+    topic        TEXT NOT NULL,
+    payload      BLOB NOT NULL,
+    qos          INTEGER NOT NULL,
+    retain       INTEGER NOT NULL,
+    created_at   REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX outbox_pending ON outbox (id) WHERE delivered_at IS NULL;
+CREATE INDEX outbox_delivered_at ON outbox (delivered_at);
+
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY,
+    at     REAL NOT NULL,
+    actor  TEXT NOT NULL,
+    source TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX audit_at ON audit (at);
+
+CREATE TABLE sensor_events (
+    id        INTEGER PRIMARY KEY,
+    at        REAL NOT NULL,
+    sensor_id TEXT NOT NULL,
+    crib_id   TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    detail    TEXT
+);
+CREATE INDEX sensor_events_at ON sensor_events (at);
+CREATE INDEX sensor_events_sensor ON sensor_events (sensor_id, at);
+"""
+
+Migration = str | Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: list[Migration] = [V1]
+"""Entry ``i`` brings a file from version ``i`` to ``i + 1``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The version this code writes and reads."""
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def check_version(conn: sqlite3.Connection, where: str) -> int:
+    """The file's version; StoreError if it is newer than this code knows."""
+    version = user_version(conn)
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{where}: the store's schema is version {version}, newer than this gateway knows "
+            f"(version {SCHEMA_VERSION}); run the gateway version that wrote it, or a newer one"
+        )
+    return version
+
+
+def migrate(conn: sqlite3.Connection, where: str = "store") -> int:
+    """Bring the file to :data:`SCHEMA_VERSION`, one migration per transaction; returns the version found.
+
+    The connection must be in autocommit mode (``isolation_level=None``): the transactions are explicit.
+    """
+    found = check_version(conn, where)
+    for version in range(found, SCHEMA_VERSION):
+        step = MIGRATIONS[version]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Read again under the write lock: another process may have migrated the file meanwhile.
+            if user_version(conn) != version:
+                conn.execute("ROLLBACK")
+                return migrate(conn, where)
+            if isinstance(step, str):
+                for statement in _statements(step):
+                    conn.execute(statement)
+            else:
+                step(conn)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """A script split into complete statements (executescript would commit the open transaction first)."""
+    out: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                out.append(current.strip())
+            current = ""
+    if current.strip():
+        raise ValueError(f"incomplete SQL statement in a migration: {current.strip()[:80]!r}")
+    return out
