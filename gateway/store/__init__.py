@@ -2,6 +2,7 @@
 
 from gateway.store.schema import MIGRATIONS, SCHEMA_VERSION, StoreError, migrate
 from gateway.store.store import AuditEntry, Incident, OutboxRow, SensorEventRow, Store, TimelineEntry
+from gateway.store.writer import StoreWriter, WriterHealth
 
 __all__ = [
     "MIGRATIONS",
@@ -12,6 +13,8 @@ __all__ = [
     "SensorEventRow",
     "Store",
     "StoreError",
+    "StoreWriter",
     "TimelineEntry",
+    "WriterHealth",
     "migrate",
 ]

@@ -1,0 +1,427 @@
+"""The store's writer thread: the alarm path hands over writes and never waits on the disk.
+
+Every ``StoreWriter`` method called from the event loop appends one operation to a queue and returns; it never
+blocks on I/O and never raises. The thread named ``store-writer`` takes everything waiting (up to ``batch``
+operations) and writes it in one transaction, in the order it was queued: one fsync per batch.
+
+A disk that fails or fills stops nothing: a batch that cannot be committed is rolled back, kept in front and
+retried with exponential backoff (``retry_min_s`` doubling up to ``retry_max_s``), logged on ``cribwatch.store``
+(CRITICAL the first time, then at most once a minute with the count; INFO when writes succeed again). A store that
+cannot be opened (the factory raises) is retried the same way. Memory is bounded by ``limit``: beyond it the
+oldest crib states (a projection, rebuilt by the next state) are dropped; alarm events, outbox messages, audit
+and sensor rows are kept whatever it costs.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gateway.domain.events import AlarmEvent, CribState
+from gateway.store.store import Store
+
+log = logging.getLogger("cribwatch.store")
+
+LOG_EVERY_S = 60.0
+"""A failure that goes on is logged again at most this often (with the count)."""
+
+_WAITING, _TAKEN, _DROPPED = 0, 1, 2
+
+
+@dataclass(slots=True)
+class WriterHealth:
+    written: int = 0
+    """Operations committed."""
+    pending: int = 0
+    """Operations waiting (queued or in a batch not yet committed)."""
+    failures: int = 0
+    """Batches (or store opens) that failed."""
+    failing: bool = False
+    """The last attempt failed: what is pending is not on disk."""
+    last_error: str | None = None
+    dropped: int = 0
+    """Operations given up: crib states beyond ``limit``, and any operation the database refuses by itself."""
+    size_bytes: int = 0
+    """The store's file and write-ahead log, after the last batch."""
+    pruned: int = 0
+    """Rows deleted by :meth:`StoreWriter.prune` so far."""
+
+
+class _Op:
+    """One queued write. ``number`` orders them; a crib state's ``args`` may be replaced while it waits."""
+
+    __slots__ = ("args", "crib_id", "kind", "number", "state")
+
+    def __init__(self, number: int, kind: str, args: tuple[Any, ...], crib_id: str | None = None) -> None:
+        self.number = number
+        self.kind = kind
+        self.args = args
+        self.crib_id = crib_id
+        self.state = _WAITING
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} #{self.number} {self.args!r:.200}>"
+
+
+def _transient(exc: BaseException) -> bool:
+    """The disk's or the file's fault (full, read-only, I/O error, locked, corrupt): worth retrying as it is."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+class StoreWriter:
+    """Writes to a :class:`Store` from its own thread. Build, :meth:`start`, enqueue, :meth:`stop`."""
+
+    def __init__(
+        self,
+        store: Store | Callable[[], Store],
+        *,
+        retry_min_s: float = 0.05,
+        retry_max_s: float = 5.0,
+        limit: int = 100_000,
+        batch: int = 500,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(store, Store):
+            self._store: Store | None = store
+            self._factory: Callable[[], Store] | None = None
+        else:
+            self._store = None
+            self._factory = store
+        self._retry_min_s = retry_min_s
+        self._retry_max_s = retry_max_s
+        self._limit = limit
+        self._batch = batch
+        self._monotonic = monotonic
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Op] = collections.deque()
+        self._droppable: collections.deque[_Op] = collections.deque()  # crib states in queue order
+        self._crib_waiting: dict[str, _Op] = {}
+        self._inflight: list[_Op] = []
+        self._live = 0  # waiting in the queue (not dropped, not taken)
+        self._dead = 0  # dropped, still in the queue
+        self._numbered = 0  # the last number given
+        self._done_upto = 0  # every op numbered up to this is committed (or given up)
+        self._health = WriterHealth()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._last_failure_log = float("-inf")
+        self._streak = 0  # failures since the last success
+        self._last_drop_log = float("-inf")
+
+    # ------------------------------------------------------------------------------------------ life
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued before the call is committed; False if that took longer than timeout."""
+        with self._cond:
+            target = self._numbered
+            return self._cond.wait_for(lambda: self._done_upto >= target, timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what can be written within ``timeout``, stop the thread and close the store."""
+        deadline = self._monotonic() + timeout
+        if self._thread is not None:
+            self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - self._monotonic()))
+            if self._thread.is_alive():
+                log.error("store writer did not stop within %.1f s; %d writes not on disk", timeout, self.pending)
+                return
+        else:
+            self._close_store()
+        with self._cond:
+            lost = self._live + len(self._inflight)
+        if lost:
+            log.critical("store writer stopped with %d writes not on disk (%s)", lost, self._health.last_error)
+
+    @property
+    def health(self) -> WriterHealth:
+        """A consistent copy (safe to read from any thread)."""
+        with self._cond:
+            return replace(self._health, pending=self._live + len(self._inflight))
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return self._live + len(self._inflight)
+
+    # ------------------------------------------------------------------------------------------ enqueue
+
+    def record_alarm_event(self, ev: AlarmEvent) -> None:
+        self._put("alarm", (ev,))
+
+    def record_crib_state(self, st: CribState) -> None:
+        """Coalesced: while a state of this crib waits, the newer one takes its place."""
+        try:
+            with self._cond:
+                waiting = self._crib_waiting.get(st.crib_id)
+                if waiting is not None and waiting.state == _WAITING:
+                    waiting.args = (st,)
+                    return
+                op = self._append("crib", (st,), crib_id=st.crib_id)
+                self._crib_waiting[st.crib_id] = op
+                self._droppable.append(op)
+                self._bound()
+                self._cond.notify_all()
+        except Exception:  # never raise into the event loop
+            log.critical("store writer: could not queue a crib state", exc_info=True)
+
+    def outbox_put(  # noqa: PLR0917 - mirrors Store.outbox_put
+        self, key: str, topic: str, payload: bytes, qos: int, retain: bool, at: float
+    ) -> None:
+        self._put("outbox_put", (key, topic, payload, qos, retain, at))
+
+    def outbox_done(self, key: str, at: float) -> None:
+        self._put("outbox_done", (key, at))
+
+    def audit(self, at: float, actor: str, source: str, action: str, detail: str | None = None) -> None:
+        self._put("audit", (at, actor, source, action, detail))
+
+    def sensor_event(self, at: float, sensor_id: str, crib_id: str, kind: str, detail: str | None = None) -> None:
+        self._put("sensor_event", (at, sensor_id, crib_id, kind, detail))
+
+    def prune(self, now: float, keep_s: float) -> None:
+        """Prune in the writer thread, in order with the writes (see :meth:`Store.prune`)."""
+        self._put("prune", (now, keep_s))
+
+    def _put(self, kind: str, args: tuple[Any, ...]) -> None:
+        try:
+            with self._cond:
+                self._append(kind, args)
+                self._bound()
+                self._cond.notify_all()
+        except Exception:  # never raise into the event loop
+            log.critical("store writer: could not queue a %s write", kind, exc_info=True)
+
+    def _append(self, kind: str, args: tuple[Any, ...], crib_id: str | None = None) -> _Op:
+        self._numbered += 1
+        op = _Op(self._numbered, kind, args, crib_id)
+        self._queue.append(op)
+        self._live += 1
+        return op
+
+    def _bound(self) -> None:
+        """Above ``limit``, drop the oldest crib states (held: the lock)."""
+        dropped = 0
+        while self._live + len(self._inflight) > self._limit and self._droppable:
+            op = self._droppable.popleft()
+            if op.state != _WAITING:
+                continue
+            op.state = _DROPPED
+            if self._crib_waiting.get(op.crib_id or "") is op:
+                del self._crib_waiting[op.crib_id or ""]
+            self._live -= 1
+            self._dead += 1
+            dropped += 1
+        if not dropped:
+            return
+        self._health.dropped += dropped
+        if self._dead > 1024 and self._dead * 2 > self._live:
+            self._queue = collections.deque(op for op in self._queue if op.state == _WAITING)
+            self._dead = 0
+        self._update_done()
+        now = self._monotonic()
+        if now - self._last_drop_log >= LOG_EVERY_S:
+            self._last_drop_log = now
+            log.error(
+                "store writes are %d behind (limit %d): dropping the oldest crib states (%d dropped so far); "
+                "alarm events, outbox and audit rows are kept",
+                self._live + len(self._inflight),
+                self._limit,
+                self._health.dropped,
+            )
+
+    def _update_done(self) -> None:
+        """Held: the lock."""
+        while self._queue and self._queue[0].state == _DROPPED:
+            self._queue.popleft()
+            self._dead -= 1
+        if self._inflight:
+            self._done_upto = self._inflight[0].number - 1
+        elif self._queue:
+            self._done_upto = self._queue[0].number - 1
+        else:
+            self._done_upto = self._numbered
+        self._cond.notify_all()
+
+    # ------------------------------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        delay = self._retry_min_s
+        while True:
+            try:
+                with self._cond:
+                    if not self._take():
+                        break
+                    batch = list(self._inflight)
+                error = self._write(batch)
+            except Exception as exc:  # a bug of ours: never let it end the thread
+                error = f"internal error: {exc!r}"
+                log.critical("store writer: internal error", exc_info=True)
+            if error is None:
+                delay = self._retry_min_s
+                continue
+            with self._cond:
+                if self._stopping:
+                    break
+                self._cond.wait(delay)
+            delay = min(delay * 2, self._retry_max_s)
+        self._close_store()
+
+    def _take(self) -> bool:
+        """Wait for work and fill ``_inflight`` (held: the lock); False when stopping with nothing to do."""
+        while not self._inflight:
+            while self._queue and len(self._inflight) < self._batch:
+                op = self._queue.popleft()
+                if op.state == _DROPPED:
+                    self._dead -= 1
+                    continue
+                op.state = _TAKEN
+                self._live -= 1
+                if op.crib_id is not None and self._crib_waiting.get(op.crib_id) is op:
+                    del self._crib_waiting[op.crib_id]
+                self._inflight.append(op)
+            while self._droppable and self._droppable[0].state != _WAITING:
+                self._droppable.popleft()
+            if self._inflight:
+                break
+            if self._stopping:
+                return False
+            self._cond.wait()
+        return True
+
+    def _write(self, batch: list[_Op]) -> str | None:
+        """Commit the batch; None on success, else the error (what is not written stays in front)."""
+        store: Store | None = None
+        try:
+            store = self._open()
+            pruned = self._commit(store, batch)
+        except Exception as exc:  # noqa: BLE001 - the disk, the file or a bad write: sorted below
+            if store is None or _transient(exc):
+                return self._failed(exc)
+            if len(batch) == 1:
+                self._give_up(batch[0], exc)
+                return None
+            return self._one_by_one(store, batch)
+        self._succeeded(store, batch, pruned)
+        return None
+
+    def _one_by_one(self, store: Store, batch: list[_Op]) -> str | None:
+        """The database refused the batch, not the disk: find the write it refuses, one transaction each."""
+        for op in batch:
+            try:
+                pruned = self._commit(store, [op])
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                if _transient(exc):
+                    return self._failed(exc)
+                self._give_up(op, exc)
+                continue
+            self._succeeded(store, [op], pruned)
+        return None
+
+    def _commit(self, store: Store, ops: list[_Op]) -> int:
+        pruned = 0
+        with store.transaction():
+            for op in ops:
+                pruned += self._apply(store, op)
+        return pruned
+
+    def _succeeded(self, store: Store, ops: list[_Op], pruned: int) -> None:
+        size = store.size_bytes()
+        with self._cond:
+            if len(ops) == len(self._inflight):
+                self._inflight.clear()
+            else:
+                done = {id(op) for op in ops}
+                self._inflight = [op for op in self._inflight if id(op) not in done]
+            h = self._health
+            h.written += len(ops)
+            h.pruned += pruned
+            h.size_bytes = size
+            recovered, h.failing = h.failing, False
+            streak, self._streak = self._streak, 0
+            self._update_done()
+        if recovered:
+            log.info("store writes again after %d failures", streak)
+
+    @staticmethod
+    def _apply(store: Store, op: _Op) -> int:
+        args = op.args
+        match op.kind:
+            case "alarm":
+                store.record_alarm_event(*args)
+            case "crib":
+                store.record_crib_state(*args)
+            case "outbox_put":
+                store.outbox_put(*args)
+            case "outbox_done":
+                store.outbox_done([args[0]], args[1])
+            case "audit":
+                store.audit(*args)
+            case "sensor_event":
+                store.sensor_event(*args)
+            case "prune":
+                return sum(store.prune(*args).values())
+            case _:
+                raise ValueError(f"unknown store operation {op.kind!r}")
+        return 0
+
+    def _open(self) -> Store:
+        if self._store is None:
+            assert self._factory is not None
+            self._store = self._factory()
+        return self._store
+
+    def _close_store(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            with contextlib.suppress(Exception):
+                store.close()
+
+    def _failed(self, exc: Exception) -> str:
+        if self._factory is not None:
+            self._close_store()  # open a fresh one next time (the file may have moved, the disk remounted)
+        text = f"{type(exc).__name__}: {exc}"
+        with self._cond:
+            h = self._health
+            h.failures += 1
+            h.failing = True
+            h.last_error = text
+            self._streak += 1
+            streak, pending = self._streak, self._live + len(self._inflight)
+        now = self._monotonic()
+        if streak == 1 or now - self._last_failure_log >= LOG_EVERY_S:
+            self._last_failure_log = now
+            log.log(
+                logging.CRITICAL if streak == 1 else logging.ERROR,
+                "store writes FAIL (%s): %d failures in a row, %d writes waiting in memory, not on disk; retrying",
+                text,
+                streak,
+                pending,
+            )
+        return text
+
+    def _give_up(self, op: _Op, exc: Exception) -> None:
+        """An operation the database refuses by itself (not the disk's fault): retrying would block the rest."""
+        log.critical("store writer: the database refuses %r (%r): dropped", op, exc)
+        with self._cond:
+            self._health.dropped += 1
+            self._health.failures += 1
+            self._health.last_error = f"{type(exc).__name__}: {exc}"
+            self._inflight = [o for o in self._inflight if o is not op]
+            self._update_done()
