@@ -390,9 +390,7 @@ def to_table(results: Results) -> str:
             if s is None:
                 rows.append(f"{label:34} {'-':>8} {'-':>8} {'-':>8} {'-':>8} {0:>5} {lost:>5}")
             else:
-                rows.append(
-                    f"{label:34} {s.p50:8.3f} {s.p90:8.3f} {s.p99:8.3f} {s.max:8.3f} {s.n:>5} {lost!s:>5}"
-                )
+                rows.append(f"{label:34} {s.p50:8.3f} {s.p90:8.3f} {s.p99:8.3f} {s.max:8.3f} {s.n:>5} {lost!s:>5}")
     rows.append("")
     cpu = ", ".join(
         f"{'no flood' if phase == QUIET else phase.replace('_', ' ', 1)} {results.cpu_pct(phase):.0f}%"
@@ -418,9 +416,7 @@ def to_table(results: Results) -> str:
             rows.append(f"  gateway did NOT catch up within {opts.drain_timeout_s:.0f} s after any flood")
     if not results.complete:
         rows.append("INCOMPLETE: the run stopped early (see the log above)")
-    rows.append(
-        f"run took {results.seconds:.1f} s; " + machine_text(results.load_before, results.load_after)
-    )
+    rows.append(f"run took {results.seconds:.1f} s; " + machine_text(results.load_before, results.load_after))
     return "\n".join(rows)
 
 
@@ -478,7 +474,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     options = options_from_args(args)
     return run_benchmark(
-        run, options, to_json, to_table, logger=log, workdir_prefix="cribwatch-flood-",
+        run,
+        options,
+        to_json,
+        to_table,
+        logger=log,
+        workdir_prefix="cribwatch-flood-",
         not_ok="some alarms were lost or the run was cut short",
     )
 

@@ -8,13 +8,13 @@ or SIGINT: it then writes FILE (JSON) and prints a summary on stderr.
 Two kinds of figures:
 
 * ``calls``: how long each wrapped call takes (``MqttLink._on_message``, ``decode_inbound`` and
-  ``CribMonitor.handle`` by event type, ``advance``, ``next_deadline``, ``Dispatcher.dispatch``,
+  ``CribMonitor.decide`` by event type, ``advance``, ``next_deadline``, ``Dispatcher.dispatch``,
   ``encode_outbound``, ``publish_now``, paho's ``publish``, ``_packet_write`` and ``loop_write``, log records
   written, garbage collections).
 * ``path``: for every ``raised`` crib-open alarm, the time between consecutive stages of its latch message's
   way through the gateway (see :data:`STAGES`). On this path everything from ``link_on_message`` to
   ``dispatch_end`` is one synchronous call: ``MqttLink._on_message`` decodes, ``Gateway.submit`` runs
-  ``CribMonitor.handle`` and ``Dispatcher.dispatch``, whose MQTT channel calls ``MqttLink.send`` ->
+  ``CribMonitor.decide`` and ``Dispatcher.dispatch``, whose MQTT channel calls ``MqttLink.send`` ->
   ``publish_now``: paho's ``publish``, then paho's ``_packet_write`` writes the bytes to the socket. The only
   hand-off is the ``call_soon`` between aiomqtt's queue and ``MqttLink._on_message``.
 
@@ -46,7 +46,7 @@ import gateway.mqtt.connection
 import gateway.mqtt.link
 from alerts.dispatch import Dispatcher
 from bench.stats import summarize
-from gateway.domain.events import InboundEvent, LatchReading, OutboundEvent
+from gateway.domain.events import Decision, InboundEvent, LatchReading
 from gateway.domain.monitor import CribMonitor
 from gateway.mqtt.link import MqttLink
 
@@ -55,7 +55,7 @@ STAGES = (
     "handed",  # aiomqtt puts it on its queue: the gateway's handing queue calls call_soon(MqttLink._on_message)
     "link_on_message",  # MqttLink._on_message starts (the event loop ran the call_soon callback)
     "decode_end",  # gateway.protocol.codec.decode_inbound returned the LatchReading
-    "handle_start",  # CribMonitor.handle called (by Gateway.submit)
+    "handle_start",  # CribMonitor.decide called (by Gateway.submit)
     "handle_end",  # ... and returned the alarm event and the crib state
     "paho_publish",  # paho's publish of the alarm event called (dispatch -> MQTT channel -> send -> publish_now)
     "socket_write",  # the paho _packet_write that wrote the alarm's PUBLISH to the socket returned
@@ -167,20 +167,20 @@ class Tracer:
 
         setattr(gateway.mqtt.link, "decode_inbound", traced_decode)  # noqa: B010
 
-        handle = CribMonitor.handle
+        decide = CribMonitor.decide
 
-        def traced_handle(self: CribMonitor, event: InboundEvent, *args: Any, **kw: Any) -> list[OutboundEvent]:
+        def traced_decide(self: CribMonitor, event: InboundEvent, *args: Any, **kw: Any) -> Decision:
             start = perf()
-            out = handle(self, event, *args, **kw)
+            out = decide(self, event, *args, **kw)
             end = perf()
-            tracer.timed(f"CribMonitor.handle[{type(event).__name__}]", end - start)
+            tracer.timed(f"CribMonitor.decide[{type(event).__name__}]", end - start)
             stages = tracer.current
             if stages is not None and tracer.current_key is not None:
                 stages["handle_start"] = start
                 stages["handle_end"] = end
             return out
 
-        CribMonitor.handle = traced_handle  # type: ignore[method-assign]
+        CribMonitor.decide = traced_decide  # type: ignore[method-assign]
 
         for name in ("advance", "next_deadline"):
             self.wrap_method(CribMonitor, name, f"CribMonitor.{name}")

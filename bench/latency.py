@@ -250,7 +250,6 @@ class StaffFeed:
             arrivals.unexpected["bad_payload"] += 1
             log.warning("bad payload on %s: %s", topic, exc)
 
-
     async def next_stats(self) -> dict[str, Any]:
         """The next stats message the gateway publishes (its ``gateway/stats``, as JSON)."""
         self._stats_arrived.clear()
@@ -497,6 +496,7 @@ async def start_rig(stack: contextlib.AsyncExitStack, workdir: Path, config: Rig
         tomllib.loads(site.read_text()), env={ENV_MQTT_USERNAME: USERNAME, ENV_MQTT_PASSWORD: password}
     )
     env = child_env(password)
+    env["CRIBWATCH_STATE_DIR"] = str(workdir / "state")  # the gateway's store, on the disk the run uses
 
     relay = Child("relay", workdir / "relay.log")
     stack.push_async_callback(relay.stop)
@@ -737,7 +737,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, quiet=("gateway", "firmware_sim"))
     options = options_from_args(args)
     return run_benchmark(
-        run, options, to_json, to_table, logger=log, workdir_prefix="cribwatch-bench-",
+        run,
+        options,
+        to_json,
+        to_table,
+        logger=log,
+        workdir_prefix="cribwatch-bench-",
         not_ok="some samples were lost or the run was cut short",
     )
 

@@ -37,6 +37,7 @@ from gateway.settings import (
     read_site_file,
     settings_from_mapping,
 )
+from gateway.store import Store
 
 DEMO_GRACE_S = 2.0
 STEP_TIMEOUT_S = 20.0
@@ -93,7 +94,6 @@ class _Pager:
                 await self._changed.wait()
 
 
-
 @dataclass(frozen=True)
 class Cast:
     """The site's cribs that play in the demo's stories; None where the site has no crib for a story."""
@@ -117,8 +117,9 @@ def cast_of(settings: Settings) -> Cast:
     return Cast(left_open=first, wired=wired, power_loss=(elsewhere or others or [first])[0])
 
 
-def demo_settings(config: Path, broker: BrokerAddress) -> Settings:
-    """A valid site file in demo mode, on the embedded broker, with short timers to watch."""
+def demo_settings(config: Path, broker: BrokerAddress, store_path: Path) -> Settings:
+    """A valid site file in demo mode, on the embedded broker, with short timers to watch, and its store at
+    ``store_path`` (a temporary file: a demo leaves no record behind)."""
     data = read_site_file(config)
     data["site"] = {**data["site"], "demo": True}
     data["mqtt"] = {**data.get("mqtt", {}), "host": broker.host, "port": broker.port}
@@ -126,6 +127,7 @@ def demo_settings(config: Path, broker: BrokerAddress) -> Settings:
     data["rooms"] = [
         {**room, "grace_s": min(room.get("grace_s", DEMO_GRACE_S), DEMO_GRACE_S)} for room in data["rooms"]
     ]
+    data["store"] = {**data.get("store", {}), "path": str(store_path)}
     return settings_from_mapping(data, env={}, source=f"{config} (demo)")
 
 
@@ -185,13 +187,32 @@ async def run_demo(config: Path, *, pace: float = 1.0) -> int:
     with tempfile.TemporaryDirectory(prefix="cribwatch-demo-") as tmp:
         async with start_embedded_broker(Path(tmp)) as endpoint:
             console.say("demo", f"broker on {endpoint.host}:{endpoint.port}")
+            store_path = Path(tmp) / "demo.sqlite3"
             try:
-                await _run(config, endpoint, console, pace)
+                site_id = await _run(config, endpoint, console, pace, store_path)
             except TimeoutError:
                 console.say("demo", "FAILED: an expected alarm event did not arrive in time")
                 return 1
+            _show_record(store_path, site_id, console)
     console.say("demo", "done: every alarm was raised, acknowledged and resolved")
     return 0
+
+
+def _show_record(store_path: Path, site_id: str, console: _Console) -> None:
+    """The incident log as the gateway's store holds it (what ``cribwatch incidents`` prints on a site)."""
+    store = Store.open(store_path, site_id=site_id, readonly=True)
+    try:
+        incidents = store.incidents()
+    finally:
+        store.close()
+    console.say("store", f"{len(incidents)} incidents on record:")
+    for incident in reversed(incidents):
+        response = "-" if incident.response_s is None else f"{incident.response_s:.1f} s"
+        console.say(
+            "store",
+            f"  {incident.alarm_id} {incident.kind} {incident.crib_label}: acknowledged by "
+            f"{incident.acknowledged_by or '-'} after {response}, resolved ({incident.resolution or 'open'})",
+        )
 
 
 class _Scenario:
@@ -264,8 +285,9 @@ class _Scenario:
         await self.pager.wait_for(crib, AlarmKind.SENSOR_OFFLINE, AlarmEventType.RESOLVED)
 
 
-async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: float) -> None:
-    settings = demo_settings(config, broker)
+async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: float, store_path: Path) -> str:
+    """The demo's stories on one gateway; returns the site id (its store's owner)."""
+    settings = demo_settings(config, broker, store_path)
     topics = Topics(settings.site.id, settings.mqtt.base_topic)
     pins = MockFactory()
     gateway = Gateway(settings, pin_factory=pins)
@@ -314,6 +336,7 @@ async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: flo
                 pager_task.cancel()
                 await asyncio.wait({pager_task})
         gw_task.cancel()
+    return settings.site.id
 
 
 async def _bounce(up: Callable[[], None], down: Callable[[], None], *, times: int) -> None:

@@ -1,15 +1,20 @@
 """The composition root: builds the gateway from one validated :class:`Settings` and runs it.
 
-Everything long-lived is opened here and nowhere else, inside one TaskGroup with named tasks:
-the MQTT link, the wired inputs, the core's timers and the stats publisher. Inbound events are handled
-as they arrive, on the event loop's thread, with no queue in between.
+Start-up order (docs/store.md): the store first, read synchronously (a new run from its boot counter, the open
+alarms and crib states of earlier runs into the core, the undelivered outbox into the link's buffer); then the
+channels, the wired inputs (their pins read against the restored alarms), the store's writer thread, and the MQTT
+link, inside one TaskGroup with named tasks beside the core's timers, the stats publisher and the pruning.
+Inbound events are handled as they arrive, on the event loop's thread, with no queue in between; what the store
+must write is handed to its writer thread after the MQTT channel and the buzzer have the event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,17 +23,43 @@ from alerts.channels.log import LogChannel
 from alerts.channels.mqtt import MqttChannel
 from alerts.dispatch import Dispatcher, EventSink
 from gateway.domain.clock import Clock, SystemClock
-from gateway.domain.events import CribState, InboundEvent, OutboundEvent
+from gateway.domain.events import (
+    AckRequest,
+    CribRecord,
+    InboundEvent,
+    OpenAlarmRecord,
+    OutboundEvent,
+    Outcome,
+    SiteSnapshot,
+)
 from gateway.domain.monitor import FAULT_RETRY_S, CribMonitor
 from gateway.domain.stats import IngestStats
+from gateway.domain.vocab import Resolution
 from gateway.gpio.latches import GpioLatchInputs
 from gateway.mqtt.connection import broker_address
 from gateway.mqtt.link import MqttLink
-from gateway.protocol import GATEWAY_STATS, GatewayStatsPayload, Topics, encode
-from gateway.protocol.codec import Outgoing
+from gateway.protocol import GATEWAY_STATS, GatewayStatsPayload, StoreHealthPayload, Topics, encode
+from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.settings import Settings
+from gateway.store import OutboxRow, Store, StoreWriter
+from gateway.store.recorder import StoreRecorder
 
 log = logging.getLogger("cribwatch.gateway")
+
+PRUNE_INTERVAL_S = 6 * 3600.0
+"""How often resolved incidents past the retention time are pruned (and once at start)."""
+FAULT_OUTCOME = Outcome(accepted=False, reason="fault")
+
+
+class _Record:
+    """What the store gave back at start-up."""
+
+    def __init__(self) -> None:
+        self.run: int | None = None
+        self.alarms: list[OpenAlarmRecord] = []
+        self.cribs: list[CribRecord] = []
+        self.outbox: list[OutboxRow] = []
+        self.error: str | None = None
 
 
 class Gateway:
@@ -45,7 +76,19 @@ class Gateway:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.stats = IngestStats()
-        self.core = CribMonitor(settings, self.clock, self.stats)
+        self.store_path = settings.store_path
+        record = self._read_record()
+        run = record.run if record.run is not None else int(self.clock.time() * 1000)
+        self.store_error = record.error
+        """Why the store could not be read at start (None when it could): the gateway runs, and says so loudly."""
+        self.core = CribMonitor(settings, self.clock, self.stats, run=run)
+        restored = self.core.restore(record.alarms, record.cribs)
+        self.restored = len(record.alarms) - len(restored.left)
+        """Open alarms taken back from the store at start-up."""
+        self._restore_events = restored.events
+        if restored.left:
+            self._end_left_behind(restored.left)
+        self.writer = StoreWriter(self._open_store)
         self.topics = Topics(settings.site.id, settings.mqtt.base_topic)
         self.ready = asyncio.Event()
         self._timers_changed = asyncio.Event()
@@ -66,26 +109,114 @@ class Gateway:
             reconnect_min_s=settings.mqtt.reconnect_min_s,
             reconnect_max_s=settings.mqtt.reconnect_max_s,
             on_connected=self._connected,
-            on_restore=self._restore,
+            on_delivered=self._delivered,
             monotonic=self.clock.monotonic,
         )
-        self.restored = 0
+        for row in record.outbox:  # alarm events of earlier runs that never reached the broker: first out, in order
+            self.mqtt.offline_buffer.put(Outgoing(row.topic, row.payload, row.qos, row.retain, key=row.key))
+        self.resent = len(record.outbox)
+        self._refused_recorded: Counter[str] = Counter()
+        self._crib_of_sensor = {crib.sensor_key: crib.id for _, crib in settings.cribs()}
         self.dispatcher: Dispatcher | None = None
         self.buzzer: BuzzerChannel | None = None
         self.gpio: GpioLatchInputs | None = None
 
-    def submit(self, event: InboundEvent) -> None:
-        """Hand an inbound event to the core and its consequences to the channels, at once.
+    # ------------------------------------------------------------------------------------- the record
+
+    def _open_store(self) -> Store:
+        return Store.open(self.store_path, site_id=self.settings.site.id)
+
+    def _read_record(self) -> _Record:
+        """The store, read before anything else starts: a new run, and what earlier runs left open.
+
+        A store that cannot be opened or read does not stop the gateway (it must alarm whatever the disk does): it
+        runs from a blank state under a run id from the wall clock, logs CRITICAL, and its writer keeps trying.
+        """
+        record = _Record()
+        try:
+            store = self._open_store()
+            try:
+                record.run = store.begin_run(
+                    self.clock.time(), detail={"site": self.settings.site.id, "cribs": str(len(self.settings.cribs()))}
+                )
+                record.alarms = store.open_alarms()
+                record.cribs = store.crib_records()
+                record.outbox = store.pending_outbox()
+            finally:
+                store.close()
+        except Exception as exc:  # noqa: BLE001 - whatever the disk or the file does, the gateway must run
+            record.error = f"{type(exc).__name__}: {exc}"
+            log.critical(
+                "the store %s cannot be read (%s): running WITHOUT the alarms of earlier runs; "
+                "fix the disk or the file (docs/store.md)",
+                self.store_path,
+                record.error,
+            )
+        return record
+
+    def _end_left_behind(self, left: list[OpenAlarmRecord]) -> None:
+        """Open alarms the core could not take back (their crib left the site file): ended on record."""
+        cribs = {crib.id for _, crib in self.settings.cribs()}
+        at = self.clock.time()
+        try:
+            store = self._open_store()
+            try:
+                with store.transaction():
+                    for alarm in left:
+                        why = Resolution.SUPERSEDED if alarm.crib_id in cribs else Resolution.CRIB_REMOVED
+                        store.resolve_removed(alarm.alarm_id, at, why.value)
+                        store.audit(at, "gateway", "start-up", "resolve", f"{alarm.alarm_id} ({why.value})")
+            finally:
+                store.close()
+        except Exception as exc:  # noqa: BLE001 - at worst they are ended again at the next start
+            log.error("could not end %d alarms of removed cribs in the store: %s", len(left), exc)
+        for alarm in left:
+            log.warning(
+                "alarm %s (%s) of crib %r ended: not in the site file", alarm.alarm_id, alarm.kind, alarm.crib_id
+            )
+
+    def _keep(self, item: Outgoing) -> None:
+        if item.key is not None:
+            self.writer.outbox_put(item.key, item.topic, item.payload, item.qos, item.retain, self.clock.time())
+
+    def _delivered(self, key: str) -> None:
+        self.writer.outbox_done(key, self.clock.time())
+
+    # ------------------------------------------------------------------------------------------ input
+
+    def submit(self, event: InboundEvent) -> Outcome:
+        """Hand an inbound event to the core and its consequences to the channels, at once; return its outcome.
 
         Called on the event loop's thread by the adapters (MQTT directly, GPIO through
-        ``call_soon_threadsafe``), and later by the web board.
+        ``call_soon_threadsafe``), and later by the web board. An ack is answered on MQTT to its device, after
+        the alarm events it caused, and recorded in the audit log.
         """
         try:
-            out = self.core.handle(event)
+            decision = self.core.decide(event)
         except Exception as exc:  # noqa: BLE001 - the core guards each crib; this is the last line: fail loud
             self._fault(f"the alarm core failed on {type(event).__name__} from outside its per-crib guard", exc)
-            return
-        self._deliver(out)
+            return FAULT_OUTCOME
+        self._deliver(decision.events)
+        if isinstance(event, AckRequest):
+            self._answer(event, decision.outcome)
+        return decision.outcome
+
+    def snapshot(self) -> SiteSnapshot:
+        """Every crib, open alarm and sensor's health now (read-only; for the web board and the console)."""
+        return self.core.snapshot()
+
+    def _answer(self, ack: AckRequest, outcome: Outcome) -> None:
+        at = self.clock.time()
+        answer = ack_answer(self.topics, ack, outcome, self.core.gw_run, at)
+        if answer is not None:
+            self.mqtt.send(answer)
+        detail = {
+            "result": "accepted" if outcome.accepted else (outcome.reason or "refused"),
+            "alarm_id": ack.alarm_id,
+            "crib": ack.crib_id,
+            "alarms": list(outcome.alarm_ids),
+        }
+        self.writer.audit(at, ack.by, f"mqtt:{ack.device}", "acknowledge", json.dumps(detail, sort_keys=True))
 
     def _fault(self, detail: str, exc: Exception) -> None:
         """A failure the core could not pin on one crib: CRITICAL, counted, and the buzzer sounds until staff
@@ -107,42 +238,41 @@ class Gateway:
         if due is not None and (armed is None or due < armed):
             self._timers_changed.set()  # a timer earlier than the one the timer loop sleeps on
 
-    def _restore(self, state: CribState) -> None:
-        out = self.core.restore(state)
-        if out is not None:
-            self.restored += 1
-            self._deliver(out)
-
     def _connected(self, first: bool) -> None:
-        """On every (re)connect, publish every crib's state, so the retained copies are current (the broker may
-        have lost them; messages queued while it was away may be older). After the first connection this
-        comes after the restore, so the restored alarms are in it, and they sound the buzzer again."""
+        """On every (re)connect, publish every crib's state from the core (which the store restored): the retained
+        copies are a projection, made current again whatever the broker lost or was told meanwhile."""
         if self.dispatcher is None:
             return
-        if first and self.restored:
-            log.warning(
-                "restored %d cribs and %d open alarms from the previous run",
-                self.restored,
-                len(self.core.active_alarms()),
-            )
-            if self.buzzer is not None:
-                buzzer, alarms = self.buzzer, self.core.active_alarms()
-                self.dispatcher.call(buzzer, "reset", lambda: buzzer.reset(alarms))
         self.dispatcher.dispatch(self.core.crib_states(), only=MqttChannel)
 
     def _open_channels(self) -> Dispatcher:
-        channels: list[EventSink] = [MqttChannel(self.topics, self.core.gw_run, self.mqtt.send), LogChannel()]
+        # The order is the order of delivery: the socket, the buzzer, then the record and the log.
+        channels: list[EventSink] = [MqttChannel(self.topics, self.core.gw_run, self.mqtt.send, self._keep)]
         buzzer_cfg = self.settings.buzzer
         if buzzer_cfg.pin is not None or buzzer_cfg.led_pin is not None:
             self.buzzer = BuzzerChannel(buzzer_cfg, pin_factory=self._pin_factory)
             channels.append(self.buzzer)
-        channels.extend(self._extra_channels)
+        self.recorder = StoreRecorder(self.writer, {crib.id: crib.sensor_key for _, crib in self.settings.cribs()})
+        self.recorder.seed({view.state.crib_id: view.state.sensor_online for view in self.core.snapshot().cribs})
+        channels += [self.recorder, LogChannel(), *self._extra_channels]
         return Dispatcher(channels)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.dispatcher = self._open_channels()
+        self.writer.start()
         try:
+            if self.restored:
+                log.warning(
+                    "restored %d open alarms from the store (run %d); %d alarm events of earlier runs to send",
+                    self.restored,
+                    self.core.gw_run,
+                    self.resent,
+                )
+            self._deliver(self._restore_events)  # a fault alarm, if the core failed on a crib's record
+            if self.buzzer is not None and self.core.active_alarms():  # restored alarms sound again until taken
+                buzzer, alarms = self.buzzer, self.core.active_alarms()
+                self.dispatcher.call(buzzer, "reset", lambda: buzzer.reset(alarms))
             wired = [crib for _, crib in self.settings.cribs() if crib.wired]
             if wired:
                 self.gpio = GpioLatchInputs(
@@ -158,6 +288,7 @@ class Gateway:
                 tg.create_task(self.mqtt.run(), name="mqtt-link")
                 tg.create_task(self._timer_loop(), name="alarm-timers")
                 tg.create_task(self._stats_loop(), name="stats")
+                tg.create_task(self._prune_loop(), name="store-pruning")
                 self.ready.set()
                 log.info(
                     "gateway for %s running: %d cribs (%d wired), broker %s:%s",
@@ -171,6 +302,8 @@ class Gateway:
             if self.gpio is not None:
                 self.gpio.close()
             self.dispatcher.close()
+            self.mqtt.settle()  # what the broker has acknowledged is not sent again by the next run
+            self.writer.stop(timeout=5.0)  # what is queued is written before the process ends
 
     async def _timer_loop(self) -> None:
         """Sleep until the core's next deadline (or until an event moves it), then let the core fire it."""
@@ -198,6 +331,15 @@ class Gateway:
         rejected = dict(self.stats.rejected)
         if self.mqtt.offline_buffer.dropped:
             rejected["offline_buffer_dropped"] = self.mqtt.offline_buffer.dropped
+        health = self.writer.health
+        store = StoreHealthPayload(
+            size_bytes=health.size_bytes,
+            pending=health.pending,
+            written=health.written,
+            failures=health.failures,
+            failing=health.failing,
+            dropped=health.dropped,
+        )
         return GatewayStatsPayload(
             gw_run=self.core.gw_run,
             ts=self.clock.time(),
@@ -209,6 +351,7 @@ class Gateway:
             refused=dict(self.stats.refused),
             resynced=dict(self.stats.resynced),
             internal_errors=self.stats.internal_errors,
+            store=store,
         )
 
     async def _stats_loop(self) -> None:
@@ -218,3 +361,22 @@ class Gateway:
                 self.dispatcher.call(self.buzzer, "refresh", self.buzzer.refresh)
             payload = encode(self.stats_payload())
             self.mqtt.send(Outgoing.of(self.topics.gateway_stats, payload, GATEWAY_STATS))
+            self._record_refusals()
+
+    def _record_refusals(self) -> None:
+        """Readings refused for their sequence numbers since the last look, into each sensor's health history."""
+        at = self.clock.time()
+        for sensor, count in self.stats.refused.items():
+            new = count - self._refused_recorded[sensor]
+            if new > 0:
+                self._refused_recorded[sensor] = count
+                crib = self._crib_of_sensor.get(sensor, "")
+                self.writer.sensor_event(at, sensor, crib, "refused", f"{new} readings refused for their sequence")
+
+    async def _prune_loop(self) -> None:
+        """Resolved incidents (with audit and sensor history) older than ``store.retention_days`` go, in the writer
+        thread: once at start, then every PRUNE_INTERVAL_S."""
+        keep_s = self.settings.store.retention_days * 86400.0
+        while True:
+            self.writer.prune(self.clock.time(), keep_s)
+            await asyncio.sleep(PRUNE_INTERVAL_S)

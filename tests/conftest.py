@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,16 @@ def mqtt_endpoint(mosquitto_broker: MosquittoBroker) -> BrokerEndpoint:
     if not mosquitto_broker.running:
         mosquitto_broker.start()
     return mosquitto_broker.endpoint
+
+
+# -- the gateway's own files -------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's gateway keeps its store in a directory of its own (``CRIBWATCH_STATE_DIR``), never in
+    /var/lib/cribwatch: settings built from the environment find it there, and the builders that pass an
+    environment of their own copy it (``tests.helpers.test_env``)."""
+    path = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("CRIBWATCH_STATE_DIR", str(path))
+    return path

@@ -132,11 +132,11 @@ class CoreHarness:
     Every outbound event of every call is also appended to :attr:`log`, in order.
     """
 
-    def __init__(self, settings: Settings | None = None, clock: FakeClock | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, clock: FakeClock | None = None, *, run: int = 1) -> None:
         self.settings = settings if settings is not None else make_settings()
         self.clock = clock if clock is not None else FakeClock()
         self.start = self.clock.monotonic()
-        self.monitor = CribMonitor(self.settings, self.clock)
+        self.monitor = CribMonitor(self.settings, self.clock, run=run)
         self.log: list[OutboundEvent] = []
         self._seq: defaultdict[tuple[str, str, int], int] = defaultdict(int)
         self.last_event: InboundEvent | None = None

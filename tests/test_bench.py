@@ -376,6 +376,6 @@ def test_gateway_trace_follows_every_raised_alarm_along_the_path(tmp_path: Path)
         assert stage["p50_us"] >= 0, (before, after)  # the stages come in this order
     assert report["path"]["TOTAL paho_on_message -> socket_write"]["n"] == 24
     calls = report["calls"]
-    for name in ("MqttLink._on_message", "CribMonitor.handle[LatchReading]", "gateway.mqtt.connection.publish_now"):
+    for name in ("MqttLink._on_message", "CribMonitor.decide[LatchReading]", "gateway.mqtt.connection.publish_now"):
         assert calls[name]["n"] > 0, name
     assert calls["paho.Client._packet_write[packets queued]"]["n"] > 0

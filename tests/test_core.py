@@ -12,8 +12,16 @@ from dataclasses import replace
 import pytest
 
 from gateway.domain.clock import FakeClock
-from gateway.domain.events import AlarmEvent, AlarmSummary, CribState, LatchReading, Trigger
-from gateway.domain.monitor import CribMonitor
+from gateway.domain.events import (
+    AckRequest,
+    AlarmEvent,
+    CribRecord,
+    CribState,
+    LatchReading,
+    OpenAlarmRecord,
+    Outcome,
+    Trigger,
+)
 from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState, Priority, Source
 from tests.helpers import (
     CLOSED,
@@ -1017,10 +1025,12 @@ class TestQueries:
         assert kinds == sorted(kinds, key=lambda k: k is CribState)  # every AlarmEvent before every CribState
         assert_increasing_seq(out)
 
-    def test_gateway_boot_is_the_start_in_unix_ms(self) -> None:
-        clock = FakeClock(start_wall=1_764_000_123.456)
-        monitor = CribMonitor(make_settings(), clock)
-        assert monitor.gw_run == 1_764_000_123_456
+    def test_the_run_is_given_and_names_the_alarms_whatever_the_wall_clock(self) -> None:
+        """The run is the store's boot counter: a Pi's clock that jumps back before NTP cannot repeat an id."""
+        for start_wall in (1_764_000_123.456, 0.0):
+            h = CoreHarness(clock=FakeClock(start_wall=start_wall), run=42)
+            alarm = h.open_alarm(FAST_WIRELESS)
+            assert (h.monitor.gw_run, alarm.run, alarm.alarm_id) == (42, 42, "42-1")
 
 
 # ----------------------------------------------------------------------------------- random sequences
@@ -1230,39 +1240,167 @@ class TestWhatASecondReadingFound:
 
 
 class TestRestore:
-    """What a previous run knew comes back from the retained crib states at start-up."""
+    """What earlier runs left open comes back from the store at start-up, before any adapter runs."""
 
     @staticmethod
-    def previous_state(h: CoreHarness, crib_id: str, *, latch: LatchState, acked_by: str | None) -> CribState:
-        base = h.monitor.crib_state(crib_id)
-        alarm = AlarmSummary("1700000000000-7", AlarmKind.CRIB_OPEN, Priority.HIGH, acked_by, raised_at=1.0)
-        return replace(base, latch=latch, sensor_online=True, alarms=(alarm,))
+    def open_alarm(
+        crib_id: str,
+        kind: AlarmKind = AlarmKind.CRIB_OPEN,
+        *,
+        alarm_id: str = "7-3",
+        acked_by: str | None = None,
+        raised_at: float = 1.0,
+    ) -> OpenAlarmRecord:
+        return OpenAlarmRecord(
+            alarm_id=alarm_id,
+            run=7,
+            crib_id=crib_id,
+            kind=kind,
+            raised_at=raised_at,
+            latch_opened_at=raised_at - 10 if kind is AlarmKind.CRIB_OPEN else None,
+            acknowledged_by=acked_by,
+            acknowledged_device=None if acked_by is None else "pager-1",
+            acknowledged_at=None if acked_by is None else raised_at + 5,
+        )
 
     def test_an_open_crib_keeps_its_alarm_id_and_acknowledgement(self) -> None:
         h = CoreHarness()
-        assert h.monitor.restore(self.previous_state(h, SLOW_WIRELESS, latch=OPEN, acked_by="anna")) == []
+        assert h.monitor.restore([self.open_alarm(SLOW_WIRELESS, acked_by="anna")]).left == []
         (summary,) = h.monitor.crib_state(SLOW_WIRELESS).alarms
-        assert (summary.alarm_id, summary.acknowledged_by) == ("1700000000000-7", "anna")
+        assert (summary.alarm_id, summary.acknowledged_by, summary.acknowledged_at) == ("7-3", "anna", 6.0)
+        assert h.monitor.crib_state(SLOW_WIRELESS).latch is OPEN
         # the retained latch (still open) raises nothing new, not even after the grace period
         out = h.latch(SLOW_WIRELESS, OPEN, live=False)
         out += h.advance(60.0)
         assert [e for e in raised(out) if e.crib_id == SLOW_WIRELESS and e.kind is AlarmKind.CRIB_OPEN] == []
-        # closing resolves it under the id the pagers know
-        (resolved,) = alarm_events(h.latch(SLOW_WIRELESS, CLOSED))
-        assert (resolved.type, resolved.alarm_id) == (AlarmEventType.RESOLVED, "1700000000000-7")
+        # an ack is "already acknowledged by anna"
+        decision = h.monitor.decide(AckRequest(by="ben", device="pager-2", alarm_id="7-3"))
+        assert (decision.outcome.reason, decision.outcome.acknowledged_by) == ("ack_again", "anna")
+        # closing resolves it under the id the pagers know, in this run, with its whole history
+        (ended,) = alarm_events(h.latch(SLOW_WIRELESS, CLOSED))
+        assert (ended.type, ended.alarm_id, ended.resolution) == (AlarmEventType.RESOLVED, "7-3", "latch_closed")
+        assert (ended.run, ended.raised_at, ended.latch_opened_at) == (h.monitor.gw_run, 1.0, -9.0)
+        assert (ended.acknowledged_by, ended.acknowledged_at) == ("anna", 6.0)
 
-    def test_what_this_run_already_knows_wins(self) -> None:
+    def test_a_queued_ack_finds_the_restored_alarm(self) -> None:
         h = CoreHarness()
-        h.close_wired(SLOW_WIRED)  # the pin was read before the broker answered: the crib is closed
-        out = h.monitor.restore(self.previous_state(h, SLOW_WIRED, latch=OPEN, acked_by=None))
-        assert out is not None
-        (resolved,) = alarm_events(out)
-        assert (resolved.type, resolved.alarm_id) == (AlarmEventType.RESOLVED, "1700000000000-7")
-        assert h.monitor.crib_state(SLOW_WIRED).alarms == ()
+        h.monitor.restore([self.open_alarm(FAST_WIRELESS)])
+        decision = h.monitor.decide(AckRequest(by="anna", device="pager-1", alarm_id="7-3"))
+        assert decision.outcome == Outcome(accepted=True, alarm_ids=("7-3",))
+        (ack,) = acknowledged(decision.events)
+        assert (ack.alarm_id, ack.by, ack.device, ack.acknowledged_by) == ("7-3", "anna", "pager-1", "anna")
 
-    def test_a_crib_with_alarms_of_this_run_or_unknown_is_left_alone(self) -> None:
+    def test_an_open_wired_crib_with_grace_0_keeps_one_alarm(self) -> None:
+        """Measured before the store: the pin read at start raised a second alarm under a new id."""
         h = CoreHarness()
-        h.latch(FAST_WIRELESS, OPEN)  # grace 0: raised in this run
-        assert h.monitor.restore(self.previous_state(h, FAST_WIRELESS, latch=OPEN, acked_by=None)) is None
-        ghost = replace(self.previous_state(h, SLOW_WIRELESS, latch=OPEN, acked_by=None), crib_id="gone")
-        assert h.monitor.restore(ghost) is None
+        h.monitor.restore([self.open_alarm(FAST_WIRED)])
+        out = h.latch(FAST_WIRED, OPEN)
+        out += h.advance(h.settings.alarms.debounce_gpio_ms / 1000.0 + 30)
+        assert raised(out) == []
+        assert [a.alarm_id for a in h.monitor.crib_state(FAST_WIRED).alarms] == ["7-3"]
+        (ack,) = acknowledged(h.ack(crib_id=FAST_WIRED))
+        assert ack.alarm_id == "7-3"
+        out = h.latch(FAST_WIRED, CLOSED) + h.advance(1.0)
+        assert [(e.alarm_id, e.resolution) for e in resolved(out)] == [("7-3", "latch_closed")]
+
+    def test_a_crib_that_was_closed_on_record_resolves_on_its_first_closed_reading(self) -> None:
+        h = CoreHarness()
+        h.monitor.restore([self.open_alarm(SLOW_WIRED)])
+        out = h.close_wired(SLOW_WIRED)
+        assert [(e.alarm_id, e.resolution) for e in resolved(out)] == [("7-3", "latch_closed")]
+
+    def test_a_crib_open_within_its_grace_at_the_restart_alarms_when_the_grace_ends(self) -> None:
+        h = CoreHarness()
+        opened_at = h.clock.time() - 4.0  # the room's grace is 10 s: 6 s left
+        h.monitor.restore([], [CribRecord(SLOW_WIRELESS, OPEN, sensor_online=True, battery_pct=80, at=opened_at)])
+        assert raised(h.advance(5.9)) == []
+        (alarm,) = raised(h.advance(0.2), AlarmKind.CRIB_OPEN)
+        assert alarm.crib_id == SLOW_WIRELESS
+        assert alarm.latch_opened_at == pytest.approx(opened_at)
+
+    def test_a_wall_clock_that_stepped_back_gives_the_whole_grace_not_less(self) -> None:
+        h = CoreHarness()
+        later = h.clock.time() + 3600.0  # recorded "in the future": the Pi's clock was wrong before, or is now
+        h.monitor.restore([], [CribRecord(SLOW_WIRELESS, OPEN, sensor_online=True, battery_pct=80, at=later)])
+        assert raised(h.advance(9.9)) == []
+        assert len(raised(h.advance(0.2), AlarmKind.CRIB_OPEN)) == 1
+
+    def test_sensor_offline_and_battery_come_back(self) -> None:
+        h = CoreHarness()
+        offline = self.open_alarm(SLOW_WIRELESS_2, AlarmKind.SENSOR_OFFLINE, alarm_id="7-4")
+        h.monitor.restore(
+            [offline], [CribRecord(SLOW_WIRELESS_2, CLOSED, sensor_online=False, battery_pct=15, at=h.clock.time())]
+        )
+        state = h.monitor.crib_state(SLOW_WIRELESS_2)
+        assert (state.sensor_online, state.battery_pct, [a.alarm_id for a in state.alarms]) == (False, 15, ["7-4"])
+        out = h.availability(SLOW_WIRELESS_2, online=True)
+        assert [(e.alarm_id, e.resolution) for e in resolved(out)] == [("7-4", "sensor_back")]
+
+    def test_alarms_of_removed_cribs_and_second_alarms_of_a_kind_are_handed_back(self) -> None:
+        h = CoreHarness()
+        ghost = self.open_alarm("gone", alarm_id="7-1")
+        first = self.open_alarm(SLOW_WIRELESS, alarm_id="7-2", raised_at=1.0)
+        second = self.open_alarm(SLOW_WIRELESS, alarm_id="7-5", raised_at=2.0)
+        assert h.monitor.restore([second, ghost, first]).left == [ghost, second]
+        assert [a.alarm_id for a in h.monitor.active_alarms()] == ["7-2"]
+
+    def test_new_alarms_are_numbered_in_this_run(self) -> None:
+        h = CoreHarness(run=8)
+        h.monitor.restore([self.open_alarm(SLOW_WIRELESS)])
+        alarm = h.open_alarm(FAST_WIRELESS)
+        assert (alarm.alarm_id, alarm.run) == ("8-1", 8)
+
+
+class TestOutcome:
+    """``decide`` says what became of each inbound event; an ack's outcome is the answer its device gets."""
+
+    def test_an_ack_is_accepted_with_the_alarms_it_took(self) -> None:
+        h = CoreHarness()
+        alarm = h.open_alarm(FAST_WIRELESS)
+        decision = h.monitor.decide(AckRequest(by="anna", device="pager-1", crib_id=FAST_WIRELESS))
+        assert decision.outcome == Outcome(accepted=True, alarm_ids=(alarm.alarm_id,))
+
+    def test_refusals_carry_their_reason(self) -> None:
+        h = CoreHarness()
+        alarm = h.open_alarm(FAST_WIRELESS)
+        h.ack(alarm_id=alarm.alarm_id, by="anna")
+        again = h.monitor.decide(AckRequest(by="ben", device="pager-2", alarm_id=alarm.alarm_id)).outcome
+        assert again == Outcome(accepted=False, reason="ack_again", alarm_ids=(alarm.alarm_id,), acknowledged_by="anna")
+        unknown = h.monitor.decide(AckRequest(by="ben", device="pager-2", alarm_id="1-999")).outcome
+        assert (unknown.accepted, unknown.reason) == (False, "ack_unknown_alarm")
+        nothing = h.monitor.decide(AckRequest(by="ben", device="pager-2", crib_id=SLOW_WIRELESS)).outcome
+        assert nothing.reason == "ack_nothing_open"
+        no_crib = h.monitor.decide(AckRequest(by="ben", device="pager-2", crib_id="nope")).outcome
+        assert no_crib.reason == "ack_unknown_crib"
+        stranger = LatchReading("s-x", OPEN, boot=1, seq=1, sensor_ts=1.0, source=Source.MQTT)
+        assert h.monitor.decide(stranger).outcome.reason == "unknown_sensor"
+
+    def test_latch_readings(self) -> None:
+        h = CoreHarness()
+        assert h.monitor.decide(LatchReading("s-s1", OPEN, 1, 5, 1.0, Source.MQTT)).outcome.accepted
+        assert h.monitor.decide(LatchReading("s-s1", OPEN, 1, 5, 1.0, Source.MQTT)).outcome.reason == "duplicate"
+        far = LatchReading("s-s1", CLOSED, 1, 5 + 10**6, 1.0, Source.MQTT)
+        assert h.monitor.decide(far).outcome.reason == "refused_sequence"
+
+
+class TestSnapshot:
+    def test_a_snapshot_has_no_side_effects_and_wall_clock_times(self) -> None:
+        h = CoreHarness()
+        h.telemetry(SLOW_WIRELESS, battery_pct=55)
+        seen_wall = h.clock.time()
+        alarm = h.open_alarm(FAST_WIRELESS)
+        h.advance(5.0)
+        before = h.monitor.crib_state(FAST_WIRELESS).seq
+        first, second = h.monitor.snapshot(), h.monitor.snapshot()
+        assert first == second
+        assert h.monitor.crib_state(FAST_WIRELESS).seq == before
+        views = {view.state.crib_id: view for view in first.cribs}
+        assert set(views) == set(SENSOR_OF)
+        assert [a.alarm_id for a in first.open_alarms] == [alarm.alarm_id]
+        assert views[FAST_WIRELESS].latch_opened_at == pytest.approx(alarm.raised_at)
+        slow = views[SLOW_WIRELESS].health
+        assert (slow.battery_pct, slow.online) == (55, True)
+        assert slow.last_seen == pytest.approx(seen_wall)
+        assert views[FAST_WIRED].wired
+        assert views[FAST_WIRED].health.online is None
+        assert (first.run, first.at) == (h.monitor.gw_run, h.clock.time())

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from gateway.domain.events import AlarmSummary
+from gateway.domain.events import CribRecord, OpenAlarmRecord
 from gateway.domain.monitor import FAULT_RETRY_S, CribMonitor
 from gateway.domain.sequence import (
     BOOT_WINDOW,
@@ -239,15 +238,8 @@ class TestALatchJumpCannotSilenceASensor:
 
     def test_a_restored_alarm_is_not_raised_a_second_time_when_the_pin_settles(self) -> None:
         h = CoreHarness()
-        old = h.monitor.crib_state(SLOW_WIRELESS)
-        h.latch("w-1", OPEN)  # the wired crib's first reading, still debouncing
-        restored = replace(
-            h.monitor.crib_state("w-1"),
-            latch=OPEN,
-            alarms=(AlarmSummary("1-1", AlarmKind.CRIB_OPEN, Priority.HIGH, None, 1.0),),
-        )
-        assert old.crib_id == SLOW_WIRELESS
-        h.monitor.restore(restored)
+        h.monitor.restore([OpenAlarmRecord("1-1", 1, "w-1", AlarmKind.CRIB_OPEN, raised_at=1.0)])
+        h.latch("w-1", OPEN)  # the wired crib's first reading after the restart, still debouncing
         h.advance(1.0)
         assert [a.alarm_id for a in h.monitor.active_alarms()] == ["1-1"]
         assert not raised(h.log, AlarmKind.CRIB_OPEN)
@@ -447,10 +439,9 @@ class TestACoreThatFailsLoud:
 
     def test_a_failing_restore_raises_a_fault(self, monkeypatch: pytest.MonkeyPatch) -> None:
         h = CoreHarness()
-        state = h.monitor.crib_state(SLOW_WIRELESS)
-        fail_once(monkeypatch, "_restore")
-        out = h.monitor.restore(state)
-        assert out is not None
+        record = CribRecord(SLOW_WIRELESS, CLOSED, sensor_online=True, battery_pct=90, at=h.clock.time())
+        fail_once(monkeypatch, "_restore_crib")
+        out = h.monitor.restore([], [record]).events
         assert_fault_on(h, SLOW_WIRELESS, out)
 
     def test_the_fault_ends_once_acknowledged_and_the_crib_works_again(self, monkeypatch: pytest.MonkeyPatch) -> None:

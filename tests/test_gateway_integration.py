@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -70,7 +71,11 @@ def make_settings(endpoint: BrokerEndpoint, *, alarms: dict[str, Any] | None = N
         ],
         **site,
     }
-    env = {"CRIBWATCH_MQTT_USERNAME": endpoint.username or "", "CRIBWATCH_MQTT_PASSWORD": endpoint.password or ""}
+    env = {
+        "CRIBWATCH_MQTT_USERNAME": endpoint.username or "",
+        "CRIBWATCH_MQTT_PASSWORD": endpoint.password or "",
+        "CRIBWATCH_STATE_DIR": os.environ["CRIBWATCH_STATE_DIR"],  # the test's own (conftest.state_dir)
+    }
     return settings_from_mapping(data, env=env)
 
 
@@ -205,8 +210,11 @@ async def sensor(endpoint: BrokerEndpoint, topics: Topics, sensor_id: str, **kw:
 async def test_open_alarm_ack_close_resolved(mqtt_endpoint: BrokerEndpoint) -> None:
     settings = make_settings(mqtt_endpoint)
     topics = Topics(settings.site.id)
-    async with running(settings) as gw, staff_device(mqtt_endpoint, topics) as staff, \
-            sensor(mqtt_endpoint, topics, "s-1") as s1:
+    async with (
+        running(settings) as gw,
+        staff_device(mqtt_endpoint, topics) as staff,
+        sensor(mqtt_endpoint, topics, "s-1") as s1,
+    ):
         sent = await s1.open()
         raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
         assert raised.priority == "high"
@@ -238,8 +246,11 @@ async def test_open_alarm_ack_close_resolved(mqtt_endpoint: BrokerEndpoint) -> N
 async def test_ack_by_crib_from_a_pager_button(mqtt_endpoint: BrokerEndpoint) -> None:
     settings = make_settings(mqtt_endpoint)
     topics = Topics(settings.site.id)
-    async with running(settings), staff_device(mqtt_endpoint, topics) as staff, \
-            sensor(mqtt_endpoint, topics, "s-2") as s2:
+    async with (
+        running(settings),
+        staff_device(mqtt_endpoint, topics) as staff,
+        sensor(mqtt_endpoint, topics, "s-2") as s2,
+    ):
         await s2.open()
         raised = await staff.event("n-2", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
         await staff.ack(crib="n-2", by="staff-01", device="pager-9")
@@ -250,8 +261,11 @@ async def test_ack_by_crib_from_a_pager_button(mqtt_endpoint: BrokerEndpoint) ->
 async def test_sensor_connection_killed_raises_offline(mqtt_endpoint: BrokerEndpoint) -> None:
     settings = make_settings(mqtt_endpoint)
     topics = Topics(settings.site.id)
-    async with running(settings), staff_device(mqtt_endpoint, topics) as staff, \
-            sensor(mqtt_endpoint, topics, "s-3") as s3:
+    async with (
+        running(settings),
+        staff_device(mqtt_endpoint, topics) as staff,
+        sensor(mqtt_endpoint, topics, "s-3") as s3,
+    ):
         await staff.until(lambda: (s := staff.states.get("n-3")) and s.sensor_online)
         await s3.power_off()  # TCP cut, no DISCONNECT: the broker publishes the last will
         raised = await staff.event("n-3", AlarmKind.SENSOR_OFFLINE, AlarmEventType.RAISED)
@@ -274,8 +288,11 @@ async def test_silent_sensor_raises_offline_after_missed_heartbeats(mqtt_endpoin
 async def test_low_battery_raises_low_priority_alarm(mqtt_endpoint: BrokerEndpoint) -> None:
     settings = make_settings(mqtt_endpoint)
     topics = Topics(settings.site.id)
-    async with running(settings), staff_device(mqtt_endpoint, topics) as staff, \
-            sensor(mqtt_endpoint, topics, "s-2") as s2:
+    async with (
+        running(settings),
+        staff_device(mqtt_endpoint, topics) as staff,
+        sensor(mqtt_endpoint, topics, "s-2") as s2,
+    ):
         await s2.set_battery(12)
         raised = await staff.event("n-2", AlarmKind.BATTERY_LOW, AlarmEventType.RAISED)
         assert raised.priority == "low"
@@ -288,8 +305,11 @@ async def test_duplicate_latch_messages_raise_one_alarm_and_a_wild_close_is_refu
 ) -> None:
     settings = make_settings(mqtt_endpoint)
     topics = Topics(settings.site.id)
-    async with running(settings) as gw, staff_device(mqtt_endpoint, topics) as staff, \
-            sensor(mqtt_endpoint, topics, "s-1") as s1:
+    async with (
+        running(settings) as gw,
+        staff_device(mqtt_endpoint, topics) as staff,
+        sensor(mqtt_endpoint, topics, "s-1") as s1,
+    ):
         sent = await s1.open()
         await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
         same = encode(LatchPayload(boot=sent.boot, seq=sent.seq, ts=1.0, state=LatchState.OPEN))
@@ -371,8 +391,11 @@ async def test_barrage_of_bad_input_is_counted_and_the_gateway_still_answers(mqt
             (topics.sensor("s-1", SensorChannel.LATCH), b"\xff\xfe" * 10),
             (topics.sensor("s-1", SensorChannel.LATCH), b"x" * 5000),
         ]
-    async with running(settings) as gw, staff_device(mqtt_endpoint, topics) as staff, \
-            new_client(mqtt_endpoint, identifier=f"vandal-{secrets.token_hex(3)}") as vandal:
+    async with (
+        running(settings) as gw,
+        staff_device(mqtt_endpoint, topics) as staff,
+        new_client(mqtt_endpoint, identifier=f"vandal-{secrets.token_hex(3)}") as vandal,
+    ):
         for topic, payload in bad:
             await vandal.publish(topic, payload, qos=1)
         # Still answers: a real opening right after the barrage raises its alarm.
@@ -556,8 +579,11 @@ async def test_a_failure_outside_the_core_guard_sounds_the_buzzer_until_an_ack(
     settings = make_settings(mqtt_endpoint)
     topics = Topics(settings.site.id)
     pins, recorder = MockFactory(), Recorder()
-    async with running(settings, pins, recorder) as gw, staff_device(mqtt_endpoint, topics) as staff, \
-            sensor(mqtt_endpoint, topics, "s-1") as s1:
+    async with (
+        running(settings, pins, recorder) as gw,
+        staff_device(mqtt_endpoint, topics) as staff,
+        sensor(mqtt_endpoint, topics, "s-1") as s1,
+    ):
         await close_wired_cribs(gw, pins, recorder)
         assert gw.buzzer is not None
         await staff.until(lambda: not gw.buzzer.sounding if gw.buzzer else False)
@@ -650,9 +676,12 @@ async def test_strangers_come_in_on_the_intake_and_a_session_left_by_one_connect
         await old.subscribe(topics.sensor_filter, qos=1)
         await old.subscribe(topics.ack, qos=1)
     good = encode(LatchPayload(boot=1, seq=1, ts=1.0, state=LatchState.OPEN))
-    async with running(settings) as gw, staff_device(mqtt_endpoint, topics) as staff, \
-            sensor(mqtt_endpoint, topics, "s-1") as s1, \
-            new_client(mqtt_endpoint, identifier=f"vandal-{secrets.token_hex(3)}") as vandal:
+    async with (
+        running(settings) as gw,
+        staff_device(mqtt_endpoint, topics) as staff,
+        sensor(mqtt_endpoint, topics, "s-1") as s1,
+        new_client(mqtt_endpoint, identifier=f"vandal-{secrets.token_hex(3)}") as vandal,
+    ):
         assert (gw.mqtt.connections, gw.mqtt.intake_connections) == (1, 1)
         await vandal.publish(topics.sensor("ghost", SensorChannel.LATCH), good, qos=1)
         await vandal.publish(topics.sensor("gpio17", SensorChannel.LATCH), good, qos=1)

@@ -19,6 +19,7 @@ from gateway.protocol import (
     MAX_PAYLOAD_BYTES,
     SCHEMA_VERSION,
     SEQ_MAX,
+    AckAnswerPayload,
     AckPayload,
     AlarmEventPayload,
     AvailabilityPayload,
@@ -30,6 +31,7 @@ from gateway.protocol import (
     ProtocolError,
     Qos,
     SensorChannel,
+    StoreHealthPayload,
     TelemetryPayload,
     Topics,
     TopicSpec,
@@ -55,6 +57,7 @@ TOPIC_TABLE: dict[str, tuple[str, typing.Callable[[Topics], str]]] = {
         lambda t: t.sensor("<sensor>", SensorChannel.AVAILABILITY),
     ),
     "<base>/<site>/alarm/<room>": ("ALARM_EVENT", lambda t: t.alarm("<room>")),
+    "<base>/<site>/ack/answer/<device>": ("ACK_ANSWER", lambda t: t.ack_answer("<device>")),
     "<base>/<site>/crib/<crib>/state": ("CRIB_STATE", lambda t: t.crib_state("<crib>")),
     "<base>/<site>/gateway/availability": ("GATEWAY_AVAILABILITY", lambda t: t.gateway_availability),
     "<base>/<site>/gateway/stats": ("GATEWAY_STATS", lambda t: t.gateway_stats),
@@ -66,12 +69,14 @@ PAYLOAD_MODELS: list[type[BaseModel]] = [
     TelemetryPayload,
     AvailabilityPayload,
     AckPayload,
+    AckAnswerPayload,
     AlarmEventPayload,
     CribStatePayload,
     GatewayAvailabilityPayload,
     GatewayStatsPayload,
     TriggerPayload,
     CribAlarmSummary,
+    StoreHealthPayload,
 ]
 
 
@@ -292,7 +297,9 @@ class TestPayloads:
         defined = {
             value
             for value in vars(protocol.payloads).values()
-            if isinstance(value, type) and issubclass(value, BaseModel) and not value.__name__.startswith("_")
+            if isinstance(value, type)
+            and issubclass(value, BaseModel)
+            and not value.__name__.startswith("_")
             and value.__module__ == protocol.payloads.__name__
         }
         assert defined == set(PAYLOAD_MODELS)
@@ -308,8 +315,11 @@ class TestPayloads:
             (CribStatePayload, "battery_pct", "87.0"),
             (CribStatePayload, "sensor_online", "1"),
             (CribStatePayload, "sensor_online", '"true"'),
-            (CribStatePayload, "alarms", '[{"alarm_id": "1-1", "kind": "crib_open", "priority": "high", '
-             '"state": "raised", "raised_at": "4"}]'),
+            (
+                CribStatePayload,
+                "alarms",
+                '[{"alarm_id": "1-1", "kind": "crib_open", "priority": "high", "state": "raised", "raised_at": "4"}]',
+            ),
             (GatewayAvailabilityPayload, "gw_run", '"1764159000000"'),
             (GatewayStatsPayload, "accepted", "true"),
             (GatewayStatsPayload, "rejected", '{"bad_json": 2.0}'),
@@ -337,8 +347,14 @@ class TestPayloads:
                 assert (back.event, back.kind) == (event, kind)
                 assert type(back.event) is AlarmEventType
                 assert type(back.kind) is AlarmKind
-        summary = {"alarm_id": "1-1", "kind": "battery_low", "priority": "low", "state": "acknowledged",
-                   "raised_at": 4, "acknowledged_by": "staff-1"}
+        summary = {
+            "alarm_id": "1-1",
+            "kind": "battery_low",
+            "priority": "low",
+            "state": "acknowledged",
+            "raised_at": 4,
+            "acknowledged_by": "staff-1",
+        }
         state = json.loads(encode(_sample_of(CribStatePayload))) | {"latch": "unknown", "alarms": [summary]}
         back_state = decode(CribStatePayload, json.dumps(state).encode())
         assert back_state.alarms[0].kind is AlarmKind.BATTERY_LOW

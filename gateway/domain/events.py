@@ -193,3 +193,80 @@ class CribRecord:
     battery_pct: int | None
     at: float
     """Wall-clock time of that state."""
+
+
+# ------------------------------------------------------------------------------------------ answers
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one inbound event: taken, or refused with the reason the stats count it under."""
+
+    accepted: bool
+    reason: str | None = None
+    """For a refusal: ``duplicate``, ``out_of_order``, ``refused_sequence``, ``unknown_sensor``, ``wired_sensor``,
+    ``ack_unknown_alarm``, ``ack_unknown_crib``, ``ack_nothing_open``, ``ack_again``, ``bad_ack``, ``fault``."""
+    alarm_ids: tuple[str, ...] = ()
+    """For an ack: the alarms it acknowledged (accepted), or that were acknowledged already (``ack_again``)."""
+    acknowledged_by: str | None = None
+    """For ``ack_again``: who had acknowledged first."""
+
+
+ACCEPTED = Outcome(accepted=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The core's answer to one inbound event: its outcome and the outbound events that follow, in order."""
+
+    outcome: Outcome
+    events: list[OutboundEvent]
+
+
+# ----------------------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class SensorHealthView:
+    """A sensor's health as a technician reads it; times are wall-clock (Unix seconds)."""
+
+    online: bool | None
+    last_seen: float | None
+    battery_pct: int | None
+    rssi_dbm: int | None
+    firmware: str | None
+    uptime_s: int | None
+    boot: int | None
+    interval_s: float | None
+    refused: int
+    resynced: int
+    internal_errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class CribView:
+    """One crib in a snapshot: its state (open alarms included) and its sensor's health."""
+
+    state: CribState
+    sensor_key: str
+    """The wireless sensor id, or ``gpio<pin>`` for a wired crib."""
+    wired: bool
+    latch_opened_at: float | None
+    """Wall-clock time the latch opened, while it is open."""
+    health: SensorHealthView
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSnapshot:
+    """Everything the core knows, at one instant, for the web board and the technician console: a copy taken
+    without side effects (no sequence number is used, nothing is published)."""
+
+    site_id: str
+    run: int
+    at: float
+    """Wall-clock time the snapshot was taken."""
+    cribs: tuple[CribView, ...]
+
+    @property
+    def open_alarms(self) -> tuple[AlarmSummary, ...]:
+        return tuple(alarm for crib in self.cribs for alarm in crib.state.alarms)

@@ -26,25 +26,36 @@ the injected clock and return the outbound events, in order.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.domain.clock import Clock
 from gateway.domain.events import (
+    ACCEPTED,
     AckRequest,
     AlarmEvent,
     AlarmSummary,
     AvailabilityChange,
+    CribRecord,
     CribState,
+    CribView,
+    Decision,
     InboundEvent,
     LatchReading,
+    OpenAlarmRecord,
     OutboundEvent,
+    Outcome,
+    SensorHealthView,
+    SiteSnapshot,
     TelemetryReading,
     Trigger,
 )
 from gateway.domain.sequence import SequenceTracker, Verdict
 from gateway.domain.stats import IngestStats
 from gateway.domain.timers import DeadlineHeap
-from gateway.domain.vocab import PRIORITY_OF, AlarmEventType, AlarmKind, LatchState, Source
+from gateway.domain.vocab import PRIORITY_OF, AlarmEventType, AlarmKind, LatchState, Resolution, Source
 from gateway.settings import CribConfig, RoomConfig, Settings
 
 MIN_ANNOUNCED_INTERVAL_S = 1.0
@@ -61,6 +72,7 @@ class _Step:
     """Monotonic time this step happens at: the event's own time, or the clock's for timers."""
     out: list[OutboundEvent] = field(default_factory=list)
     dirty: dict[str, _Crib] = field(default_factory=dict)
+    outcome: Outcome = ACCEPTED
 
 
 @dataclass(slots=True)
@@ -69,8 +81,12 @@ class _Alarm:
     kind: AlarmKind
     raised_at: float
     trigger: Trigger | None
+    latch_opened_at: float | None = None
     acknowledged_by: str | None = None
+    acknowledged_device: str | None = None
     acknowledged_at: float | None = None
+    test: bool = False
+    escalation_level: int = 0
 
 
 @dataclass(slots=True)
@@ -78,6 +94,14 @@ class _PendingLatch:
     state: LatchState
     since: float
     trigger: Trigger
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What :meth:`CribMonitor.restore` gives back: events to deliver, and open alarms it could not take."""
+
+    events: list[OutboundEvent]
+    left: list[OpenAlarmRecord]
 
 
 @dataclass(slots=True)
@@ -113,6 +137,8 @@ class _Crib:
     latch: LatchState | None = None
     pending: _PendingLatch | None = None
     open_since: float | None = None
+    latch_opened_at: float | None = None
+    """Wall-clock time the latch opened, while it is open."""
     open_trigger: Trigger | None = None
     offline_since: float | None = None
     latch_seq: SequenceTracker = field(default_factory=SequenceTracker)
@@ -130,15 +156,16 @@ class _Crib:
 class CribMonitor:
     """Decides, for every crib of one site, when to raise, acknowledge and resolve alarms."""
 
-    def __init__(self, settings: Settings, clock: Clock, stats: IngestStats | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock, stats: IngestStats | None = None, *, run: int = 1) -> None:
         self._settings = settings
         self._alarm_cfg = settings.alarms
         self._clock = clock
         self.stats = stats if stats is not None else IngestStats()
         self.unpinned_faults = 0
         """Failures of the core that no alarm could be raised for (the composition root sounds the buzzer)."""
-        self.gw_run = int(clock.time() * 1000)
-        """This run of the gateway: its start, Unix milliseconds. Alarm ids are ``<gw_run>-<n>``."""
+        self.gw_run = run
+        """This run of the gateway: the store's boot counter (one more on every start). Alarm ids are
+        ``<gw_run>-<n>``, so they are unique for the life of the site's store."""
         self._seq = 0
         self._alarm_count = 0
         now = clock.monotonic()
@@ -176,6 +203,36 @@ class CribMonitor:
     def sensor_health(self, crib_id: str) -> SensorHealth:
         return self._cribs[crib_id].health
 
+    def snapshot(self) -> SiteSnapshot:
+        """Every crib's state, open alarms and sensor health, in wall-clock times: a copy, with no side effects
+        (no event sequence number is used), for the web board and the technician console."""
+        at = self._clock.time()
+        views = []
+        for crib in self._cribs.values():
+            health = crib.health
+            views.append(
+                CribView(
+                    state=self._state_of(crib, at),
+                    sensor_key=crib.config.sensor_key,
+                    wired=crib.wired,
+                    latch_opened_at=crib.latch_opened_at,
+                    health=SensorHealthView(
+                        online=None if crib.wired else health.online,
+                        last_seen=None if health.last_seen is None else self._wall(health.last_seen),
+                        battery_pct=health.battery_pct,
+                        rssi_dbm=health.rssi_dbm,
+                        firmware=health.firmware,
+                        uptime_s=health.uptime_s,
+                        boot=health.boot,
+                        interval_s=health.interval_s,
+                        refused=health.refused,
+                        resynced=health.resynced,
+                        internal_errors=health.internal_errors,
+                    ),
+                )
+            )
+        return SiteSnapshot(site_id=self.site_id, run=self.gw_run, at=at, cribs=tuple(views))
+
     def next_deadline(self) -> float | None:
         """The earliest monotonic time at which :meth:`advance` has something to do."""
         return self._timers.peek()
@@ -187,57 +244,90 @@ class CribMonitor:
 
     # ------------------------------------------------------------------------------------ commands
 
-    def restore(self, state: CribState) -> list[OutboundEvent] | None:
-        """Take back what a previous gateway run knew of a crib: its latch and its open alarms.
+    def restore(self, alarms: Iterable[OpenAlarmRecord], cribs: Iterable[CribRecord] = ()) -> Restored:
+        """Take back what the store knows from earlier runs: each crib's last state and the alarms left open.
 
-        Used at start-up with the retained crib states, before any wireless sensor message: alarm ids, raise
-        times and acknowledgements carry over a restart, so an open crib is not given a fresh grace period
-        and pagers see its alarm resolved under the id they know. What this run already knows wins (a wired
-        crib's pin is read before the broker answers): a restored alarm it contradicts is resolved at once,
-        and those events are returned. None when the crib is unknown or has raised alarms in this run.
+        Called once at start-up, before any adapter runs (so a queued ack or last will finds its alarm, and a
+        wired crib's pin, read next, meets its restored alarm instead of raising a second one). Alarm ids, raise
+        times and acknowledgements carry over; an open crib is not given a fresh grace period. Returns the open
+        alarms that cannot be taken back: their crib is no longer in the site file, or the crib already has an
+        open alarm of that kind (the store should never hold two); the caller ends them on record. The events are
+        what restoring caused (a fault alarm if the core failed on a crib): the caller delivers them once its
+        channels are open.
         """
-        crib = self._cribs.get(state.crib_id)
-        if crib is None or crib.alarms:
-            return None
+        left: list[OpenAlarmRecord] = []
+        records = {record.crib_id: record for record in cribs}
         step = _Step(now=self._step_time(None))
+        for crib_id, record in records.items():
+            crib = self._cribs.get(crib_id)
+            if crib is not None:
+                self._guarded_restore(crib, step, functools.partial(self._restore_crib, crib, record, step))
+        for alarm in sorted(alarms, key=lambda a: a.raised_at):
+            crib = self._cribs.get(alarm.crib_id)
+            if crib is None or alarm.kind in crib.alarms or alarm.alarm_id in self._alarms_by_id:
+                left.append(alarm)
+                continue
+            self._guarded_restore(crib, step, functools.partial(self._restore_alarm, crib, alarm, step))
+        return Restored(events=self._finish(step), left=left)
+
+    def _guarded_restore(self, crib: _Crib, step: _Step, restore: Callable[[], None]) -> None:
         try:
-            self._restore(crib, state, step)
+            restore()
         except Exception as exc:  # noqa: BLE001 - any bug here must raise the alarm, not silence the crib
-            self._fault(crib, step, "restoring its state", exc)
+            self._fault(crib, step, "restoring its state from the store", exc)
             self._rearm(crib, step, faulted=True)
         else:
             self._rearm(crib, step, faulted=False)
-        return self._finish(step)
 
-    def _restore(self, crib: _Crib, state: CribState, step: _Step) -> None:
-        if crib.latch is None and crib.pending is None:
-            crib.latch = state.latch
-            if state.latch is LatchState.OPEN:
-                crib.open_since = step.now
-        if not crib.wired and crib.health.online is None and state.sensor_online is not None:
-            crib.health.online = state.sensor_online
-            if state.sensor_online is False:
+    def _restore_crib(self, crib: _Crib, record: CribRecord, step: _Step) -> None:
+        if record.latch is LatchState.OPEN:
+            crib.latch = LatchState.OPEN
+            # Open since at least the record's time: the grace goes on from there (a wall clock that stepped back
+            # gives a full grace; one that stepped forward raises at once, which is the safe side).
+            elapsed = max(0.0, self._clock.time() - record.at)
+            crib.open_since = step.now - elapsed
+            crib.latch_opened_at = record.at
+        elif record.latch is LatchState.CLOSED:
+            crib.latch = LatchState.CLOSED
+        if not crib.wired and record.sensor_online is not None:
+            crib.health.online = record.sensor_online
+            if record.sensor_online is False:
                 crib.offline_since = step.now
-        if crib.health.battery_pct is None:
-            crib.health.battery_pct = state.battery_pct
-        for summary in state.alarms:
-            alarm = _Alarm(
-                id=summary.alarm_id,
-                kind=summary.kind,
-                raised_at=summary.raised_at,
-                trigger=None,
-                acknowledged_by=summary.acknowledged_by,
-            )
-            crib.alarms[alarm.kind] = alarm
-            self._alarms_by_id[alarm.id] = (crib, alarm)
-        if AlarmKind.CRIB_OPEN in crib.alarms and crib.latch is LatchState.CLOSED:
-            self._resolve(crib, AlarmKind.CRIB_OPEN, step)
-        battery = crib.health.battery_pct
-        if AlarmKind.BATTERY_LOW in crib.alarms and battery is not None and battery >= self._alarm_cfg.battery_ok_pct:
-            self._resolve(crib, AlarmKind.BATTERY_LOW, step)
+        crib.health.battery_pct = record.battery_pct
+
+    def _restore_alarm(self, crib: _Crib, record: OpenAlarmRecord, step: _Step) -> None:
+        alarm = _Alarm(
+            id=record.alarm_id,
+            kind=record.kind,
+            raised_at=record.raised_at,
+            trigger=record.trigger,
+            latch_opened_at=record.latch_opened_at,
+            acknowledged_by=record.acknowledged_by,
+            acknowledged_device=record.acknowledged_device,
+            acknowledged_at=record.acknowledged_at,
+            test=record.test,
+            escalation_level=record.escalation_level,
+        )
+        crib.alarms[alarm.kind] = alarm
+        self._alarms_by_id[alarm.id] = (crib, alarm)
+        if alarm.kind is AlarmKind.CRIB_OPEN and crib.latch is not LatchState.OPEN:
+            # The alarm is the stronger record: the crib was open when it was raised and nothing closed it since.
+            crib.latch = LatchState.OPEN
+            crib.open_since = step.now
+            crib.latch_opened_at = record.latch_opened_at
+        if alarm.kind is AlarmKind.SENSOR_OFFLINE and not crib.wired:
+            crib.health.online = False
+            crib.offline_since = step.now
+        if alarm.kind is AlarmKind.GATEWAY_FAULT:
+            crib.healthy_since_fault = False  # it ends once acknowledged and a step on the crib succeeds
+        step.dirty[crib.config.id] = crib
 
     def handle(self, event: InboundEvent) -> list[OutboundEvent]:
-        """Take one inbound event; return what follows from it.
+        """Take one inbound event; return what follows from it (:meth:`decide` without the outcome)."""
+        return self.decide(event).events
+
+    def decide(self, event: InboundEvent) -> Decision:
+        """Take one inbound event; return its outcome (taken, or refused and why) and what follows from it.
 
         The event happens at its ``observed_at`` (taken at the edge, so a reading that waited in a queue
         is judged by when it happened: contact bounce stays bounce however late it is processed); timers
@@ -247,15 +337,16 @@ class CribMonitor:
         self._fire_due(step)
         if isinstance(event, AckRequest):
             self._guarded_ack(event, step)
-            return self._finish(step)
+            return Decision(step.outcome, self._finish(step))
         crib = self._by_sensor.get(event.sensor_id)
         if crib is None:
-            self.stats.reject("unknown_sensor", f"{_what(event)} from sensor {event.sensor_id!r}, which no crib uses")
-            return self._finish(step)
+            what = f"{_what(event)} from sensor {event.sensor_id!r}, which no crib uses"
+            self._reject(step, "unknown_sensor", what)
+            return Decision(step.outcome, self._finish(step))
         if crib.wired != (isinstance(event, LatchReading) and event.source is Source.GPIO):
             # A wired crib hears only its pin; a GPIO reading for a wireless crib is a wiring bug.
-            self.stats.reject("wired_sensor", f"{_what(event)} for {event.sensor_id!r} from the wrong source")
-            return self._finish(step)
+            self._reject(step, "wired_sensor", f"{_what(event)} for {event.sensor_id!r} from the wrong source")
+            return Decision(step.outcome, self._finish(step))
         try:
             if isinstance(event, LatchReading):
                 self._on_latch(crib, event, step)
@@ -268,7 +359,17 @@ class CribMonitor:
             self._rearm(crib, step, faulted=True)
         else:
             self._rearm(crib, step, faulted=False)
-        return self._finish(step)
+        return Decision(step.outcome, self._finish(step))
+
+    def _reject(self, step: _Step, reason: str, detail: str) -> None:
+        """Refuse the step's event: counted as rejected (bad input) under ``reason``."""
+        self.stats.reject(reason, detail)
+        step.outcome = Outcome(accepted=False, reason=reason)
+
+    def _ignore(self, step: _Step, reason: str, detail: str, **answer: Any) -> None:
+        """Refuse the step's event: counted as ignored (harmless: a duplicate, an ack already given)."""
+        self.stats.ignore(reason, detail)
+        step.outcome = Outcome(accepted=False, reason=reason, **answer)
 
     def advance(self) -> list[OutboundEvent]:
         """Fire every timer that is due now: debounce, grace, missed heartbeats, offline grace."""
@@ -289,6 +390,7 @@ class CribMonitor:
         """The core's own code failed on ``crib``: say so loudly and make sure staff look at the crib."""
         crib.health.internal_errors += 1
         crib.healthy_since_fault = False
+        step.outcome = Outcome(accepted=False, reason="fault")
         self.stats.internal_error(f"the alarm core failed on crib {crib.config.id!r} {what}", exc)
         try:
             if AlarmKind.GATEWAY_FAULT not in crib.alarms:
@@ -326,7 +428,7 @@ class CribMonitor:
         """A fault alarm ends once staff have acknowledged it and the crib's steps succeed again."""
         fault = crib.alarms.get(AlarmKind.GATEWAY_FAULT)
         if fault is not None and fault.acknowledged_by is not None and crib.healthy_since_fault:
-            self._resolve(crib, AlarmKind.GATEWAY_FAULT, step)
+            self._resolve(crib, AlarmKind.GATEWAY_FAULT, step, Resolution.FAULT_CLEARED)
 
     # ------------------------------------------------------------------------------------- timers
 
@@ -386,7 +488,7 @@ class CribMonitor:
         verdict = tracker.judge(key, ev.state)
         trigger = Trigger(ev.sensor_id, ev.boot, ev.seq)
         if verdict is Verdict.DUPLICATE:
-            self.stats.ignore("duplicate", f"latch {key} of {ev.sensor_id!r} again")
+            self._ignore(step, "duplicate", f"latch {key} of {ev.sensor_id!r} again")
             return
         if verdict is not Verdict.DOUBT:
             if verdict is not Verdict.ACCEPT:
@@ -400,7 +502,7 @@ class CribMonitor:
         current = crib.pending.state if crib.pending is not None else crib.latch
         where = f"latch {key} ({ev.state.value}) of {ev.sensor_id!r}, far from the mark {tracker.mark} or a conflict"
         if ev.state == current:
-            self.stats.ignore("out_of_order", f"{where}: changes nothing")
+            self._ignore(step, "out_of_order", f"{where}: changes nothing")
             return
         if ev.state is LatchState.OPEN:
             # A doubtful opening is taken anyway (fail toward the alarm), but it moves no mark: the sensor's
@@ -412,6 +514,7 @@ class CribMonitor:
             return
         crib.health.refused += 1
         self.stats.refuse(ev.sensor_id, f"{where}: would close crib {crib.config.id!r}; refused")
+        step.outcome = Outcome(accepted=False, reason="refused_sequence")
 
     def _take_latch(self, crib: _Crib, state: LatchState, now: float, trigger: Trigger, step: _Step) -> None:
         if crib.debounce_s == 0:
@@ -432,7 +535,7 @@ class CribMonitor:
         tracker = crib.telemetry_seq
         verdict = tracker.judge(key, None)
         if verdict is Verdict.DUPLICATE:
-            self.stats.ignore("duplicate", f"telemetry {key} of {ev.sensor_id!r} again")
+            self._ignore(step, "duplicate", f"telemetry {key} of {ev.sensor_id!r} again")
             return
         # A heartbeat changes no crib: its values are taken whatever its number (the next real heartbeat
         # overwrites a stray one); the numbers only tell duplicates and keep the count.
@@ -458,7 +561,7 @@ class CribMonitor:
             trigger = Trigger(ev.sensor_id, ev.boot, ev.seq)
             self._raise(crib, AlarmKind.BATTERY_LOW, trigger, step)
         elif ev.battery_pct >= cfg.battery_ok_pct and AlarmKind.BATTERY_LOW in crib.alarms:
-            self._resolve(crib, AlarmKind.BATTERY_LOW, step)
+            self._resolve(crib, AlarmKind.BATTERY_LOW, step, Resolution.BATTERY_OK)
 
     def _on_availability(self, crib: _Crib, ev: AvailabilityChange, step: _Step) -> None:
         now = step.now
@@ -508,29 +611,38 @@ class CribMonitor:
         if ev.alarm_id is not None:
             found = self._alarms_by_id.get(ev.alarm_id)
             if found is None:
-                self.stats.reject("ack_unknown_alarm", f"{ev.by} via {ev.device}: no open alarm {ev.alarm_id!r}")
+                self._reject(step, "ack_unknown_alarm", f"{ev.by} via {ev.device}: no open alarm {ev.alarm_id!r}")
                 return
             targets.append(found)
         elif ev.crib_id is not None:
             crib = self._cribs.get(ev.crib_id)
             if crib is None:
-                self.stats.reject("ack_unknown_crib", f"{ev.by} via {ev.device}: no crib {ev.crib_id!r}")
+                self._reject(step, "ack_unknown_crib", f"{ev.by} via {ev.device}: no crib {ev.crib_id!r}")
                 return
             targets.extend((crib, alarm) for alarm in crib.alarms.values())
         else:
-            self.stats.reject("bad_ack", f"{ev.by} via {ev.device}: neither alarm_id nor crib given")
+            self._reject(step, "bad_ack", f"{ev.by} via {ev.device}: neither alarm_id nor crib given")
             return
         if not targets:
-            self.stats.reject("ack_nothing_open", f"{ev.by} via {ev.device}: crib {ev.crib_id!r} has no open alarm")
+            self._reject(step, "ack_nothing_open", f"{ev.by} via {ev.device}: crib {ev.crib_id!r} has no open alarm")
             return
         pending = [(crib, alarm) for crib, alarm in targets if alarm.acknowledged_by is None]
         if not pending:
-            self.stats.ignore("ack_again", f"{ev.by} via {ev.device}: already acknowledged")
+            first = min((alarm for _, alarm in targets), key=lambda a: a.acknowledged_at or 0.0)
+            self._ignore(
+                step,
+                "ack_again",
+                f"{ev.by} via {ev.device}: already acknowledged by {first.acknowledged_by}",
+                alarm_ids=tuple(alarm.id for _, alarm in targets),
+                acknowledged_by=first.acknowledged_by,
+            )
             return
         self.stats.accept()
+        step.outcome = Outcome(accepted=True, alarm_ids=tuple(alarm.id for _, alarm in pending))
         at = self._clock.time()
         for crib, alarm in pending:
             alarm.acknowledged_by = ev.by
+            alarm.acknowledged_device = ev.device
             alarm.acknowledged_at = at
             step.out.append(self._event(crib, alarm, AlarmEventType.ACKNOWLEDGED, at, by=ev.by, device=ev.device))
             step.dirty[crib.config.id] = crib
@@ -549,7 +661,7 @@ class CribMonitor:
             crib.offline_since = None
             step.dirty[crib.config.id] = crib
         if AlarmKind.SENSOR_OFFLINE in crib.alarms:
-            self._resolve(crib, AlarmKind.SENSOR_OFFLINE, step)
+            self._resolve(crib, AlarmKind.SENSOR_OFFLINE, step, Resolution.SENSOR_BACK)
 
     def _silence_deadline(self, crib: _Crib) -> float:
         # A sensor may announce a shorter heartbeat than the site expects (and is then held to it), never a
@@ -587,14 +699,16 @@ class CribMonitor:
         step.dirty[crib.config.id] = crib
         if state is LatchState.OPEN:
             crib.open_since = since
+            crib.latch_opened_at = self._wall(since)
             crib.open_trigger = trigger
             if step.now >= since + crib.room.grace_s and AlarmKind.CRIB_OPEN not in crib.alarms:
                 self._raise(crib, AlarmKind.CRIB_OPEN, trigger, step)  # (one restored from a previous run stays)
         else:
             crib.open_since = None
+            crib.latch_opened_at = None
             crib.open_trigger = None
             if AlarmKind.CRIB_OPEN in crib.alarms:
-                self._resolve(crib, AlarmKind.CRIB_OPEN, step)
+                self._resolve(crib, AlarmKind.CRIB_OPEN, step, Resolution.LATCH_CLOSED)
 
     def _raise(
         self,
@@ -605,17 +719,27 @@ class CribMonitor:
     ) -> None:
         self._alarm_count += 1
         at = self._clock.time()
-        alarm = _Alarm(id=f"{self.gw_run}-{self._alarm_count}", kind=kind, raised_at=at, trigger=trigger)
+        alarm = _Alarm(
+            id=f"{self.gw_run}-{self._alarm_count}",
+            kind=kind,
+            raised_at=at,
+            trigger=trigger,
+            latch_opened_at=crib.latch_opened_at if kind is AlarmKind.CRIB_OPEN else None,
+        )
         crib.alarms[kind] = alarm
         self._alarms_by_id[alarm.id] = (crib, alarm)
         step.dirty[crib.config.id] = crib
         step.out.append(self._event(crib, alarm, AlarmEventType.RAISED, at))
 
-    def _resolve(self, crib: _Crib, kind: AlarmKind, step: _Step) -> None:
+    def _resolve(self, crib: _Crib, kind: AlarmKind, step: _Step, why: Resolution) -> None:
         alarm = crib.alarms.pop(kind)
         del self._alarms_by_id[alarm.id]
         step.dirty[crib.config.id] = crib
-        step.out.append(self._event(crib, alarm, AlarmEventType.RESOLVED, self._clock.time()))
+        step.out.append(self._event(crib, alarm, AlarmEventType.RESOLVED, self._clock.time(), resolution=why))
+
+    def _wall(self, monotonic: float) -> float:
+        """The wall-clock time of a monotonic instant (for records people read: the store, the board)."""
+        return self._clock.time() - (self._clock.monotonic() - monotonic)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -630,6 +754,7 @@ class CribMonitor:
         *,
         by: str | None = None,
         device: str | None = None,
+        resolution: Resolution | None = None,
     ) -> AlarmEvent:
         return AlarmEvent(
             seq=self._next_seq(),
@@ -648,6 +773,12 @@ class CribMonitor:
             by=by,
             device=device,
             trigger=alarm.trigger,
+            latch_opened_at=alarm.latch_opened_at,
+            acknowledged_at=alarm.acknowledged_at,
+            acknowledged_by=alarm.acknowledged_by,
+            resolution=resolution,
+            test=alarm.test,
+            escalation_level=alarm.escalation_level,
         )
 
     def _finish(self, step: _Step) -> list[OutboundEvent]:
@@ -690,7 +821,11 @@ def _summary(alarm: _Alarm) -> AlarmSummary:
         priority=PRIORITY_OF[alarm.kind],
         acknowledged_by=alarm.acknowledged_by,
         raised_at=alarm.raised_at,
+        acknowledged_at=alarm.acknowledged_at,
+        latch_opened_at=alarm.latch_opened_at,
+        test=alarm.test,
+        escalation_level=alarm.escalation_level,
     )
 
 
-__all__ = ["CribMonitor", "SensorHealth"]
+__all__ = ["CribMonitor", "Restored", "SensorHealth"]

@@ -74,8 +74,6 @@ class AlarmEventType(enum.StrEnum):
     RESOLVED = "resolved"
 
 
-
-
 class Resolution(enum.StrEnum):
     """Why an alarm ended (on its ``resolved`` event and in the incident log)."""
 
@@ -87,5 +85,7 @@ class Resolution(enum.StrEnum):
     """The battery is back at ``battery_ok_pct``."""
     FAULT_CLEARED = "fault_cleared"
     """A gateway fault was acknowledged and the crib's steps succeed again."""
+    SUPERSEDED = "superseded"
+    """The store held a second open alarm of the same kind for one crib (never expected): the older one stays."""
     CRIB_REMOVED = "crib_removed"
     """The crib (or its room) is no longer in the site file: found at a restart, ended on record."""

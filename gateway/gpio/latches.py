@@ -27,7 +27,7 @@ class GpioLatchInputs:
     def __init__(
         self,
         cribs: list[CribConfig],
-        submit: Callable[[InboundEvent], None],
+        submit: Callable[[InboundEvent], object],
         loop: asyncio.AbstractEventLoop,
         *,
         pin_factory: Any = None,

@@ -36,25 +36,22 @@ from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from gateway.domain.events import CribState, InboundEvent
+from gateway.domain.events import InboundEvent
 from gateway.domain.stats import IngestStats
 from gateway.mqtt.connection import BrokerAddress, has_input, new_client, publish_now, stop_if_cancelled
 from gateway.protocol import (
     ACK,
     AVAILABILITY,
-    CRIB_STATE,
     GATEWAY_AVAILABILITY,
     LATCH,
     TELEMETRY,
-    CribStatePayload,
     GatewayAvailabilityPayload,
     ProtocolError,
     SensorChannel,
     Topics,
-    decode,
     encode,
 )
-from gateway.protocol.codec import Outgoing, crib_state_from_payload, decode_inbound, screen_inbound
+from gateway.protocol.codec import Outgoing, decode_inbound, screen_inbound
 
 if TYPE_CHECKING:
     from paho.mqtt.client import MQTTMessageInfo
@@ -62,13 +59,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("cribwatch.mqtt")
 
 OFFLINE_BUFFER_LIMIT = 10_000
+SETTLE_INTERVAL_S = 0.5
+"""How often the link looks for broker acknowledgements of sent messages (to mark outbox rows delivered)."""
 INTAKE_MAX_WAIT_S = 0.02
 """While the main connection has input waiting, the intake's socket is still read once every this many seconds:
 acks keep moving (slowly) and its keepalive is answered, whatever floods the main connection."""
 
 
 class OfflineBuffer:
-    """A bounded FIFO of messages that wait for the broker. Oldest dropped (and counted) when full."""
+    """A bounded FIFO of messages that wait for the broker. When full, the oldest message that is not kept in the
+    durable outbox (a crib state: republished on every connect anyway) is dropped, else the oldest; counted."""
 
     def __init__(self, limit: int = OFFLINE_BUFFER_LIMIT) -> None:
         self._items: collections.deque[Outgoing] = collections.deque()
@@ -76,10 +76,15 @@ class OfflineBuffer:
         self.dropped = 0
 
     def put(self, item: Outgoing) -> None:
-        if len(self._items) >= self._limit:
-            self._items.popleft()
+        items = self._items
+        if len(items) >= self._limit:
+            victim = next((queued for queued in items if queued.key is None), None)
+            if victim is None:
+                items.popleft()  # every one is in the store's outbox: it goes out after a restart at the latest
+            else:
+                items.remove(victim)
             self.dropped += 1
-        self._items.append(item)
+        items.append(item)
 
     def put_front(self, item: Outgoing) -> None:
         self._items.appendleft(item)
@@ -98,7 +103,7 @@ class MqttLink:
         topics: Topics,
         broker: BrokerAddress,
         client_id: str,
-        on_event: Callable[[InboundEvent], None],
+        on_event: Callable[[InboundEvent], object],
         stats: IngestStats,
         gw_run: int,
         sensor_ids: Collection[str],
@@ -107,7 +112,7 @@ class MqttLink:
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 10.0,
         on_connected: Callable[[bool], None] | None = None,
-        on_restore: Callable[[CribState], None] | None = None,
+        on_delivered: Callable[[str], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._topics = topics
@@ -119,9 +124,7 @@ class MqttLink:
         self._keepalive = keepalive
         self._backoff = (reconnect_min_s, reconnect_max_s)
         self._on_connected = on_connected
-        self._on_restore = on_restore
-        self._restoring = False
-        self._crib_state_head = f"{topics.prefix}/crib/"
+        self._on_delivered = on_delivered
         self._sensor_head = f"{topics.prefix}/sensor/"
         self._wireless = frozenset(sensor_ids)
         """The site's wireless sensor ids: the main connection subscribes to their topics (three filters each)."""
@@ -134,11 +137,11 @@ class MqttLink:
         self.connected = asyncio.Event()
         """Set while both connections are up (the main one subscribed to the sensors, the intake to the acks)."""
         self.connections = 0
-        """Main connections made so far (the first one restores the retained crib states)."""
+        """Main connections made so far."""
         self.intake_connections = 0
         self._main_up = False
         self._intake_up = False
-        self._sensors_subscribed = asyncio.Event()  # once: the first main session has restored and subscribed
+        self._sensors_subscribed = asyncio.Event()  # once: the first main session has subscribed to the sensors
         self._intake_read_at = 0.0
         self._io_clock: Callable[[], float] = time.monotonic  # socket scheduling: real time, whatever the domain clock
         self._client: aiomqtt.Client | None = None
@@ -163,11 +166,18 @@ class MqttLink:
             self.offline_buffer.put(item)
             return False
         if item.qos > 0:
-            unacked = self._unacked
-            unacked.append((info, item))
-            while unacked and unacked[0][0].is_published():
-                unacked.popleft()
+            self._unacked.append((info, item))
+            self.settle()
         return True
+
+    def settle(self) -> None:
+        """Forget the oldest sent messages that the broker has acknowledged, reporting each outbox key as delivered.
+        Called on every publish and periodically (so the last message of a burst is reported too)."""
+        unacked, delivered = self._unacked, self._on_delivered
+        while unacked and unacked[0][0].is_published():
+            _, item = unacked.popleft()
+            if item.key is not None and delivered is not None:
+                delivered(item.key)
 
     def _drain(self, client: aiomqtt.Client) -> None:
         buffer = self.offline_buffer
@@ -176,10 +186,14 @@ class MqttLink:
                 return
 
     def _requeue_unacked(self) -> None:
-        """After a connection died: what the broker never acknowledged goes out again, in order."""
+        """After a connection died: what the broker never acknowledged goes out again, in order; what it did
+        acknowledge is reported delivered."""
+        delivered = self._on_delivered
         for info, item in reversed(self._unacked):
             if not info.is_published():
                 self.offline_buffer.put_front(item)
+            elif item.key is not None and delivered is not None:
+                delivered(item.key)
         self._unacked.clear()
 
     def _availability(self, state: str) -> bytes:
@@ -195,11 +209,8 @@ class MqttLink:
         return sensor_id if sensor_id in self._wireless else None
 
     def _on_message(self, message: aiomqtt.Message) -> None:
-        """The main connection: retained crib states at start-up, and the site's own sensors' messages."""
+        """The main connection: the site's own sensors' messages."""
         topic = message.topic.value
-        if topic.startswith(self._crib_state_head):
-            self._restore_from(topic, message.payload)
-            return
         if self._sensor_of(topic) is None and topic != self._topics.ack:
             # Through a filter that an earlier run left in this persistent session (a sensor since taken out
             # of the site file, or the one-connection gateway's `sensor/+/+`): the intake gets it too and counts it.
@@ -255,20 +266,6 @@ class MqttLink:
             self.send(Outgoing(self._topics.ack, b"", int(ACK.qos), retain=True))
         return False
 
-    def _restore_from(self, topic: str, payload: object) -> None:
-        """A retained crib state of the previous run, read back once at start-up."""
-        if not self._restoring or self._on_restore is None:
-            return
-        if not isinstance(payload, bytes):
-            self._stats.reject("bad_payload", f"non-bytes payload on {topic}")
-            return
-        try:
-            state = decode(CribStatePayload, payload)
-        except ProtocolError as exc:
-            self._stats.reject(exc.reason, f"{topic}: {exc.detail}")
-            return
-        self._on_restore(crib_state_from_payload(state))
-
     # -------------------------------------------------------------------------------------- session
 
     async def run(self) -> None:
@@ -277,10 +274,17 @@ class MqttLink:
             main = self._stay_connected("main", self._main_client, self._session, goodbye=True)
             tg.create_task(main, name="mqtt-main")
             tg.create_task(self._run_intake(), name="mqtt-intake")
+            tg.create_task(self._settle_loop(), name="mqtt-settle")
+
+    async def _settle_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SETTLE_INTERVAL_S)
+            self.settle()
 
     async def _run_intake(self) -> None:
-        # Acks only once the first main session has read back the crib states: an ack may name a restored alarm.
-        # (Acks sent meanwhile wait in the intake's persistent session, from its second connection on.)
+        # The intake starts once the main session is up: what the gateway says first (its availability and every
+        # crib's state) goes out before it answers any ack. (Acks sent meanwhile wait in the intake's persistent
+        # session, from its second connection on; the alarms they name were restored from the store at start.)
         await self._sensors_subscribed.wait()
         await self._stay_connected("intake", self._intake_client, self._intake_session)
 
@@ -371,23 +375,20 @@ class MqttLink:
         log.info("disconnected from broker %s:%s", self._broker.host, self._broker.port)
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        """The main connection: crib states read back (first time), the sensors, everything sent."""
+        """The main connection: the sensors in, everything the gateway says out.
+
+        The retained crib states are never read back: they are a projection of the store, which the gateway
+        restored from before this link started, and they are published again after every connect.
+        """
         first = self.connections == 0
-        # On the first connection, read back the retained crib states of the previous run before any sensor
-        # message: the broker sends a subscription's retained messages in order, so they are all handled
-        # by the time the sensors' subscription is acknowledged.
-        self._restoring = first and self._on_restore is not None
-        if self._restoring:
-            await client.subscribe(self._topics.crib_state_filter, qos=int(CRIB_STATE.qos))
-        # Earlier versions took everything on this connection, or each sensor through one filter; the persistent
-        # session keeps their filters.
+        # Earlier versions took everything on this connection, each sensor through one filter, or read the retained
+        # crib states back at start; the persistent session keeps their filters.
         legacy = [self._topics.sensor_filter_of(sid) for sid in sorted(self._wireless)]
-        await client.unsubscribe([self._topics.sensor_filter, self._topics.ack, *legacy])
+        await client.unsubscribe(
+            [self._topics.sensor_filter, self._topics.ack, self._topics.crib_state_filter, *legacy]
+        )
         if self._wireless:
             await client.subscribe(self._sensor_subscriptions())
-        if self._restoring:
-            await client.unsubscribe(self._topics.crib_state_filter)
-            self._restoring = False
         self._sensors_subscribed.set()
         await client.publish(
             self._topics.gateway_availability,

@@ -12,7 +12,9 @@ from gateway.protocol.payloads import (
     SCHEMA_VERSION,
     SENSOR_PAYLOADS,
     SEQ_MAX,
+    AckAnswerPayload,
     AckPayload,
+    AckResult,
     AlarmEventPayload,
     AnyPayload,
     AvailabilityPayload,
@@ -21,6 +23,7 @@ from gateway.protocol.payloads import (
     GatewayAvailabilityPayload,
     GatewayStatsPayload,
     LatchPayload,
+    StoreHealthPayload,
     TelemetryPayload,
     TriggerPayload,
     Uint32,
@@ -29,6 +32,7 @@ from gateway.protocol.payloads import (
 )
 from gateway.protocol.topics import (
     ACK,
+    ACK_ANSWER,
     ALARM_EVENT,
     AVAILABILITY,
     CRIB_STATE,
@@ -44,6 +48,7 @@ from gateway.protocol.topics import (
 
 __all__ = [
     "ACK",
+    "ACK_ANSWER",
     "ALARM_EVENT",
     "AVAILABILITY",
     "BOOT_MAX",
@@ -57,7 +62,9 @@ __all__ = [
     "SENSOR_PAYLOADS",
     "SEQ_MAX",
     "TELEMETRY",
+    "AckAnswerPayload",
     "AckPayload",
+    "AckResult",
     "AlarmEventPayload",
     "AnyPayload",
     "AvailabilityPayload",
@@ -70,6 +77,7 @@ __all__ = [
     "ProtocolError",
     "Qos",
     "SensorChannel",
+    "StoreHealthPayload",
     "TelemetryPayload",
     "TopicSpec",
     "Topics",

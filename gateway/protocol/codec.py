@@ -12,20 +12,23 @@ from dataclasses import dataclass
 from gateway.domain.events import (
     AckRequest,
     AlarmEvent,
-    AlarmSummary,
     AvailabilityChange,
     CribState,
     InboundEvent,
     LatchReading,
     OutboundEvent,
+    Outcome,
     TelemetryReading,
 )
-from gateway.domain.vocab import PRIORITY_OF, LatchState, Source
+from gateway.domain.vocab import Source
 from gateway.protocol import (
+    ACK_ANSWER,
     ALARM_EVENT,
     CRIB_STATE,
     MAX_PAYLOAD_BYTES,
+    AckAnswerPayload,
     AckPayload,
+    AckResult,
     AlarmEventPayload,
     AvailabilityPayload,
     CribAlarmSummary,
@@ -48,6 +51,9 @@ class Outgoing:
     payload: bytes
     qos: int
     retain: bool
+    key: str | None = None
+    """Set for a message kept in the store's durable outbox (an alarm event): the link reports its delivery
+    under this key once the broker has acknowledged it."""
 
     @classmethod
     def of(cls, topic: str, payload: bytes, spec: TopicSpec) -> Outgoing:
@@ -143,13 +149,15 @@ def decode_inbound(
     )
 
 
-def alarm_event_payload(ev: AlarmEvent, gw_run: int) -> AlarmEventPayload:
+def alarm_event_payload(ev: AlarmEvent) -> AlarmEventPayload:
+    """An alarm event on the wire; its ``gw_run`` is the run the event happened in (an alarm restored from an
+    earlier run keeps its id, and is acknowledged or resolved in this one)."""
     trigger = None
     if ev.trigger is not None:
         trigger = TriggerPayload(sensor=ev.trigger.sensor_id, boot=ev.trigger.boot, seq=ev.trigger.seq)
     return AlarmEventPayload(
         seq=ev.seq,
-        gw_run=gw_run,
+        gw_run=ev.run,
         event=ev.type,
         alarm_id=ev.alarm_id,
         kind=ev.kind,
@@ -164,6 +172,12 @@ def alarm_event_payload(ev: AlarmEvent, gw_run: int) -> AlarmEventPayload:
         by=ev.by,
         device=ev.device,
         trigger=trigger,
+        latch_opened_at=ev.latch_opened_at,
+        acknowledged_at=ev.acknowledged_at,
+        acknowledged_by=ev.acknowledged_by,
+        resolution=ev.resolution,
+        test=ev.test,
+        escalation_level=ev.escalation_level,
     )
 
 
@@ -187,6 +201,10 @@ def crib_state_payload(st: CribState, gw_run: int) -> CribStatePayload:
                 state="raised" if a.acknowledged_by is None else "acknowledged",
                 raised_at=a.raised_at,
                 acknowledged_by=a.acknowledged_by,
+                acknowledged_at=a.acknowledged_at,
+                latch_opened_at=a.latch_opened_at,
+                test=a.test,
+                escalation_level=a.escalation_level,
             )
             for a in st.alarms
         ),
@@ -194,33 +212,38 @@ def crib_state_payload(st: CribState, gw_run: int) -> CribStatePayload:
     )
 
 
-def crib_state_from_payload(p: CribStatePayload) -> CribState:
-    """A retained crib state read back (at start-up, to restore what the previous run knew)."""
-    return CribState(
-        seq=p.seq,
-        site_id=p.site,
-        room_id=p.room,
-        crib_id=p.crib,
-        room_label=p.room_label,
-        crib_label=p.crib_label,
-        latch=None if p.latch == "unknown" else LatchState(p.latch),
-        sensor_online=p.sensor_online,
-        battery_pct=p.battery_pct,
-        alarms=tuple(
-            AlarmSummary(
-                alarm_id=a.alarm_id,
-                kind=a.kind,
-                priority=PRIORITY_OF[a.kind],
-                acknowledged_by=a.acknowledged_by,
-                raised_at=a.raised_at,
-            )
-            for a in p.alarms
-        ),
-        at=p.ts,
+_ACK_RESULTS: dict[str | None, AckResult] = {
+    None: "accepted",
+    "ack_again": "already_acknowledged",
+    "ack_unknown_alarm": "unknown_alarm",
+    "ack_unknown_crib": "unknown_crib",
+    "ack_nothing_open": "nothing_open",
+    "bad_ack": "invalid",
+}
+
+
+def ack_answer(topics: Topics, ack: AckRequest, outcome: Outcome, gw_run: int, at: float) -> Outgoing | None:
+    """The gateway's answer to one ack, to ``<prefix>/ack/answer/<device>``; None for an outcome that is no answer
+    to give (the core failed on the ack: its fault alarm says so to everyone)."""
+    result = _ACK_RESULTS.get(None if outcome.accepted else outcome.reason)
+    if result is None:
+        return None
+    payload = AckAnswerPayload(
+        result=result,
+        alarm_ids=outcome.alarm_ids,
+        acknowledged_by=ack.by if outcome.accepted else outcome.acknowledged_by,
+        by=ack.by,
+        device=ack.device,
+        alarm_id=ack.alarm_id,
+        crib=ack.crib_id,
+        sent_ts=ack.sent_ts,
+        gw_run=gw_run,
+        ts=at,
     )
+    return Outgoing.of(topics.ack_answer(ack.device), encode(payload), ACK_ANSWER)
 
 
 def encode_outbound(topics: Topics, ev: OutboundEvent, gw_run: int) -> Outgoing:
     if isinstance(ev, AlarmEvent):
-        return Outgoing.of(topics.alarm(ev.room_id), encode(alarm_event_payload(ev, gw_run)), ALARM_EVENT)
+        return Outgoing.of(topics.alarm(ev.room_id), encode(alarm_event_payload(ev)), ALARM_EVENT)
     return Outgoing.of(topics.crib_state(ev.crib_id), encode(crib_state_payload(ev, gw_run)), CRIB_STATE)

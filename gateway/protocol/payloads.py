@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.domain.vocab import AlarmEventType, AlarmKind, Identifier, LatchState
+from gateway.domain.vocab import AlarmEventType, AlarmKind, Identifier, LatchState, Resolution
 from gateway.protocol.errors import ProtocolError
 from gateway.protocol.topics import SensorChannel
 
@@ -143,7 +143,7 @@ class AlarmEventPayload(_Payload):
     """``<prefix>/alarm/<room>``: one step in an alarm's life."""
 
     seq: int = Field(ge=0, description="Gateway-wide event sequence within one gateway run.")
-    gw_run: int = Field(ge=0, description="Start time of the gateway run, Unix milliseconds.")
+    gw_run: int = Field(ge=0, description="The gateway run: its store's boot counter, one more on every start.")
     event: AlarmEventType
     alarm_id: str
     kind: AlarmKind
@@ -158,6 +158,12 @@ class AlarmEventPayload(_Payload):
     by: str | None = None
     device: str | None = None
     trigger: TriggerPayload | None = None
+    latch_opened_at: float | None = Field(default=None, description="crib_open: when the latch opened, Unix s.")
+    acknowledged_at: float | None = Field(default=None, description="From the acknowledgement on: when, Unix s.")
+    acknowledged_by: str | None = Field(default=None, description="From the acknowledgement on: who.")
+    resolution: Resolution | None = Field(default=None, description="resolved: why the alarm ended.")
+    test: bool = Field(default=False, description="A test alarm: on record, shown as a test.")
+    escalation_level: int = Field(default=0, ge=0, description="How far escalation has gone (0: not escalated).")
 
 
 class CribAlarmSummary(_Part):
@@ -167,6 +173,10 @@ class CribAlarmSummary(_Part):
     state: Literal["raised", "acknowledged"]
     raised_at: float
     acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
+    latch_opened_at: float | None = None
+    test: bool = False
+    escalation_level: int = Field(default=0, ge=0)
 
 
 class CribStatePayload(_Payload):
@@ -184,6 +194,41 @@ class CribStatePayload(_Payload):
     battery_pct: int | None = None
     alarms: tuple[CribAlarmSummary, ...] = ()
     ts: float
+
+
+AckResult = Literal["accepted", "already_acknowledged", "unknown_alarm", "unknown_crib", "nothing_open", "invalid"]
+
+
+class AckAnswerPayload(_Payload):
+    """``<prefix>/ack/answer/<device>``: the gateway's answer to one ack, so the pager can show it."""
+
+    result: AckResult = Field(
+        description="accepted; already_acknowledged (by someone else, or by you before); unknown_alarm (no open "
+        "alarm with that id: resolved, or never raised); unknown_crib; nothing_open (the crib has no open alarm); "
+        "invalid (neither alarm_id nor crib)."
+    )
+    alarm_ids: tuple[str, ...] = Field(
+        default=(), description="accepted: the alarms acknowledged now; already_acknowledged: the alarms concerned."
+    )
+    acknowledged_by: str | None = Field(default=None, description="already_acknowledged: who acknowledged first.")
+    by: str = Field(description="The staff account of the ack answered.")
+    device: str = Field(description="The device of the ack answered (also the last level of the topic).")
+    alarm_id: str | None = Field(default=None, description="The ack's alarm_id, as sent.")
+    crib: str | None = Field(default=None, description="The ack's crib, as sent.")
+    sent_ts: float | None = Field(default=None, description="The ack's ts, as sent: tells a device which press.")
+    gw_run: int
+    ts: float = Field(description="When the gateway decided, Unix seconds.")
+
+
+class StoreHealthPayload(_Part):
+    """The gateway's store, as its stats report it."""
+
+    size_bytes: int = Field(ge=0, description="Size of the database file and its write-ahead log.")
+    pending: int = Field(ge=0, description="Writes waiting for the disk.")
+    written: int = Field(ge=0, description="Writes committed since the gateway started.")
+    failures: int = Field(ge=0, description="Write batches that failed (disk full, read-only, I/O error).")
+    failing: bool = Field(description="The last write failed: the record is behind until it succeeds.")
+    dropped: int = Field(ge=0, description="Crib-state writes dropped while the disk was failing (a projection).")
 
 
 class GatewayAvailabilityPayload(_Payload):
@@ -206,6 +251,7 @@ class GatewayStatsPayload(_Payload):
         default_factory=dict, description="Per sensor: readings taken although their sequence was out of line."
     )
     internal_errors: int = Field(default=0, description="Failures of the gateway's own code (CRITICAL).")
+    store: StoreHealthPayload | None = Field(default=None, description="The gateway's own record (SQLite).")
 
 
 AnyPayload = (
@@ -213,6 +259,7 @@ AnyPayload = (
     | TelemetryPayload
     | AvailabilityPayload
     | AckPayload
+    | AckAnswerPayload
     | AlarmEventPayload
     | CribStatePayload
     | GatewayAvailabilityPayload

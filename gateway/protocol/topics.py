@@ -10,6 +10,7 @@ Topic scheme (``<base>`` defaults to ``cribwatch``)::
     <base>/<site>/gateway/availability          gateway -> all      QoS 1, retained (MQTT last will)
     <base>/<site>/gateway/stats                 gateway -> techs    QoS 0, retained
     <base>/<site>/ack                           staff -> gateway    QoS 1, not retained
+    <base>/<site>/ack/answer/<device>           gateway -> staff    QoS 1, not retained
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ GATEWAY_STATS = TopicSpec(Qos.AT_MOST_ONCE, retain=True)
 ACK = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
 """A pager button press must arrive; never retained (a retained ack would acknowledge again). The gateway rejects
 an ack the broker replays with the retain flag, and deletes it with a zero-length retained message (MqttLink)."""
+ACK_ANSWER = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
+"""The gateway's answer to one ack, for the device that sent it: must arrive, means nothing later (not retained)."""
 
 
 # --------------------------------------------------------------------------------------------- topics
@@ -110,6 +113,14 @@ class Topics:
     @property
     def ack(self) -> str:
         return f"{self.prefix}/ack"
+
+    def ack_answer(self, device: str) -> str:
+        """Where the gateway answers the acks of one staff device (its pager, tablet or board)."""
+        return f"{self.prefix}/ack/answer/{device}"
+
+    @property
+    def ack_answer_filter(self) -> str:
+        return f"{self.prefix}/ack/answer/+"
 
     def parse_sensor_topic(self, topic: str) -> tuple[str, SensorChannel]:
         """``<prefix>/sensor/<id>/<channel>`` -> (id, channel); ProtocolError on anything else."""
