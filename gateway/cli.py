@@ -1,20 +1,25 @@
-"""``cribwatch``: one command, with subcommands ``demo``, ``gateway``, ``sim`` and ``check-config``."""
+"""``cribwatch``: one command, with subcommands ``demo``, ``gateway``, ``sim``, ``check-config`` and ``incidents``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import csv
 import gc
 import logging
 import os
+import re
 import signal
 import sys
-from datetime import datetime
+import time
+from collections.abc import Sequence
+from datetime import date, datetime
 from pathlib import Path
 
 from gateway.gpio.pins import MOCK_PINS_ADVICE, GpioUnavailableError
 from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, ConfigError, Settings, load_settings
+from gateway.store import Incident, Store, StoreError
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "kids-f.toml"
 
@@ -133,6 +138,117 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return main_from_args(args)
 
 
+_RELATIVE = re.compile(r"(\d+)([dhm])")
+_UNIT_S = {"d": 86_400, "h": 3_600, "m": 60}
+
+
+def _when(value: str) -> float:
+    """``7d``, ``12h``, ``30m`` (that long ago), or an ISO date or date and time (local time unless it says)."""
+    text = value.strip()
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        return time.time() - int(relative.group(1)) * _UNIT_S[relative.group(2)]
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day).astimezone().timestamp()
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected an ISO date (2026-03-01), date and time (2026-03-01T08:00) or 7d, 12h, 30m"
+        ) from None
+    return (moment if moment.tzinfo else moment.astimezone()).timestamp()
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of 1 or more")
+    return number
+
+
+def _iso(ts: float | None) -> str:
+    """Local time, ISO 8601 with the UTC offset: ``2026-11-27T17:08:52+01:00``; empty for None."""
+    return "" if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+INCIDENT_CSV_COLUMNS = (
+    "alarm_id", "kind", "priority", "room_id", "room_label", "crib_id", "crib_label", "raised_at", "response_s",
+    "acknowledged_by", "acknowledged_device", "acknowledged_at", "resolved_at", "resolution", "test",
+)  # fmt: skip
+
+
+def _incident_csv_row(inc: Incident) -> list[str]:
+    return [
+        inc.alarm_id, str(inc.kind), inc.priority, inc.room_id, inc.room_label, inc.crib_id, inc.crib_label,
+        _iso(inc.raised_at), _seconds(inc.response_s), inc.acknowledged_by or "", inc.acknowledged_device or "",
+        _iso(inc.acknowledged_at), _iso(inc.resolved_at), inc.resolution or "", "yes" if inc.test else "no",
+    ]  # fmt: skip
+
+
+INCIDENT_TABLE_COLUMNS = (
+    "alarm", "kind", "priority", "room", "crib", "raised at", "response s", "acknowledged by/device", "resolved at",
+    "resolution", "test",
+)  # fmt: skip
+
+
+def _incident_table_row(inc: Incident) -> list[str]:
+    acked = ""
+    if inc.acknowledged_by or inc.acknowledged_device:
+        acked = f"{inc.acknowledged_by or '?'}/{inc.acknowledged_device or '?'}"
+    return [
+        inc.alarm_id, str(inc.kind), inc.priority, inc.room_id, inc.crib_label, _iso(inc.raised_at),
+        _seconds(inc.response_s), acked, _iso(inc.resolved_at) or "open", inc.resolution or "",
+        "TEST" if inc.test else "",
+    ]  # fmt: skip
+
+
+def _print_table(header: Sequence[str], rows: list[list[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
+    for row in (list(header), *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    """The incident log, newest first, read from the site's store (read-only: safe while the gateway runs)."""
+    settings = _load(args.config, require_credentials=False)
+    if settings is None:
+        return 2
+    path = settings.store_path
+    try:
+        store = Store.open(path, site_id=settings.site.id, readonly=True)
+    except StoreError as exc:
+        print(f"cannot read the incident log: {exc}", file=sys.stderr)
+        return 1
+    try:
+        found = store.incidents(
+            room=args.room,
+            crib=args.crib,
+            since=args.since,
+            until=args.until,
+            include_tests=not args.no_tests,
+            limit=args.limit,
+        )
+    finally:
+        store.close()
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(INCIDENT_CSV_COLUMNS)
+        writer.writerows(_incident_csv_row(inc) for inc in found)
+        return 0
+    _print_table(INCIDENT_TABLE_COLUMNS, [_incident_table_row(inc) for inc in found])
+    if not found:
+        print(f"(no incidents in {path})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cribwatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a site file and exit (0 = OK, 2 = problems)")
     p.add_argument("config", help="the site's TOML file")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("incidents", help="print the incident log from the site's store (newest first)")
+    p.add_argument("--config", required=True, help="the site's TOML file (its [store] path, or the default)")
+    p.add_argument("--room", metavar="R", help="only this room id")
+    p.add_argument("--crib", metavar="C", help="only this crib id")
+    p.add_argument("--since", metavar="WHEN", type=_when, help="since WHEN: 2026-03-01, 2026-03-01T08:00, 7d, 12h, 30m")
+    p.add_argument("--until", metavar="WHEN", type=_when, help="raised before WHEN (same forms as --since)")
+    p.add_argument("--no-tests", action="store_true", help="leave out test alarms")
+    p.add_argument("--csv", action="store_true", help="CSV with a header row, times in ISO 8601 with the offset")
+    p.add_argument("--limit", metavar="N", type=_positive, help="at most N incidents (the newest)")
+    p.set_defaults(func=cmd_incidents)
 
     p = sub.add_parser("sim", help="simulated crib-latch sensors (a technician's test tool)")
     from firmware_sim.cli import add_arguments  # noqa: PLC0415

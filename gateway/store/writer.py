@@ -130,7 +130,10 @@ class StoreWriter:
             return self._cond.wait_for(lambda: self._done_upto >= target, timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Write what can be written within ``timeout``, stop the thread and close the store."""
+        """Write what can be written within ``timeout``, stop the thread and close the store.
+
+        The thread is given at least a second to end after the flush (it may be waiting out a backoff).
+        """
         deadline = self._monotonic() + timeout
         if self._thread is not None:
             self.flush(timeout)
@@ -138,7 +141,7 @@ class StoreWriter:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(max(0.0, deadline - self._monotonic()))
+            self._thread.join(max(1.0, deadline - self._monotonic()))  # a second at least, to end a backoff
             if self._thread.is_alive():
                 log.error("store writer did not stop within %.1f s; %d writes not on disk", timeout, self.pending)
                 return
@@ -263,6 +266,10 @@ class StoreWriter:
 
     def _run(self) -> None:
         delay = self._retry_min_s
+        try:
+            self._open()  # at once: a store that cannot be opened is reported before the first write
+        except Exception as exc:  # noqa: BLE001 - any reason: retried with the first write
+            self._failed(exc)
         while True:
             try:
                 with self._cond:
@@ -277,9 +284,9 @@ class StoreWriter:
                 delay = self._retry_min_s
                 continue
             with self._cond:
-                if self._stopping:
+                # Back off whatever is queued meanwhile (every enqueue notifies); only stop() cuts it short.
+                if self._cond.wait_for(lambda: self._stopping, delay):
                     break
-                self._cond.wait(delay)
             delay = min(delay * 2, self._retry_max_s)
         self._close_store()
 
