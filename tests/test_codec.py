@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from gateway.domain.events import AckRequest, AlarmEvent, AvailabilityChange, CribState, LatchReading, TelemetryReading
+from gateway.domain.events import (
+    AckRequest,
+    AlarmEvent,
+    AvailabilityChange,
+    CribState,
+    LatchReading,
+    Outcome,
+    TelemetryReading,
+)
 from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState, Source
 from gateway.protocol import (
     ALARM_EVENT,
@@ -16,6 +24,7 @@ from gateway.protocol import (
     CRIB_STATE,
     MAX_PAYLOAD_BYTES,
     SEQ_MAX,
+    AckAnswerPayload,
     AlarmEventPayload,
     CribStatePayload,
     LatchPayload,
@@ -25,7 +34,7 @@ from gateway.protocol import (
     decode,
     encode,
 )
-from gateway.protocol.codec import Outgoing, decode_inbound, encode_outbound, screen_inbound
+from gateway.protocol.codec import Outgoing, ack_answer, decode_inbound, encode_outbound, screen_inbound
 from tests.helpers import (
     CLOSED,
     FAST_WIRED,
@@ -679,3 +688,58 @@ def test_boot_and_seq_are_never_negative(field: str) -> None:
 
 def test_the_32_bit_bound() -> None:
     assert SEQ_MAX == BOOT_MAX == 0xFFFF_FFFF == 2**32 - 1
+
+
+def test_the_record_fields_of_an_alarm_event_go_on_the_wire() -> None:
+    """latch_opened_at, acknowledged_at/by on every event from the acknowledgement on, resolution, test, level."""
+    h, events = _alarm_life()
+    raised_ev, acked, resolved_ev, _ = events
+    for ev in (raised_ev, acked, resolved_ev):
+        back = decode(AlarmEventPayload, encode_outbound(TOPICS, ev, h.monitor.gw_run).payload)
+        assert (back.gw_run, back.latch_opened_at, back.test, back.escalation_level) == (
+            ev.run,
+            ev.latch_opened_at,
+            False,
+            0,
+        )
+        assert (back.acknowledged_at, back.acknowledged_by, back.resolution) == (
+            ev.acknowledged_at,
+            ev.acknowledged_by,
+            ev.resolution,
+        )
+    assert raised_ev.latch_opened_at is not None
+    assert raised_ev.acknowledged_by is None
+    assert (acked.acknowledged_by, resolved_ev.acknowledged_by) == ("staff-07", "staff-07")
+    assert resolved_ev.resolution == "latch_closed"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "result", "acknowledged_by"),
+    [
+        (Outcome(accepted=True, alarm_ids=("3-1",)), "accepted", "staff-07"),
+        (
+            Outcome(accepted=False, reason="ack_again", alarm_ids=("3-1",), acknowledged_by="staff-01"),
+            "already_acknowledged",
+            "staff-01",
+        ),
+        (Outcome(accepted=False, reason="ack_unknown_alarm"), "unknown_alarm", None),
+        (Outcome(accepted=False, reason="ack_unknown_crib"), "unknown_crib", None),
+        (Outcome(accepted=False, reason="ack_nothing_open"), "nothing_open", None),
+        (Outcome(accepted=False, reason="bad_ack"), "invalid", None),
+    ],
+)
+def test_an_ack_is_answered_to_its_device(outcome: Outcome, result: str, acknowledged_by: str | None) -> None:
+    ack = AckRequest(by="staff-07", device="pager-2", alarm_id="3-1", sent_ts=1764160005.0)
+    out = ack_answer(TOPICS, ack, outcome, gw_run=3, at=1764160005.5)
+    assert out is not None
+    assert out.topic == f"cribwatch/{SITE_ID}/ack/answer/pager-2"
+    assert (out.qos, out.retain) == (1, False)
+    answer = decode(AckAnswerPayload, out.payload)
+    assert (answer.result, answer.acknowledged_by, answer.alarm_ids) == (result, acknowledged_by, outcome.alarm_ids)
+    assert (answer.by, answer.device, answer.alarm_id, answer.sent_ts) == ("staff-07", "pager-2", "3-1", 1764160005.0)
+
+
+def test_a_fault_on_an_ack_is_no_answer() -> None:
+    """The core failed on the ack: its gateway_fault alarm tells everyone; there is nothing to tell one pager."""
+    ack = AckRequest(by="staff-07", device="pager-2", crib_id="c-1")
+    assert ack_answer(TOPICS, ack, Outcome(accepted=False, reason="fault"), gw_run=3, at=1.0) is None

@@ -1,4 +1,5 @@
-"""MqttLink's rules that need no broker: which connection takes which message, and the main one's precedence."""
+"""MqttLink's rules that need no broker: which connection takes which message, the main one's precedence, and
+what it tells the store's outbox."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from gateway.domain.events import InboundEvent
 from gateway.domain.stats import IngestStats
 from gateway.domain.vocab import LatchState
 from gateway.mqtt.connection import BrokerAddress, new_client
-from gateway.mqtt.link import INTAKE_MAX_WAIT_S, MqttLink
+from gateway.mqtt.link import INTAKE_MAX_WAIT_S, MqttLink, OfflineBuffer
 from gateway.protocol import ACK, AckPayload, LatchPayload, SensorChannel, Topics, encode
+from gateway.protocol.codec import Outgoing
 
 TOPICS = Topics("site")
 
@@ -95,3 +97,53 @@ def test_an_ack_on_the_main_connection_was_queued_for_the_one_connection_gateway
     link._on_intake_message(message(TOPICS.ack, ack))  # noqa: SLF001 - where acks come from now
     assert len(events) == 2
     assert not stats.rejected
+
+
+# -- the durable outbox's side of the link ------------------------------------------------------------
+
+
+def test_a_full_offline_buffer_drops_crib_states_before_alarm_events() -> None:
+    """Alarm events (kept in the store's outbox: they carry a key) wait; a crib state is republished on every
+    connect anyway, so it is the one to go when the buffer is full."""
+    buffer = OfflineBuffer(limit=3)
+    alarm_1, state, alarm_2, alarm_3 = (
+        Outgoing("a", b"1", 1, retain=False, key="1:1"),
+        Outgoing("s", b"s", 1, retain=True),
+        Outgoing("a", b"2", 1, retain=False, key="1:2"),
+        Outgoing("a", b"3", 1, retain=False, key="1:3"),
+    )
+    for item in (alarm_1, state, alarm_2, alarm_3):
+        buffer.put(item)
+    assert [buffer.pop() for _ in range(len(buffer))] == [alarm_1, alarm_2, alarm_3]
+    assert buffer.dropped == 1
+
+
+class _Info:
+    def __init__(self, published: bool) -> None:
+        self.published = published
+
+    def is_published(self) -> bool:
+        return self.published
+
+
+def test_what_the_broker_acknowledged_is_reported_delivered_in_order_and_the_rest_sent_again() -> None:
+    delivered: list[str] = []
+    link = MqttLink(
+        topics=TOPICS,
+        broker=BrokerAddress("127.0.0.1", 1883),
+        client_id="gw",
+        on_event=lambda _: None,
+        stats=IngestStats(),
+        gw_run=1,
+        sensor_ids=["s-1"],
+        on_delivered=delivered.append,
+    )
+    first, second, third = _Info(published=True), _Info(published=False), _Info(published=True)
+    items = [Outgoing("a", b"1", 1, retain=False, key="1:1"), Outgoing("s", b"s", 1, retain=True)]
+    items.append(Outgoing("a", b"3", 1, retain=False, key="1:3"))
+    link._unacked.extend(zip([first, second, third], items, strict=True))  # type: ignore[arg-type]  # noqa: SLF001
+    link.settle()
+    assert delivered == ["1:1"]  # in order: the second is not acknowledged yet, so the third waits its turn
+    link._requeue_unacked()  # noqa: SLF001 - the connection died
+    assert delivered == ["1:1", "1:3"]
+    assert [link.offline_buffer.pop()] == [items[1]]

@@ -198,7 +198,7 @@ class CribRecord:
 # ------------------------------------------------------------------------------------------ answers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
     """What became of one inbound event: taken, or refused with the reason the stats count it under."""
 
