@@ -290,6 +290,14 @@ async def test_shipped_acl(tmp_path: Path) -> None:
             got = await next_message(gateway)  # its own alarm, through cribwatch/#
             assert got.topic.value == "cribwatch/site1/alarm/room1"
 
+            # The gateway answers each ack on ack/answer/<device>; staff devices read the answers.
+            await staff.subscribe("cribwatch/+/ack/answer/#", qos=1)
+            await gateway.publish("cribwatch/site1/ack/answer/pager-2", b"answer", qos=1)
+            got = await next_message(staff)
+            assert (got.topic.value, got.payload) == ("cribwatch/site1/ack/answer/pager-2", b"answer")
+            got = await next_message(gateway)
+            assert got.topic.value == "cribwatch/site1/ack/answer/pager-2"
+
             # The gateway deletes a retained ack with a zero-length retained message: it may write the ack topic.
             await gateway.publish("cribwatch/site1/ack", b"", qos=1, retain=True)
             got = await next_message(gateway)

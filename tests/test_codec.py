@@ -66,7 +66,7 @@ TELEMETRY = {
     "interval_s": 30.0,
 }
 AVAILABILITY = {"v": 1, "state": "offline", "boot": 3, "ts": 1764159000.0}
-ACK = {"v": 1, "alarm_id": "1764159000000-12", "by": "staff-07", "device": "pager-2", "ts": 1764160005.0}
+ACK = {"v": 1, "alarm_id": "41-12", "by": "staff-07", "device": "pager-2", "ts": 1764160005.0}
 
 
 def raw(payload: dict[str, Any]) -> bytes:
@@ -143,7 +143,7 @@ class TestDecodeValid:
     def test_ack_by_alarm_id(self) -> None:
         ev = decode_inbound(TOPICS, TOPICS.ack, raw(ACK))
         assert ev == AckRequest(
-            by="staff-07", device="pager-2", alarm_id="1764159000000-12", crib_id=None, sent_ts=1764160005.0
+            by="staff-07", device="pager-2", alarm_id="41-12", crib_id=None, sent_ts=1764160005.0
         )
 
     def test_ack_by_crib_without_ts(self) -> None:
