@@ -75,6 +75,10 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
+GATHER_S = 0.02
+"""How long a write to an idle writer waits for the others of the same moment before the batch is committed."""
+
+
 class StoreWriter:
     """Writes to a :class:`Store` from its own thread. Build, :meth:`start`, enqueue, :meth:`stop`."""
 
@@ -86,6 +90,7 @@ class StoreWriter:
         retry_max_s: float = 5.0,
         limit: int = 100_000,
         batch: int = 500,
+        gather_s: float = GATHER_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(store, Store):
@@ -98,6 +103,7 @@ class StoreWriter:
         self._retry_max_s = retry_max_s
         self._limit = limit
         self._batch = batch
+        self._gather_s = gather_s
         self._monotonic = monotonic
         self._cond = threading.Condition()
         self._queue: collections.deque[_Op] = collections.deque()
@@ -291,7 +297,15 @@ class StoreWriter:
         self._close_store()
 
     def _take(self) -> bool:
-        """Wait for work and fill ``_inflight`` (held: the lock); False when stopping with nothing to do."""
+        """Wait for work and fill ``_inflight`` (held: the lock); False when stopping with nothing to do.
+
+        Work that arrives to an idle writer waits ``gather_s`` first (group commit): the other writes of the same
+        moment (an alarm brings its event, its crib state and its outbox row) join the batch, one fsync for all,
+        and the writer does not take a core while the alarm itself is still on its way to the staff."""
+        if not self._inflight and not self._queue and not self._stopping:
+            self._cond.wait_for(lambda: bool(self._queue) or self._stopping)
+            if self._gather_s > 0:
+                self._cond.wait_for(lambda: self._stopping, self._gather_s)
         while not self._inflight:
             while self._queue and len(self._inflight) < self._batch:
                 op = self._queue.popleft()
