@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -34,11 +35,10 @@ from gateway.domain.events import (
 )
 from gateway.domain.monitor import FAULT_RETRY_S, CribMonitor
 from gateway.domain.stats import IngestStats
-from gateway.domain.vocab import Resolution
 from gateway.gpio.latches import GpioLatchInputs
 from gateway.mqtt.connection import broker_address
 from gateway.mqtt.link import MqttLink
-from gateway.protocol import GATEWAY_STATS, GatewayStatsPayload, StoreHealthPayload, Topics, encode
+from gateway.protocol import CRIB_STATE, GATEWAY_STATS, GatewayStatsPayload, StoreHealthPayload, Topics, encode
 from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.settings import Settings
 from gateway.store import OutboxRow, Store, StoreWriter
@@ -55,7 +55,10 @@ class _Record:
     """What the store gave back at start-up."""
 
     def __init__(self) -> None:
+        self.last_run: int | None = None
+        """The store's boot counter before this start (None: the store could not be read)."""
         self.run: int | None = None
+        """This run, counted in the store (None: the store would not take the write)."""
         self.alarms: list[OpenAlarmRecord] = []
         self.cribs: list[CribRecord] = []
         self.outbox: list[OutboxRow] = []
@@ -78,17 +81,20 @@ class Gateway:
         self.stats = IngestStats()
         self.store_path = settings.store_path
         record = self._read_record()
-        run = record.run if record.run is not None else int(self.clock.time() * 1000)
         self.store_error = record.error
-        """Why the store could not be read at start (None when it could): the gateway runs, and says so loudly."""
-        self.core = CribMonitor(settings, self.clock, self.stats, run=run)
+        """Why the store could not be read or counted at start (None when it could): the gateway runs, and says so."""
+        self.writer = StoreWriter(self._open_store)
+        run, prefix = self._run_id(record)
+        self.core = CribMonitor(settings, self.clock, self.stats, run=run, alarm_prefix=prefix)
         restored = self.core.restore(record.alarms, record.cribs)
         self.restored = len(record.alarms) - len(restored.left)
         """Open alarms taken back from the store at start-up."""
         self._restore_events = restored.events
-        if restored.left:
-            self._end_left_behind(restored.left)
-        self.writer = StoreWriter(self._open_store)
+        for alarm in restored.left:
+            log.warning("alarm %s (%s) of crib %r ended at start-up", alarm.alarm_id, alarm.kind, alarm.crib_id)
+        cribs = {crib.id for _, crib in settings.cribs()}
+        self._removed_cribs = sorted({r.crib_id for r in record.cribs} - cribs)
+        """Cribs the store knows that the site file no longer has: their retained states are cleared on connect."""
         self.topics = Topics(settings.site.id, settings.mqtt.base_topic)
         self.ready = asyncio.Event()
         self._timers_changed = asyncio.Event()
@@ -127,53 +133,66 @@ class Gateway:
         return Store.open(self.store_path, site_id=self.settings.site.id)
 
     def _read_record(self) -> _Record:
-        """The store, read before anything else starts: a new run, and what earlier runs left open.
+        """The store, read before anything else starts: what earlier runs left open, then a new run counted.
 
-        A store that cannot be opened or read does not stop the gateway (it must alarm whatever the disk does): it
-        runs from a blank state under a run id from the wall clock, logs CRITICAL, and its writer keeps trying.
+        Reading comes first and needs no room on the disk: a full or read-only disk still gives back the open alarms
+        and the outbox; only the count of this run then waits for the writer (:meth:`_run_id`). A store that cannot
+        be opened or read at all does not stop the gateway either (it must alarm whatever the disk does): it runs
+        from a blank state, logs CRITICAL, and its writer keeps trying.
         """
         record = _Record()
         try:
             store = self._open_store()
-            try:
-                record.run = store.begin_run(
-                    self.clock.time(), detail={"site": self.settings.site.id, "cribs": str(len(self.settings.cribs()))}
-                )
-                record.alarms = store.open_alarms()
-                record.cribs = store.crib_records()
-                record.outbox = store.pending_outbox()
-            finally:
-                store.close()
         except Exception as exc:  # noqa: BLE001 - whatever the disk or the file does, the gateway must run
+            return self._unreadable(record, exc)
+        try:
+            record.last_run = store.last_run()
+            record.alarms = store.open_alarms()
+            record.cribs = store.crib_records()
+            record.outbox = store.pending_outbox()
+        except Exception as exc:  # noqa: BLE001 - as above
+            store.close()
+            return self._unreadable(_Record(), exc)
+        try:
+            detail = {"site": self.settings.site.id, "cribs": str(len(self.settings.cribs()))}
+            record.run = store.begin_run(self.clock.time(), detail=detail)
+        except Exception as exc:  # noqa: BLE001 - a full or read-only disk: the run is counted once it takes writes
             record.error = f"{type(exc).__name__}: {exc}"
             log.critical(
-                "the store %s cannot be read (%s): running WITHOUT the alarms of earlier runs; "
-                "fix the disk or the file (docs/store.md)",
+                "the store %s cannot count this run (%s): running with the alarms of earlier runs, but nothing is "
+                "recorded until the disk takes writes again; fix the disk (docs/store.md)",
                 self.store_path,
                 record.error,
             )
+        finally:
+            store.close()
         return record
 
-    def _end_left_behind(self, left: list[OpenAlarmRecord]) -> None:
-        """Open alarms the core could not take back (their crib left the site file): ended on record."""
-        cribs = {crib.id for _, crib in self.settings.cribs()}
-        at = self.clock.time()
-        try:
-            store = self._open_store()
-            try:
-                with store.transaction():
-                    for alarm in left:
-                        why = Resolution.SUPERSEDED if alarm.crib_id in cribs else Resolution.CRIB_REMOVED
-                        store.resolve_removed(alarm.alarm_id, at, why.value)
-                        store.audit(at, "gateway", "start-up", "resolve", f"{alarm.alarm_id} ({why.value})")
-            finally:
-                store.close()
-        except Exception as exc:  # noqa: BLE001 - at worst they are ended again at the next start
-            log.error("could not end %d alarms of removed cribs in the store: %s", len(left), exc)
-        for alarm in left:
-            log.warning(
-                "alarm %s (%s) of crib %r ended: not in the site file", alarm.alarm_id, alarm.kind, alarm.crib_id
-            )
+    def _unreadable(self, record: _Record, exc: Exception) -> _Record:
+        record.error = f"{type(exc).__name__}: {exc}"
+        log.critical(
+            "the store %s cannot be read (%s): running WITHOUT the alarms of earlier runs; fix the disk or the "
+            "file (docs/store.md)",
+            self.store_path,
+            record.error,
+        )
+        return record
+
+    def _run_id(self, record: _Record) -> tuple[int, str | None]:
+        """This run's number and the prefix of its alarm ids.
+
+        Normally the store counted the run: ``<run>-<n>``. When it could not, the run is the next number (or 0 when
+        even the counter could not be read) and the ids get a random part (``<run>x<hex>-<n>``), so they stay
+        unique if the gateway starts again before the disk is fixed; the writer counts the run once it can.
+        """
+        if record.run is not None:
+            return record.run, None
+        nonce = secrets.token_hex(3)
+        if record.last_run is None:
+            return 0, f"0x{nonce}"
+        run = record.last_run + 1
+        self.writer.claim_run(run, self.clock.time())
+        return run, f"{run}x{nonce}"
 
     def _keep(self, item: Outgoing) -> None:
         if item.key is not None:
@@ -244,6 +263,9 @@ class Gateway:
         if self.dispatcher is None:
             return
         self.dispatcher.dispatch(self.core.crib_states(), only=MqttChannel)
+        if first:
+            for crib_id in self._removed_cribs:  # a zero-length retained message deletes the retained state
+                self.mqtt.send(Outgoing(self.topics.crib_state(crib_id), b"", int(CRIB_STATE.qos), retain=True))
 
     def _open_channels(self) -> Dispatcher:
         # The order is the order of delivery: the socket, the buzzer, then the record and the log.
@@ -339,6 +361,7 @@ class Gateway:
             failures=health.failures,
             failing=health.failing,
             dropped=health.dropped,
+            lost=health.lost,
         )
         return GatewayStatsPayload(
             gw_run=self.core.gw_run,

@@ -318,3 +318,47 @@ def test_new_writes_do_not_cut_the_backoff_short(path: Path) -> None:
     w.stop(timeout=0.2)  # cuts the backoff short: the thread ends and closes the store
     with pytest.raises(Exception, match="closed"):
         store.connection.execute("SELECT 1")
+
+
+def test_audit_and_sensor_rows_go_before_alarms_and_beyond_twice_the_limit_memory_wins(
+    path: Path, writers: list[StoreWriter]
+) -> None:
+    """Found by a review: while the disk failed, alarm, outbox and audit rows grew without bound (an audit row for
+    every ack any device sends). Beyond the limit the audit and sensor rows go too; beyond twice the limit the
+    oldest writes of every kind, counted as ``lost`` and logged CRITICAL: a Pi out of memory would alarm nobody."""
+    gate = Gate(path)
+    w = start(writers, gate, limit=100)
+    for i in range(40):
+        w.audit(T0 + i, "staff-1", "mqtt:pager-1", "acknowledge")
+        w.sensor_event(T0 + i, "s-1", "c-1", "refused")
+    for i in range(150):
+        w.record_alarm_event(raised_event(f"1-{i}", at=T0 + i))
+    h = w.health
+    assert (h.dropped, h.lost, h.pending) == (80, 0, 150)
+    for i in range(150, 260):
+        w.record_alarm_event(raised_event(f"1-{i}", at=T0 + i))
+    h = w.health
+    assert (h.lost, h.pending) == (60, 200)
+    gate.release.set()
+    assert w.flush()
+    s = read(path)
+    assert {i.alarm_id for i in s.incidents()} == {f"1-{i}" for i in range(60, 260)}  # the newest 200
+    assert s.audit_log() == []
+    s.close()
+
+
+def test_a_bad_statement_is_given_up_alone_not_retried_for_ever(path: Path, writers: list[StoreWriter]) -> None:
+    """An OperationalError is also what SQLite raises for "no such table": no retry mends it. Judged by its result
+    code, it is given up alone and the rest of the batch is written (found by a review)."""
+    store = Store.open(path, site_id=SITE)
+    store.connection.execute("DROP TABLE sensor_events")
+    w = start(writers, store)
+    w.record_alarm_event(raised_event("5-1"))
+    w.sensor_event(T0, "s-1", "c-1", "offline")
+    w.record_alarm_event(raised_event("5-2"))
+    assert w.flush()
+    h = w.health
+    assert (h.dropped, h.written, h.failing) == (1, 2, False)
+    s = read(path)
+    assert {i.alarm_id for i in s.incidents()} == {"5-1", "5-2"}
+    s.close()

@@ -155,6 +155,8 @@ class CribState:
     battery_pct: int | None
     alarms: tuple[AlarmSummary, ...]
     at: float
+    latch_opened_at: float | None = None
+    """Wall-clock time the latch opened, while it is open (None when closed or unknown)."""
 
 
 OutboundEvent = AlarmEvent | CribState
@@ -181,6 +183,10 @@ class OpenAlarmRecord:
     acknowledged_at: float | None = None
     test: bool = False
     escalation_level: int = 0
+    room_id: str = ""
+    room_label: str = ""
+    crib_label: str = ""
+    """Where it was raised, as the site file said then (to end it on the wire if the crib has left the file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +199,8 @@ class CribRecord:
     battery_pct: int | None
     at: float
     """Wall-clock time of that state."""
+    latch_opened_at: float | None = None
+    """Wall-clock time the latch opened, if it was open: the grace period goes on from there after a restart."""
 
 
 # ------------------------------------------------------------------------------------------ answers

@@ -156,7 +156,15 @@ class _Crib:
 class CribMonitor:
     """Decides, for every crib of one site, when to raise, acknowledge and resolve alarms."""
 
-    def __init__(self, settings: Settings, clock: Clock, stats: IngestStats | None = None, *, run: int = 1) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        stats: IngestStats | None = None,
+        *,
+        run: int = 1,
+        alarm_prefix: str | None = None,
+    ) -> None:
         self._settings = settings
         self._alarm_cfg = settings.alarms
         self._clock = clock
@@ -166,6 +174,9 @@ class CribMonitor:
         self.gw_run = run
         """This run of the gateway: the store's boot counter (one more on every start). Alarm ids are
         ``<gw_run>-<n>``, so they are unique for the life of the site's store."""
+        self.alarm_prefix = str(run) if alarm_prefix is None else alarm_prefix
+        """What alarm ids of this run start with: the run, or (a run the store could not count) one with a random
+        part, so ids stay unique whatever the store could do."""
         self._seq = 0
         self._alarm_count = 0
         now = clock.monotonic()
@@ -249,11 +260,14 @@ class CribMonitor:
 
         Called once at start-up, before any adapter runs (so a queued ack or last will finds its alarm, and a
         wired crib's pin, read next, meets its restored alarm instead of raising a second one). Alarm ids, raise
-        times and acknowledgements carry over; an open crib is not given a fresh grace period. Returns the open
-        alarms that cannot be taken back: their crib is no longer in the site file, or the crib already has an
-        open alarm of that kind (the store should never hold two); the caller ends them on record. The events are
-        what restoring caused (a fault alarm if the core failed on a crib): the caller delivers them once its
-        channels are open.
+        times and acknowledgements carry over; an open crib is not given a fresh grace period.
+
+        An open alarm that cannot be taken back is ended at once with a ``resolved`` event, so pagers and the
+        record see it end: its crib is no longer in the site file (``crib_removed``), it is a sensor alarm of a crib
+        that is wired now (``sensor_changed``), or the crib already has an open alarm of that kind (``superseded``;
+        the store should never hold two: the acknowledged one, else the oldest, stays). Those alarms are also
+        returned in ``left``. The events (those endings, and a fault alarm if the core failed on a crib) are for the
+        caller to deliver once its channels are open.
         """
         left: list[OpenAlarmRecord] = []
         records = {record.crib_id: record for record in cribs}
@@ -262,13 +276,50 @@ class CribMonitor:
             crib = self._cribs.get(crib_id)
             if crib is not None:
                 self._guarded_restore(crib, step, functools.partial(self._restore_crib, crib, record, step))
-        for alarm in sorted(alarms, key=lambda a: a.raised_at):
+        for alarm in sorted(alarms, key=lambda a: (a.acknowledged_by is None, a.raised_at)):
             crib = self._cribs.get(alarm.crib_id)
-            if crib is None or alarm.kind in crib.alarms or alarm.alarm_id in self._alarms_by_id:
+            why: Resolution | None = None
+            if crib is None:
+                why = Resolution.CRIB_REMOVED
+            elif crib.wired and alarm.kind in (AlarmKind.SENSOR_OFFLINE, AlarmKind.BATTERY_LOW):
+                why = Resolution.SENSOR_CHANGED
+            elif alarm.kind in crib.alarms or alarm.alarm_id in self._alarms_by_id:
+                why = Resolution.SUPERSEDED
+            if crib is None or why is not None:
                 left.append(alarm)
+                step.out.append(self._ended_at_start(alarm, crib, why or Resolution.CRIB_REMOVED))
                 continue
             self._guarded_restore(crib, step, functools.partial(self._restore_alarm, crib, alarm, step))
+        left.sort(key=lambda a: a.raised_at)
         return Restored(events=self._finish(step), left=left)
+
+    def _ended_at_start(self, record: OpenAlarmRecord, crib: _Crib | None, why: Resolution) -> AlarmEvent:
+        """The ``resolved`` event of an open alarm of the store that this run cannot take back."""
+        room_id, room_label, crib_label = record.room_id, record.room_label, record.crib_label
+        if crib is not None:
+            room_id, room_label, crib_label = crib.room.id, crib.room.label, crib.config.label
+        return AlarmEvent(
+            seq=self._next_seq(),
+            type=AlarmEventType.RESOLVED,
+            alarm_id=record.alarm_id,
+            kind=record.kind,
+            priority=PRIORITY_OF[record.kind],
+            site_id=self.site_id,
+            room_id=room_id or "unknown",
+            crib_id=record.crib_id,
+            room_label=room_label or room_id or "unknown",
+            crib_label=crib_label or record.crib_id,
+            at=self._clock.time(),
+            raised_at=record.raised_at,
+            run=self.gw_run,
+            trigger=record.trigger,
+            latch_opened_at=record.latch_opened_at,
+            acknowledged_at=record.acknowledged_at,
+            acknowledged_by=record.acknowledged_by,
+            resolution=why,
+            test=record.test,
+            escalation_level=record.escalation_level,
+        )
 
     def _guarded_restore(self, crib: _Crib, step: _Step, restore: Callable[[], None]) -> None:
         try:
@@ -282,11 +333,13 @@ class CribMonitor:
     def _restore_crib(self, crib: _Crib, record: CribRecord, step: _Step) -> None:
         if record.latch is LatchState.OPEN:
             crib.latch = LatchState.OPEN
-            # Open since at least the record's time: the grace goes on from there (a wall clock that stepped back
-            # gives a full grace; one that stepped forward raises at once, which is the safe side).
-            elapsed = max(0.0, self._clock.time() - record.at)
+            # The grace goes on from when the latch opened (a wall clock that stepped back gives a whole grace; one
+            # that stepped forward raises at once, the safe side). A record without that time (an open crib whose
+            # opening was never written) counts from the record's own time, the latest it can have opened.
+            opened = record.latch_opened_at if record.latch_opened_at is not None else record.at
+            elapsed = max(0.0, self._clock.time() - opened)
             crib.open_since = step.now - elapsed
-            crib.latch_opened_at = record.at
+            crib.latch_opened_at = opened
         elif record.latch is LatchState.CLOSED:
             crib.latch = LatchState.CLOSED
         if not crib.wired and record.sensor_online is not None:
@@ -720,7 +773,7 @@ class CribMonitor:
         self._alarm_count += 1
         at = self._clock.time()
         alarm = _Alarm(
-            id=f"{self.gw_run}-{self._alarm_count}",
+            id=f"{self.alarm_prefix}-{self._alarm_count}",
             kind=kind,
             raised_at=at,
             trigger=trigger,
@@ -805,6 +858,7 @@ class CribMonitor:
             battery_pct=crib.health.battery_pct,
             alarms=tuple(_summary(a) for a in sorted(crib.alarms.values(), key=lambda a: a.raised_at)),
             at=at,
+            latch_opened_at=crib.latch_opened_at,
         )
 
 

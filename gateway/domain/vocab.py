@@ -85,7 +85,10 @@ class Resolution(enum.StrEnum):
     """The battery is back at ``battery_ok_pct``."""
     FAULT_CLEARED = "fault_cleared"
     """A gateway fault was acknowledged and the crib's steps succeed again."""
+    SENSOR_CHANGED = "sensor_changed"
+    """The crib's sensor changed kind in the site file (wireless to wired): its sensor alarm cannot end otherwise."""
     SUPERSEDED = "superseded"
-    """The store held a second open alarm of the same kind for one crib (never expected): the older one stays."""
+    """The store held a second open alarm of the same kind for one crib (never expected): the acknowledged one (else
+    the older) stays."""
     CRIB_REMOVED = "crib_removed"
     """The crib (or its room) is no longer in the site file: found at a restart, ended on record."""

@@ -67,8 +67,9 @@ acks keep moving (slowly) and its keepalive is answered, whatever floods the mai
 
 
 class OfflineBuffer:
-    """A bounded FIFO of messages that wait for the broker. When full, the oldest message that is not kept in the
-    durable outbox (a crib state: republished on every connect anyway) is dropped, else the oldest; counted."""
+    """A FIFO of messages that wait for the broker. Beyond its limit, the oldest message that is not an alarm event
+    (a crib state: republished on every connect anyway) is dropped and counted; alarm events are never dropped (they
+    are few, and one whose outbox row the disk has not taken yet exists nowhere else)."""
 
     def __init__(self, limit: int = OFFLINE_BUFFER_LIMIT) -> None:
         self._items: collections.deque[Outgoing] = collections.deque()
@@ -79,11 +80,9 @@ class OfflineBuffer:
         items = self._items
         if len(items) >= self._limit:
             victim = next((queued for queued in items if queued.key is None), None)
-            if victim is None:
-                items.popleft()  # every one is in the store's outbox: it goes out after a restart at the latest
-            else:
+            if victim is not None:
                 items.remove(victim)
-            self.dropped += 1
+                self.dropped += 1
         items.append(item)
 
     def put_front(self, item: Outgoing) -> None:

@@ -208,6 +208,7 @@ def crib_state_payload(st: CribState, gw_run: int) -> CribStatePayload:
             )
             for a in st.alarms
         ),
+        latch_opened_at=st.latch_opened_at,
         ts=st.at,
     )
 

@@ -193,6 +193,7 @@ class CribStatePayload(_Payload):
     sensor_online: bool | None = Field(default=None, description="Absent for wired sensors (never offline).")
     battery_pct: int | None = None
     alarms: tuple[CribAlarmSummary, ...] = ()
+    latch_opened_at: float | None = Field(default=None, description="While the latch is open: since when, Unix s.")
     ts: float
 
 
@@ -228,7 +229,14 @@ class StoreHealthPayload(_Part):
     written: int = Field(ge=0, description="Writes committed since the gateway started.")
     failures: int = Field(ge=0, description="Write batches that failed (disk full, read-only, I/O error).")
     failing: bool = Field(description="The last write failed: the record is behind until it succeeds.")
-    dropped: int = Field(ge=0, description="Crib-state writes dropped while the disk was failing (a projection).")
+    dropped: int = Field(
+        ge=0,
+        description="Writes given up: crib states, audit and sensor rows while the disk was far behind, and any write "
+        "the database refused by itself.",
+    )
+    lost: int = Field(
+        default=0, ge=0, description="Of those, alarm events and outbox rows: given up only so that memory lasts."
+    )
 
 
 class GatewayAvailabilityPayload(_Payload):

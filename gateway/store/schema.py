@@ -70,6 +70,7 @@ CREATE TABLE cribs (
     latch         TEXT,
     sensor_online INTEGER,
     battery_pct   INTEGER,
+    latch_opened_at REAL,
     at            REAL NOT NULL
 );
 

@@ -224,6 +224,18 @@ class Store:
             self.audit(at, "gateway", "gateway", "started", text)
         return run
 
+    def claim_run(self, run: int, at: float) -> None:
+        """Count a run the gateway had to start without :meth:`begin_run` (the disk would not take the write then):
+        the counter moves up to ``run`` (never down), with an audit row. Inside :meth:`transaction`."""
+        if run <= self.last_run():
+            return
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('boot_counter', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(run),),
+        )
+        self.audit(at, "gateway", "gateway", "started", json.dumps({"run": str(run), "counted": "late"}))
+
     def last_run(self) -> int:
         """The latest run :meth:`begin_run` counted; 0 for a new file."""
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'boot_counter'").fetchone()
@@ -233,7 +245,8 @@ class Store:
         """Alarms not resolved (raised or acknowledged), oldest first."""
         rows = self._conn.execute(
             "SELECT alarm_id, run, crib_id, kind, raised_at, trigger_sensor, trigger_boot, trigger_seq, "
-            "latch_opened_at, acknowledged_by, acknowledged_device, acknowledged_at, test, escalation_level "
+            "latch_opened_at, acknowledged_by, acknowledged_device, acknowledged_at, test, escalation_level, "
+            "room_id, room_label, crib_label "
             "FROM incidents WHERE resolved_at IS NULL ORDER BY raised_at, alarm_id"
         ).fetchall()
         return [
@@ -250,13 +263,16 @@ class Store:
                 acknowledged_at=r[11],
                 test=bool(r[12]),
                 escalation_level=r[13],
+                room_id=r[14],
+                room_label=r[15],
+                crib_label=r[16],
             )
             for r in rows
         ]
 
     def crib_records(self) -> list[CribRecord]:
         rows = self._conn.execute(
-            "SELECT crib_id, latch, sensor_online, battery_pct, at FROM cribs ORDER BY crib_id"
+            "SELECT crib_id, latch, sensor_online, battery_pct, at, latch_opened_at FROM cribs ORDER BY crib_id"
         ).fetchall()
         return [
             CribRecord(
@@ -265,6 +281,7 @@ class Store:
                 sensor_online=None if r[2] is None else bool(r[2]),
                 battery_pct=r[3],
                 at=r[4],
+                latch_opened_at=r[5],
             )
             for r in rows
         ]
@@ -374,15 +391,18 @@ class Store:
     def record_crib_state(self, st: CribState) -> None:
         """The crib's latest state (one row per crib)."""
         self._conn.execute(
-            "INSERT INTO cribs (crib_id, room_id, latch, sensor_online, battery_pct, at) VALUES (?, ?, ?, ?, ?, ?) "
+            "INSERT INTO cribs (crib_id, room_id, latch, sensor_online, battery_pct, latch_opened_at, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (crib_id) DO UPDATE SET room_id = excluded.room_id, latch = excluded.latch, "
-            "sensor_online = excluded.sensor_online, battery_pct = excluded.battery_pct, at = excluded.at",
+            "sensor_online = excluded.sensor_online, battery_pct = excluded.battery_pct, "
+            "latch_opened_at = excluded.latch_opened_at, at = excluded.at",
             (
                 st.crib_id,
                 st.room_id,
                 None if st.latch is None else str(st.latch),
                 None if st.sensor_online is None else int(st.sensor_online),
                 st.battery_pct,
+                st.latch_opened_at,
                 st.at,
             ),
         )

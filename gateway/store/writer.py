@@ -47,11 +47,19 @@ class WriterHealth:
     """The last attempt failed: what is pending is not on disk."""
     last_error: str | None = None
     dropped: int = 0
-    """Operations given up: crib states beyond ``limit``, and any operation the database refuses by itself."""
+    """Operations given up: crib states, audit and sensor rows beyond ``limit``, writes of any kind beyond twice
+    the limit (also in ``lost``), and any operation the database refuses by itself."""
+    lost: int = 0
+    """Of ``dropped``, writes that were neither crib states nor audit or sensor rows (beyond twice the limit)."""
     size_bytes: int = 0
     """The store's file and write-ahead log, after the last batch."""
     pruned: int = 0
     """Rows deleted by :meth:`StoreWriter.prune` so far."""
+
+
+_SECOND_RANK = frozenset({"audit", "sensor_event"})
+"""Writes dropped, like crib states, when the writer is ``limit`` behind: the incident timeline keeps who
+acknowledged what; alarm events and the outbox are kept."""
 
 
 class _Op:
@@ -70,8 +78,32 @@ class _Op:
         return f"<{self.kind} #{self.number} {self.args!r:.200}>"
 
 
+_TRANSIENT_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
+"""SQLite's result codes for the disk's or the file's fault: worth retrying as they are."""
+
+
 def _transient(exc: BaseException) -> bool:
-    """The disk's or the file's fault (full, read-only, I/O error, locked, corrupt): worth retrying as it is."""
+    """The disk's or the file's fault (full, read-only, I/O error, locked, corrupt): worth retrying as it is.
+
+    Judged by SQLite's own result code where the error has one: an ``OperationalError`` is also what a bad
+    statement raises ("no such column"), which no retry mends; it is tried alone and given up (see ``_one_by_one``).
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in _TRANSIENT_CODES
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
@@ -120,6 +152,7 @@ class StoreWriter:
         self._last_failure_log = float("-inf")
         self._streak = 0  # failures since the last success
         self._last_drop_log = float("-inf")
+        self._last_lost_log = float("-inf")
 
     # ------------------------------------------------------------------------------------------ life
 
@@ -204,6 +237,10 @@ class StoreWriter:
     def sensor_event(self, at: float, sensor_id: str, crib_id: str, kind: str, detail: str | None = None) -> None:
         self._put("sensor_event", (at, sensor_id, crib_id, kind, detail))
 
+    def claim_run(self, run: int, at: float) -> None:
+        """Count a run started while the store would not take :meth:`Store.begin_run` (see :meth:`Store.claim_run`)."""
+        self._put("claim_run", (run, at))
+
     def prune(self, now: float, keep_s: float) -> None:
         """Prune in the writer thread, in order with the writes (see :meth:`Store.prune`)."""
         self._put("prune", (now, keep_s))
@@ -211,7 +248,9 @@ class StoreWriter:
     def _put(self, kind: str, args: tuple[Any, ...]) -> None:
         try:
             with self._cond:
-                self._append(kind, args)
+                op = self._append(kind, args)
+                if kind in _SECOND_RANK:
+                    self._droppable.append(op)
                 self._bound()
                 self._cond.notify_all()
         except Exception:  # never raise into the event loop
@@ -225,18 +264,33 @@ class StoreWriter:
         return op
 
     def _bound(self) -> None:
-        """Above ``limit``, drop the oldest crib states (held: the lock)."""
+        """Above ``limit``, drop the oldest crib states, audit and sensor rows; above twice the limit (memory must
+        not run out: the gateway would stop alarming), the oldest writes of any kind (held: the lock)."""
         dropped = 0
         while self._live + len(self._inflight) > self._limit and self._droppable:
             op = self._droppable.popleft()
             if op.state != _WAITING:
                 continue
-            op.state = _DROPPED
-            if self._crib_waiting.get(op.crib_id or "") is op:
-                del self._crib_waiting[op.crib_id or ""]
-            self._live -= 1
-            self._dead += 1
+            self._drop(op)
             dropped += 1
+        hard = 2 * self._limit
+        if self._live + len(self._inflight) > hard:
+            for op in self._queue:
+                if self._live + len(self._inflight) <= hard:
+                    break
+                if op.state == _WAITING:
+                    self._drop(op)
+                    dropped += 1
+                    self._health.lost += 1
+            now = self._monotonic()
+            if now - self._last_lost_log >= LOG_EVERY_S:
+                self._last_lost_log = now
+                log.critical(
+                    "store writes are %d behind: dropping the oldest writes of every kind (%d alarm events and "
+                    "outbox rows lost so far) so that memory lasts; the disk must be fixed",
+                    self._live + len(self._inflight),
+                    self._health.lost,
+                )
         if not dropped:
             return
         self._health.dropped += dropped
@@ -248,12 +302,20 @@ class StoreWriter:
         if now - self._last_drop_log >= LOG_EVERY_S:
             self._last_drop_log = now
             log.error(
-                "store writes are %d behind (limit %d): dropping the oldest crib states (%d dropped so far); "
-                "alarm events, outbox and audit rows are kept",
+                "store writes are %d behind (limit %d): dropping the oldest crib states, audit and sensor rows "
+                "(%d dropped so far); alarm events and outbox rows are kept",
                 self._live + len(self._inflight),
                 self._limit,
                 self._health.dropped,
             )
+
+    def _drop(self, op: _Op) -> None:
+        """Give up one waiting write (held: the lock)."""
+        op.state = _DROPPED
+        if op.crib_id is not None and self._crib_waiting.get(op.crib_id) is op:
+            del self._crib_waiting[op.crib_id]
+        self._live -= 1
+        self._dead += 1
 
     def _update_done(self) -> None:
         """Held: the lock."""
@@ -396,6 +458,8 @@ class StoreWriter:
                 store.audit(*args)
             case "sensor_event":
                 store.sensor_event(*args)
+            case "claim_run":
+                store.claim_run(*args)
             case "prune":
                 return sum(store.prune(*args).values())
             case _:
