@@ -210,7 +210,7 @@ def _show_record(store_path: Path, site_id: str, console: _Console) -> None:
         response = "-" if incident.response_s is None else f"{incident.response_s:.1f} s"
         console.say(
             "store",
-            f"  {incident.alarm_id} {incident.kind} {incident.crib_label}: acknowledged by "
+            f"  {incident.alarm_id} {incident.kind} {incident.room_label} / {incident.crib_label}: acknowledged by "
             f"{incident.acknowledged_by or '-'} after {response}, resolved ({incident.resolution or 'open'})",
         )
 

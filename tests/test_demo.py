@@ -47,6 +47,10 @@ def test_demo_command_shows_the_alarm_life_cycle() -> None:
     assert "buzzer SOUNDING" in out
     assert "buzzer silent after the acknowledgement" in out
     assert "done: every alarm was raised, acknowledged and resolved" in out
+    assert "3 incidents on record:" in out  # read back from the gateway's store
+    assert "1-1 crib_open Vlinders (0-12 m) / Bedje 1: acknowledged by staff-07" in out
+    assert out.count("resolved (latch_closed)") == 2
+    assert "resolved (sensor_back)" in out
     assert "Mosquitto" in result.stderr  # it said which broker it chose
 
 
