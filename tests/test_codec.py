@@ -142,9 +142,7 @@ class TestDecodeValid:
 
     def test_ack_by_alarm_id(self) -> None:
         ev = decode_inbound(TOPICS, TOPICS.ack, raw(ACK))
-        assert ev == AckRequest(
-            by="staff-07", device="pager-2", alarm_id="41-12", crib_id=None, sent_ts=1764160005.0
-        )
+        assert ev == AckRequest(by="staff-07", device="pager-2", alarm_id="41-12", crib_id=None, sent_ts=1764160005.0)
 
     def test_ack_by_crib_without_ts(self) -> None:
         payload = without(without(ACK, "alarm_id"), "ts") | {"crib": "vl-1"}

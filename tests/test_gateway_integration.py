@@ -200,6 +200,29 @@ async def staff_device(endpoint: BrokerEndpoint, topics: Topics) -> AsyncIterato
             task.cancel()
 
 
+async def persistent_pager(endpoint: BrokerEndpoint, topics: Topics) -> str:
+    """A pager with a persistent session subscribed to every alarm of the site: the broker keeps for it what comes
+    while it is away. Returns its client id."""
+    pager_id = f"pager-{secrets.token_hex(3)}"
+    async with new_client(endpoint, identifier=pager_id, clean_session=False) as pager:
+        await pager.subscribe(topics.alarm_filter, qos=1)
+    return pager_id
+
+
+async def pager_comes_back(endpoint: BrokerEndpoint, pager_id: str, alarm_ids: set[str]) -> list[AlarmEventPayload]:
+    """The pager connects again: the ``raised`` events of ``alarm_ids`` it is given, in the order they arrive."""
+    got: list[AlarmEventPayload] = []
+    async with new_client(endpoint, identifier=pager_id, clean_session=False) as pager, asyncio.timeout(WAIT_S):
+        async for message in pager.messages:
+            assert isinstance(message.payload, bytes)
+            event = decode(AlarmEventPayload, message.payload)
+            if event.alarm_id in alarm_ids and event.event is AlarmEventType.RAISED:
+                got.append(event)
+            if len(got) == len(alarm_ids):
+                break
+    return got
+
+
 @asynccontextmanager
 async def sensor(endpoint: BrokerEndpoint, topics: Topics, sensor_id: str, **kw: Any) -> AsyncIterator[SimulatedSensor]:
     sim = SimulatedSensor(sensor_id, topics, endpoint, **kw)
@@ -501,9 +524,7 @@ async def test_alarm_events_raised_while_the_broker_is_away_reach_staff_when_it_
         settings = make_settings(endpoint)
         topics = Topics(settings.site.id)
         pins = MockFactory()
-        pager_id = f"pager-{secrets.token_hex(3)}"
-        async with new_client(endpoint, identifier=pager_id, clean_session=False) as pager:
-            await pager.subscribe(topics.alarm_filter, qos=1)  # a persistent session: the broker keeps it
+        pager_id = await persistent_pager(endpoint, topics)
         recorder = Recorder()
         async with running(settings, pins, recorder) as gw:
             await close_wired_cribs(gw, pins, recorder)
@@ -514,17 +535,8 @@ async def test_alarm_events_raised_while_the_broker_is_away_reach_staff_when_it_
             offline = [await recorder.raised("w-1", after=mark), await recorder.raised("w-2", after=mark)]
             assert len(gw.mqtt.offline_buffer) >= 2
             broker.start()
-            async with new_client(endpoint, identifier=pager_id, clean_session=False) as pager:
-                got: list[AlarmEventPayload] = []
-                async with asyncio.timeout(WAIT_S):
-                    async for message in pager.messages:
-                        assert isinstance(message.payload, bytes)
-                        event = decode(AlarmEventPayload, message.payload)
-                        if event.alarm_id in {a.alarm_id for a in offline} and event.event is AlarmEventType.RAISED:
-                            got.append(event)
-                        if len(got) == len(offline):
-                            break
-                assert [e.seq for e in got] == sorted(e.seq for e in got)  # oldest first
+            got = await pager_comes_back(endpoint, pager_id, {a.alarm_id for a in offline})
+            assert [e.seq for e in got] == sorted(e.seq for e in got)  # oldest first
             assert len(gw.mqtt.offline_buffer) == 0
 
 

@@ -31,7 +31,6 @@ from gateway.mqtt.connection import new_client
 from gateway.protocol import (
     AckAnswerPayload,
     AckPayload,
-    AlarmEventPayload,
     CribAlarmSummary,
     CribStatePayload,
     Topics,
@@ -44,6 +43,8 @@ from tests.test_gateway_integration import (
     WAIT_S,
     Recorder,
     make_settings,
+    pager_comes_back,
+    persistent_pager,
     running,
     sensor,
     staff_device,
@@ -233,9 +234,7 @@ async def test_alarm_events_of_a_broker_outage_survive_a_gateway_restart_and_rea
         settings = make_settings(endpoint, alarms={"debounce_gpio_ms": 0})
         topics = Topics(settings.site.id)
         pins = MockFactory()
-        pager_id = f"pager-{secrets.token_hex(3)}"
-        async with new_client(endpoint, identifier=pager_id, clean_session=False) as pager:
-            await pager.subscribe(topics.alarm_filter, qos=1)  # a persistent session: the broker keeps it
+        pager_id = await persistent_pager(endpoint, topics)
         recorder = Recorder()
         async with running(settings, pins, recorder) as gw:
             pins.pin(17).drive_low()
@@ -253,24 +252,10 @@ async def test_alarm_events_of_a_broker_outage_survive_a_gateway_restart_and_rea
         broker.start()
         async with running(settings, pins) as restarted:
             assert restarted.resent >= 2
-            async with new_client(endpoint, identifier=pager_id, clean_session=False) as pager:
-                got: list[AlarmEventPayload] = []
-                async with asyncio.timeout(WAIT_S):
-                    async for message in pager.messages:
-                        assert isinstance(message.payload, bytes)
-                        event = decode(AlarmEventPayload, message.payload)
-                        if event.event is AlarmEventType.RAISED:
-                            got.append(event)
-                        if len(got) == 2:
-                            break
+            got = await pager_comes_back(endpoint, pager_id, {first.alarm_id, second.alarm_id})
             assert [e.alarm_id for e in got] == [first.alarm_id, second.alarm_id]  # oldest first
-            assert staff_raised_once(got)
         # Delivered: nothing is pending in the outbox any more.
         await until_on_record(settings, lambda store: not store.pending_outbox())
-
-
-def staff_raised_once(events: list[AlarmEventPayload]) -> bool:
-    return len({e.alarm_id for e in events}) == len(events)
 
 
 def cli_env(endpoint: BrokerEndpoint) -> dict[str, str]:

@@ -89,6 +89,14 @@ class _Alarm:
     escalation_level: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Where:
+    room_id: str
+    crib_id: str
+    room_label: str
+    crib_label: str
+
+
 @dataclass(slots=True)
 class _PendingLatch:
     state: LatchState
@@ -295,31 +303,12 @@ class CribMonitor:
 
     def _ended_at_start(self, record: OpenAlarmRecord, crib: _Crib | None, why: Resolution) -> AlarmEvent:
         """The ``resolved`` event of an open alarm of the store that this run cannot take back."""
-        room_id, room_label, crib_label = record.room_id, record.room_label, record.crib_label
         if crib is not None:
-            room_id, room_label, crib_label = crib.room.id, crib.room.label, crib.config.label
-        return AlarmEvent(
-            seq=self._next_seq(),
-            type=AlarmEventType.RESOLVED,
-            alarm_id=record.alarm_id,
-            kind=record.kind,
-            priority=PRIORITY_OF[record.kind],
-            site_id=self.site_id,
-            room_id=room_id or "unknown",
-            crib_id=record.crib_id,
-            room_label=room_label or room_id or "unknown",
-            crib_label=crib_label or record.crib_id,
-            at=self._clock.time(),
-            raised_at=record.raised_at,
-            run=self.gw_run,
-            trigger=record.trigger,
-            latch_opened_at=record.latch_opened_at,
-            acknowledged_at=record.acknowledged_at,
-            acknowledged_by=record.acknowledged_by,
-            resolution=why,
-            test=record.test,
-            escalation_level=record.escalation_level,
-        )
+            where = _Where(crib.room.id, crib.config.id, crib.room.label, crib.config.label)
+        else:
+            room = record.room_id or "unknown"
+            where = _Where(room, record.crib_id, record.room_label or room, record.crib_label or record.crib_id)
+        return self._alarm_event(where, _alarm_of(record), AlarmEventType.RESOLVED, self._clock.time(), resolution=why)
 
     def _guarded_restore(self, crib: _Crib, step: _Step, restore: Callable[[], None]) -> None:
         try:
@@ -349,18 +338,7 @@ class CribMonitor:
         crib.health.battery_pct = record.battery_pct
 
     def _restore_alarm(self, crib: _Crib, record: OpenAlarmRecord, step: _Step) -> None:
-        alarm = _Alarm(
-            id=record.alarm_id,
-            kind=record.kind,
-            raised_at=record.raised_at,
-            trigger=record.trigger,
-            latch_opened_at=record.latch_opened_at,
-            acknowledged_by=record.acknowledged_by,
-            acknowledged_device=record.acknowledged_device,
-            acknowledged_at=record.acknowledged_at,
-            test=record.test,
-            escalation_level=record.escalation_level,
-        )
+        alarm = _alarm_of(record)
         crib.alarms[alarm.kind] = alarm
         self._alarms_by_id[alarm.id] = (crib, alarm)
         if alarm.kind is AlarmKind.CRIB_OPEN and crib.latch is not LatchState.OPEN:
@@ -809,6 +787,20 @@ class CribMonitor:
         device: str | None = None,
         resolution: Resolution | None = None,
     ) -> AlarmEvent:
+        where = _Where(crib.room.id, crib.config.id, crib.room.label, crib.config.label)
+        return self._alarm_event(where, alarm, type_, at, by=by, device=device, resolution=resolution)
+
+    def _alarm_event(
+        self,
+        where: _Where,
+        alarm: _Alarm,
+        type_: AlarmEventType,
+        at: float,
+        *,
+        by: str | None = None,
+        device: str | None = None,
+        resolution: Resolution | None = None,
+    ) -> AlarmEvent:
         return AlarmEvent(
             seq=self._next_seq(),
             type=type_,
@@ -816,10 +808,10 @@ class CribMonitor:
             kind=alarm.kind,
             priority=PRIORITY_OF[alarm.kind],
             site_id=self.site_id,
-            room_id=crib.room.id,
-            crib_id=crib.config.id,
-            room_label=crib.room.label,
-            crib_label=crib.config.label,
+            room_id=where.room_id,
+            crib_id=where.crib_id,
+            room_label=where.room_label,
+            crib_label=where.crib_label,
             at=at,
             raised_at=alarm.raised_at,
             run=self.gw_run,
@@ -866,6 +858,21 @@ def _what(event: LatchReading | TelemetryReading | AvailabilityChange) -> str:
     if isinstance(event, LatchReading):
         return "latch"
     return "telemetry" if isinstance(event, TelemetryReading) else "availability"
+
+
+def _alarm_of(record: OpenAlarmRecord) -> _Alarm:
+    return _Alarm(
+        id=record.alarm_id,
+        kind=record.kind,
+        raised_at=record.raised_at,
+        trigger=record.trigger,
+        latch_opened_at=record.latch_opened_at,
+        acknowledged_by=record.acknowledged_by,
+        acknowledged_device=record.acknowledged_device,
+        acknowledged_at=record.acknowledged_at,
+        test=record.test,
+        escalation_level=record.escalation_level,
+    )
 
 
 def _summary(alarm: _Alarm) -> AlarmSummary:
