@@ -39,6 +39,7 @@ from gateway.protocol import (
 )
 from gateway.settings import Settings
 from gateway.store import Store
+from tests.test_cli import cli_env, site_file
 from tests.test_gateway_integration import (
     WAIT_S,
     Recorder,
@@ -258,47 +259,11 @@ async def test_alarm_events_of_a_broker_outage_survive_a_gateway_restart_and_rea
         await until_on_record(settings, lambda store: not store.pending_outbox())
 
 
-def cli_env(endpoint: BrokerEndpoint) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRIBWATCH_")}
-    env["PYTHONPATH"] = str(REPO)
-    env["CRIBWATCH_MQTT_USERNAME"] = endpoint.username or ""
-    env["CRIBWATCH_MQTT_PASSWORD"] = endpoint.password or ""
-    return env
-
-
-def site_file(path: Path, endpoint: BrokerEndpoint, site_id: str, store: Path) -> Path:
-    path.write_text(
-        f"""
-[site]
-id = "{site_id}"
-label = "Test site"
-
-[mqtt]
-host = "{endpoint.host}"
-port = {endpoint.port}
-
-[store]
-path = "{store}"
-
-[[rooms]]
-id = "nursery"
-label = "Nursery"
-grace_s = 0
-
-  [[rooms.cribs]]
-  id = "n-1"
-  label = "Crib 1"
-  sensor_id = "s-1"
-"""
-    )
-    return path
-
-
 @asynccontextmanager
 async def gateway_process(config: Path, endpoint: BrokerEndpoint) -> AsyncIterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(  # noqa: ASYNC220 - starting a process takes milliseconds; the test waits on MQTT
         [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config)],
-        env=cli_env(endpoint),
+        env=cli_env(endpoint),  # the store in the test's own state directory
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -316,8 +281,8 @@ async def test_sigkill_during_an_open_alarm_then_restart_keeps_its_id_and_acknow
     """No clean shutdown: the process is killed once the store has the acknowledgement. What the store has
     committed survives anything; the restart takes it back."""
     site_id = f"t-{secrets.token_hex(4)}"
-    store_path = tmp_path / "state" / "gw.sqlite3"
-    config = site_file(tmp_path / "site.toml", mqtt_endpoint, site_id, store_path)
+    config = site_file(tmp_path, mqtt_endpoint, site_id)
+    store_path = Path(os.environ["CRIBWATCH_STATE_DIR"]) / f"{site_id}.sqlite3"
     topics = Topics(site_id)
     async with (
         staff_device(mqtt_endpoint, topics) as staff,
@@ -325,9 +290,9 @@ async def test_sigkill_during_an_open_alarm_then_restart_keeps_its_id_and_acknow
         answers(mqtt_endpoint, topics, "pager-2") as answered,
     ):
         async with gateway_process(config, mqtt_endpoint) as first:
-            await staff.until(lambda: staff.states.get("n-1"))
+            await staff.until(lambda: staff.states.get("c-1"))
             await s1.open()
-            raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
+            raised = await staff.event("c-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
             # A pager presses again until it has an answer: a gateway started for the first time takes acks only
             # once its second connection is up, a moment after its first.
             while not answered:
@@ -335,7 +300,7 @@ async def test_sigkill_during_an_open_alarm_then_restart_keeps_its_id_and_acknow
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(until(lambda: answered), 1.0)
             assert answered[0].result == "accepted"
-            await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
+            await staff.event("c-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
             await until_on_record(
                 (store_path, site_id), lambda store: any(a.acknowledged_by for a in store.open_alarms())
             )  # committed: from here a power cut loses nothing
@@ -343,13 +308,13 @@ async def test_sigkill_during_an_open_alarm_then_restart_keeps_its_id_and_acknow
             first.wait()
         run = raised.gw_run
         async with gateway_process(config, mqtt_endpoint):
-            state = await staff.until(lambda: (s := staff.states.get("n-1")) and s.gw_run > run and s.alarms and s)
+            state = await staff.until(lambda: (s := staff.states.get("c-1")) and s.gw_run > run and s.alarms and s)
             (alarm,) = state.alarms
             assert (alarm.alarm_id, alarm.state, alarm.acknowledged_by) == (raised.alarm_id, "acknowledged", "staff-07")
             await s1.close_latch()
-            resolved = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
+            resolved = await staff.event("c-1", AlarmKind.CRIB_OPEN, AlarmEventType.RESOLVED)
             assert (resolved.alarm_id, resolved.acknowledged_by) == (raised.alarm_id, "staff-07")
-            assert staff.count("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED) == 1
+            assert staff.count("c-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED) == 1
 
 
 async def test_ack_answers_tell_a_pager_what_became_of_each_press(mqtt_endpoint: BrokerEndpoint) -> None:
