@@ -98,6 +98,8 @@ class Staff:
                 self.events.append(decode(AlarmEventPayload, message.payload))
             elif topic == self.topics.gateway_stats:
                 self.stats = decode(GatewayStatsPayload, message.payload)
+            elif topic.endswith("/state") and not message.payload:  # the crib left the site: its state deleted
+                self.states.pop(topic.split("/")[-2], None)
             elif topic.endswith("/state"):
                 state = decode(CribStatePayload, message.payload)
                 self.states[state.crib] = state
