@@ -20,8 +20,9 @@ The format is documented in ``docs/scenarios.md``. In short::
 
 Durations are numbers (seconds) or expressions over the site's own settings, so one scenario checks any
 installation with its real settings: ``grace`` (the room's ``grace_s`` of the crib concerned; the longest one
-where a step has several), ``heartbeat`` (``heartbeat_interval_s``), ``offline`` (``heartbeat_interval_s`` x
-``missed_heartbeats``: how long a silent sensor takes to be reported) and ``offline_grace`` (``offline_grace_s``),
+where a step has several), ``longest_grace`` (the longest ``grace_s`` of the site's wireless cribs),
+``heartbeat`` (``heartbeat_interval_s``), ``offline`` (``heartbeat_interval_s`` x ``missed_heartbeats``: how
+long a silent sensor takes to be reported) and ``offline_grace`` (``offline_grace_s``),
 added and subtracted with numbers in seconds (``2``, ``2s``, ``500ms``): ``"offline + offline_grace + 5s"``.
 
 :func:`load_scenario` parses strictly (unknown keys, wrong types and unknown actions are errors) and every
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from firmware_sim.fleet import Fleet
 from firmware_sim.sensor import SensorError, SimulatedSensor
@@ -70,7 +71,7 @@ DEFAULT_SETTLE_S = 2.0
 # -- durations ---------------------------------------------------------------------------------------
 
 _TERM = re.compile(r"\s*([+-])?\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?|([a-z_]+))\s*")
-NAMES = ("grace", "heartbeat", "offline", "offline_grace")
+NAMES = ("grace", "longest_grace", "heartbeat", "offline", "offline_grace")
 
 
 def _terms(text: str) -> list[tuple[float, str | None]]:
@@ -115,11 +116,14 @@ class SiteTimes:
     heartbeat: float
     offline: float
     offline_grace: float
+    longest_grace: float
 
     @classmethod
     def of(cls, settings: Settings) -> SiteTimes:
         a = settings.alarms
-        return cls(a.heartbeat_interval_s, a.heartbeat_interval_s * a.missed_heartbeats, a.offline_grace_s)
+        graces = [room.grace_s for room, crib in settings.cribs() if crib.sensor_id is not None]
+        offline = a.heartbeat_interval_s * a.missed_heartbeats
+        return cls(a.heartbeat_interval_s, offline, a.offline_grace_s, max(graces, default=0))
 
 
 def seconds(value: Duration, site: SiteTimes, grace: float | None) -> float:
@@ -146,7 +150,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
 
-DurationField = Annotated[Duration, Field(union_mode="left_to_right")]
+DurationField = Annotated[Duration, Field(union_mode="left_to_right"), AfterValidator(_check_duration)]
+Kind = Annotated[AlarmKind, Field(strict=False)]  # from its TOML string
+EventType = Annotated[AlarmEventType, Field(strict=False)]
 
 
 class _Targeted(_Model):
@@ -160,7 +166,6 @@ class _Targeted(_Model):
         given = [k for k in ("crib", "sensor", "room") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of crib, sensor, room" + (f" (got {', '.join(given)})" if given else ""))
-        _check_duration(self.at)
         return self
 
 
@@ -168,11 +173,6 @@ class OpenStep(_Targeted):
     action: Literal["open"]
     for_: DurationField | None = Field(default=None, alias="for")
 
-    @model_validator(mode="after")
-    def _for(self) -> OpenStep:
-        if self.for_ is not None:
-            _check_duration(self.for_)
-        return self
 
 
 class CloseStep(_Targeted):
@@ -245,10 +245,6 @@ class BrokerRestartStep(_Model):
     action: Literal["broker_restart"]
     at: DurationField
 
-    @model_validator(mode="after")
-    def _at(self) -> BrokerRestartStep:
-        _check_duration(self.at)
-        return self
 
 
 Step = Annotated[
@@ -288,29 +284,20 @@ class AlarmExpect(_Expect):
     """An alarm event for the crib within ``within`` of ``after``."""
 
     kind: Literal["alarm"]
-    alarm: AlarmKind = AlarmKind.CRIB_OPEN
-    event: AlarmEventType = AlarmEventType.RAISED
+    alarm: Kind = AlarmKind.CRIB_OPEN
+    event: EventType = AlarmEventType.RAISED
     after: DurationField = 0.0
     within: DurationField
 
-    @model_validator(mode="after")
-    def _durations(self) -> AlarmExpect:
-        _check_duration(self.after)
-        _check_duration(self.within)
-        return self
 
 
 class NoAlarmExpect(_Expect):
     """No alarm raised for the crib from ``after`` to the end of the scenario (of kind ``alarm`` if given)."""
 
     kind: Literal["no_alarm"]
-    alarm: AlarmKind | None = None
+    alarm: Kind | None = None
     after: DurationField = 0.0
 
-    @model_validator(mode="after")
-    def _durations(self) -> NoAlarmExpect:
-        _check_duration(self.after)
-        return self
 
 
 class StateExpect(_Expect):
@@ -318,7 +305,7 @@ class StateExpect(_Expect):
 
     kind: Literal["state"]
     latch: Literal["open", "closed", "unknown"] | None = None
-    alarms: list[AlarmKind] | None = None
+    alarms: list[Kind] | None = None
     sensor_online: bool | None = None
 
 
@@ -330,10 +317,6 @@ class ScenarioHeader(_Model):
     description: str = ""
     settle: DurationField = DEFAULT_SETTLE_S
 
-    @model_validator(mode="after")
-    def _settle(self) -> ScenarioHeader:
-        _check_duration(self.settle)
-        return self
 
 
 class Scenario(_Model):
@@ -423,7 +406,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         return Scenario.model_validate(data)
     except ValidationError as exc:
         lines = _Lines(text)
-        err = exc.errors()[0]
+        # A misspelt key explains the "missing" one next to it: name it first.
+        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         # Drop the discriminator's own level from the location (steps.3.open.crib -> steps.3.crib).
         loc = [p for i, p in enumerate(err["loc"]) if not (i == 2 and p in _TAGS)]
         tag_key = ["action" if loc[:1] == ["steps"] else "kind"] if str(err["type"]).startswith("union_tag") else []
