@@ -17,9 +17,17 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TextIO
 
 from firmware_sim.console import Console, script_lines, stream_lines
-from firmware_sim.fleet import Fleet, broker_from_settings, wireless_sensor_ids
+from firmware_sim.fleet import (
+    Credentials,
+    CredentialsError,
+    Fleet,
+    broker_from_settings,
+    load_credentials,
+    wireless_sensor_ids,
+)
 from firmware_sim.sensor import SensorConnectError
 from gateway.domain.vocab import is_identifier
 from gateway.mqtt.connection import BrokerAddress
@@ -69,6 +77,7 @@ class Plan:
     sensor_ids: tuple[str, ...]
     interval_s: float
     script: str | None
+    credentials: Credentials | None = None
 
 
 def _positive_float(text: str) -> float:
@@ -131,14 +140,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--interval",
         metavar="SECONDS",
         type=_positive_float,
-        default=DEFAULT_INTERVAL_S,
-        help=f"heartbeat interval of every sensor (default {DEFAULT_INTERVAL_S:g})",
+        default=None,
+        help="heartbeat interval of every sensor (default: the site's heartbeat_interval_s with --config, "
+        f"else {DEFAULT_INTERVAL_S:g})",
     )
     parser.add_argument(
         "--script",
         metavar="COMMANDS",
         help="run these commands (separated by ';') instead of reading stdin, e.g. \"open s-0101; sleep 2; quit\"",
     )
+    _add_run_arguments(parser)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``run SCENARIO`` (a scenario file, with --config), ``--check``, ``--junit``; ``--credentials`` for both uses."""
+    parser.add_argument(
+        "verb", nargs="?", choices=["run"], help="`run SCENARIO`: play a scenario file (see docs/scenarios.md)"
+    )
+    parser.add_argument("scenario", nargs="?", metavar="SCENARIO", help="the scenario file, after `run`")
+    parser.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="MQTT accounts: [sensors.<id>] username/password per sensor, or [shared] (TOML); "
+        f"default {ENV_MQTT_USERNAME}/{ENV_MQTT_PASSWORD}",
+    )
+    parser.add_argument("--check", action="store_true", help="with run: check the scenario's expectations")
+    parser.add_argument("--junit", metavar="FILE", help="with run --check: also write the results as JUnit XML")
 
 
 def build_parser(
@@ -177,7 +204,9 @@ def plan_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = Non
             from_file.password,
         )
         topics = Topics(settings.site.id, base_topic or settings.mqtt.base_topic)
+        site_interval: float | None = settings.alarms.heartbeat_interval_s
     else:
+        site_interval = None
         if args.sensors is not None:
             if args.site is None:
                 raise UsageError("--sensor needs --site ID")
@@ -200,7 +229,30 @@ def plan_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = Non
             env.get(ENV_MQTT_PASSWORD) or None,
         )
         topics = Topics(site, base_topic or DEFAULT_BASE_TOPIC)
-    return Plan(topics, broker, tuple(ids), args.interval, args.script)
+    interval = choose_interval(getattr(args, "interval", None), site_interval)
+    return Plan(topics, broker, tuple(ids), interval, args.script, _credentials(getattr(args, "credentials", None)))
+
+
+def choose_interval(given: float | None, site_s: float | None, err: TextIO | None = None) -> float:
+    """The sensors' heartbeat interval: ``--interval``, else the site's, else the firmware's default. A warning
+    when it is longer than the site's (the gateway will report the sensors offline between heartbeats)."""
+    interval = given if given is not None else site_s if site_s is not None else DEFAULT_INTERVAL_S
+    if site_s is not None and interval > site_s:
+        print(
+            f"{PROG}: warning: heartbeat every {interval:g} s is longer than the site's heartbeat_interval_s "
+            f"({site_s:g} s): the gateway will report the sensors offline",
+            file=err or sys.stderr,
+        )
+    return interval
+
+
+def _credentials(path: str | None) -> Credentials | None:
+    if path is None:
+        return None
+    try:
+        return load_credentials(path)
+    except CredentialsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _env_port(env: Mapping[str, str]) -> int:
@@ -215,17 +267,17 @@ def _env_port(env: Mapping[str, str]) -> int:
 
 async def simulate(plan: Plan) -> int:
     """Start the fleet, run the commands, stop the fleet cleanly. The exit status."""
-    fleet = Fleet(plan.topics, plan.broker, plan.sensor_ids, interval_s=plan.interval_s)
+    fleet = Fleet(plan.topics, plan.broker, plan.sensor_ids, credentials=plan.credentials, interval_s=plan.interval_s)
     console = Console(fleet, sys.stdout, sys.stderr)
     where = f"{plan.broker.host}:{plan.broker.port}"
     try:
-        await fleet.start()
+        await fleet.start_each()
     except SensorConnectError as exc:
         print(f"{PROG}: cannot connect to the broker at {where}: {exc.reason}", file=sys.stderr)
         return EXIT_CANNOT_CONNECT
     try:
         console.say(
-            f"{len(fleet)} sensors online at {where}, site {plan.topics.site} "
+            f"{fleet.summary()} at {where}, site {plan.topics.site} "
             f"(heartbeat every {plan.interval_s:g} s)"
             + ("" if plan.script is not None else "; type `help` for the commands")
         )
@@ -241,6 +293,10 @@ async def simulate(plan: Plan) -> int:
 
 def main_from_args(args: argparse.Namespace) -> int:
     """Run the simulator from parsed arguments (those of :func:`add_arguments`); the exit status."""
+    if getattr(args, "verb", None) is not None or getattr(args, "scenario", None) is not None:
+        from firmware_sim.run import run_from_args  # noqa: PLC0415 - run imports this module
+
+        return run_from_args(args)
     try:
         plan = plan_from_args(args)
     except UsageError as exc:

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypedDict, Unpack
 
-from firmware_sim.sensor import SimulatedSensor
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from firmware_sim.sensor import SensorConnectError, SensorState, SimulatedSensor
 from gateway.domain.vocab import LatchState
 from gateway.mqtt.connection import BrokerAddress, broker_address
 from gateway.protocol import Topics
 from gateway.settings import Settings
 
-__all__ = ["Fleet", "SensorOptions", "broker_from_settings", "wireless_sensor_ids"]
+__all__ = [
+    "Credentials",
+    "CredentialsError",
+    "Fleet",
+    "SensorOptions",
+    "broker_from_settings",
+    "load_credentials",
+    "wireless_sensor_ids",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +46,72 @@ class SensorOptions(TypedDict, total=False):
     wall_clock: Callable[[], float]
     reconnect_min_s: float
     reconnect_max_s: float
+    battery_life_s: float | None
+    jitter: float
+
+
+class _Account(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1)
+
+
+class Credentials(BaseModel):
+    """The simulator's MQTT accounts, from a TOML file (see :func:`load_credentials`)::
+
+        [sensors.s-0101]            # one account per sensor, as provisioning writes them
+        username = "s-0101"
+        password = "..."
+
+        [shared]                    # or one account for every sensor (a demo broker)
+        username = "demo"
+        password = "..."
+
+        [watcher]                   # what `sim run --check` listens with (the shipped ACL: staff)
+        username = "staff"
+        password = "..."
+
+    A sensor uses its own ``[sensors.<id>]`` account, else ``[shared]``, else the environment's credentials.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    sensors: dict[str, _Account] = Field(default_factory=dict)
+    shared: _Account | None = None
+    watcher: _Account | None = None
+
+    def apply(self, broker: BrokerAddress, sensor_id: str) -> BrokerAddress:
+        """``broker`` with the credentials ``sensor_id`` connects with."""
+        account = self.sensors.get(sensor_id, self.shared)
+        if account is None:
+            return broker
+        return dataclasses.replace(broker, username=account.username, password=account.password)
+
+    def for_watcher(self, broker: BrokerAddress) -> BrokerAddress:
+        if self.watcher is None:
+            return broker
+        return dataclasses.replace(broker, username=self.watcher.username, password=self.watcher.password)
+
+
+class CredentialsError(Exception):
+    """A credentials file that cannot be read or does not follow the format."""
+
+
+def load_credentials(path: str | Path) -> Credentials:
+    """Read a credentials file; :class:`CredentialsError` naming the file and the problem."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise CredentialsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CredentialsError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Credentials.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].lower()}" for e in exc.errors(include_input=False)
+        )
+        raise CredentialsError(f"{path}: {problems}") from None
 
 
 def wireless_sensor_ids(settings: Settings) -> list[str]:
@@ -58,6 +137,8 @@ class Fleet:
         topics: Topics,
         broker: BrokerAddress,
         sensor_ids: Iterable[str],
+        *,
+        credentials: Credentials | None = None,
         **sensor_options: Unpack[SensorOptions],
     ) -> None:
         ids = list(sensor_ids)
@@ -67,21 +148,28 @@ class Fleet:
             raise ValueError(msg)
         self._topics = topics
         self._broker = broker
-        self._sensors = {i: SimulatedSensor(i, topics, broker, **sensor_options) for i in ids}
+        creds = credentials or Credentials()
+        self._sensors = {i: SimulatedSensor(i, topics, creds.apply(broker, i), **sensor_options) for i in ids}
 
     @classmethod
     def from_settings(
         cls,
         settings: Settings,
         broker: BrokerAddress | None = None,
+        *,
+        credentials: Credentials | None = None,
         **sensor_options: Unpack[SensorOptions],
     ) -> Self:
-        """Every wireless sensor of the site; the broker from ``settings.mqtt`` unless ``broker`` is given."""
+        """Every wireless sensor of the site; the broker from ``settings.mqtt`` unless ``broker`` is given.
+
+        The heartbeat interval is the site's ``heartbeat_interval_s`` unless ``interval_s`` is given."""
         topics = Topics(settings.site.id, settings.mqtt.base_topic)
+        sensor_options.setdefault("interval_s", settings.alarms.heartbeat_interval_s)
         return cls(
             topics,
             broker or broker_from_settings(settings),
             wireless_sensor_ids(settings),
+            credentials=credentials,
             **sensor_options,
         )
 
@@ -119,6 +207,46 @@ class Fleet:
             await self.stop()
             raise failures[0]
         log.debug("%d sensors started in %.3f s", len(self), time.perf_counter() - began)
+
+    async def start_each(self) -> dict[SensorState, list[str]]:
+        """Power up every sensor at once, whatever some of them meet: a sensor the broker refuses (bad credentials,
+        not authorized) stays ``refused``, one that cannot reach it stays off. Returns the sensor ids by state;
+        raises the first :class:`~firmware_sim.sensor.SensorConnectError` only if no sensor could connect and the
+        broker was not reached at all (nobody listens there)."""
+        results = await asyncio.gather(*(s.start() for s in self), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:
+            if not isinstance(error, SensorConnectError):
+                await self.stop()
+                raise error
+        refused = any(isinstance(e, SensorConnectError) and e.refused for e in errors)
+        if errors and len(errors) == len(self) and not refused:
+            raise errors[0]
+        return self.states()
+
+    def states(self) -> dict[SensorState, list[str]]:
+        """The sensor ids by state (``online``, ``refused``, ...), states in no particular order."""
+        out: dict[SensorState, list[str]] = {}
+        for sensor in self:
+            out.setdefault(sensor.state, []).append(sensor.sensor_id)
+        return out
+
+    def summary(self) -> str:
+        """E.g. ``7 sensors: 1 online, 6 refused (s-0102, s-0103, ...)``: each state counted, never "7 online"
+        when six were refused."""
+        order: tuple[SensorState, ...] = ("online", "connecting", "refused", "hung", "off")
+        states = self.states()
+        parts = []
+        for state in order:
+            ids = states.get(state, [])
+            if not ids:
+                continue
+            part = f"{len(ids)} {state}"
+            if state != "online":
+                shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+                part += f" ({shown})"
+            parts.append(part)
+        return f"{len(self)} sensors: " + ", ".join(parts)
 
     async def stop(self) -> None:
         """Shut every powered sensor down cleanly (each publishes ``offline`` itself)."""

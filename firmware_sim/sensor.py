@@ -104,10 +104,45 @@ class SensorConnectError(SensorError):
     ``reason`` is what the connection attempt said, e.g. ``[Errno 111] Connection refused``.
     """
 
-    def __init__(self, sensor_id: str, broker: BrokerAddress, reason: str) -> None:
+    def __init__(self, sensor_id: str, broker: BrokerAddress, reason: str, *, refused: bool = False) -> None:
         super().__init__(f"sensor {sensor_id}: cannot connect to {broker.host}:{broker.port}: {reason}")
         self.sensor_id = sensor_id
         self.reason = reason
+        self.refused = refused
+        """The broker answered and refused the sensor (bad username or password, not authorized)."""
+
+
+_REFUSED_CODES = frozenset({4, 5, 134, 135})
+"""CONNACK codes of a broker that refuses the client's credentials: MQTT 3.1.1 (4, 5) and 5 (0x86, 0x87)."""
+
+
+def _is_refusal(exc: aiomqtt.MqttError) -> bool:
+    rc = getattr(exc, "rc", None)
+    return isinstance(exc, aiomqtt.MqttCodeError) and getattr(rc, "value", rc) in _REFUSED_CODES
+
+
+SensorState = Literal["off", "refused", "connecting", "online", "hung"]
+"""What a technician needs to know about a sensor: powered off, refused by the broker (bad credentials or
+not authorized), powered but not connected (yet), connected and announced, or hung (connected but silent)."""
+
+
+def discharge_fraction(used: float) -> float:
+    """The fraction of a full battery left after ``used`` (0..1) of its life: a lithium cell's curve, nearly
+    flat (100 % down to 80 % over the first 85 % of its life), then a knee down to 0."""
+    used = min(max(used, 0.0), 1.0)
+    if used <= _KNEE_AT:
+        return 1.0 - (1.0 - _KNEE_LEFT) * used / _KNEE_AT
+    return _KNEE_LEFT * (1.0 - (used - _KNEE_AT) / (1.0 - _KNEE_AT))
+
+
+_KNEE_AT = 0.85
+_KNEE_LEFT = 0.8
+HEARTBEAT_JITTER = 0.03
+"""Each heartbeat comes a random -3 %..+3 % of the interval early or late, as crystal drift and radio
+retries make it on real sensors; the average interval stays the announced one."""
+RSSI_WANDER_DB = 8
+"""The signal strength wanders by a random step of at most 2 dB per heartbeat, within this many dB of the
+sensor's configured RSSI."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +201,10 @@ class SimulatedSensor:
         wall_clock: Callable[[], float] = time.time,
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
+        battery_life_s: float | None = None,
+        jitter: float = HEARTBEAT_JITTER,
     ) -> None:
+        _check_tuning(battery_life_s, jitter)
         if not is_identifier(sensor_id):
             msg = f"sensor id {sensor_id!r}: use lower case letters, digits, - and _ (at most 64)"
             raise ValueError(msg)
@@ -200,6 +238,13 @@ class SimulatedSensor:
         self._wall_clock = wall_clock
         self._reconnect_min_s = float(reconnect_min_s)
         self._reconnect_max_s = float(reconnect_max_s)
+        # The battery curve's starting point (set_battery moves it), the RSSI's centre, the heartbeat's jitter.
+        self._battery_life_s, self._battery_full_pct = battery_life_s, battery_pct
+        self._battery_since, self._rssi_base, self._jitter = time.monotonic(), rssi_dbm, jitter
+        self.clock_skew_s = 0.0
+        """How far the sensor's clock is off: added to every ``ts`` it sends."""
+        self._hung, self._refused = False, False
+        self._last_latch: bytes | None = None
 
         self.reconnects = 0
         """How many times the sensor reconnected by itself after losing its connection (all boots together;
@@ -247,6 +292,21 @@ class SimulatedSensor:
     @property
     def powered(self) -> bool:
         return self._powered
+
+    @property
+    def state(self) -> SensorState:
+        """``online``, ``connecting``, ``refused``, ``hung`` or ``off`` (see :data:`SensorState`)."""
+        if self._hung and self.connected:
+            return "hung"
+        if self._announced.is_set() and self.connected:
+            return "online"
+        if self._refused:
+            return "refused"
+        return "connecting" if self._powered else "off"
+
+    @property
+    def hung(self) -> bool:
+        return self._hung
 
     @property
     def connected(self) -> bool:
@@ -396,7 +456,51 @@ class SimulatedSensor:
         """The battery is now at ``pct`` percent: publish a heartbeat at once."""
         _check_battery(pct)
         self._battery_pct = pct
+        self._battery_full_pct = pct
+        self._battery_since = time.monotonic()
         await self._publish_telemetry()
+
+    # -- misbehaviour, for scenarios --------------------------------------------------------------
+
+    def hang(self) -> None:
+        """The firmware hangs: it sends nothing more (no heartbeat, no latch), but its radio module keeps the
+        MQTT connection alive, so the broker publishes NO last will: only missed heartbeats tell."""
+        self._hung = True
+        conn = self._conn
+        if conn is not None and conn.heartbeat is not None:
+            conn.heartbeat.cancel()
+
+    async def recover(self) -> None:
+        """The firmware runs again after :meth:`hang`: a heartbeat at once, then on schedule."""
+        if not self._hung:
+            return
+        self._hung = False
+        conn = self._conn
+        if conn is not None and not conn.lost.is_set():
+            conn.heartbeat = asyncio.create_task(self._heartbeat(conn), name=f"{self.client_id}-heartbeat")
+            await self._publish_telemetry()
+
+    async def duplicate_latch(self) -> None:
+        """Publish the last latch message again, byte for byte (what a QoS 1 redelivery looks like)."""
+        if self._last_latch is None:
+            raise SensorError(f"sensor {self._sensor_id} has sent no latch message yet")
+        await self._publish_spec(SensorChannel.LATCH, self._last_latch, LATCH)
+
+    def jump_seq(self, channel: SensorChannel, by: int) -> int:
+        """A counter bug: the next ``seq`` on ``channel`` is ``by`` further (wrapping at 32 bits). The new one."""
+        self._seq[channel] = (self._seq[channel] + by) % (SEQ_MAX + 1)
+        return self._seq[channel]
+
+    async def send_old_latch(self, state: LatchState, *, back: int = 10) -> int:
+        """An out-of-order latch message: ``state`` under a ``seq`` ``back`` behind the next one (a message that
+        was stuck somewhere). The latch itself does not change. Returns the ``seq`` sent."""
+        if back < 1:
+            raise ValueError(f"back must be >= 1, got {back}")
+        self._require_connection()
+        seq = (self._seq[SensorChannel.LATCH] - back) % (SEQ_MAX + 1)
+        payload = LatchPayload(boot=self._boot, seq=seq, ts=self._now(), state=LatchState(state))
+        await self._publish_spec(SensorChannel.LATCH, encode(payload), LATCH)
+        return seq
 
     async def heartbeat_now(self) -> None:
         """Publish a heartbeat now (the periodic ones keep their schedule)."""
@@ -420,8 +524,13 @@ class SimulatedSensor:
         self._seq[channel] = next_count(seq)
         return seq
 
+    def _now(self) -> float:
+        return self._wall_clock() + self.clock_skew_s
+
     def _require_connection(self) -> aiomqtt.Client:
         conn = self._conn
+        if self._hung:
+            raise SensorOfflineError(f"sensor {self._sensor_id} is hung: nothing sent")
         if conn is None or conn.lost.is_set():
             state = "powered off" if not self._powered else "not connected"
             raise SensorOfflineError(f"sensor {self._sensor_id} is {state}: nothing sent")
@@ -441,28 +550,39 @@ class SimulatedSensor:
     async def _publish_latch(self) -> Sent:
         self._require_connection()  # before taking a seq: a message that is never sent has none
         seq = self._take_seq(SensorChannel.LATCH)
-        payload = LatchPayload(boot=self._boot, seq=seq, ts=self._wall_clock(), state=self._latch)
+        payload = LatchPayload(boot=self._boot, seq=seq, ts=self._now(), state=self._latch)
         at_perf = time.perf_counter()
+        self._last_latch = encode(payload)
         # No await between taking the seq and handing the message to paho: the wire order is seq order.
-        await self._publish_spec(SensorChannel.LATCH, encode(payload), LATCH)
+        await self._publish_spec(SensorChannel.LATCH, self._last_latch, LATCH)
         return Sent(boot=self._boot, seq=seq, at_perf=at_perf)
+
+    def _drain(self) -> None:
+        """Move the battery along its discharge curve and the signal strength a random step."""
+        if self._battery_life_s is not None:
+            used = (time.monotonic() - self._battery_since) / self._battery_life_s
+            self._battery_pct = round(self._battery_full_pct * discharge_fraction(used))
+        low = max(_RSSI_RANGE[0], self._rssi_base - RSSI_WANDER_DB)
+        high = min(_RSSI_RANGE[1], self._rssi_base + RSSI_WANDER_DB)
+        self._rssi_dbm = min(high, max(low, self._rssi_dbm + random.randint(-2, 2)))
 
     async def _publish_telemetry(self) -> None:
         self._require_connection()
         payload = TelemetryPayload(
             boot=self._boot,
             seq=self._take_seq(SensorChannel.TELEMETRY),
-            ts=self._wall_clock(),
+            ts=self._now(),
             battery_pct=self._battery_pct,
             rssi_dbm=self._rssi_dbm,
             fw=self._firmware,
             uptime_s=int(time.monotonic() - self._powered_at),
             interval_s=self._interval_s,
         )
+        self._drain()  # what the next heartbeat will measure
         await self._publish_spec(SensorChannel.TELEMETRY, encode(payload), TELEMETRY)
 
     def _availability(self, state: Literal["online", "offline"]) -> bytes:
-        return encode(AvailabilityPayload(state=state, boot=self._boot, ts=self._wall_clock()))
+        return encode(AvailabilityPayload(state=state, boot=self._boot, ts=self._now()))
 
     async def _connect(self, *, reconnect: bool = False) -> None:
         """Open a connection (with a will made now), announce the sensor and start the heartbeat.
@@ -477,7 +597,10 @@ class SimulatedSensor:
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
-            raise SensorConnectError(self._sensor_id, self._broker, str(exc)) from exc
+            self._refused = _is_refusal(exc)
+            raise SensorConnectError(self._sensor_id, self._broker, str(exc), refused=self._refused) from exc
+        self._refused = False
+        self._hung = False  # a new connection is a running firmware
         conn = _Connection(client)
         self._conn = conn
         conn.watcher = asyncio.create_task(self._watch(conn), name=f"{self.client_id}-watch")
@@ -587,8 +710,8 @@ class SimulatedSensor:
     async def _heartbeat(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
-        while not (conn.lost.is_set() or conn.closing):
-            due += self._interval_s
+        while not (conn.lost.is_set() or conn.closing or self._hung):
+            due += self._interval_s * random.uniform(1.0 - self._jitter, 1.0 + self._jitter)
             await asyncio.sleep(max(0.0, due - loop.time()))
             try:
                 await self._publish_telemetry()
@@ -632,6 +755,15 @@ class SimulatedSensor:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TEARDOWN_TIMEOUT_S):
                     await conn.watcher
+
+
+def _check_tuning(battery_life_s: float | None, jitter: float) -> None:
+    if battery_life_s is not None and not battery_life_s > 0:
+        msg = f"battery_life_s must be > 0, got {battery_life_s}"
+        raise ValueError(msg)
+    if not 0 <= jitter < 1:
+        msg = f"jitter must be within 0..1, got {jitter}"
+        raise ValueError(msg)
 
 
 def _check_battery(pct: int) -> None:

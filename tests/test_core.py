@@ -6,6 +6,7 @@ grace 10 (two wireless cribs and a wired one), in demo mode so no broker credent
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import replace
 
@@ -790,6 +791,18 @@ class TestMissedHeartbeats:
         out = h.advance_to(h.start + SILENCE_S - 0.001)
         assert SLOW_WIRELESS not in {a.crib_id for a in raised(out)}
         assert SLOW_WIRELESS in {a.crib_id for a in raised(h.advance_to(h.start + SILENCE_S))}
+
+    def test_a_longer_announced_interval_is_named_once_per_sensor(self, caplog: pytest.LogCaptureFixture) -> None:
+        h = CoreHarness()
+        with caplog.at_level(logging.WARNING, logger="cribwatch.ingest"):
+            h.telemetry(SLOW_WIRELESS, interval_s=60, seq=0)
+            h.telemetry(SLOW_WIRELESS, interval_s=60, seq=1)
+            h.telemetry(FAST_WIRELESS, interval_s=30)  # the site's own: nothing to say
+        warnings = [r.getMessage() for r in caplog.records if "longer than the site" in r.getMessage()]
+        assert len(warnings) == 1
+        ((sensor_id, announced),) = h.monitor.stats.slow_heartbeats.items()
+        assert announced == 60
+        assert repr(sensor_id) in warnings[0]
 
     def test_live_latch_counts_as_seen_a_retained_one_does_not(self) -> None:
         h = CoreHarness()

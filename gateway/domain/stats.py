@@ -42,6 +42,8 @@ class IngestStats:
         """Per sensor id: readings that would have changed a crib's state, refused by the ordering rules."""
         self.resynced: Counter[str] = Counter()
         """Per sensor id: readings taken although their sequence number was out of line (jump, rewind, doubt)."""
+        self.slow_heartbeats: dict[str, float] = {}
+        """Per sensor id: the interval it announced, longer than the site's heartbeat_interval_s (logged once)."""
         self.internal_errors = 0
         """Failures of the gateway's own code (each one also raised an alarm or sounded the buzzer)."""
 
@@ -62,6 +64,21 @@ class IngestStats:
     def resync(self, sensor_id: str, detail: str) -> None:
         """A reading taken although its sequence number was out of line: a WARNING, per sensor."""
         _count(self.resynced, sensor_id, logging.WARNING, "sequence of sensor %r out of line (#%d): %s", detail)
+
+    def slow_heartbeat(self, sensor_id: str, announced_s: float, site_s: float) -> None:
+        """A sensor announces a heartbeat interval longer than the site's: a WARNING, once per sensor (the gateway
+        still holds it to the site's interval, so it will be reported offline between its heartbeats)."""
+        if sensor_id in self.slow_heartbeats:
+            return
+        self.slow_heartbeats[sensor_id] = announced_s
+        log.warning(
+            "sensor %r announces a heartbeat every %g s, longer than the site's heartbeat_interval_s (%g s): it is "
+            "held to the site's interval and will be reported offline; set the sensor (or the simulator's "
+            "--interval) to the site's interval",
+            sensor_id,
+            announced_s,
+            site_s,
+        )
 
     def internal_error(self, detail: str, exc: BaseException | None = None) -> None:
         """The gateway's own code failed: always logged, CRITICAL, with the traceback."""
