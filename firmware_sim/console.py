@@ -246,24 +246,19 @@ class Console:
     async def watch_connections(self, poll_s: float = CONNECTION_POLL_S) -> None:
         """Print every sensor connection that is lost or comes back by itself, until cancelled.
 
-        Changes made by a command (kill, blip, reboot, ...) are that command's to report; those of one
-        poll are reported together, so a broker restart is one line going and one line coming back.
+        Changes made by a command (kill, blip, reboot, ...) are that command's to report. The changes seen
+        within one more poll of the first are reported together, so a broker restart is one line going and
+        one line coming back.
         """
         seen = {sensor.sensor_id: _connection_state(sensor) for sensor in self._fleet}
         while True:
             await asyncio.sleep(poll_s)
-            lost: list[str] = []
-            back: list[str] = []
-            for sensor in self._fleet:
-                sensor_id, state = sensor.sensor_id, _connection_state(sensor)
-                before, seen[sensor_id] = seen[sensor_id], state
-                if sensor_id in self._busy or state == before:
-                    continue
-                if before == "connected" and state == "reconnecting":
-                    lost.append(sensor_id)
-                elif before == "reconnecting" and state == "connected":
-                    back.append(sensor_id)
-            total = len(self._fleet)
+            lost, back = self._connection_changes(seen)
+            if not (lost or back):
+                continue
+            await asyncio.sleep(poll_s)
+            more_lost, more_back = self._connection_changes(seen)
+            lost, back, total = lost + more_lost, back + more_back, len(self._fleet)
             if lost:
                 self.say(
                     f"connection lost: {_listed(lost, 'sensors')} ({len(lost)} of {total}); "
@@ -271,6 +266,21 @@ class Console:
                 )
             if back:
                 self.say(f"connected again: {_listed(back, 'sensors')} ({len(back)} of {total})")
+
+    def _connection_changes(self, seen: dict[str, str]) -> tuple[list[str], list[str]]:
+        """The sensors whose connection was lost and those connected again since ``seen`` (which is updated)."""
+        lost: list[str] = []
+        back: list[str] = []
+        for sensor in self._fleet:
+            sensor_id, state = sensor.sensor_id, _connection_state(sensor)
+            before, seen[sensor_id] = seen[sensor_id], state
+            if sensor_id in self._busy or state == before:
+                continue
+            if before == "connected" and state == "reconnecting":
+                lost.append(sensor_id)
+            elif before == "reconnecting" and state == "connected":
+                back.append(sensor_id)
+        return lost, back
 
 
 def _stream(where: Stream) -> TextIO:
