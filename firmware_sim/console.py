@@ -261,11 +261,11 @@ class Console:
             lost, back, total = lost + more_lost, back + more_back, len(self._fleet)
             if lost:
                 self.say(
-                    f"connection lost: {_listed(lost, 'sensors')} ({len(lost)} of {total}); "
+                    f"connection lost for {len(lost)} of {total} sensors: {_listed(lost)}; "
                     "is the broker down? they reconnect by themselves"
                 )
             if back:
-                self.say(f"connected again: {_listed(back, 'sensors')} ({len(back)} of {total})")
+                self.say(f"connected again, {len(back)} of {total} sensors: {_listed(back)}")
 
     def _connection_changes(self, seen: dict[str, str]) -> tuple[list[str], list[str]]:
         """The sensors whose connection was lost and those connected again since ``seen`` (which is updated)."""
@@ -287,9 +287,11 @@ def _stream(where: Stream) -> TextIO:
     return where() if callable(where) else where
 
 
-def _listed(names: Sequence[str], what: str) -> str:
+def _listed(names: Sequence[str], what: str | None = None) -> str:
     shown = ", ".join(names[:_CHANGES_LISTED])
-    return shown + (f" ... ({len(names)} {what})" if len(names) > _CHANGES_LISTED else "")
+    if len(names) <= _CHANGES_LISTED:
+        return shown
+    return shown + (f" ... ({len(names)} {what})" if what else " ...")
 
 
 def _status_line(sensor: SimulatedSensor) -> str:

@@ -143,7 +143,7 @@ async def wait_for_text(out: io.StringIO, text: str) -> None:
 
 
 def again(sensor_id: str, text: str) -> bool:
-    return any(sensor_id in line for line in text.splitlines() if "connected again: " in line)
+    return any(sensor_id in line for line in text.splitlines() if "connected again, " in line)
 
 
 async def test_the_broker_going_away_and_coming_back_is_printed(tmp_path: Path, topics: Topics) -> None:
@@ -157,7 +157,7 @@ async def test_the_broker_going_away_and_coming_back_is_printed(tmp_path: Path, 
             watch = asyncio.create_task(console.watch_connections(poll_s=0.05))
             try:
                 await asyncio.to_thread(mosquitto.kill)
-                await wait_for_text(out, "connection lost: c-1, c-2 (2 of 2); is the broker down?")
+                await wait_for_text(out, "connection lost for 2 of 2 sensors: c-1, c-2; is the broker down?")
                 await asyncio.to_thread(mosquitto.start)
                 # Each reconnects after its own backoff: one line, or one each.
                 await until(lambda: all(again(sensor_id, out.getvalue()) for sensor_id in ("c-1", "c-2")))
