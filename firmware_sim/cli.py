@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
-from firmware_sim.console import Console, script_lines, stream_lines
+from firmware_sim.console import Console, CribRef, cribs_from_settings, prompt_lines, script_lines, stream_lines
 from firmware_sim.fleet import (
     Credentials,
     CredentialsError,
@@ -78,6 +79,9 @@ class Plan:
     interval_s: float
     script: str | None
     credentials: Credentials | None = None
+    cribs: tuple[CribRef, ...] = ()
+    """Every crib of the site file (``--config``): commands may name a crib instead of its sensor."""
+    live: bool = False
 
 
 def _positive_float(text: str) -> float:
@@ -150,6 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run these commands (separated by ';') instead of reading stdin, e.g. \"open s-0101; sleep 2; quit\"",
     )
     _add_run_arguments(parser)
+    _add_console_arguments(parser)
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,6 +171,14 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--check", action="store_true", help="with run: check the scenario's expectations")
     parser.add_argument("--junit", metavar="FILE", help="with run --check: also write the results as JUnit XML")
+
+
+def _add_console_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="show every sensor's state and the site's alarms, redrawn in place (plain lines when not a terminal)",
+    )
 
 
 def build_parser(
@@ -230,7 +243,17 @@ def plan_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = Non
         )
         topics = Topics(site, base_topic or DEFAULT_BASE_TOPIC)
     interval = choose_interval(getattr(args, "interval", None), site_interval)
-    return Plan(topics, broker, tuple(ids), interval, args.script, _credentials(getattr(args, "credentials", None)))
+    cribs = cribs_from_settings(settings) if args.config is not None else ()
+    return Plan(
+        topics,
+        broker,
+        tuple(ids),
+        interval,
+        args.script,
+        _credentials(getattr(args, "credentials", None)),
+        cribs=cribs,
+        live=getattr(args, "live", False),
+    )
 
 
 def choose_interval(given: float | None, site_s: float | None, err: TextIO | None = None) -> float:
@@ -268,7 +291,8 @@ def _env_port(env: Mapping[str, str]) -> int:
 async def simulate(plan: Plan) -> int:
     """Start the fleet, run the commands, stop the fleet cleanly. The exit status."""
     fleet = Fleet(plan.topics, plan.broker, plan.sensor_ids, credentials=plan.credentials, interval_s=plan.interval_s)
-    console = Console(fleet, sys.stdout, sys.stderr)
+    # Looked up at each write: a prompt or a live view redirects stdout to print above itself.
+    console = Console(fleet, lambda: sys.stdout, lambda: sys.stderr, cribs=plan.cribs)
     where = f"{plan.broker.host}:{plan.broker.port}"
     try:
         await fleet.start_each()
@@ -276,19 +300,55 @@ async def simulate(plan: Plan) -> int:
         print(f"{PROG}: cannot connect to the broker at {where}: {exc.reason}", file=sys.stderr)
         return EXIT_CANNOT_CONNECT
     try:
-        console.say(
-            f"{fleet.summary()} at {where}, site {plan.topics.site} "
-            f"(heartbeat every {plan.interval_s:g} s)"
-            + ("" if plan.script is not None else "; type `help` for the commands")
-        )
-        lines = script_lines(plan.script) if plan.script is not None else stream_lines(sys.stdin)
-        quit_ = await console.run(lines)
-        if not quit_:
-            console.say(f"end of input: stopping {len(fleet)} sensors")
+        async with _console_around(plan, fleet, console):
+            console.say(
+                f"{fleet.summary()} at {where}, site {plan.topics.site} "
+                f"(heartbeat every {plan.interval_s:g} s)"
+                + ("" if plan.script is not None else "; type `help` for the commands")
+            )
+            with _input_lines(plan) as lines:
+                quit_ = await console.run(lines)
+            if not quit_:
+                console.say(f"end of input: stopping {len(fleet)} sensors")
     finally:
         await fleet.stop()
     console.say("stopped")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _input_lines(plan: Plan) -> Iterator[AsyncIterator[str]]:
+    """Where the commands come from: ``--script``; a prompt with line editing and history when stdin is a
+    terminal (and no live view redraws the screen); else plain lines of stdin."""
+    if plan.script is not None:
+        yield script_lines(plan.script)
+    elif sys.stdin.isatty() and sys.stdout.isatty() and not plan.live:
+        from prompt_toolkit.patch_stdout import patch_stdout  # noqa: PLC0415 - a terminal only
+
+        with patch_stdout(raw=True):
+            yield prompt_lines()
+    else:
+        yield stream_lines(sys.stdin)
+
+
+@contextlib.asynccontextmanager
+async def _console_around(plan: Plan, fleet: Fleet, console: Console) -> AsyncIterator[None]:
+    """While the commands run: report lost and restored connections, and show the live view (``--live``)."""
+    tasks = [asyncio.create_task(console.watch_connections(), name="sim-connections")]
+    if plan.live:
+        from rich.console import Console as RichConsole  # noqa: PLC0415
+
+        from firmware_sim.live import LiveView  # noqa: PLC0415
+
+        view = LiveView(fleet, plan.cribs, say=console.say)
+        tasks.append(asyncio.create_task(view.run(plan.broker, RichConsole()), name="sim-live"))
+        await asyncio.sleep(0)  # the live view takes over stdout before the first line is printed
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
 
 
 def main_from_args(args: argparse.Namespace) -> int:

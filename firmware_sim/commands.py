@@ -3,7 +3,8 @@
 Pure parsing only: text in, frozen command objects out (or :class:`CommandError`). Whether a sensor id
 exists is for whoever runs the commands to decide; running them is :mod:`firmware_sim.console`.
 
-One command per line, or several separated by ``;``. Verbs are case-insensitive; ``#`` starts a comment.
+One command per line, or several separated by ``;`` (in a script and on any typed line). ``SENSOR`` is a
+sensor id or, with a site file, a crib id (the console resolves it). Verbs are case-insensitive; ``#`` starts a comment.
 """
 
 from __future__ import annotations
@@ -233,7 +234,9 @@ VERBS: tuple[_Verb, ...] = (
 
 _BY_NAME = {name: verb for verb in VERBS for name in verb.names}
 
-HELP = "commands (separate several with `;`):\n" + "\n".join(f"  {verb.usage:<24} {verb.summary}" for verb in VERBS)
+HELP = "commands (several on one line separated by `;`; SENSOR is a sensor id, or a crib id with --config):\n" + (
+    "\n".join(f"  {verb.usage:<24} {verb.summary}" for verb in VERBS)
+)
 
 
 def split_script(text: str) -> list[str]:

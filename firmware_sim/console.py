@@ -1,7 +1,16 @@
 """Runs simulator commands (:mod:`firmware_sim.commands`) against a :class:`Fleet`, one line of output each.
 
-Used by ``cribwatch sim`` for ``--script`` and for a technician typing at stdin. A command that cannot be
-parsed, names an unknown sensor or cannot be done right now prints an error and the console goes on.
+Used by ``cribwatch sim`` for ``--script`` and for a technician typing at a prompt or at stdin. Any input
+line may hold several commands separated by ``;``. A command names a sensor by its sensor id or, when the
+fleet comes from a site file, by its crib id (:class:`CribRef`). A command that cannot be parsed, names an
+unknown sensor or crib, names a wired crib (driven by the gateway's pins, not by a sensor) or cannot be
+done right now prints an error and the console goes on.
+
+:meth:`Console.watch_connections` prints each sensor's connection as it is lost and comes back (the
+broker went away, the network dropped it), so a technician sees it at once.
+
+Input: :func:`prompt_lines` (a prompt with line editing and history, for a terminal), :func:`stream_lines`
+(plain lines, for a pipe or a file) and :func:`script_lines` (``--script``).
 """
 
 from __future__ import annotations
@@ -10,7 +19,8 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
@@ -37,10 +47,58 @@ from firmware_sim.commands import (
 )
 from firmware_sim.fleet import Fleet
 from firmware_sim.sensor import SensorError, SimulatedSensor
+from gateway.settings import Settings
 
-__all__ = ["Console", "script_lines", "stream_lines"]
+__all__ = [
+    "PROMPT",
+    "Console",
+    "CribRef",
+    "cribs_from_settings",
+    "prompt_lines",
+    "script_lines",
+    "stream_lines",
+    "wired_crib_message",
+]
 
 _KNOWN_SHOWN = 6
+PROMPT = "sim> "
+CONNECTION_POLL_S = 0.2
+"""How often :meth:`Console.watch_connections` looks at every sensor's connection."""
+_CHANGES_LISTED = 6
+"""A connection report names at most this many sensors (a broker restart changes them all at once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CribRef:
+    """One crib of the site file: its wireless sensor, or the gateway pin of a wired one."""
+
+    crib_id: str
+    room_id: str
+    sensor_id: str | None = None
+    gpio_pin: int | None = None
+
+
+def cribs_from_settings(settings: Settings) -> tuple[CribRef, ...]:
+    """Every crib of the site, wireless and wired, in configuration order."""
+    return tuple(CribRef(crib.id, room.id, crib.sensor_id, crib.gpio_pin) for room, crib in settings.cribs())
+
+
+def wired_crib_message(crib: CribRef) -> str:
+    """What the console says when a command names a wired crib."""
+    return (
+        f"crib {crib.crib_id!r} (room {crib.room_id}) is wired to the gateway's GPIO pin {crib.gpio_pin}: "
+        "it has no wireless sensor to simulate; open and close its reed switch at the crib, or run the "
+        "gateway with GPIOZERO_PIN_FACTORY=mock on a test bench"
+    )
+
+
+def _connection_state(sensor: SimulatedSensor) -> str:
+    return "connected" if sensor.connected else ("reconnecting" if sensor.powered else "powered off")
+
+
+Stream = TextIO | Callable[[], TextIO]
+"""Where the console writes: a stream, or a function giving the stream at the time of writing (``lambda:
+sys.stdout`` follows a prompt's or a live view's redirection of stdout)."""
 
 
 class Console:
@@ -49,15 +107,18 @@ class Console:
     def __init__(
         self,
         fleet: Fleet,
-        out: TextIO,
-        err: TextIO | None = None,
+        out: Stream,
+        err: Stream | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        cribs: Sequence[CribRef] = (),
     ) -> None:
         self._fleet = fleet
         self._out = out
         self._err = err if err is not None else out
         self._wall_clock = wall_clock
+        self._cribs: Mapping[str, CribRef] = {crib.crib_id: crib for crib in cribs}
+        self._busy: set[str] = set()  # sensors a command is changing: their connection changes are its own
         self.errors = 0
         """How many commands failed so far."""
 
@@ -68,7 +129,8 @@ class Console:
         self.errors += 1
         self._write(self._err, f"error: {text}")
 
-    def _write(self, stream: TextIO, text: str) -> None:
+    def _write(self, where: Stream, text: str) -> None:
+        stream = _stream(where)
         stamp = datetime.fromtimestamp(self._wall_clock()).astimezone().isoformat(timespec="milliseconds")
         stream.write(f"{stamp} {text}\n")
         stream.flush()
@@ -76,13 +138,14 @@ class Console:
     async def run(self, lines: AsyncIterator[str]) -> bool:
         """Execute each line until ``quit`` (True) or the end of the input (False)."""
         async for line in lines:
-            try:
-                command = parse_command(line)
-            except CommandError as exc:
-                self.error(str(exc))
-                continue
-            if command is not None and not await self.execute(command):
-                return True
+            for piece in split_script(line):
+                try:
+                    command = parse_command(piece)
+                except CommandError as exc:
+                    self.error(str(exc))
+                    continue
+                if command is not None and not await self.execute(command):
+                    return True
         return False
 
     async def execute(self, command: Command) -> bool:
@@ -92,8 +155,9 @@ class Console:
                 self.say(f"quit: stopping {len(self._fleet)} sensors")
                 return False
             case Help():
-                self._out.write(HELP + "\n")
-                self._out.flush()
+                out = _stream(self._out)
+                out.write(HELP + "\n")
+                out.flush()
             case Status():
                 for sensor in self._fleet:
                     self.say(_status_line(sensor))
@@ -104,12 +168,37 @@ class Console:
                 await self._sensor_command(command)
         return True
 
+    def resolve(self, name: str) -> SimulatedSensor | None:
+        """The sensor that ``name`` (a sensor id or a crib id) means; None after printing why there is none."""
+        if name in self._fleet:
+            return self._fleet[name]
+        crib = self._cribs.get(name)
+        if crib is None:
+            what = "sensor or crib" if self._cribs else "sensor"
+            self.error(f"unknown {what} {name!r}; known: {self._known()}")
+            return None
+        if crib.sensor_id is None:
+            self.error(wired_crib_message(crib))
+            return None
+        if crib.sensor_id not in self._fleet:
+            self.error(f"crib {name!r} has sensor {crib.sensor_id!r}, which this simulator does not run")
+            return None
+        return self._fleet[crib.sensor_id]
+
     async def _sensor_command(self, command: SensorCommand) -> None:
-        sensor_id = command.sensor
-        if sensor_id not in self._fleet:
-            self.error(f"unknown sensor {sensor_id!r}; known: {self._known()}")
+        sensor = self.resolve(command.sensor)
+        if sensor is None:
             return
-        sensor = self._fleet[sensor_id]
+        self._busy.add(sensor.sensor_id)
+        try:
+            await self._do_sensor_command(command, sensor)
+        finally:
+            self._busy.discard(sensor.sensor_id)
+
+    async def _do_sensor_command(self, command: SensorCommand, sensor: SimulatedSensor) -> None:
+        sensor_id = sensor.sensor_id
+        if command.sensor != sensor_id:  # named by its crib
+            sensor_id = f"{sensor_id} (crib {command.sensor})"
         try:
             match command:
                 case OpenLatch() | CloseLatch():
@@ -149,13 +238,64 @@ class Console:
             self.error(f"{sensor_id}: {exc}")
 
     def _known(self) -> str:
-        ids = self._fleet.sensor_ids
-        shown = ", ".join(ids[:_KNOWN_SHOWN])
-        return shown + (f" ... ({len(ids)} sensors)" if len(ids) > _KNOWN_SHOWN else "")
+        known = _listed(self._fleet.sensor_ids, "sensors")
+        if self._cribs:
+            known += f"; cribs {_listed(list(self._cribs), 'cribs')}"
+        return known
+
+    async def watch_connections(self, poll_s: float = CONNECTION_POLL_S) -> None:
+        """Print every sensor connection that is lost or comes back by itself, until cancelled.
+
+        Changes made by a command (kill, blip, reboot, ...) are that command's to report. The changes seen
+        within one more poll of the first are reported together, so a broker restart is one line going and
+        one line coming back.
+        """
+        seen = {sensor.sensor_id: _connection_state(sensor) for sensor in self._fleet}
+        while True:
+            await asyncio.sleep(poll_s)
+            lost, back = self._connection_changes(seen)
+            if not (lost or back):
+                continue
+            await asyncio.sleep(poll_s)
+            more_lost, more_back = self._connection_changes(seen)
+            lost, back, total = lost + more_lost, back + more_back, len(self._fleet)
+            if lost:
+                self.say(
+                    f"connection lost for {len(lost)} of {total} sensors: {_listed(lost)}; "
+                    "is the broker down? they reconnect by themselves"
+                )
+            if back:
+                self.say(f"connected again, {len(back)} of {total} sensors: {_listed(back)}")
+
+    def _connection_changes(self, seen: dict[str, str]) -> tuple[list[str], list[str]]:
+        """The sensors whose connection was lost and those connected again since ``seen`` (which is updated)."""
+        lost: list[str] = []
+        back: list[str] = []
+        for sensor in self._fleet:
+            sensor_id, state = sensor.sensor_id, _connection_state(sensor)
+            before, seen[sensor_id] = seen[sensor_id], state
+            if sensor_id in self._busy or state == before:
+                continue
+            if before == "connected" and state == "reconnecting":
+                lost.append(sensor_id)
+            elif before == "reconnecting" and state == "connected":
+                back.append(sensor_id)
+        return lost, back
+
+
+def _stream(where: Stream) -> TextIO:
+    return where() if callable(where) else where
+
+
+def _listed(names: Sequence[str], what: str | None = None) -> str:
+    shown = ", ".join(names[:_CHANGES_LISTED])
+    if len(names) <= _CHANGES_LISTED:
+        return shown
+    return shown + (f" ... ({len(names)} {what})" if what else " ...")
 
 
 def _status_line(sensor: SimulatedSensor) -> str:
-    state = "connected" if sensor.connected else ("reconnecting" if sensor.powered else "powered off")
+    state = _connection_state(sensor)
     return f"{sensor.sensor_id} boot {sensor.boot} latch {sensor.latch.value} battery {sensor.battery_pct} % {state}"
 
 
@@ -188,4 +328,24 @@ async def stream_lines(stream: TextIO) -> AsyncIterator[str]:
     reader = threading.Thread(target=pump, args=(iter(stream.readline, ""),), name="sim-stdin", daemon=True)
     reader.start()
     while (line := await queue.get()) is not None:
+        yield line
+
+
+async def prompt_lines(prompt: str = PROMPT) -> AsyncIterator[str]:
+    """Lines typed at a prompt with line editing and history (prompt_toolkit), for a terminal.
+
+    Ctrl-C clears the line being typed; Ctrl-D (end of input) ends. Output printed meanwhile appears above
+    the prompt when the caller runs this inside :func:`prompt_toolkit.patch_stdout.patch_stdout`.
+    """
+    from prompt_toolkit import PromptSession  # noqa: PLC0415 - only a terminal needs it
+    from prompt_toolkit.history import InMemoryHistory  # noqa: PLC0415
+
+    session: PromptSession[str] = PromptSession(history=InMemoryHistory())
+    while True:
+        try:
+            line = await session.prompt_async(prompt)
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            return
         yield line

@@ -132,6 +132,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(Path(args.config), pace=args.pace)
 
 
+def cmd_sim_load(args: argparse.Namespace) -> int:
+    from firmware_sim.load import main_from_args  # noqa: PLC0415
+
+    return main_from_args(args)
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from firmware_sim.cli import main_from_args  # noqa: PLC0415
 
@@ -288,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_sim)
+
+    from firmware_sim.load import build_parser as build_load_parser  # noqa: PLC0415
+
+    build_load_parser(sub).set_defaults(func=cmd_sim_load)
     return parser
 
 
