@@ -589,7 +589,9 @@ class CribMonitor:
         health.interval_s = ev.interval_s
         cfg = self._alarm_cfg
         if ev.interval_s > cfg.heartbeat_interval_s:
-            self.stats.slow_heartbeat(ev.sensor_id, ev.interval_s, cfg.heartbeat_interval_s)
+            self.stats.slow_heartbeat(
+                ev.sensor_id, ev.interval_s, cfg.heartbeat_interval_s, cfg.heartbeat_interval_s * cfg.missed_heartbeats
+            )
         if ev.battery_pct < cfg.battery_low_pct and AlarmKind.BATTERY_LOW not in crib.alarms:
             trigger = Trigger(ev.sensor_id, ev.boot, ev.seq)
             self._raise(crib, AlarmKind.BATTERY_LOW, trigger, step)

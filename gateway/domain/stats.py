@@ -65,19 +65,24 @@ class IngestStats:
         """A reading taken although its sequence number was out of line: a WARNING, per sensor."""
         _count(self.resynced, sensor_id, logging.WARNING, "sequence of sensor %r out of line (#%d): %s", detail)
 
-    def slow_heartbeat(self, sensor_id: str, announced_s: float, site_s: float) -> None:
-        """A sensor announces a heartbeat interval longer than the site's: a WARNING, once per sensor (the gateway
-        still holds it to the site's interval, so it will be reported offline between its heartbeats)."""
+    def slow_heartbeat(self, sensor_id: str, announced_s: float, site_s: float, silence_s: float) -> None:
+        """A sensor announces a heartbeat interval longer than the site's: a WARNING, once per sensor. The gateway
+        holds it to the site's interval: silent for ``silence_s`` (missed_heartbeats intervals), it is offline."""
         if sensor_id in self.slow_heartbeats:
             return
         self.slow_heartbeats[sensor_id] = announced_s
+        consequence = (
+            f"it will be reported offline between its heartbeats (after {silence_s:g} s of silence)"
+            if announced_s > silence_s
+            else f"a heartbeat or two lost and it is reported offline (after {silence_s:g} s of silence)"
+        )
         log.warning(
-            "sensor %r announces a heartbeat every %g s, longer than the site's heartbeat_interval_s (%g s): it is "
-            "held to the site's interval and will be reported offline; set the sensor (or the simulator's "
-            "--interval) to the site's interval",
+            "sensor %r announces a heartbeat every %g s, longer than the site's heartbeat_interval_s (%g s): %s; "
+            "set the sensor (or the simulator's --interval) to the site's interval",
             sensor_id,
             announced_s,
             site_s,
+            consequence,
         )
 
     def internal_error(self, detail: str, exc: BaseException | None = None) -> None:
