@@ -15,15 +15,24 @@ gateway stats every 0.5 s). No timing is asserted beyond the scenarios' own gene
 from __future__ import annotations
 
 import asyncio
+import io
+import re
 import secrets
 from pathlib import Path
 
 import pytest
 
-from devtools.brokers import MosquittoBroker, free_port
+from devtools.brokers import BrokerEndpoint, MosquittoBroker, free_port
+from firmware_sim.check import run_scenario
 from firmware_sim.fleet import Fleet, SensorOptions
+from firmware_sim.scenario import parse_scenario, resolve
 from gateway.mqtt.connection import BrokerAddress
 from gateway.protocol import Topics
+from gateway.settings import Settings, load_settings
+from tests.test_gateway_integration import running
+from tests.test_scenarios import short_site, site_env
+
+__all__ = ["site_env"]  # a fixture
 
 WAIT_S = 10.0
 """Bound on every wait; never a timing assertion."""
@@ -77,3 +86,228 @@ async def test_without_wait_for_broker_nobody_listening_is_an_error_and_nothing_
     with pytest.raises(Exception, match="cannot connect"):
         await fleet.start_each()
     assert fleet.summary() == "1 sensors: 1 off (s-1)"
+
+
+# -- every misbehaviour against the real gateway ----------------------------------------------------
+
+
+def misbehaviour_site(tmp_path: Path, endpoint: BrokerEndpoint) -> Settings:
+    """The short kids-f with 2 missed heartbeats (a hang is reported after 2-3 s) and stats every 0.5 s."""
+    path = short_site(tmp_path, endpoint)
+    text = path.read_text()
+    text = re.sub(r"missed_heartbeats = \d+", "missed_heartbeats = 2", text)
+    text = text.replace("[mqtt]\n", "[mqtt]\nstats_interval_s = 0.5\n", 1)
+    path.write_text(text)
+    settings = load_settings(path)
+    assert (settings.alarms.missed_heartbeats, settings.mqtt.stats_interval_s) == (2, 0.5)
+    return settings
+
+
+MISBEHAVIOUR = """\
+[scenario]
+name = "misbehaving-firmware"
+description = "each crib's sensor misbehaves in its own way, all at once"
+
+# vl-1: the firmware hangs (its connection stays up: no last will), then runs again.
+[[steps]]
+at = 0
+action = "hang"
+crib = "vl-1"
+
+[[steps]]
+at = "offline + offline_grace + 3s"
+action = "recover"
+crib = "vl-1"
+
+[[expect]]
+kind = "alarm"
+alarm = "sensor_offline"
+crib = "vl-1"
+within = "offline + offline_grace + 3s"
+
+[[expect]]
+kind = "alarm"
+alarm = "sensor_offline"
+event = "resolved"
+crib = "vl-1"
+after = "offline + offline_grace + 3s"
+within = 3
+
+[[expect]]
+kind = "no_alarm"
+alarm = "crib_open"
+crib = "vl-1"
+
+# vl-2: a clock an hour behind: the gateway times a crib by arrival, not by the sensor's ts.
+[[steps]]
+at = 0
+action = "clock_skew"
+crib = "vl-2"
+seconds = -3600
+
+[[steps]]
+at = 0.5
+action = "open"
+crib = "vl-2"
+for = "grace + 2s"
+
+[[expect]]
+kind = "alarm"
+crib = "vl-2"
+after = 0.5
+within = "grace + 2s"
+
+[[expect]]
+kind = "alarm"
+event = "resolved"
+crib = "vl-2"
+after = 0.5
+within = "grace + 5s"
+
+# vl-3: the latch counter jumps 1000 ahead. The opening is doubtful but taken (fail toward the alarm); the
+# closing continues the jump, so the gateway resynchronises on it and the alarm is resolved.
+[[steps]]
+at = 0
+action = "jump_seq"
+crib = "vl-3"
+by = 1000
+
+[[steps]]
+at = 0.5
+action = "open"
+crib = "vl-3"
+for = "grace + 2s"
+
+[[expect]]
+kind = "alarm"
+crib = "vl-3"
+after = 0.5
+within = "grace + 2s"
+
+[[expect]]
+kind = "alarm"
+event = "resolved"
+crib = "vl-3"
+after = 0.5
+within = "grace + 5s"
+
+[[expect]]
+kind = "stats"
+counter = "resynced"
+crib = "vl-3"
+
+# eg-1: open, then an old "closed" from before arrives: a doubtful closing is refused, the crib stays alarmed.
+[[steps]]
+at = 0.5
+action = "open"
+crib = "eg-1"
+
+[[steps]]
+at = 1.5
+action = "out_of_order"
+crib = "eg-1"
+state = "closed"
+back = 10
+
+[[expect]]
+kind = "alarm"
+crib = "eg-1"
+after = 0.5
+within = "grace + 2s"
+
+[[expect]]
+kind = "state"
+crib = "eg-1"
+latch = "open"
+alarms = ["crib_open"]
+
+[[expect]]
+kind = "stats"
+counter = "refused"
+crib = "eg-1"
+
+# eg-2: opened and closed within its grace, then the closing delivered twice: nothing new.
+[[steps]]
+at = 0.5
+action = "open"
+crib = "eg-2"
+for = 0.5
+
+[[steps]]
+at = 1.5
+action = "duplicate"
+crib = "eg-2"
+
+[[expect]]
+kind = "no_alarm"
+crib = "eg-2"
+
+[[expect]]
+kind = "stats"
+counter = "ignored"
+reason = "duplicate"
+
+# eg-3: a cut JSON and a payload that is JSON but not a latch message: rejected and counted, nothing raised.
+[[steps]]
+at = 1
+action = "malformed"
+crib = "eg-3"
+
+[[steps]]
+at = 1.2
+action = "malformed"
+crib = "eg-3"
+payload = '{"v": 1, "boot": 1, "seq": 5, "ts": 1, "state": "ajar"}'
+
+[[expect]]
+kind = "no_alarm"
+crib = "eg-3"
+
+[[expect]]
+kind = "stats"
+counter = "rejected"
+reason = "bad_payload"
+
+# kk-1: 300 junk heartbeats, then a real opening: the gateway still hears it.
+[[steps]]
+at = 1
+action = "flood"
+crib = "kk-1"
+count = 300
+
+[[steps]]
+at = 3
+action = "open"
+crib = "kk-1"
+for = "grace + 2s"
+
+[[expect]]
+kind = "stats"
+counter = "rejected"
+reason = "bad_json"
+at_least = 301
+
+[[expect]]
+kind = "alarm"
+crib = "kk-1"
+after = 3
+within = "grace + 2s"
+
+# kk-2 does nothing wrong and hears nothing.
+[[expect]]
+kind = "no_alarm"
+crib = "kk-2"
+"""
+
+
+@pytest.mark.integration
+async def test_every_misbehaviour_gets_what_the_protocol_promises(tmp_path: Path, site_env: BrokerEndpoint) -> None:
+    settings = misbehaviour_site(tmp_path, site_env)
+    resolved = resolve(parse_scenario(MISBEHAVIOUR), settings, MISBEHAVIOUR)
+    out = io.StringIO()
+    async with running(settings):
+        results, _ = await run_scenario(resolved, settings, broker=site_env, out=out)
+    report = out.getvalue() + "\n".join(f"{'PASS' if r.passed else 'FAIL'} {r.name}: {r.detail}" for r in results)
+    assert len(results) == 18, report
+    assert all(r.passed for r in results), report
+    assert "not done" not in out.getvalue(), report
