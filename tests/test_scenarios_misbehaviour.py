@@ -21,11 +21,13 @@ import secrets
 from pathlib import Path
 
 import pytest
+from rich.console import Console as RichConsole
 
 from devtools.brokers import BrokerEndpoint, MosquittoBroker, free_port
 from firmware_sim.check import run_scenario
 from firmware_sim.fleet import Fleet, SensorOptions
-from firmware_sim.scenario import parse_scenario, resolve
+from firmware_sim.live import LiveView
+from firmware_sim.scenario import Progress, parse_scenario, resolve
 from gateway.mqtt.connection import BrokerAddress
 from gateway.protocol import Topics
 from gateway.settings import Settings, load_settings
@@ -311,3 +313,117 @@ async def test_every_misbehaviour_gets_what_the_protocol_promises(tmp_path: Path
     assert len(results) == 18, report
     assert all(r.passed for r in results), report
     assert "not done" not in out.getvalue(), report
+
+
+# -- a broker restart in a scenario, with a broker the run manages ------------------------------------
+
+RESTART = """\
+[scenario]
+name = "broker-restart"
+
+[[steps]]
+at = 0
+action = "open"
+crib = "vl-1"
+for = "grace + 1s"
+
+[[steps]]
+at = "longest_grace + 1s"
+action = "broker_restart"
+
+[[steps]]
+at = "grace + 6s"
+action = "open"
+crib = "vl-2"
+for = "grace + 2s"
+
+[[expect]]
+kind = "alarm"
+crib = "vl-1"
+within = "grace + 2s"
+
+[[expect]]
+kind = "alarm"
+crib = "vl-2"
+after = "grace + 6s"
+within = "grace + 3s"
+
+[[expect]]
+kind = "alarm"
+event = "resolved"
+crib = "vl-2"
+after = "grace + 6s"
+within = "grace + 6s"
+
+[[expect]]
+kind = "state"
+crib = "vl-2"
+latch = "closed"
+alarms = []
+sensor_online = true
+"""
+
+
+@pytest.mark.integration
+async def test_a_broker_restart_step_restarts_a_managed_broker_and_everyone_comes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, password = "gw", secrets.token_urlsafe(8)
+    monkeypatch.setenv("CRIBWATCH_MQTT_USERNAME", user)
+    monkeypatch.setenv("CRIBWATCH_MQTT_PASSWORD", password)
+    with MosquittoBroker(tmp_path / "broker", users={user: password}) as broker:
+        settings = misbehaviour_site(tmp_path, broker.endpoint)
+        resolved = resolve(parse_scenario(RESTART), settings, RESTART)
+
+        async def restart_broker() -> None:
+            await asyncio.to_thread(broker.restart)
+
+        shown = io.StringIO()
+
+        async def live(fleet: Fleet, progress: Progress) -> None:
+            """The live view of `sim run --live`, on a console that is not a terminal."""
+            view = LiveView(fleet, progress=progress, scenario=resolved.name)
+            await view.run(broker.endpoint, RichConsole(file=shown, width=160))
+
+        out = io.StringIO()
+        async with running(settings) as gateway:
+            results, _ = await run_scenario(
+                resolved, settings, broker=broker.endpoint, out=out, restart_broker=restart_broker, live=live
+            )
+            assert gateway.mqtt.connections >= 2
+    report = out.getvalue() + "\n".join(f"{'PASS' if r.passed else 'FAIL'} {r.name}: {r.detail}" for r in results)
+    assert "broker_restart skipped" not in report
+    assert len(results) == 4, report
+    assert all(r.passed for r in results), report
+    screen = shown.getvalue()  # printed once, when the view was cancelled at the end of the run
+    assert "scenario broker-restart: finished" in screen
+    assert "step" in screen
+    assert "3 of 3: done" in screen
+    assert "4 passed, 0 failed, 0 pending" in screen
+
+
+# -- the live view's progress, rendered without a terminal --------------------------------------------
+
+
+def test_the_live_view_shows_the_step_and_the_verdicts_so_far() -> None:
+    fleet = Fleet(Topics("t-live"), BrokerAddress("127.0.0.1", 1), ["s-0101", "s-0102"])
+    progress = Progress(steps_total=5, checks_total=4, steps_done=2, step="1.5 s open vl-1 (s-0101) for 1 s")
+    progress.passed = ["crib_open raised for crib vl-1 (sensor s-0101, room vlinders)"]
+    progress.failed = ["no alarm raised for crib vl-2 (sensor s-0102, room vlinders)"]
+    view = LiveView(fleet, progress=progress, scenario="nap-time")
+    screen = io.StringIO()
+    console = RichConsole(file=screen, width=160)
+    assert not console.is_terminal
+    console.print(view.render())
+    text = screen.getvalue()
+    assert "\x1b[" not in text
+    assert "scenario nap-time: running" in text
+    assert "2 of 5: 1.5 s open vl-1 (s-0101) for 1 s" in text
+    assert "1 passed, 1 failed, 2 pending" in text
+    assert "FAIL" in text
+    assert "no alarm raised for crib vl-2" in text
+    assert "powered off" in text  # the sensors themselves, as without a scenario
+    progress.finished = True
+    screen.truncate(0)
+    console.print(view.render())
+    assert "scenario nap-time: finished" in screen.getvalue()
