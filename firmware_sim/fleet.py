@@ -129,7 +129,8 @@ class Fleet:
     ``async with Fleet(...) as fleet``; then ``fleet["s-0101"]``, ``for sensor in fleet``, ``len(fleet)``,
     ``"s-0101" in fleet``. If any sensor cannot connect, :meth:`start` stops the ones that did and raises
     the first error (a :class:`~firmware_sim.sensor.SensorConnectError` if the broker cannot be reached).
-    Once started, each sensor reconnects by itself when its connection is lost (until :meth:`stop`).
+    Once started, each sensor reconnects by itself when its connection is lost (until :meth:`stop`);
+    :meth:`start_each` also keeps the sensors that could not connect at start trying.
     """
 
     def __init__(
@@ -208,11 +209,16 @@ class Fleet:
             raise failures[0]
         log.debug("%d sensors started in %.3f s", len(self), time.perf_counter() - began)
 
-    async def start_each(self) -> dict[SensorState, list[str]]:
-        """Power up every sensor at once, whatever some of them meet: a sensor the broker refuses (bad credentials,
-        not authorized) stays ``refused``, one that cannot reach it stays off. Returns the sensor ids by state;
-        raises the first :class:`~firmware_sim.sensor.SensorConnectError` only if no sensor could connect and the
-        broker was not reached at all (nobody listens there)."""
+    async def start_each(self, *, wait_for_broker: bool = False) -> dict[SensorState, list[str]]:
+        """Power up every sensor at once, whatever some of them meet. A sensor that cannot connect stays powered
+        and keeps trying by itself, as the firmware does: ``connecting`` (a broker it cannot reach, retried with
+        the reconnect backoff) or ``refused`` (bad credentials, not authorized: retried every ``reconnect_max_s``
+        only). Returns the sensor ids by state.
+
+        Unless ``wait_for_broker``, a broker that nobody reached at all (no sensor connected, none refused: most
+        likely a wrong host or port) stops the fleet and raises the first
+        :class:`~firmware_sim.sensor.SensorConnectError`; with it the sensors go on trying until the broker
+        comes (or :meth:`stop`)."""
         results = await asyncio.gather(*(s.start() for s in self), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         for error in errors:
@@ -220,8 +226,13 @@ class Fleet:
                 await self.stop()
                 raise error
         refused = any(isinstance(e, SensorConnectError) and e.refused for e in errors)
-        if errors and len(errors) == len(self) and not refused:
+        if errors and len(errors) == len(self) and not refused and not wait_for_broker:
+            await self.stop()
             raise errors[0]
+        if errors:
+            log.info(
+                "%d of %d sensors could not connect at start and keep trying: %s", len(errors), len(self), errors[0]
+            )
         return self.states()
 
     def states(self) -> dict[SensorState, list[str]]:

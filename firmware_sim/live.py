@@ -31,6 +31,7 @@ from rich.table import Table
 
 from firmware_sim.console import CribRef
 from firmware_sim.fleet import Fleet
+from firmware_sim.scenario import Progress
 from gateway.mqtt.connection import BrokerAddress, new_client
 from gateway.protocol import AlarmEventPayload, ProtocolError, SensorChannel, Topics, decode
 
@@ -76,8 +77,12 @@ class LiveView:
         *,
         say: Callable[[str], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        progress: Progress | None = None,
+        scenario: str | None = None,
     ) -> None:
         self._fleet = fleet
+        self._progress = progress
+        self._scenario = scenario
         self._crib_of = {crib.sensor_id: crib.crib_id for crib in cribs if crib.sensor_id is not None}
         self._say = say
         self._wall_clock = wall_clock
@@ -128,8 +133,9 @@ class LiveView:
         for column in ("sensor", "crib", "connection", "latch", "battery", "last heartbeat"):
             table.add_column(column)
         for sensor in self._fleet:
-            connection = "connected" if sensor.connected else ("reconnecting" if sensor.powered else "powered off")
-            style = {"connected": "green", "reconnecting": "yellow"}.get(connection, "red")
+            # Powered but not connected: connecting (retrying with backoff) or refused (bad credentials).
+            connection = "connected" if sensor.connected else (sensor.state if sensor.powered else "powered off")
+            style = {"connected": "green", "connecting": "yellow"}.get(connection, "red")
             heard = self._heartbeats.get(sensor.sensor_id)
             table.add_row(
                 sensor.sensor_id,
@@ -157,8 +163,30 @@ class LiveView:
             table.add_row("-", "none yet", "", "", "", "", "")
         return table
 
+    def progress_table(self) -> Table | None:
+        """With ``sim run``: the step being played and the expectations passed and failed so far."""
+        progress = self._progress
+        if progress is None:
+            return None
+        verdict = "finished" if progress.finished else "running"
+        title = f"scenario {self._scenario or ''}: {verdict}".replace("  ", " ")
+        table = Table(title=title, title_justify="left", show_header=False)
+        table.add_column("what")
+        table.add_column("")
+        table.add_row("step", f"{progress.steps_done} of {progress.steps_total}: {progress.step}")
+        table.add_row(
+            "expectations",
+            f"[green]{len(progress.passed)} passed[/], [red]{len(progress.failed)} failed[/], "
+            f"{progress.pending} pending",
+        )
+        for name in progress.failed:
+            table.add_row("[red]FAIL[/]", name)
+        return table
+
     def render(self) -> Group:
-        return Group(self.sensor_table(), self.alarm_table())
+        tables = [self.sensor_table(), self.alarm_table()]
+        progress = self.progress_table()
+        return Group(*tables, *([progress] if progress is not None else []))
 
     # -- running -----------------------------------------------------------------------------------
 

@@ -403,9 +403,7 @@ def _join_any(workers: Sequence[Any], timeout_s: float) -> None:
         worker.join(max(0.0, end - time.monotonic()))
 
 
-def _wait_ready(
-    plan: LoadPlan, counters: Any, workers: Sequence[Any], stop: threading.Event | None
-) -> list[int]:
+def _wait_ready(plan: LoadPlan, counters: Any, workers: Sequence[Any], stop: threading.Event | None) -> list[int]:
     """Each connection's ready field, once every one is connected and announced (1) or has failed (-1)."""
     while True:
         ready = [counters[i * _FIELDS + _READY] for i in range(plan.total_connections)]
@@ -416,11 +414,7 @@ def _wait_ready(
 
 def ok(plan: LoadPlan, report: LoadReport) -> bool:
     """Every connection made, no publish error, and the achieved rate within :data:`RATE_TOLERANCE`."""
-    return (
-        report.failed_connections == 0
-        and report.errors == 0
-        and report.rate >= plan.rate * (1 - RATE_TOLERANCE)
-    )
+    return report.failed_connections == 0 and report.errors == 0 and report.rate >= plan.rate * (1 - RATE_TOLERANCE)
 
 
 # -- command line --------------------------------------------------------------------------------------

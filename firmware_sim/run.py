@@ -1,10 +1,12 @@
-"""``cribwatch sim run SCENARIO --config SITE.toml [--check] [--junit FILE] [--credentials FILE]``.
+"""``cribwatch sim run SCENARIO --config SITE.toml [--check] [--junit FILE] [--credentials FILE] [--live]``.
 
-Plays a scenario file (:mod:`firmware_sim.scenario`) with every wireless sensor of the site, each with its own
-MQTT account if ``--credentials`` gives one; with ``--check`` it watches the gateway's alarms and crib states and
-prints a pass/fail line per expectation (:mod:`firmware_sim.check`), and ``--junit FILE`` writes them as JUnit
-XML. Exit status: 0 when every expectation passed (or without ``--check``), 1 when one failed or the broker
-cannot be reached, 2 for a bad scenario, site file, credentials file or arguments.
+Plays a scenario file (:mod:`firmware_sim.scenario`) with every wireless sensor of the site, each with its own MQTT
+account if ``--credentials`` gives one; with ``--check`` it watches the gateway's alarms and crib states and prints
+a pass/fail line per expectation (:mod:`firmware_sim.check`), and ``--junit FILE`` writes them as JUnit XML;
+``--live`` shows the sensors, the alarms and the scenario's progress (the step being played, the expectations passed
+and failed so far) as :class:`firmware_sim.live.LiveView` does. Exit status: 0 when every expectation passed (or
+without ``--check``), 1 when one failed or the broker cannot be reached, 2 for a bad scenario, site file,
+credentials file or arguments.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import sys
 from typing import TextIO
 
 from firmware_sim.check import print_report, run_scenario, write_junit
 from firmware_sim.cli import EXIT_CANNOT_CONNECT, EXIT_INTERRUPTED, EXIT_USAGE, PROG, UsageError, choose_interval
-from firmware_sim.fleet import Credentials, CredentialsError, broker_from_settings, load_credentials
-from firmware_sim.scenario import ScenarioError, load_scenario, resolve
+from firmware_sim.console import cribs_from_settings
+from firmware_sim.fleet import Credentials, CredentialsError, Fleet, broker_from_settings, load_credentials
+from firmware_sim.scenario import Progress, ScenarioError, load_scenario, resolve
 from firmware_sim.sensor import SensorConnectError
 from gateway.settings import ConfigError, load_settings
 
@@ -54,6 +58,20 @@ def run_from_args(args: argparse.Namespace, out: TextIO | None = None, err: Text
     broker = broker_from_settings(settings)
     broker = dataclasses.replace(broker, host=args.host or broker.host, port=args.port or broker.port)
     interval = choose_interval(args.interval, settings.alarms.heartbeat_interval_s, err)
+    live = None
+    if getattr(args, "live", False):
+        cribs = cribs_from_settings(settings)
+        view_broker = credentials.for_watcher(broker)
+
+        async def live(fleet: Fleet, progress: Progress) -> None:
+            from rich.console import Console as RichConsole  # noqa: PLC0415 - with --live only
+
+            from firmware_sim.live import LiveView  # noqa: PLC0415
+
+            say = functools.partial(print, file=out, flush=True)
+            view = LiveView(fleet, cribs, say=say, progress=progress, scenario=resolved.name)
+            await view.run(view_broker, RichConsole(file=out))
+
     try:
         results, took = asyncio.run(
             run_scenario(
@@ -64,6 +82,7 @@ def run_from_args(args: argparse.Namespace, out: TextIO | None = None, err: Text
                 credentials=credentials,
                 interval_s=interval,
                 check=args.check,
+                live=live,
             )
         )
     except SensorConnectError as exc:

@@ -53,9 +53,11 @@ from gateway.settings import Settings
 
 __all__ = [
     "Expectation",
+    "Progress",
     "ResolvedScenario",
     "Scenario",
     "ScenarioError",
+    "StatsExpect",
     "Step",
     "execute",
     "load_scenario",
@@ -174,7 +176,6 @@ class OpenStep(_Targeted):
     for_: DurationField | None = Field(default=None, alias="for")
 
 
-
 class CloseStep(_Targeted):
     action: Literal["close"]
 
@@ -246,7 +247,6 @@ class BrokerRestartStep(_Model):
     at: DurationField
 
 
-
 Step = Annotated[
     OpenStep
     | CloseStep
@@ -290,14 +290,12 @@ class AlarmExpect(_Expect):
     within: DurationField
 
 
-
 class NoAlarmExpect(_Expect):
     """No alarm raised for the crib from ``after`` to the end of the scenario (of kind ``alarm`` if given)."""
 
     kind: Literal["no_alarm"]
     alarm: Kind | None = None
     after: DurationField = 0.0
-
 
 
 class StateExpect(_Expect):
@@ -309,14 +307,43 @@ class StateExpect(_Expect):
     sensor_online: bool | None = None
 
 
-Expectation = Annotated[AlarmExpect | NoAlarmExpect | StateExpect, Field(discriminator="kind")]
+STATS_COUNTERS = ("rejected", "ignored", "refused", "resynced")
+
+
+class StatsExpect(_Model):
+    """A counter of the gateway's ``gateway/stats`` that grew during the run by at least ``at_least`` (and at
+    most ``at_most``, if given): ``rejected`` / ``ignored`` by ``reason`` (site-wide), ``refused`` / ``resynced``
+    for the sensor of one target (``crib``, ``sensor`` or ``room``, as for steps)."""
+
+    kind: Literal["stats"]
+    counter: Literal["rejected", "ignored", "refused", "resynced"]
+    reason: str | None = Field(default=None, min_length=1)
+    crib: str | None = None
+    sensor: str | None = None
+    room: str | None = None
+    at_least: int = Field(default=1, ge=0)
+    at_most: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _key(self) -> StatsExpect:
+        given = [k for k in ("crib", "sensor", "room") if getattr(self, k) is not None]
+        if self.counter in ("rejected", "ignored"):
+            if self.reason is None or given:
+                raise ValueError(f"counter {self.counter!r} needs a reason (e.g. bad_json, duplicate) and no target")
+        elif self.reason is not None or len(given) != 1:
+            raise ValueError(f"counter {self.counter!r} is per sensor: give exactly one of crib, sensor, room")
+        if self.at_most is not None and self.at_most < self.at_least:
+            raise ValueError(f"at_most ({self.at_most}) is below at_least ({self.at_least})")
+        return self
+
+
+Expectation = Annotated[AlarmExpect | NoAlarmExpect | StateExpect | StatsExpect, Field(discriminator="kind")]
 
 
 class ScenarioHeader(_Model):
     name: str = Field(min_length=1, max_length=100)
     description: str = ""
     settle: DurationField = DEFAULT_SETTLE_S
-
 
 
 class Scenario(_Model):
@@ -434,6 +461,7 @@ _TAGS = frozenset(
         "alarm",
         "no_alarm",
         "state",
+        "stats",
     }
 )
 
@@ -476,7 +504,7 @@ class CheckItem:
     """One expectation for one crib, its times in seconds from the start."""
 
     expect: Any
-    crib: CribRef
+    crib: CribRef | None  # None: a site-wide ``stats`` expectation
     after_s: float
     within_s: float | None
     line: int
@@ -494,6 +522,9 @@ class ResolvedScenario:
     checks: list[CheckItem]
     settle_s: float
     wired_skipped: list[str] = field(default_factory=list)
+    stats_wait_s: float = 0.0
+    """How long past the settle time a ``stats`` expectation may wait for the gateway's next stats (two of its
+    ``stats_interval_s`` and a second)."""
 
     @property
     def steps_end_s(self) -> float:
@@ -512,9 +543,7 @@ def _site_cribs(settings: Settings) -> tuple[dict[str, CribRef], list[str]]:
     return wireless, wired
 
 
-def _targets(
-    item: Any, cribs: dict[str, CribRef], wired: list[str], skipped: list[str]
-) -> tuple[CribRef, ...]:
+def _targets(item: Any, cribs: dict[str, CribRef], wired: list[str], skipped: list[str]) -> tuple[CribRef, ...]:
     if item.crib is not None:
         if item.crib == ALL_CRIBS:
             skipped.extend(c for c in wired if c not in skipped)
@@ -558,6 +587,11 @@ def resolve(scenario: Scenario, settings: Settings, text: str = "", source: str 
     for i, expect in enumerate(scenario.expect):
         line = lines.block("expect", i)[0]
         try:
+            if isinstance(expect, StatsExpect):
+                has_target = any(getattr(expect, k) is not None for k in ("crib", "sensor", "room"))
+                for one in _targets(expect, cribs, wired, skipped) if has_target else (None,):
+                    checks.append(CheckItem(expect, one, 0.0, None, line))
+                continue
             for crib in _targets(expect, cribs, wired, skipped):
                 after = 0.0 if isinstance(expect, StateExpect) else seconds(expect.after, site, crib.grace)
                 within = seconds(expect.within, site, crib.grace) if isinstance(expect, AlarmExpect) else None
@@ -568,10 +602,30 @@ def resolve(scenario: Scenario, settings: Settings, text: str = "", source: str 
         settle = seconds(scenario.scenario.settle, site, None)
     except ValueError as exc:
         raise ScenarioError(source, lines.line_of(["scenario", "settle"]), f"scenario.settle: {exc}") from None
-    return ResolvedScenario(scenario.scenario.name, scenario.scenario.description, steps, checks, settle, skipped)
+    stats_wait = 2 * settings.mqtt.stats_interval_s + 1.0
+    return ResolvedScenario(
+        scenario.scenario.name, scenario.scenario.description, steps, checks, settle, skipped, stats_wait
+    )
 
 
 # -- playing it -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Progress:
+    """How far a run is, for the live view: the step being played and the expectations decided so far."""
+
+    steps_total: int
+    checks_total: int
+    steps_done: int = 0
+    step: str = "starting the sensors"
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    finished: bool = False
+
+    @property
+    def pending(self) -> int:
+        return self.checks_total - len(self.passed) - len(self.failed)
 
 
 def describe(step: TimedStep) -> str:
@@ -644,13 +698,19 @@ async def execute(
     start: float,
     out: TextIO,
     restart_broker: BrokerRestart | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Play the steps on ``fleet``, each at ``start`` (:func:`time.monotonic`) + its ``at``; a line per step on
-    ``out``. A step a sensor cannot do (it is off, hung, refused) is reported and the scenario goes on."""
+    ``out`` (and in ``progress``). A step a sensor cannot do (it is off, hung, refused) is reported and the
+    scenario goes on."""
     closes: list[asyncio.Task[None]] = []
 
     def say(at: float, text: str) -> None:
         print(f"  {at:6.1f} s  {text}", file=out, flush=True)
+
+    def playing(index: int, text: str) -> None:
+        if progress is not None:
+            progress.steps_done, progress.step = index, text
 
     async def one(step: TimedStep, target: CribRef) -> None:
         try:
@@ -667,23 +727,24 @@ async def execute(
             say(time.monotonic() - start, f"close {target.crib}: not done: {exc}")
 
     try:
-        for step in scenario.steps:
+        for index, step in enumerate(scenario.steps, start=1):
             await asyncio.sleep(max(0.0, start + step.at_s - time.monotonic()))
             if isinstance(step.step, BrokerRestartStep):
+                playing(index, f"{step.at_s:.1f} s broker_restart")
                 if restart_broker is None:
                     say(step.at_s, "broker_restart skipped: this run does not manage the broker (it is the site's)")
                 else:
                     say(step.at_s, "broker_restart")
                     await restart_broker()
                 continue
+            playing(index, f"{step.at_s:.1f} s {describe(step)}")
             say(step.at_s, describe(step))
             await asyncio.gather(*(one(step, t) for t in step.targets))
             if step.for_s is not None:
-                closes.extend(
-                    asyncio.create_task(close_later(step, t, step.at_s + step.for_s)) for t in step.targets
-                )
+                closes.extend(asyncio.create_task(close_later(step, t, step.at_s + step.for_s)) for t in step.targets)
         if closes:
             await asyncio.gather(*closes)
+        playing(len(scenario.steps), "every step played; watching what the gateway does")
     finally:
         for task in closes:
             task.cancel()

@@ -24,6 +24,10 @@ What the firmware does, and so what :class:`SimulatedSensor` does:
   id with another client (two simulators running the same sensor; real firmware cannot be duplicated): the
   sensor logs a warning and waits ``reconnect_max_s`` (with jitter) before each attempt, so the two do not
   fight for ever.
+* Powered on while the broker cannot be reached (nobody listens yet, the network is not up), the first
+  connect fails and the sensor keeps trying for ever with the same backoff (state ``connecting``). A broker
+  that answers and refuses the sensor's credentials (state ``refused``) is tried again every
+  ``reconnect_max_s`` (with jitter) only: wrong credentials are not fixed by hammering the broker.
 * A clean shutdown publishes ``offline`` itself before its DISCONNECT (which suppresses the will).
 
 Only the connection handling here touches aiomqtt (through :mod:`gateway.mqtt.connection`).
@@ -296,13 +300,13 @@ class SimulatedSensor:
     @property
     def state(self) -> SensorState:
         """``online``, ``connecting``, ``refused``, ``hung`` or ``off`` (see :data:`SensorState`)."""
+        if not self._powered:
+            return "off"
         if self._hung and self.connected:
             return "hung"
         if self._announced.is_set() and self.connected:
             return "online"
-        if self._refused:
-            return "refused"
-        return "connecting" if self._powered else "off"
+        return "refused" if self._refused else "connecting"
 
     @property
     def hung(self) -> bool:
@@ -355,7 +359,9 @@ class SimulatedSensor:
 
         From then on until :meth:`power_off` or :meth:`stop` the sensor reconnects by itself whenever its
         connection is lost. Raises :class:`SensorError` if already powered, :class:`SensorConnectError` if the
-        broker cannot be reached (the sensor then stays powered off).
+        first attempt failed: the sensor is powered all the same and keeps trying by itself, as the firmware does
+        (state ``connecting``, with the reconnect backoff; ``refused`` if the broker refused its credentials,
+        then every ``reconnect_max_s``), until it connects or :meth:`stop` / :meth:`power_off`.
         """
         async with self._lock:
             if self._powered:
@@ -366,15 +372,22 @@ class SimulatedSensor:
             self._boot = boot
             self._seq = dict.fromkeys(self._seq, 0)
             self._powered_at = time.monotonic()
+            failed: SensorConnectError | None = None
             try:
                 await self._connect()
+            except SensorConnectError as exc:
+                failed = exc  # powered all the same: the firmware keeps trying (below)
             except BaseException:
                 self._boot, self._seq, self._powered_at = previous
                 raise
             self._powered = True
             self._ever_powered = True
-            self._keeper = asyncio.create_task(self._keep_connected(), name=f"{self.client_id}-keeper")
+            first_delay = self._retry_delay(failed)
+            self._keeper = asyncio.create_task(self._keep_connected(first_delay), name=f"{self.client_id}-keeper")
             self._keeper.add_done_callback(self._keeper_done)
+        if failed is not None:
+            log.info("%s: %s; keeps trying (%s)", self._sensor_id, failed, self.state)
+            raise failed
 
     async def power_off(self) -> None:
         """Lose power: the TCP connection is cut without DISCONNECT, so the broker publishes the last will.
@@ -428,7 +441,11 @@ class SimulatedSensor:
             await self._disconnect(clean=True)
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        try:
+            await self.start()
+        except SensorConnectError:
+            await self.stop()  # no block runs, so no __aexit__: end the retrying here
+            raise
         return self
 
     async def __aexit__(
@@ -638,14 +655,20 @@ class SimulatedSensor:
             if conn.heartbeat is not None:
                 conn.heartbeat.cancel()
 
-    async def _keep_connected(self) -> None:
+    def _retry_delay(self, failed: SensorConnectError | None) -> float:
+        """The delay before the first retry after a connect that ``failed`` (None: it did not fail): the
+        minimum, or ``reconnect_max_s`` for a broker that refused the sensor (no hammering it)."""
+        return self._reconnect_max_s if failed is not None and failed.refused else self._reconnect_min_s
+
+    async def _keep_connected(self, delay: float) -> None:
         """While powered: notice a connection that ended on its own, and reconnect with backoff.
+
+        Also runs after a first connect that failed (no connection yet): it then starts trying after ``delay``.
 
         Runs from a successful power-up until :meth:`power_off` / :meth:`stop`, which cancel it while they
         hold the lock (so never in the middle of a connect). A connection that :meth:`network_blip` replaced
         is simply watched in turn.
         """
-        delay = self._reconnect_min_s
         short_losses = 0
         while True:
             watched = self._conn
@@ -676,11 +699,13 @@ class SimulatedSensor:
                         )
                     else:
                         log.info("%s: connection lost after %.1f s; reconnecting", self._sensor_id, lasted)
-            delay = await self._reconnect(delay)
+            delay = await self._reconnect(delay, counted=watched is not None)
 
-    async def _reconnect(self, delay: float) -> float:
+    async def _reconnect(self, delay: float, *, counted: bool = True) -> float:
         """Try to connect again, waiting a jittered ``delay`` before each attempt and doubling it after each
-        (up to ``reconnect_max_s``), until connected. Returns the delay for the next time."""
+        (up to ``reconnect_max_s``; always that after a refusal: wrong credentials do not heal by hammering),
+        until connected. ``counted``: a success counts in :attr:`reconnects` (not so the first connection of a
+        power-up whose first attempt failed). Returns the delay for the next time."""
         while True:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self._reconnect_max_s)
@@ -689,9 +714,10 @@ class SimulatedSensor:
                     return delay  # network_blip got there first, or power_off / stop did
                 await self._disconnect(clean=False)  # release the dead connection, if any
                 try:
-                    await self._connect(reconnect=True)
+                    await self._connect(reconnect=counted)
                 except SensorConnectError as exc:
                     log.debug("%s: reconnect failed: %s", self._sensor_id, exc.reason)
+                    delay = self._retry_delay(exc) if exc.refused else delay
                     continue
             log.info("%s: reconnected (boot %d)", self._sensor_id, self._boot)
             return delay
