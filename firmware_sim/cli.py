@@ -29,6 +29,7 @@ from firmware_sim.fleet import (
     load_credentials,
     wireless_sensor_ids,
 )
+from firmware_sim.pins import PinDriver
 from firmware_sim.sensor import SensorConnectError
 from gateway.domain.vocab import is_identifier
 from gateway.mqtt.connection import BrokerAddress
@@ -59,8 +60,8 @@ EXIT_INTERRUPTED = 130
 DESCRIPTION = "Simulated wireless crib-latch sensors, each with its own MQTT connection, as the firmware behaves."
 EPILOG = (
     "Commands (from --script, separated by ';', or typed at stdin; `help` lists them): open/close SENSOR, "
-    "battery SENSOR PCT, heartbeat SENSOR, kill SENSOR, poweron SENSOR, reboot SENSOR, blip SENSOR [SECONDS], "
-    "shutdown SENSOR, sleep SECONDS, status, help, quit. "
+    "bounce SENSOR [TIMES], battery SENSOR PCT, heartbeat SENSOR, kill SENSOR, poweron SENSOR, reboot SENSOR, "
+    "blip SENSOR [SECONDS], shutdown SENSOR, sleep SECONDS, status, help, quit. "
     f"Broker credentials come from {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD}."
 )
 
@@ -82,6 +83,8 @@ class Plan:
     cribs: tuple[CribRef, ...] = ()
     """Every crib of the site file (``--config``): commands may name a crib instead of its sensor."""
     live: bool = False
+    demo: bool = False
+    """The site file says ``[site] demo = true``: wired cribs are driven by pin commands (``--simulate-pins``)."""
 
 
 def _positive_float(text: str) -> float:
@@ -218,7 +221,9 @@ def plan_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = Non
         )
         topics = Topics(settings.site.id, base_topic or settings.mqtt.base_topic)
         site_interval: float | None = settings.alarms.heartbeat_interval_s
+        demo = settings.site.demo
     else:
+        demo = False
         site_interval = None
         if args.sensors is not None:
             if args.site is None:
@@ -253,6 +258,7 @@ def plan_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = Non
         _credentials(getattr(args, "credentials", None)),
         cribs=cribs,
         live=getattr(args, "live", False),
+        demo=demo,
     )
 
 
@@ -291,8 +297,10 @@ def _env_port(env: Mapping[str, str]) -> int:
 async def simulate(plan: Plan) -> int:
     """Start the fleet, run the commands, stop the fleet cleanly. The exit status."""
     fleet = Fleet(plan.topics, plan.broker, plan.sensor_ids, credentials=plan.credentials, interval_s=plan.interval_s)
+    wired = any(crib.gpio_pin is not None for crib in plan.cribs)
+    pins = PinDriver(plan.topics, plan.broker) if plan.demo and wired else None
     # Looked up at each write: a prompt or a live view redirects stdout to print above itself.
-    console = Console(fleet, lambda: sys.stdout, lambda: sys.stderr, cribs=plan.cribs)
+    console = Console(fleet, lambda: sys.stdout, lambda: sys.stderr, cribs=plan.cribs, pins=pins)
     where = f"{plan.broker.host}:{plan.broker.port}"
     try:
         await fleet.start_each()
@@ -306,12 +314,19 @@ async def simulate(plan: Plan) -> int:
                 f"(heartbeat every {plan.interval_s:g} s)"
                 + ("" if plan.script is not None else "; type `help` for the commands")
             )
+            if pins is not None:
+                wired_cribs = ", ".join(f"{c.crib_id} (pin {c.gpio_pin})" for c in plan.cribs if c.gpio_pin is not None)
+                console.say(
+                    f"demo site: wired cribs {wired_cribs} move by pin commands to a gateway run with --simulate-pins"
+                )
             with _input_lines(plan) as lines:
                 quit_ = await console.run(lines)
             if not quit_:
                 console.say(f"end of input: stopping {len(fleet)} sensors")
     finally:
         await fleet.stop()
+        if pins is not None:
+            await pins.close()
     console.say("stopped")
     return EXIT_OK
 

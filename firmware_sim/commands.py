@@ -17,6 +17,7 @@ from gateway.domain.vocab import is_identifier
 
 __all__ = [
     "HELP",
+    "Bounce",
     "CloseLatch",
     "Command",
     "CommandError",
@@ -51,6 +52,15 @@ class OpenLatch:
 @dataclass(frozen=True, slots=True)
 class CloseLatch:
     sensor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bounce:
+    """A bad contact: ``times`` quick open/close blips within ``within_ms``, ending closed."""
+
+    sensor: str
+    times: int = 5
+    within_ms: float = 200.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +124,9 @@ class Quit:
     pass
 
 
-SensorCommand = OpenLatch | CloseLatch | SetBattery | Heartbeat | PowerOff | PowerOn | Reboot | NetworkBlip | Shutdown
+SensorCommand = (
+    OpenLatch | CloseLatch | Bounce | SetBattery | Heartbeat | PowerOff | PowerOn | Reboot | NetworkBlip | Shutdown
+)
 """A command for one sensor (it has a ``sensor`` attribute)."""
 Command = SensorCommand | Sleep | Status | Help | Quit
 
@@ -165,6 +177,22 @@ def _battery(verb: str, args: Sequence[str]) -> SetBattery:
     return SetBattery(sensor, pct)
 
 
+MAX_BOUNCES = 100
+
+
+def _bounce(verb: str, args: Sequence[str]) -> Bounce:
+    sensor = _sensor(verb, args, "bounce SENSOR [TIMES]", optional=1)
+    if len(args) == 1:
+        return Bounce(sensor)
+    try:
+        times = int(args[1])
+    except ValueError:
+        raise CommandError(f"{verb}: {args[1]!r} is not a whole number of blips") from None
+    if not 1 <= times <= MAX_BOUNCES:
+        raise CommandError(f"{verb}: the number of blips must be within 1..{MAX_BOUNCES}, got {times}")
+    return Bounce(sensor, times)
+
+
 def _blip(verb: str, args: Sequence[str]) -> NetworkBlip:
     sensor = _sensor(verb, args, "blip SENSOR [SECONDS]", optional=1)
     return NetworkBlip(sensor, _seconds(verb, args[1]) if len(args) > 1 else 0.0)
@@ -194,6 +222,12 @@ def _per_sensor(kind: Callable[[str], Command], usage: str) -> Callable[[str, Se
 VERBS: tuple[_Verb, ...] = (
     _Verb(("open",), "open SENSOR", "the latch opens", _per_sensor(OpenLatch, "open SENSOR")),
     _Verb(("close",), "close SENSOR", "the latch closes", _per_sensor(CloseLatch, "close SENSOR")),
+    _Verb(
+        ("bounce",),
+        "bounce SENSOR [TIMES]",
+        "a bad contact: TIMES (5) open/close blips within 200 ms, ending closed",
+        _bounce,
+    ),
     _Verb(("battery",), "battery SENSOR PERCENT", "battery level; a heartbeat goes out at once", _battery),
     _Verb(("heartbeat", "hb"), "heartbeat SENSOR", "a heartbeat now", _per_sensor(Heartbeat, "heartbeat SENSOR")),
     _Verb(

@@ -3,8 +3,11 @@
 Used by ``cribwatch sim`` for ``--script`` and for a technician typing at a prompt or at stdin. Any input
 line may hold several commands separated by ``;``. A command names a sensor by its sensor id or, when the
 fleet comes from a site file, by its crib id (:class:`CribRef`). A command that cannot be parsed, names an
-unknown sensor or crib, names a wired crib (driven by the gateway's pins, not by a sensor) or cannot be
-done right now prints an error and the console goes on.
+unknown sensor or crib, or cannot be done right now prints an error and the console goes on.
+
+A wired crib has no sensor: its reed switch is on the gateway's GPIO pin. With a :class:`PinDriver` (a site file
+in demo mode), ``open``, ``close`` and ``bounce`` of a wired crib publish pin commands that a gateway in
+simulation mode (``--simulate-pins``) carries out on its mock pin; without one, they print how to get there.
 
 :meth:`Console.watch_connections` prints each sensor's connection as it is lost and comes back (the
 broker went away, the network dropped it), so a technician sees it at once.
@@ -24,8 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
+import aiomqtt
+
 from firmware_sim.commands import (
     HELP,
+    Bounce,
     CloseLatch,
     Command,
     CommandError,
@@ -46,7 +52,9 @@ from firmware_sim.commands import (
     split_script,
 )
 from firmware_sim.fleet import Fleet
+from firmware_sim.pins import PinDriver
 from firmware_sim.sensor import SensorError, SimulatedSensor
+from gateway.protocol import PinLevel
 from gateway.settings import Settings
 
 __all__ = [
@@ -83,12 +91,20 @@ def cribs_from_settings(settings: Settings) -> tuple[CribRef, ...]:
     return tuple(CribRef(crib.id, room.id, crib.sensor_id, crib.gpio_pin) for room, crib in settings.cribs())
 
 
+SIMULATION_HOWTO = (
+    "on a test bench, set [site] demo = true in the site file (never on a site with children) and run the "
+    "gateway with --simulate-pins: then open, close and bounce drive its pin from here"
+)
+"""How a technician gets wired cribs that the console can open and close."""
+WIRED_VERBS = (OpenLatch, CloseLatch, Bounce)
+"""What a wired crib's reed switch can do; the other commands are a wireless sensor's."""
+
+
 def wired_crib_message(crib: CribRef) -> str:
-    """What the console says when a command names a wired crib."""
+    """What the console says when a command names a wired crib it cannot drive (no demo site: no pin commands)."""
     return (
         f"crib {crib.crib_id!r} (room {crib.room_id}) is wired to the gateway's GPIO pin {crib.gpio_pin}: "
-        "it has no wireless sensor to simulate; open and close its reed switch at the crib, or run the "
-        "gateway with GPIOZERO_PIN_FACTORY=mock on a test bench"
+        f"it has no wireless sensor to simulate; open and close its reed switch at the crib, or, {SIMULATION_HOWTO}"
     )
 
 
@@ -112,8 +128,11 @@ class Console:
         *,
         wall_clock: Callable[[], float] = time.time,
         cribs: Sequence[CribRef] = (),
+        pins: PinDriver | None = None,
     ) -> None:
         self._fleet = fleet
+        self._pins = pins
+        """Pin commands for the wired cribs (a demo site's gateway in simulation mode); None: not offered."""
         self._out = out
         self._err = err if err is not None else out
         self._wall_clock = wall_clock
@@ -186,6 +205,10 @@ class Console:
         return self._fleet[crib.sensor_id]
 
     async def _sensor_command(self, command: SensorCommand) -> None:
+        crib = self._cribs.get(command.sensor)
+        if command.sensor not in self._fleet and crib is not None and crib.gpio_pin is not None:
+            await self._wired_command(command, crib, crib.gpio_pin)
+            return
         sensor = self.resolve(command.sensor)
         if sensor is None:
             return
@@ -204,6 +227,14 @@ class Console:
                 case OpenLatch() | CloseLatch():
                     sent = await (sensor.open() if isinstance(command, OpenLatch) else sensor.close_latch())
                     self.say(f"{sensor_id} latch {sensor.latch.value} (boot {sent.boot}, seq {sent.seq})")
+                case Bounce(_, times, within_ms):
+                    pause = within_ms / 1000.0 / (2 * times)
+                    for _ in range(times):
+                        await sensor.open()
+                        await asyncio.sleep(pause)
+                        await sensor.close_latch()
+                        await asyncio.sleep(pause)
+                    self.say(f"{sensor_id} bounced {times} times within {within_ms:g} ms, latch {sensor.latch.value}")
                 case SetBattery(_, pct):
                     await sensor.set_battery(pct)
                     self.say(f"{sensor_id} battery {pct} % (heartbeat sent)")
@@ -231,11 +262,42 @@ class Console:
                     self.say(f"{sensor_id} shut down cleanly (offline sent)")
         except SensorError as exc:
             kept = ""
-            if isinstance(command, OpenLatch | CloseLatch | SetBattery):
+            if isinstance(command, OpenLatch | CloseLatch | Bounce | SetBattery):
                 kept = " (the new value is kept and sent when the sensor connects again)"
             self.error(f"{exc}{kept}")
         except ValueError as exc:
             self.error(f"{sensor_id}: {exc}")
+
+    async def _wired_command(self, command: SensorCommand, crib: CribRef, pin: int) -> None:
+        """open, close or bounce of a wired crib: pin commands to the gateway's mock pin (simulation mode)."""
+        if self._pins is None:
+            self.error(wired_crib_message(crib))
+            return
+        if not isinstance(command, WIRED_VERBS):
+            self.error(
+                f"crib {crib.crib_id!r} is wired to the gateway's GPIO pin {pin}: only open, close and bounce "
+                "apply to it (it has no sensor, battery or radio)"
+            )
+            return
+        name = f"crib {crib.crib_id} (GPIO pin {pin})"
+        try:
+            match command:
+                case OpenLatch():
+                    await self._pins.drive(pin, PinLevel.HIGH)
+                    self.say(f"{name} latch open: pin command `high` sent (a gateway with --simulate-pins moves it)")
+                case CloseLatch():
+                    await self._pins.drive(pin, PinLevel.LOW)
+                    self.say(f"{name} latch closed: pin command `low` sent (a gateway with --simulate-pins moves it)")
+                case Bounce(_, times, within_ms):
+                    pause = within_ms / 1000.0 / (2 * times)
+                    for _ in range(times):
+                        await self._pins.drive(pin, PinLevel.HIGH)
+                        await asyncio.sleep(pause)
+                        await self._pins.drive(pin, PinLevel.LOW)
+                        await asyncio.sleep(pause)
+                    self.say(f"{name} bounced {times} times within {within_ms:g} ms, ending closed (pin commands sent)")
+        except aiomqtt.MqttError as exc:
+            self.error(f"{name}: the pin command could not be published ({exc}); is the broker up?")
 
     def _known(self) -> str:
         known = _listed(self._fleet.sensor_ids, "sensors")

@@ -36,6 +36,7 @@ from gateway.domain.events import (
 from gateway.domain.monitor import FAULT_RETRY_S, CribMonitor
 from gateway.domain.stats import IngestStats
 from gateway.gpio.latches import GpioLatchInputs
+from gateway.gpio.simulated import NEEDS_DEMO, SimulatedPins, SimulationRefusedError
 from gateway.mqtt.connection import broker_address
 from gateway.mqtt.link import MqttLink
 from gateway.protocol import CRIB_STATE, GATEWAY_STATS, GatewayStatsPayload, StoreHealthPayload, Topics, encode
@@ -75,7 +76,14 @@ class Gateway:
         clock: Clock | None = None,
         pin_factory: Any = None,
         extra_channels: Sequence[EventSink] = (),
+        simulate_pins: bool = False,
     ) -> None:
+        """``simulate_pins``: simulation mode (demo sites only, else :class:`SimulationRefusedError`): every pin is a
+        mock pin (:class:`SimulatedPins`, ``self.sim_pins``) and the wired cribs move by pin commands over MQTT."""
+        if simulate_pins and not settings.site.demo:
+            raise SimulationRefusedError(NEEDS_DEMO)
+        if simulate_pins and pin_factory is not None:
+            raise ValueError("simulate_pins brings its own mock pin factory: give no pin_factory")
         self.settings = settings
         self.clock = clock or SystemClock()
         self.stats = IngestStats()
@@ -100,6 +108,11 @@ class Gateway:
         self._timers_changed = asyncio.Event()
         self._armed_deadline: float | None = None
         self._unpinned_seen = 0
+        self.sim_pins: SimulatedPins | None = None
+        if simulate_pins:
+            wired_pins = [crib.gpio_pin for _, crib in settings.cribs() if crib.gpio_pin is not None]
+            self.sim_pins = SimulatedPins(wired_pins, self.stats)
+            pin_factory = self.sim_pins.factory
         self._pin_factory = pin_factory
         self._extra_channels = list(extra_channels)
         self.mqtt = MqttLink(
@@ -117,6 +130,7 @@ class Gateway:
             on_connected=self._connected,
             on_delivered=self._delivered,
             monotonic=self.clock.monotonic,
+            on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
         )
         for row in record.outbox:  # alarm events of earlier runs that never reached the broker: first out, in order
             self.mqtt.offline_buffer.put(Outgoing(row.topic, row.payload, row.qos, row.retain, key=row.key))
@@ -312,6 +326,13 @@ class Gateway:
                 tg.create_task(self._stats_loop(), name="stats")
                 tg.create_task(self._prune_loop(), name="store-pruning")
                 self.ready.set()
+                if self.sim_pins is not None:
+                    log.warning(
+                        "SIMULATION MODE: every GPIO pin is a mock pin; wired cribs (pins %s) move by pin commands "
+                        "on %s (payload high = open, low = closed)",
+                        ", ".join(str(pin) for pin in sorted(self.sim_pins.wired)) or "none",
+                        self.topics.sim_pin_filter,
+                    )
                 log.info(
                     "gateway for %s running: %d cribs (%d wired), broker %s:%s",
                     self.settings.site.id,

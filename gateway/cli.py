@@ -85,6 +85,11 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if settings is None:
         return 2
+    if args.simulate_pins and not settings.site.demo:
+        from gateway.gpio.simulated import NEEDS_DEMO  # noqa: PLC0415 - keep the command line light
+
+        print(f"cannot start: {NEEDS_DEMO}.", file=sys.stderr)
+        return 2
     if settings.site.demo:
         logging.getLogger("cribwatch").warning("DEMO MODE: anonymous broker allowed; not for a site with children")
     from gateway.app import Gateway  # noqa: PLC0415 - keep `check-config` light
@@ -95,7 +100,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        gateway = Gateway(settings)
+        gateway = Gateway(settings, simulate_pins=args.simulate_pins)
         gc.freeze()  # what start-up built lives for the whole run: keep it out of the collector's scans
         with contextlib.suppress(asyncio.CancelledError):
             await gateway.run()
@@ -271,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_log_level,
         default=os.environ.get("CRIBWATCH_LOG_LEVEL", "info"),
         help="debug, info, warning or error (default: env CRIBWATCH_LOG_LEVEL, else info)",
+    )
+    p.add_argument(
+        "--simulate-pins",
+        action="store_true",
+        help="test bench, demo sites only ([site] demo = true): every GPIO pin is a mock pin, and the wired cribs "
+        "open and close by pin commands over MQTT (`cribwatch sim --config SITE`: open/close CRIB)",
     )
     p.set_defaults(func=cmd_gateway)
 

@@ -114,7 +114,8 @@ class SiteConfig(_Model):
     label: Label = Field(description="Shown to staff, e.g. 'KDV Kids-F'.")
     demo: bool = Field(
         default=False,
-        description="Demo mode: allows an anonymous broker connection. Never on a site with children.",
+        description="Demo mode: allows an anonymous broker connection and `gateway --simulate-pins` (wired cribs "
+        "moved over MQTT). Never on a site with children.",
     )
 
 

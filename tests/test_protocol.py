@@ -62,6 +62,7 @@ TOPIC_TABLE: dict[str, tuple[str, typing.Callable[[Topics], str]]] = {
     "<base>/<site>/gateway/availability": ("GATEWAY_AVAILABILITY", lambda t: t.gateway_availability),
     "<base>/<site>/gateway/stats": ("GATEWAY_STATS", lambda t: t.gateway_stats),
     "<base>/<site>/ack": ("ACK", lambda t: t.ack),
+    "<base>/<site>/sim/pin/<pin>": ("SIM_PIN", lambda t: t.sim_pin("<pin>")),
 }
 
 PAYLOAD_MODELS: list[type[BaseModel]] = [
@@ -211,6 +212,8 @@ class TestTopicSpecs:
                 assert (src, dst) == ("sensor", "gateway"), pattern
             elif pattern.endswith("/ack"):
                 assert (src, dst) == ("staff", "gateway")
+            elif "/sim/pin/" in pattern:
+                assert (src, dst) == ("techs", "gateway")
             else:
                 assert src == "gateway", pattern
 

@@ -15,6 +15,10 @@ and crib states out.
   queue per connection, so junk that the gateway cannot take as fast as it comes waits in the intake's queue,
   never in front of a latch message; and the intake's socket is read only when the main one has nothing
   waiting (or once every :data:`INTAKE_MAX_WAIT_S`), so the intake cannot take the main one's CPU either.
+- Simulation mode only (``on_sim_pin`` given: ``cribwatch gateway --simulate-pins``, demo sites alone): the intake
+  also takes a test bench's pin commands (``<prefix>/sim/pin/<pin>``, :mod:`gateway.protocol.simpins`) and hands
+  each to ``on_sim_pin``; a bad one is counted (``sim_pin``). Any other gateway unsubscribes from that topic
+  (a persistent session may keep a filter of an earlier simulation run) and counts whatever still comes there.
 - Out: :meth:`MqttLink.send` writes a message to the socket before it returns when the link is up (an
   alarm waits for nothing: not for a PUBACK, not for a loop iteration); while the broker is away,
   messages wait in the :class:`OfflineBuffer` and leave, oldest first, on reconnect. QoS 1 messages not yet
@@ -44,12 +48,16 @@ from gateway.protocol import (
     AVAILABILITY,
     GATEWAY_AVAILABILITY,
     LATCH,
+    SIM_PIN,
+    SIM_PIN_REASON,
     TELEMETRY,
     GatewayAvailabilityPayload,
     ProtocolError,
     SensorChannel,
+    SimPinCommand,
     Topics,
     encode,
+    parse_sim_pin,
 )
 from gateway.protocol.codec import Outgoing, decode_inbound, screen_inbound
 
@@ -113,8 +121,12 @@ class MqttLink:
         on_connected: Callable[[bool], None] | None = None,
         on_delivered: Callable[[str], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_sim_pin: Callable[[SimPinCommand], object] | None = None,
     ) -> None:
         self._topics = topics
+        self._on_sim_pin = on_sim_pin
+        """Simulation mode: where a test bench's pin commands go (None: they are counted and dropped)."""
+        self._sim_head = f"{topics.prefix}/sim/pin/"
         self._broker = broker
         self._client_id = client_id
         self._on_event = on_event
@@ -222,7 +234,26 @@ class MqttLink:
         topic = message.topic.value
         if topic in self._main_topics:
             return  # one of the site's sensors: the main connection takes it, in order with its others
+        if topic.startswith(self._sim_head):
+            self._take_sim_pin(topic, message)
+            return
         self._take(topic, message)
+
+    def _take_sim_pin(self, topic: str, message: aiomqtt.Message) -> None:
+        """A test bench's pin command: to ``on_sim_pin`` in simulation mode, else only counted."""
+        payload = message.payload
+        if self._on_sim_pin is None:
+            self._stats.reject(SIM_PIN_REASON, f"{topic}: this gateway is not in simulation mode (--simulate-pins)")
+            return
+        if not isinstance(payload, bytes):
+            self._stats.reject(SIM_PIN_REASON, f"non-bytes payload on {topic}")
+            return
+        try:
+            command = parse_sim_pin(self._topics, topic, payload, retained=message.retain)
+        except ProtocolError as exc:
+            self._stats.reject(exc.reason, exc.detail)
+            return
+        self._on_sim_pin(command)
 
     def _intake_may_read(self) -> bool:
         """The main connection first: the intake reads only when the main one has nothing waiting, or when it
@@ -434,6 +465,10 @@ class MqttLink:
         """The intake connection: staff acks (QoS 1), and every sensor topic at QoS 0: what comes here from a
         stranger is only counted, and is not worth a PUBACK nor a place in the queue while the gateway is away."""
         await client.subscribe([(self._topics.ack, int(ACK.qos)), (self._topics.sensor_filter, int(TELEMETRY.qos))])
+        if self._on_sim_pin is not None:
+            await client.subscribe(self._topics.sim_pin_filter, qos=int(SIM_PIN.qos))
+        else:  # a filter left in the persistent session by a simulation run: no network message moves a pin here
+            await client.unsubscribe(self._topics.sim_pin_filter)
         self.intake_connections += 1
         log.info("intake connected to broker %s:%s as %s", self._broker.host, self._broker.port, self._intake_id)
         try:

@@ -30,6 +30,7 @@ from gateway.protocol.payloads import (
     decode,
     encode,
 )
+from gateway.protocol.simpins import SIM_PIN_REASON, PinLevel, SimPinCommand, parse_sim_pin, sim_pin_payload
 from gateway.protocol.topics import (
     ACK,
     ACK_ANSWER,
@@ -39,6 +40,7 @@ from gateway.protocol.topics import (
     GATEWAY_AVAILABILITY,
     GATEWAY_STATS,
     LATCH,
+    SIM_PIN,
     TELEMETRY,
     Qos,
     SensorChannel,
@@ -61,6 +63,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "SENSOR_PAYLOADS",
     "SEQ_MAX",
+    "SIM_PIN",
+    "SIM_PIN_REASON",
     "TELEMETRY",
     "AckAnswerPayload",
     "AckPayload",
@@ -74,9 +78,11 @@ __all__ = [
     "GatewayStatsPayload",
     "Identifier",
     "LatchPayload",
+    "PinLevel",
     "ProtocolError",
     "Qos",
     "SensorChannel",
+    "SimPinCommand",
     "StoreHealthPayload",
     "TelemetryPayload",
     "TopicSpec",
@@ -85,4 +91,6 @@ __all__ = [
     "Uint32",
     "decode",
     "encode",
+    "parse_sim_pin",
+    "sim_pin_payload",
 ]

@@ -11,6 +11,11 @@ Topic scheme (``<base>`` defaults to ``cribwatch``)::
     <base>/<site>/gateway/stats                 gateway -> techs    QoS 0, retained
     <base>/<site>/ack                           staff -> gateway    QoS 1, not retained
     <base>/<site>/ack/answer/<device>           gateway -> staff    QoS 1, not retained
+    <base>/<site>/sim/pin/<pin>                 techs -> gateway    QoS 1, not retained (simulation mode only)
+
+The last one exists only on a test bench: a gateway started with ``--simulate-pins`` (allowed in demo mode alone)
+takes ``high``/``low`` for a wired crib's mock GPIO pin there (:mod:`gateway.protocol.simpins`); any other gateway
+never subscribes to it.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ ACK = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
 an ack the broker replays with the retain flag, and deletes it with a zero-length retained message (MqttLink)."""
 ACK_ANSWER = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
 """The gateway's answer to one ack, for the device that sent it: must arrive, means nothing later (not retained)."""
+SIM_PIN = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
+"""A test bench's command for a wired crib's mock pin (simulation mode only): must arrive; never retained, so no
+pin moves again when the gateway reconnects (the gateway rejects a retained one)."""
 
 
 # --------------------------------------------------------------------------------------------- topics
@@ -121,6 +129,14 @@ class Topics:
     @property
     def ack_answer_filter(self) -> str:
         return f"{self.prefix}/ack/answer/+"
+
+    def sim_pin(self, pin: int | str) -> str:
+        """Where a test bench drives a wired crib's mock GPIO pin (simulation mode only)."""
+        return f"{self.prefix}/sim/pin/{pin}"
+
+    @property
+    def sim_pin_filter(self) -> str:
+        return f"{self.prefix}/sim/pin/+"
 
     def parse_sensor_topic(self, topic: str) -> tuple[str, SensorChannel]:
         """``<prefix>/sensor/<id>/<channel>`` -> (id, channel); ProtocolError on anything else."""
