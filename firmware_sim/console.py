@@ -109,7 +109,12 @@ def wired_crib_message(crib: CribRef) -> str:
 
 
 def _connection_state(sensor: SimulatedSensor) -> str:
-    return "connected" if sensor.connected else ("reconnecting" if sensor.powered else "powered off")
+    """As the status line and the connection reports say it: connected, connecting (its backoff running, broker
+    away), refused (the broker refused its account: retried slowly), hung (connected, silent) or powered off."""
+    if not sensor.powered:
+        return "powered off"
+    state = sensor.state
+    return "connected" if state == "online" else state
 
 
 Stream = TextIO | Callable[[], TextIO]
@@ -338,11 +343,15 @@ class Console:
             before, seen[sensor_id] = seen[sensor_id], state
             if sensor_id in self._busy or state == before:
                 continue
-            if before == "connected" and state == "reconnecting":
+            if before == "connected" and state in _AWAY:
                 lost.append(sensor_id)
-            elif before == "reconnecting" and state == "connected":
+            elif before in _AWAY and state == "connected":
                 back.append(sensor_id)
         return lost, back
+
+
+_AWAY = frozenset({"connecting", "refused"})
+"""Powered, and without a connection to the broker."""
 
 
 def _stream(where: Stream) -> TextIO:

@@ -18,6 +18,8 @@ import functools
 import sys
 from typing import TextIO
 
+import aiomqtt
+
 from firmware_sim.check import print_report, run_scenario, write_junit
 from firmware_sim.cli import EXIT_CANNOT_CONNECT, EXIT_INTERRUPTED, EXIT_USAGE, PROG, UsageError, choose_interval
 from firmware_sim.console import cribs_from_settings
@@ -87,6 +89,9 @@ def run_from_args(args: argparse.Namespace, out: TextIO | None = None, err: Text
         )
     except SensorConnectError as exc:
         print(f"{PROG}: cannot connect to the broker at {broker.host}:{broker.port}: {exc.reason}", file=err)
+        return EXIT_CANNOT_CONNECT
+    except aiomqtt.MqttError as exc:  # the checking client's own connection (it watches the gateway's topics)
+        print(f"{PROG}: cannot watch the gateway's topics at {broker.host}:{broker.port}: {exc}", file=err)
         return EXIT_CANNOT_CONNECT
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the sensors were stopped", file=err)

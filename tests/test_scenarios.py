@@ -13,6 +13,7 @@ import io
 import itertools
 import re
 import secrets
+import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -247,3 +248,21 @@ def test_interval_defaults_to_the_site_and_a_longer_one_is_named() -> None:
     assert cli.choose_interval(30.0, 10.0, err) == 30.0
     assert "longer than the site's heartbeat_interval_s (10 s)" in err.getvalue()
     assert cli.choose_interval(None, None, err) == cli.DEFAULT_INTERVAL_S
+
+
+@pytest.mark.integration
+def test_no_broker_is_a_clear_message_and_exit_1(
+    tmp_path: Path, site_env: BrokerEndpoint, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a review: with --check and nothing listening, the checking client's MqttError escaped."""
+    scenario = tmp_path / "failing.toml"
+    scenario.write_text(FAILING)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    nowhere = BrokerEndpoint(site_env.host, free, site_env.username, site_env.password)
+    site = short_site(tmp_path, nowhere)
+    assert cli.run(["run", str(scenario), "--config", str(site), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{free}" in err
+    assert "Traceback" not in err
