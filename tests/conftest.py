@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from devtools.brokers import BrokerEndpoint, MosquittoBroker, find_mosquitto
+from gateway.settings import DEFAULT_STATE_DIR
 
 # -- brokers -----------------------------------------------------------------------------------------
 
@@ -49,6 +50,18 @@ def mqtt_endpoint(mosquitto_broker: MosquittoBroker) -> BrokerEndpoint:
 
 
 # -- the gateway's own files -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_store_in_the_system_state_dir() -> Iterator[None]:
+    """A gateway built by a test with an environment of its own, without ``CRIBWATCH_STATE_DIR``, would keep its
+    store in /var/lib/cribwatch (it happened twice): the run fails then, naming the files."""
+    system = Path(DEFAULT_STATE_DIR)
+    existed = system.exists()
+    yield
+    if not existed and system.exists():
+        left = sorted(p.name for p in system.iterdir())
+        pytest.fail(f"tests wrote to {system}: {left}; give their settings the test's CRIBWATCH_STATE_DIR")
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -59,6 +60,7 @@ def make_settings(endpoint: BrokerEndpoint, *, demo: bool = True) -> Settings:
     env = {
         "CRIBWATCH_MQTT_USERNAME": endpoint.username or "",
         "CRIBWATCH_MQTT_PASSWORD": endpoint.password or "",
+        "CRIBWATCH_STATE_DIR": os.environ["CRIBWATCH_STATE_DIR"],  # the test's own (conftest.state_dir)
     }
     return settings_from_mapping(site_data(endpoint, demo=demo), env=env)
 
