@@ -237,6 +237,16 @@ def check_openings(h: CoreHarness, real: dict[str, RealSensor]) -> None:
         ("jump", SLOW_WIRELESS, CLOSED, 1, False),
     ]
 )
+# Found against a core that kept the keys of a boot across the sensor's live `online` starting that boot afresh: a
+# stray opening two boots ahead took the real sensor's future key, whose real opening then looked like its replay.
+@example(
+    [
+        ("forged_open", FAST_WIRELESS, ("near", 2, 1)),
+        ("real_reboot", FAST_WIRELESS),
+        ("real_reboot", FAST_WIRELESS),
+        ("real_latch", FAST_WIRELESS, OPEN),
+    ]
+)
 def test_no_hostile_traffic_hides_a_real_opening_or_a_real_heartbeat(actions: list[tuple[object, ...]]) -> None:
     run(actions)
 

@@ -538,7 +538,7 @@ class CribMonitor:
         if ev.state is LatchState.OPEN:
             # A doubtful opening is taken anyway (fail toward the alarm), but it moves no mark: the sensor's
             # next real message, numbered after its last good one, is still in order.
-            tracker.remember(key, ev.state)
+            tracker.remember(key, ev.state, doubtful=True)
             self._resynced(crib, ev.sensor_id, f"{where}: an opening is taken all the same")
             self.stats.accept()
             self._take_latch(crib, ev.state, now, trigger, step)

@@ -12,7 +12,9 @@ counter that jumped. None of them may cost a real reading:
 - a far jump **ahead** is remembered as a candidate; the next message that continues it resynchronises (a
   firmware whose counter really jumped is followed after one message);
 - the last :data:`RECENT` keys are remembered with their content, so a replay of one is a duplicate and a second,
-  different message under such a key is a conflict, not news.
+  different message under such a key is a conflict, not news. A key remembered only as doubtful (taken without
+  becoming the mark) is no proof of anything: when the same message comes again it is placed afresh, so a stray
+  message that guessed the sensor's next key cannot make the real one look like a replay.
 
 What numbers cannot do: tell the real sensor from a second sender that counts consistently (a forged message
 in the window ahead of the mark, or two forged messages that continue each other). Keeping other clients off a
@@ -108,14 +110,20 @@ class SequenceTracker:
         self.announced_boot: int | None = None
         """The boot of the sensor's last live ``online``: its first message of that boot may start afresh."""
         self._candidate: SeqKey | None = None
-        self._recent: OrderedDict[SeqKey, Hashable] = OrderedDict()
-        """key -> what it said, for the last RECENT keys."""
+        self._recent: OrderedDict[SeqKey, tuple[Hashable, bool]] = OrderedDict()
+        """key -> (what it said, whether it was only doubtful), for the last RECENT keys."""
 
     def judge(self, key: SeqKey, content: Hashable) -> Verdict:
         """Place one message; a far jump ahead is remembered as the candidate for a resync."""
-        seen = self._recent.get(key, _UNSEEN)
-        if seen is not _UNSEEN:
-            return Verdict.DUPLICATE if seen == content else Verdict.DOUBT
+        seen = self._recent.get(key)
+        if seen is not None:
+            said, doubtful = seen
+            if said != content:
+                return Verdict.DOUBT
+            if not doubtful:
+                return Verdict.DUPLICATE
+            # The same message under a key taken only in doubt: perhaps the real sensor's, which a stray message
+            # guessed before it; placed like news (a replay that is still far from the mark stays doubtful).
         mark = self.mark
         if mark is None or (self.announced_boot == key[0] != mark[0] and key[1] == 0):
             return Verdict.ACCEPT
@@ -135,13 +143,19 @@ class SequenceTracker:
         self._candidate = None
         if self.announced_boot == key[0]:
             self.announced_boot = None
+            if key[1] == 0:
+                # The sensor said it starts this boot now: what was seen under it before is another life's (or
+                # a stray sender's guess) and must not make its coming messages look like replays.
+                for old in [k for k in self._recent if k[0] == key[0]]:
+                    del self._recent[old]
         self.remember(key, content)
 
-    def remember(self, key: SeqKey, content: Hashable) -> None:
-        """Keep a key with what it said, so that a replay of it is a duplicate (also for a doubtful opening that
-        was taken without becoming the mark)."""
+    def remember(self, key: SeqKey, content: Hashable, *, doubtful: bool = False) -> None:
+        """Keep a key with what it said, so that a replay of it is a duplicate; ``doubtful``: a message taken
+        without becoming the mark (a doubtful opening), whose key proves nothing, so its repeat is placed
+        afresh (see :meth:`judge`) and a different message under it is a conflict."""
         recent = self._recent
-        recent[key] = content
+        recent[key] = (content, doubtful)
         recent.move_to_end(key)
         while len(recent) > RECENT:
             recent.popitem(last=False)
@@ -153,9 +167,3 @@ class SequenceTracker:
         if self.mark is None or boot != self.mark[0]:
             self.announced_boot = boot
 
-
-class _Unseen:
-    """What the recent keys hold for a key they do not know (None is a content)."""
-
-
-_UNSEEN = _Unseen()
