@@ -19,6 +19,7 @@ readable event; an SSL socket's own pending bytes are counted too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import select
 import socket
@@ -159,9 +160,10 @@ def new_client(
 ) -> aiomqtt.Client:
     """An aiomqtt client with TCP_NODELAY on its socket; connect with ``async with``.
 
-    With ``on_message``, every received message goes to that function (on the event loop's thread,
-    soon after paho has parsed it) instead of ``client.messages``; iterating ``client.messages`` then
-    only waits for the connection to end. This saves a task and an ``asyncio.wait`` per message.
+    With ``on_message``, every received message goes to that function (on the event loop's thread, as soon as
+    paho's ``loop_read`` that parsed it returns: :class:`_Inbox`) instead of ``client.messages``; iterating
+    ``client.messages`` then only waits for the connection to end. This saves a task, an ``asyncio.wait`` and an
+    event-loop iteration per message.
 
     With ``read_when``, the client reads from its socket only when ``read_when()`` is true: when the socket
     is readable and ``read_when()`` is false, it lets its turn go (the event loop asks again on its next
@@ -170,6 +172,7 @@ def new_client(
 
     With ``tls_context``, the connection is TLS (aiomqtt's ``tls_context``); reads are buffered the same way.
     """
+    inbox = None if on_message is None else _Inbox(on_message)
     client = aiomqtt.Client(
         broker.host,
         broker.port,
@@ -183,12 +186,14 @@ def new_client(
         socket_options=(TCP_NODELAY,),
         tls_context=tls_context,
         timeout=timeout,
-        queue_type=None if on_message is None else _handing_queue(on_message),
+        queue_type=None if inbox is None else _handing_queue(inbox),
         logger=log,
     )
     # aiomqtt warns above 10 concurrent publishes; a gateway resyncing every crib's state has more.
     client.pending_calls_threshold = max_inflight
     _buffer_reads(client, (TCP_NODELAY,))
+    if inbox is not None:
+        _hand_on_after_reads(client, inbox)
     if read_when is not None:
         _read_only_when(client, read_when, read_retry_s)
     return client
@@ -260,16 +265,60 @@ def has_input(client: aiomqtt.Client) -> bool:
     return bool(readable)
 
 
-def _handing_queue(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """A queue class for aiomqtt that hands each message on instead of keeping it.
+class _Inbox:
+    """Messages that paho parsed during one ``loop_read``, handed to the handler as soon as it returns.
 
-    aiomqtt puts messages on its queue from inside paho's ``on_message``, which holds paho's callback
-    lock: the handler is therefore scheduled with ``call_soon``, outside that lock, so it may publish.
+    aiomqtt puts each message on its queue from inside paho's ``on_message``, which holds paho's callback locks (one
+    of them not reentrant: a QoS 0 publish from there would deadlock), so the handler cannot run there. It runs right
+    after the ``loop_read`` that parsed the message, in the same wake-up of the event loop, before paho parses the
+    next packet of the buffer: no ``call_soon``, no loop iteration between the socket and the alarm. A message put
+    outside a ``loop_read`` (none is, in paho 2.2) is handed on with ``call_soon``, as before.
     """
+
+    def __init__(self, handler: Callable[[aiomqtt.Message], None]) -> None:
+        self.handler = handler
+        self.items: collections.deque[aiomqtt.Message] = collections.deque()
+        self.reading = False
+
+    def put(self, item: aiomqtt.Message) -> None:
+        if self.reading:
+            self.items.append(item)
+        else:
+            asyncio.get_running_loop().call_soon(self.handler, item)
+
+    def hand_on(self) -> None:
+        items, handler = self.items, self.handler
+        while items:
+            item = items.popleft()
+            try:
+                handler(item)
+            except Exception:  # as the event loop would: logged, and the connection goes on
+                log.exception("the handler of an MQTT message failed")
+
+
+def _hand_on_after_reads(client: aiomqtt.Client, inbox: _Inbox) -> None:
+    """Shadow ``loop_read`` on this one paho client: read (paho parses, aiomqtt's ``on_message`` puts into the
+    inbox), then hand every message parsed on to the handler."""
+    paho = client._client  # noqa: SLF001 - see the module documentation
+    read = paho.loop_read
+
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+        inbox.reading = True
+        try:
+            return read(max_packets)
+        finally:
+            inbox.reading = False
+            inbox.hand_on()
+
+    paho.loop_read = loop_read  # type: ignore[method-assign]
+
+
+def _handing_queue(inbox: _Inbox) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A queue class for aiomqtt that hands each message on (through ``inbox``) instead of keeping it."""
 
     class HandingQueue(asyncio.Queue[aiomqtt.Message]):
         def put_nowait(self, item: aiomqtt.Message) -> None:
-            asyncio.get_running_loop().call_soon(handler, item)
+            inbox.put(item)
 
     return HandingQueue
 
