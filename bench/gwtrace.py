@@ -156,7 +156,9 @@ class Tracer:
         # The link decodes its own sensors' messages with decode_sensor (topic parsed once), the rest with
         # decode_inbound: both module globals of gateway.mqtt.link.
         for decoder_name in ("decode_inbound", "decode_sensor"):
-            decoder: Callable[..., InboundEvent] = getattr(gateway.mqtt.link, decoder_name)
+            decoder: Callable[..., InboundEvent] | None = getattr(gateway.mqtt.link, decoder_name, None)
+            if decoder is None:  # an earlier gateway (only decode_inbound)
+                continue
 
             def traced_decode(
                 *args: Any, _decoder: Callable[..., InboundEvent] = decoder, _name: str = decoder_name, **kw: Any
@@ -275,6 +277,10 @@ class Tracer:
         paho.Client._packet_write = traced_packet_write  # type: ignore[method-assign]  # noqa: SLF001
 
         self.wrap_method(paho.Client, "loop_write", "paho.Client.loop_write")
+        # Reading: every _packet_read call (a whole packet, or the part of one the buffer had), and the handling of
+        # every whole packet (paho's parse, aiomqtt's Message, the PUBACK queued for QoS 1), per packet.
+        self.wrap_method(paho.Client, "_packet_read", "paho.Client._packet_read")
+        self.wrap_method(paho.Client, "_packet_handle", "paho.Client._packet_handle")
 
     def wrap_method(self, cls: type, name: str, label: str) -> None:
         original: Callable[..., Any] = getattr(cls, name)

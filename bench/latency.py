@@ -515,7 +515,7 @@ async def _pump(child: Child, take: Callable[[str], None]) -> None:
 
 
 async def start_rig(stack: contextlib.AsyncExitStack, workdir: Path, config: RigConfig) -> Rig:
-    """Start the broker, the relay, the gateway, the staff subscriber and the sensors, in that order.
+    """Start the broker, the relay, the staff subscriber, the peer (if any), the gateway and the sensors, in that order.
 
     Everything is stopped by ``stack``, in the reverse order.
     """
@@ -554,16 +554,6 @@ async def start_rig(stack: contextlib.AsyncExitStack, workdir: Path, config: Rig
     ]  # fmt: skip
     await relay.start(relay_argv + nodelay_args, env, stdout_pipe=True)
 
-    gw = Child("gateway", workdir / "gateway.log")
-    stack.push_async_callback(gw.stop)
-    gw_argv = [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(site), "--log-level", "warning"]
-    if config.gateway_trace is not None:
-        gw_argv[1:4] = ["-m", "bench.gwtrace", "--out", str(config.gateway_trace.resolve()), "--", "gateway"]
-    elif config.gateway_profile is not None:
-        # cProfile writes its file when the gateway returns, which it does on SIGTERM (gateway.cli).
-        gw_argv[1:1] = ["-m", "cProfile", "-o", str(config.gateway_profile.resolve())]
-    await gw.start(gw_argv, env)
-
     staff = Child("staff", workdir / "staff.log")
     stack.push_async_callback(staff.stop)
     filters = [topics.alarm_filter, f"{RELAY_PREFIX}/#", topics.gateway_availability, topics.gateway_stats]
@@ -576,10 +566,21 @@ async def start_rig(stack: contextlib.AsyncExitStack, workdir: Path, config: Rig
     line = await relay.read_line(STARTUP_TIMEOUT_S)
     if line != "ready":
         raise RuntimeError(f"relay said {line!r} instead of 'ready'\n{relay.tail()}")
-    await gw.wait_for(feed.gateway_online, STARTUP_TIMEOUT_S)
-    peer = None
+    peer = None  # started before the gateway: its sensors would go silent while Node-RED starts
     if config.peer is not None:
         peer = await _start_peer(stack, workdir=workdir, peer=config.peer, address=address, topics=topics, feed=feed)
+
+    gw = Child("gateway", workdir / "gateway.log")
+    stack.push_async_callback(gw.stop)
+    gw_argv = [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(site), "--log-level", "warning"]
+    if config.gateway_trace is not None:
+        gw_argv[1:4] = ["-m", "bench.gwtrace", "--out", str(config.gateway_trace.resolve()), "--", "gateway"]
+    elif config.gateway_profile is not None:
+        # cProfile writes its file when the gateway returns, which it does on SIGTERM (gateway.cli).
+        gw_argv[1:1] = ["-m", "cProfile", "-o", str(config.gateway_profile.resolve())]
+    await gw.start(gw_argv, env)
+
+    await gw.wait_for(feed.gateway_online, STARTUP_TIMEOUT_S)
 
     sensors_process = Child("sensors", workdir / "sensors.log")
     stack.push_async_callback(sensors_process.stop)
