@@ -11,6 +11,7 @@ whatever the kernel hands over at once, against the real Mosquitto (plain and TL
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import secrets
 import socket
@@ -25,7 +26,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devtools.brokers import BrokerEndpoint, MosquittoBroker, free_port
-from gateway.mqtt.connection import BrokerAddress, BufferedSocket, new_client
+from gateway.mqtt.connection import BrokerAddress, BufferedSocket, _ahead_of_acks, new_client
 
 BIG = 256 * 1024 - 200  # the broker's max_packet_size is 256 KiB: the topic and header need the rest
 
@@ -341,3 +342,17 @@ async def test_a_connection_that_lets_its_turn_go_still_reads_what_it_had_buffer
                 publisher._client.publish(topic, payload, qos=0)  # noqa: SLF001
             assert await receive(client, len(sent), timeout_s=10) == sent
     assert refused > 0
+
+
+def test_an_alarm_published_from_a_message_handler_leaves_before_that_message_s_puback() -> None:
+    """publish_now puts the alarm ahead of the PUBACKs paho queued while parsing (not ahead of anything else)."""
+    def packet(command: int, name: str, pos: int = 0) -> dict[str, object]:
+        return {"command": command, "name": name, "pos": pos}
+
+    queue = collections.deque([packet(0x30, "older publish"), packet(0x40, "ack 1"), packet(0x40, "ack 2")])
+    queue.append(packet(0x32, "alarm"))
+    _ahead_of_acks(queue)
+    assert [p["name"] for p in queue] == ["older publish", "alarm", "ack 1", "ack 2"]
+    begun = collections.deque([packet(0x40, "ack begun", pos=1), packet(0x32, "alarm")])
+    _ahead_of_acks(begun)
+    assert [p["name"] for p in begun] == ["ack begun", "alarm"]

@@ -338,10 +338,28 @@ def publish_now(
     if info.rc != mqtt.MQTT_ERR_SUCCESS:
         return None
     if paho.socket() is not None:
+        _ahead_of_acks(paho._out_packet)  # noqa: SLF001
         # Write what is queued now. aiomqtt's writer, when it runs, finds nothing left and unregisters
         # itself as usual: paho's register/unregister bookkeeping is left alone.
         paho._packet_write()  # noqa: SLF001
     return info
+
+
+_PUBACK = 0x40
+
+
+def _ahead_of_acks(queue: collections.deque[Any]) -> None:
+    """Move the packet just queued (the last) ahead of the PUBACKs queued before it and not yet begun: the PUBACK of
+    the latch message that raised an alarm is queued while paho parses it, before the alarm; the alarm then leaves
+    one socket write earlier. (The broker needs no order between a PUBACK and a PUBLISH; PUBACKs keep theirs.)"""
+    acks: list[Any] = []
+    if len(queue) < 2:
+        return
+    mine = queue.pop()
+    while queue and queue[-1]["command"] == _PUBACK and queue[-1]["pos"] == 0:
+        acks.append(queue.pop())
+    queue.append(mine)
+    queue.extend(reversed(acks))
 
 
 def drop_connection(client: aiomqtt.Client) -> None:
