@@ -4,12 +4,14 @@ Node-RED (:data:`NODE_RED_VERSION`, the last release for Node.js 20) is installe
 into a scratch folder (``~/.cache/cribwatch-bench/node-red-<version>``, or under ``$CRIBWATCH_BENCH_CACHE``), once;
 with no ``npm`` or ``node`` on the machine, :func:`find_node` says why and the benchmark leaves the peer out.
 
-The flow (:func:`flow`): one ``mqtt in`` node on ``<prefix>/sensor/+/latch`` (QoS 1, payload parsed as JSON), one
-``function`` node, one ``mqtt out`` node (QoS 1). The function node decides as the gateway does for a room with no
-grace: an ``open`` latch raises a crib-open alarm, a ``closed`` one resolves it; it publishes a small alarm event
-(``event``, ``kind``, ``crib``, ``trigger`` = the latch message's sensor, boot and seq, ``ts``) to
-``bench/peer/<sensor id>``. It validates nothing beyond the ``state`` field, keeps no store, logs nothing: it is
-what a careful integrator would build in an afternoon, not a gateway.
+The flow (:func:`flow`): one ``mqtt in`` node on ``<prefix>/sensor/+/+`` (QoS 1, payload parsed as JSON): every
+message of every sensor, latch, heartbeat and availability, as the gateway takes them; one ``function`` node, one
+``mqtt out`` node (QoS 1). The function node notes when each sensor was last heard from (flow context: what a
+missed-heartbeat check would read) and decides as the gateway does for a room with no grace: an ``open`` latch
+raises a crib-open alarm, a ``closed`` one resolves it; it publishes a small alarm event (``event``, ``kind``,
+``crib``, ``trigger`` = the latch message's sensor, boot and seq, ``ts``) to ``bench/peer/<sensor id>``. It
+validates nothing beyond the ``state`` field, keeps no store, logs nothing: it is what a careful integrator would
+build in an afternoon, not a gateway.
 
 Tuned: Node.js leaves Nagle's algorithm on for its TCP sockets (MQTT.js too), which costs about 40 ms per hop here
 (docs/performance.md); the settings file turns it off on every socket the process opens, as the gateway, the relay
@@ -52,11 +54,18 @@ module.exports = {
 };
 """
 
-_FUNCTION = """const latch = msg.payload;
+_FUNCTION = """const parts = msg.topic.split("/");
+const sensor = parts[3];
+const seen = flow.get("seen") || {};
+seen[sensor] = Date.now();
+flow.set("seen", seen);
+if (parts[4] !== "latch") {
+    return null;
+}
+const latch = msg.payload;
 if (latch === null || typeof latch !== "object" || (latch.state !== "open" && latch.state !== "closed")) {
     return null;
 }
-const sensor = msg.topic.split("/")[3];
 msg.topic = "%(prefix)s/" + sensor;
 msg.payload = {
     v: 1,
@@ -112,7 +121,7 @@ def flow(*, host: str, port: int, site_prefix: str) -> list[dict[str, Any]]:
         },
         {
             "id": "a1a1a1a100000001", "type": "mqtt in", "z": "f10ab00000000001", "name": "latch",
-            "topic": f"{site_prefix}/sensor/+/latch", "qos": "1", "datatype": "json", "broker": BROKER_NODE,
+            "topic": f"{site_prefix}/sensor/+/+", "qos": "1", "datatype": "json", "broker": BROKER_NODE,
             "nl": False, "rap": True, "rh": 0, "inputs": 0, "x": 100, "y": 100, "wires": [["a1a1a1a100000002"]],
         },
         {

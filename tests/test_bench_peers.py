@@ -123,7 +123,7 @@ def test_the_node_red_flow_takes_latch_messages_and_answers_on_the_peer_topic(tm
     )
     flow = json.loads((tmp_path / "flows.json").read_text())
     by_type = {node["type"]: node for node in flow}
-    assert by_type["mqtt in"]["topic"] == "cribwatch/s/sensor/+/latch"
+    assert by_type["mqtt in"]["topic"] == "cribwatch/s/sensor/+/+"  # every sensor message, as the gateway
     assert by_type["mqtt in"]["qos"] == by_type["mqtt out"]["qos"] == "1"
     assert f'"{nodered.PEER_PREFIX}/"' in by_type["function"]["func"]
     assert json.loads((tmp_path / "flows_cred.json").read_text()) == {
