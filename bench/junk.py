@@ -111,6 +111,8 @@ class Flooder:
         self.client.on_connect = self._on_connect
         self.client.on_publish = self._on_publish
         self.stopping = False
+        self.loaded = 0
+        """Heartbeats of the load sent in earlier floods: each sensor's seq goes on from there, never back to 0."""
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         if reason_code.is_failure:
@@ -153,7 +155,7 @@ class Flooder:
             while sent < due:
                 # Without a loop thread, paho writes the PUBLISH to the socket inside publish().
                 if kind == LOAD_KIND:
-                    sensor, payload = load_heartbeat(sent, args.sensors, args.interval)
+                    sensor, payload = load_heartbeat(self.loaded + sent, args.sensors, args.interval)
                     client.publish(topic.replace("{sensor}", sensor), payload, qos=qos)
                 else:
                     client.publish(topic, junk_payload(kind, sent), qos=qos)
@@ -161,6 +163,8 @@ class Flooder:
             client.loop(timeout=0)  # read PUBACKs
             time.sleep(TICK_S)
         took = time.monotonic() - began
+        if kind == LOAD_KIND:
+            self.loaded += sent
         self.idle(0.2)  # the last PUBACKs
         return {"sent": sent, "acked": self.acked - acked_before, "seconds": round(took, 3),
                 "rate": round(sent / took, 1) if took > 0 else 0.0}  # fmt: skip
