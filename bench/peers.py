@@ -363,7 +363,7 @@ def plot(results: Results, path: Path) -> None:
         log.error("--plot needs matplotlib: pip install -e '.[bench]'")
         return
     colors = {FLOOR: "#777777", GATEWAY: "#1f77b4", NODE_RED: "#d62728"}
-    fig, axes = plt.subplots(1, len(results.scales), figsize=(6 * len(results.scales), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(results.scales), figsize=(max(7.5, 6 * len(results.scales)), 4.4), squeeze=False)
     for ax, scale in zip(axes[0], results.scales, strict=True):
         for target in scale.targets:
             values = sorted(scale.latencies.get(target) or [])
@@ -382,7 +382,7 @@ def plot(results: Results, path: Path) -> None:
         ax.axhline(0.99, color="#bbbbbb", linewidth=0.6)
         ax.grid(visible=True, which="both", alpha=0.25)
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle("alarm latency: floor relay, cribwatch, Node-RED (python -m bench.peers)")
+    fig.suptitle("alarm latency: floor relay, cribwatch, Node-RED (python -m bench.peers)", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
