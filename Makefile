@@ -7,6 +7,9 @@
 #   make bench    alarm latency benchmark with 100 simulated cribs against a real Mosquitto
 #   make bench-flood  the same alarm latency while one client floods junk at 4,000 msg/s (ack, unknown sensor
 #                 id, bad JSON), beside no flood in the same run
+#   make bench-peers  the gateway beside the floor relay and a tuned Node-RED flow (npm installs it on first
+#                 use), 100 and 1,000 sensors, rounds interleaved; plots docs/img/latency-peers.png
+#   make bench-throughput  rate steps of sensor messages: accepted, CPU and alarm p99 at each step
 #   make clean    remove the venv, caches and build output
 
 SHELL := /bin/bash
@@ -19,7 +22,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo system-deps test lint bench bench-flood clean
+.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput clean
 
 # -- environment ------------------------------------------------------------------------------------
 
@@ -56,6 +59,12 @@ bench: venv system-deps
 
 bench-flood: venv system-deps
 	$(BIN)/python -m bench.flood --cribs 100 --rate 4000 --kind ack --kind unknown_sensor --kind bad_json
+
+bench-peers: venv system-deps
+	$(BIN)/python -m bench.peers --scales 100,1000 --plot docs/img/latency-peers.png
+
+bench-throughput: venv system-deps
+	$(BIN)/python -m bench.throughput
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

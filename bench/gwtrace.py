@@ -16,7 +16,8 @@ Two kinds of figures:
   ``dispatch_end`` is one synchronous call: ``MqttLink._on_message`` decodes, ``Gateway.submit`` runs
   ``CribMonitor.decide`` and ``Dispatcher.dispatch``, whose MQTT channel calls ``MqttLink.send`` ->
   ``publish_now``: paho's ``publish``, then paho's ``_packet_write`` writes the bytes to the socket. The only
-  hand-off is the ``call_soon`` between aiomqtt's queue and ``MqttLink._on_message``.
+  hand-off is between aiomqtt's queue and ``MqttLink._on_message``: the gateway's inbox, emptied as soon as paho's
+  ``loop_read`` that parsed the message returns (``gateway.mqtt.connection._Inbox``; a ``call_soon`` before).
 
 The stamps cost about a microsecond each; the wrapped calls are timed from the inside, so the figures for
 ``calls`` are close to the real cost, while ``path`` includes what the stamping itself adds (a few microseconds).
@@ -52,9 +53,9 @@ from gateway.mqtt.link import MqttLink
 
 STAGES = (
     "paho_on_message",  # paho calls aiomqtt's on_message with the parsed latch message
-    "handed",  # aiomqtt puts it on its queue: the gateway's handing queue calls call_soon(MqttLink._on_message)
-    "link_on_message",  # MqttLink._on_message starts (the event loop ran the call_soon callback)
-    "decode_end",  # gateway.protocol.codec.decode_inbound returned the LatchReading
+    "handed",  # aiomqtt puts it on its queue: the gateway's handing queue puts it in the connection's inbox
+    "link_on_message",  # MqttLink._on_message starts (paho's loop_read returned; the inbox hands it on)
+    "decode_end",  # gateway.protocol.codec.decode_sensor (or decode_inbound) returned the LatchReading
     "handle_start",  # CribMonitor.decide called (by Gateway.submit)
     "handle_end",  # ... and returned the alarm event and the crib state
     "paho_publish",  # paho's publish of the alarm event called (dispatch -> MQTT channel -> send -> publish_now)
@@ -116,12 +117,12 @@ class Tracer:
 
         aiomqtt.Client._on_message = traced_aiomqtt_on_message  # type: ignore[method-assign]  # noqa: SLF001
 
-        # aiomqtt -> the gateway: new_client builds its queue class with _handing_queue(handler); its put_nowait
-        # schedules the handler with call_soon. A subclass stamps the hand-over of each message.
+        # aiomqtt -> the gateway: new_client builds its queue class with _handing_queue(inbox); its put_nowait
+        # puts the message in the inbox. A subclass stamps the hand-over of each message.
         handing_queue: Callable[..., type[asyncio.Queue[aiomqtt.Message]]] = gateway.mqtt.connection._handing_queue  # noqa: SLF001
 
-        def traced_handing_queue(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
-            base = handing_queue(handler)
+        def traced_handing_queue(inbox: Any) -> type[asyncio.Queue[aiomqtt.Message]]:
+            base = handing_queue(inbox)
 
             class TracedHandingQueue(base):  # type: ignore[valid-type,misc]
                 def put_nowait(self, item: aiomqtt.Message) -> None:
@@ -152,20 +153,27 @@ class Tracer:
 
         MqttLink._on_message = traced_link_on_message  # type: ignore[method-assign]  # noqa: SLF001
 
-        decode_inbound: Callable[..., InboundEvent] = getattr(gateway.mqtt.link, "decode_inbound")  # noqa: B009
+        # The link decodes its own sensors' messages with decode_sensor (topic parsed once), the rest with
+        # decode_inbound: both module globals of gateway.mqtt.link.
+        for decoder_name in ("decode_inbound", "decode_sensor"):
+            decoder: Callable[..., InboundEvent] | None = getattr(gateway.mqtt.link, decoder_name, None)
+            if decoder is None:  # an earlier gateway (only decode_inbound)
+                continue
 
-        def traced_decode(*args: Any, **kw: Any) -> InboundEvent:
-            start = perf()
-            event = decode_inbound(*args, **kw)
-            end = perf()
-            tracer.timed(f"decode_inbound[{type(event).__name__}]", end - start)
-            stages = tracer.current
-            if stages is not None and isinstance(event, LatchReading):
-                stages["decode_end"] = end
-                tracer.current_key = (event.sensor_id, event.boot, event.seq)
-            return event
+            def traced_decode(
+                *args: Any, _decoder: Callable[..., InboundEvent] = decoder, _name: str = decoder_name, **kw: Any
+            ) -> InboundEvent:
+                start = perf()
+                event = _decoder(*args, **kw)
+                end = perf()
+                tracer.timed(f"{_name}[{type(event).__name__}]", end - start)
+                stages = tracer.current
+                if stages is not None and isinstance(event, LatchReading):
+                    stages["decode_end"] = end
+                    tracer.current_key = (event.sensor_id, event.boot, event.seq)
+                return event
 
-        setattr(gateway.mqtt.link, "decode_inbound", traced_decode)  # noqa: B010
+            setattr(gateway.mqtt.link, decoder_name, traced_decode)
 
         decide = CribMonitor.decide
 
@@ -269,6 +277,10 @@ class Tracer:
         paho.Client._packet_write = traced_packet_write  # type: ignore[method-assign]  # noqa: SLF001
 
         self.wrap_method(paho.Client, "loop_write", "paho.Client.loop_write")
+        # Reading: every _packet_read call (a whole packet, or the part of one the buffer had), and the handling of
+        # every whole packet (paho's parse, aiomqtt's Message, the PUBACK queued for QoS 1), per packet.
+        self.wrap_method(paho.Client, "_packet_read", "paho.Client._packet_read")
+        self.wrap_method(paho.Client, "_packet_handle", "paho.Client._packet_handle")
 
     def wrap_method(self, cls: type, name: str, label: str) -> None:
         original: Callable[..., Any] = getattr(cls, name)

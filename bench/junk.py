@@ -12,6 +12,7 @@ It prints ``{"ready": true, "t": ...}`` on stdout once connected, then takes com
   prints one JSON line: ``{"sent": N, "acked": M, "seconds": S, "rate": R}`` (R = N / S, the achieved rate;
   ``acked`` counts the broker's PUBACKs for QoS 1);
 * ``stop`` ends a flood early;
+* ``rate R`` sets the rate of the next floods (messages per second);
 * end of file (or SIGTERM / SIGINT) stops it, after a clean DISCONNECT.
 
 Pacing: every millisecond or so it publishes as many messages as the rate allows since the flood began, so a
@@ -49,9 +50,24 @@ KINDS = ("ack", "bad_json", "unknown_sensor", "too_large")
 * ``bad_json``: not JSON (``bad_json``);
 * ``unknown_sensor``: a valid heartbeat (telemetry) payload, for a sensor id no crib uses (``unknown_sensor``);
 * ``too_large``: 5,000 bytes (``too_large``).
+
+And one kind that is no junk: ``heartbeat``, valid heartbeats of ``--sensors`` sensors of the site in turn (the
+``{sensor}`` of ``--topic`` is ``l-0001``, ``l-0002``...; each sensor's ``seq`` one more per message), which the
+gateway accepts: the load of :mod:`bench.throughput`.
 """
+LOAD_KIND = "heartbeat"
 TICK_S = 0.001
 CONNECT_TIMEOUT_S = 10.0
+
+
+def load_heartbeat(n: int, sensors: int, interval_s: float) -> tuple[str, bytes]:
+    """The ``n``-th heartbeat of the load: (sensor id, payload); sensors in turn, each its own ``seq``."""
+    sensor, seq = n % sensors, n // sensors
+    payload = (
+        b'{"v":1,"boot":1,"seq":%d,"ts":%.3f,"battery_pct":90,"rssi_dbm":-60,"fw":"1.0.0","uptime_s":%d,'
+        b'"interval_s":%.1f}' % (seq, time.time(), seq, interval_s)
+    )
+    return f"l-{sensor + 1:04d}", payload
 
 
 def junk_payload(kind: str, n: int) -> bytes:
@@ -74,10 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--topic", required=True, help="where to publish the junk")
-    parser.add_argument("--kind", choices=KINDS, default="ack", help="what the junk looks like (ack)")
+    parser.add_argument("--kind", choices=(*KINDS, LOAD_KIND), default="ack", help="what the junk looks like (ack)")
     parser.add_argument("--rate", type=float, default=4000.0, help="messages per second (4000)")
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of the junk (1)")
     parser.add_argument("--max-count", type=int, default=1_000_000, help="never more messages per flood")
+    parser.add_argument("--sensors", type=int, default=100, help="heartbeat: how many load sensors (100)")
+    parser.add_argument("--interval", type=float, default=60.0, help="heartbeat: the interval_s they announce (60)")
     parser.add_argument("--client-id", default=f"bench-junk-{os.getpid()}")
     return parser
 
@@ -93,6 +111,8 @@ class Flooder:
         self.client.on_connect = self._on_connect
         self.client.on_publish = self._on_publish
         self.stopping = False
+        self.loaded = 0
+        """Heartbeats of the load sent in earlier floods: each sensor's seq goes on from there, never back to 0."""
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         if reason_code.is_failure:
@@ -134,11 +154,17 @@ class Flooder:
             due = min(args.max_count, int((now - began) * rate) + 1, sent + max(1, int(rate / 100)))
             while sent < due:
                 # Without a loop thread, paho writes the PUBLISH to the socket inside publish().
-                client.publish(topic, junk_payload(kind, sent), qos=qos)
+                if kind == LOAD_KIND:
+                    sensor, payload = load_heartbeat(self.loaded + sent, args.sensors, args.interval)
+                    client.publish(topic.replace("{sensor}", sensor), payload, qos=qos)
+                else:
+                    client.publish(topic, junk_payload(kind, sent), qos=qos)
                 sent += 1
             client.loop(timeout=0)  # read PUBACKs
             time.sleep(TICK_S)
         took = time.monotonic() - began
+        if kind == LOAD_KIND:
+            self.loaded += sent
         self.idle(0.2)  # the last PUBACKs
         return {"sent": sent, "acked": self.acked - acked_before, "seconds": round(took, 3),
                 "rate": round(sent / took, 1) if took > 0 else 0.0}  # fmt: skip
@@ -165,6 +191,8 @@ class Flooder:
             word, _, rest = command.partition(" ")
             if word == "flood":
                 print(json.dumps(self.flood(float(rest), commands)), flush=True)
+            elif word == "rate":
+                self.args.rate = float(rest)
             elif command and command != "stop":
                 log.error("unknown command %r", command)
         self.client.disconnect()

@@ -50,6 +50,9 @@ log = logging.getLogger("cribwatch.gateway")
 PRUNE_INTERVAL_S = 6 * 3600.0
 """How often resolved incidents past the retention time are pruned (and once at start)."""
 FAULT_OUTCOME = Outcome(accepted=False, reason="fault")
+DEFER_AFTER_ALARM_S = 0.001
+"""After an alarm event has gone to the socket and the buzzer, the rest of the delivery (crib state, record, log
+line) waits this long, or until the next dispatch: the broker and staff devices get the CPU first (performance.md)."""
 
 
 class _Record:
@@ -291,7 +294,13 @@ class Gateway:
         self.recorder = StoreRecorder(self.writer, {crib.id: crib.sensor_key for _, crib in self.settings.cribs()})
         self.recorder.seed({view.state.crib_id: view.state.sensor_online for view in self.core.snapshot().cribs})
         channels += [self.recorder, LogChannel(), *self._extra_channels]
-        return Dispatcher(channels)
+        # Alarm events go to the socket and the buzzer at once; the rest a moment later (alerts.dispatch).
+        loop = asyncio.get_running_loop()
+        return Dispatcher(
+            channels,
+            urgent=2 if self.buzzer is not None else 1,
+            defer=lambda flush: loop.call_later(DEFER_AFTER_ALARM_S, flush),
+        )
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -34,7 +34,15 @@ from gateway.protocol import (
     decode,
     encode,
 )
-from gateway.protocol.codec import Outgoing, ack_answer, decode_inbound, encode_outbound, screen_inbound
+from gateway.protocol.codec import (
+    Outgoing,
+    ack_answer,
+    decode_inbound,
+    decode_sensor,
+    encode_outbound,
+    screen_inbound,
+    screen_payload,
+)
 from tests.helpers import (
     CLOSED,
     FAST_WIRED,
@@ -595,6 +603,48 @@ def test_wire_types_are_strict(case: str) -> None:
     assert info.value.reason == "bad_payload"
     field = case.split(": ")[1].split(" ", maxsplit=1)[0]
     assert field in info.value.detail
+
+
+def hot_path(topic: str, payload: bytes) -> object:
+    """What the gateway's main connection does with a message on a topic it subscribed to: the topic parsed once
+    beforehand, then only the payload screened and decoded (gateway.mqtt.link.MqttLink._take_sensor)."""
+    sensor_id, channel = TOPICS.parse_sensor_topic(topic)
+    screen_payload(payload)
+    return decode_sensor(sensor_id, channel, payload, observed_at=5.0)
+
+
+def full_path(topic: str, payload: bytes) -> object:
+    screen_inbound(TOPICS, topic, payload, wireless={SENSOR})
+    return decode_inbound(TOPICS, topic, payload, observed_at=5.0)
+
+
+HOT_PATH_BAD = [case for case, (topic, _, _) in BAD_INBOUND.items() if topic.startswith(f"{TOPICS.prefix}/sensor/")]
+HOT_PATH_BAD = [case for case in HOT_PATH_BAD if BAD_INBOUND[case][2] != "topic"]
+
+
+@pytest.mark.parametrize("case", HOT_PATH_BAD + [f"strict: {case}" for case in COERCIBLE if "ack" not in case])
+def test_the_hot_path_refuses_what_the_full_decode_refuses_for_the_same_reason(case: str) -> None:
+    """The one protocol module, two entries: screen_payload + decode_sensor (the main connection) and
+    screen_inbound + decode_inbound (everything else) give the same reason for every bad message."""
+    if case.startswith("strict: "):
+        topic, fields = COERCIBLE[case.removeprefix("strict: ")]
+        payload = raw(fields)
+    else:
+        topic, payload, _ = BAD_INBOUND[case]
+    with pytest.raises(ProtocolError) as full:
+        full_path(topic, payload)
+    with pytest.raises(ProtocolError) as hot:
+        hot_path(topic, payload)
+    assert hot.value.reason == full.value.reason
+    assert hot.value.detail == full.value.detail
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [(LATCH_TOPIC, LATCH), (TELEMETRY_TOPIC, TELEMETRY), (AVAILABILITY_TOPIC, AVAILABILITY)],
+)
+def test_the_hot_path_gives_the_same_event_as_the_full_decode(topic: str, payload: dict[str, Any]) -> None:
+    assert hot_path(topic, raw(payload)) == decode_inbound(TOPICS, topic, raw(payload), observed_at=5.0)
 
 
 @pytest.mark.parametrize("ts", ["1764160005", "0", "1764160005.5", "1e9"])

@@ -59,7 +59,7 @@ from gateway.protocol import (
     encode,
     parse_sim_pin,
 )
-from gateway.protocol.codec import Outgoing, decode_inbound, screen_inbound
+from gateway.protocol.codec import Outgoing, decode_inbound, decode_sensor, screen_inbound, screen_payload
 
 if TYPE_CHECKING:
     from paho.mqtt.client import MQTTMessageInfo
@@ -140,7 +140,10 @@ class MqttLink:
         self._wireless = frozenset(sensor_ids)
         """The site's wireless sensor ids: the main connection subscribes to their topics (three filters each)."""
         self._wired = frozenset(wired_keys)
-        self._main_topics = frozenset(topic for topic, _ in self._sensor_subscriptions())
+        self._routes = {topic: topics.parse_sensor_topic(topic) for topic, _ in self._sensor_subscriptions()}
+        """Each topic the main connection subscribes to, parsed once: (sensor id, channel). The hot path looks the
+        topic up here (no split, no pattern) and screens and decodes the payload only."""
+        self._main_topics = frozenset(self._routes)
         """What the main connection subscribes to: the intake drops its copies of these (and only these)."""
         self._intake_id = f"{client_id}-intake"
         self._monotonic = monotonic
@@ -222,6 +225,10 @@ class MqttLink:
     def _on_message(self, message: aiomqtt.Message) -> None:
         """The main connection: the site's own sensors' messages."""
         topic = message.topic.value
+        route = self._routes.get(topic)
+        if route is not None:
+            self._take_sensor(route, topic, message)
+            return
         if self._sensor_of(topic) is None and topic != self._topics.ack:
             # Through a filter that an earlier run left in this persistent session (a sensor since taken out
             # of the site file, or the one-connection gateway's `sensor/+/+`): the intake gets it too and counts it.
@@ -264,6 +271,21 @@ class MqttLink:
             return False
         self._intake_read_at = now
         return True
+
+    def _take_sensor(self, route: tuple[str, SensorChannel], topic: str, message: aiomqtt.Message) -> None:
+        """The hot path: a message on one of the topics the main connection subscribed to (already parsed)."""
+        observed_at = self._monotonic()
+        payload = message.payload
+        if not isinstance(payload, bytes):
+            self._stats.reject("bad_payload", f"non-bytes payload on {topic}")
+            return
+        try:
+            screen_payload(payload)
+            event = decode_sensor(route[0], route[1], payload, retained=message.retain, observed_at=observed_at)
+        except ProtocolError as exc:
+            self._stats.reject(exc.reason, f"{topic}: {exc.detail}")
+            return
+        self._on_event(event)
 
     def _take(self, topic: str, message: aiomqtt.Message) -> None:
         observed_at = self._monotonic()

@@ -83,6 +83,12 @@ def screen_inbound(
             if sensor_id in wired:
                 raise ProtocolError("wired_sensor", f"{sensor_id!r} is a wired crib's key: MQTT cannot speak for it")
             raise ProtocolError("unknown_sensor", f"sensor id {sensor_id!r} is not used by any crib of the site")
+    screen_payload(payload)
+
+
+def screen_payload(payload: bytes) -> None:
+    """The payload checks of :func:`screen_inbound` alone (``too_large``, ``bad_json``), for a message whose topic
+    is already known to be one of the site's own sensors' (the gateway's main connection)."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ProtocolError("too_large", f"{len(payload)} bytes (at most {MAX_PAYLOAD_BYTES})")
     text = payload.strip(_JSON_WHITESPACE)
@@ -112,6 +118,22 @@ def decode_inbound(
             observed_at=observed_at,
         )
     sensor_id, channel = topics.parse_sensor_topic(topic)
+    return decode_sensor(sensor_id, channel, payload, retained=retained, observed_at=observed_at)
+
+
+def decode_sensor(
+    sensor_id: str,
+    channel: SensorChannel,
+    payload: bytes,
+    *,
+    retained: bool = False,
+    observed_at: float | None = None,
+) -> InboundEvent:
+    """One message of a sensor, its topic already parsed (:meth:`Topics.parse_sensor_topic`: the gateway does that
+    once per topic it subscribes to, not once per message); ProtocolError if the payload is not one.
+
+    One pass: pydantic's compiled validator parses and checks the bytes in one go (``model_validate_json``), and the
+    event is built from the validated model."""
     if channel is SensorChannel.LATCH:
         latch = decode(LatchPayload, payload)
         return LatchReading(
