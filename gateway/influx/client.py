@@ -3,10 +3,10 @@
 
 Both take one body of line protocol and either return (the server confirmed every point: 204) or raise:
 
-* :class:`WriteRefused`: the server refused points of the body for what they are (400): sending them again will
+* :class:`WriteRefusedError`: the server refused points of the body for what they are (400): sending them again will
   not help. InfluxDB 1.x writes the good points of such a body all the same ("partial write").
-* :class:`WriteTooLarge`: the body is over the server's limit (413): send it in smaller parts.
-* :class:`WriteFailed`: anything else (no connection, a timeout, 401/403, 404, 5xx): the points stay in the outbox
+* :class:`WriteTooLargeError`: the body is over the server's limit (413): send it in smaller parts.
+* :class:`WriteFailedError`: anything else (no connection, a timeout, 401/403, 404, 5xx): the points stay in the outbox
   and are sent again. A write that timed out after the server took it does no harm: the same points overwrite
   themselves (docs/influx-schema.md).
 
@@ -16,14 +16,16 @@ Never influxdb-client's default batching write API: it logs a failed batch and d
 from __future__ import annotations
 
 import base64
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import urlencode
 
 import urllib3
-from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
+_NS = cast("WritePrecision", WritePrecision.NS)  # the library types its string constants as the class
 HTTP_NO_CONTENT = 204
 HTTP_BAD_REQUEST = 400
 HTTP_TOO_LARGE = 413
@@ -34,15 +36,15 @@ _HINTS = {
 }
 
 
-class WriteFailed(Exception):
+class WriteFailedError(Exception):
     """The write did not happen or its outcome is unknown: send again later."""
 
 
-class WriteRefused(Exception):
+class WriteRefusedError(Exception):
     """The server refused (some of) the points for what they are: sending them again will not help."""
 
 
-class WriteTooLarge(Exception):
+class WriteTooLargeError(Exception):
     """The body is over the server's size limit: send it in smaller parts."""
 
 
@@ -67,11 +69,11 @@ def _raise_for(status: int, body: str) -> None:
     if status == HTTP_NO_CONTENT:
         return
     if status == HTTP_BAD_REQUEST:
-        raise WriteRefused(f"HTTP 400: {body}")
+        raise WriteRefusedError(f"HTTP 400: {body}")
     if status == HTTP_TOO_LARGE:
-        raise WriteTooLarge(f"HTTP 413: {body}")
+        raise WriteTooLargeError(f"HTTP 413: {body}")
     hint = _HINTS.get(status, "")
-    raise WriteFailed(f"HTTP {status}{': ' + hint if hint else ''}{' (' + body + ')' if body else ''}")
+    raise WriteFailedError(f"HTTP {status}{': ' + hint if hint else ''}{' (' + body + ')' if body else ''}")
 
 
 class V1Client:
@@ -104,7 +106,7 @@ class V1Client:
         try:
             response = self._pool.request("POST", self._url, body=body, headers=self._headers)
         except urllib3.exceptions.HTTPError as exc:
-            raise WriteFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise WriteFailedError(f"{type(exc).__name__}: {exc}") from exc
         _raise_for(response.status, _text(response.data))
 
     def close(self) -> None:
@@ -123,14 +125,14 @@ class V2Client:
 
     def write(self, body: bytes) -> None:
         try:
-            self._api.write(bucket=self._bucket, org=self._org, record=body, write_precision=WritePrecision.NS)
+            self._api.write(bucket=self._bucket, org=self._org, record=body, write_precision=_NS)
         except ApiException as exc:
             _raise_for(int(exc.status or 0), _text(exc.body))
-            raise WriteFailed(f"HTTP {exc.status}") from exc  # a 204 that raised: not expected
+            raise WriteFailedError(f"HTTP {exc.status}") from exc  # a 204 that raised: not expected
         except urllib3.exceptions.HTTPError as exc:
-            raise WriteFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise WriteFailedError(f"{type(exc).__name__}: {exc}") from exc
         except OSError as exc:
-            raise WriteFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise WriteFailedError(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]

@@ -107,7 +107,7 @@ class InfluxFeed:
         """An escalation or reminder of the alert policy (wired when the policy lands)."""
         self._emit(schema.escalation_point(event, level=level, at=at, reminder=reminder))
 
-    def delivered(  # noqa: PLR0917 - one delivery's plain values
+    def delivered(
         self,
         channel: str,
         notice_kind: str,

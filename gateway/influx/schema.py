@@ -240,7 +240,7 @@ def escalation_point(ev: AlarmEvent, *, level: int, at: float, reminder: bool = 
     )
 
 
-def delivery_point(  # noqa: PLR0917 - the plain values of one delivery, named at every call
+def delivery_point(
     site: str,
     channel: str,
     notice_kind: str,
@@ -279,9 +279,7 @@ def crib_change_points(before: CribState | None, now: CribState, sensor: str) ->
         out.append(latch_point(now.site_id, now.room_id, now.crib_id, sensor, open_=opened, at=at))
     if now.sensor_online is not None and now.sensor_online != before.sensor_online:
         out.append(
-            sensor_online_point(
-                now.site_id, now.room_id, now.crib_id, sensor, online=now.sensor_online, at=now.at
-            )
+            sensor_online_point(now.site_id, now.room_id, now.crib_id, sensor, online=now.sensor_online, at=now.at)
         )
     return out
 
@@ -300,8 +298,12 @@ def sensor_refused_points(
 
 def input_points(site: str, at: float, rejected: Mapping[str, int], ignored: Mapping[str, int]) -> list[Point]:
     """Running counts of rejected and ignored input by reason (the nuisance: junk, unknown sensors, repeats)."""
-    out = [point(INPUT, at, {"site": site, "outcome": "rejected", "reason": r}, {"count": n}) for r, n in rejected.items()]
-    out += [point(INPUT, at, {"site": site, "outcome": "ignored", "reason": r}, {"count": n}) for r, n in ignored.items()]
+    out = [
+        point(INPUT, at, {"site": site, "outcome": "rejected", "reason": r}, {"count": n}) for r, n in rejected.items()
+    ]
+    out += [
+        point(INPUT, at, {"site": site, "outcome": "ignored", "reason": r}, {"count": n}) for r, n in ignored.items()
+    ]
     return out
 
 

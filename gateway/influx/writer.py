@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from gateway.influx.client import InfluxClient, WriteFailed, WriteRefused, WriteTooLarge
+from gateway.influx.client import InfluxClient, WriteFailedError, WriteRefusedError, WriteTooLargeError
 from gateway.store import Store
 
 log = logging.getLogger("cribwatch.influx")
@@ -59,7 +59,7 @@ class TargetHealth:
 class InfluxShipper:
     """Ships one target's outbox. :meth:`start`, then :meth:`stop`; :attr:`health` from any thread."""
 
-    def __init__(  # noqa: PLR0917 - collaborators first, then tuning
+    def __init__(
         self,
         name: str,
         connect: Callable[[], InfluxClient],
@@ -142,7 +142,7 @@ class InfluxShipper:
                         continue
                 last_send = self._monotonic()
                 self._send(rows)
-            except WriteFailed as exc:
+            except WriteFailedError as exc:
                 self._failed(str(exc))
                 self._sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
@@ -178,19 +178,19 @@ class InfluxShipper:
         if self._client is None:
             try:
                 self._client = self._connect()
-            except Exception as exc:  # noqa: BLE001 - a bad URL or the library: retried like a failed write
-                raise WriteFailed(f"cannot set up the client: {type(exc).__name__}: {exc}") from exc
+            except Exception as exc:
+                raise WriteFailedError(f"cannot set up the client: {type(exc).__name__}: {exc}") from exc
         return self._client
 
     def _send(self, rows: Sequence[tuple[int, str]]) -> None:
-        """Write ``rows``; confirmed parts move the position. WriteFailed: the rest waits for a retry."""
+        """Write ``rows``; confirmed parts move the position. WriteFailedError: the rest waits for a retry."""
         body = "\n".join(line for _, line in rows).encode()
         try:
             self._client_now().write(body)
-        except (WriteRefused, WriteTooLarge) as exc:
+        except (WriteRefusedError, WriteTooLargeError) as exc:
             if len(rows) == 1:
-                if isinstance(exc, WriteTooLarge):
-                    raise WriteFailed(f"one point is over the server's size limit: {exc}") from exc
+                if isinstance(exc, WriteTooLargeError):
+                    raise WriteFailedError(f"one point is over the server's size limit: {exc}") from exc
                 self._refused(rows[0], str(exc))
                 return
             half = len(rows) // 2
