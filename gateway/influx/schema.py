@@ -65,12 +65,13 @@ class Point:
     alarm: bool = False
 
     def line(self) -> str:
-        """The point in line protocol (one line, no newline), tags sorted by key as InfluxDB prefers."""
+        """The point in line protocol (one line, no newline), tags and fields sorted by key (as InfluxDB prefers
+        the tags, and as influxdb-client writes both)."""
         out = [_escape_measurement(self.measurement)]
         for key, value in sorted(self.tags):
             if value != "":
-                out.append(f",{_escape_key(key)}={_escape_key(_one_line(value))}")
-        fields = ",".join(f"{_escape_key(k)}={_field(v)}" for k, v in self.fields if _writable(v))
+                out.append(f",{_escape_key(key)}={_escape_tag_value(value)}")
+        fields = ",".join(f"{_escape_key(k)}={_field(v)}" for k, v in sorted(self.fields) if _writable(v))
         if not fields:
             raise ValueError(f"a point of {self.measurement!r} without a field cannot be written")
         return f"{''.join(out)} {fields} {self.time_ns}"
@@ -105,17 +106,25 @@ def lines(points: Iterable[Point]) -> str:
     return "\n".join(p.line() for p in points)
 
 
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": r"\\", "\n": " ", "\r": " "})
+"""The escapes of line protocol, as influxdb-client writes them (tests/test_influx_schema.py compares); a string
+field keeps to one line."""
+
+
 def _escape_measurement(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+    return text.translate(_MEASUREMENT_ESCAPES)
 
 
 def _escape_key(text: str) -> str:
-    """Tag keys, tag values and field keys: backslash, comma, equals sign and space are escaped."""
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    """Tag keys and field keys: comma, equals sign, space and control whitespace escaped."""
+    return text.translate(_KEY_ESCAPES)
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
+def _escape_tag_value(text: str) -> str:
+    out = text.translate(_KEY_ESCAPES)
+    return out + " " if out.endswith("\\") else out  # a final backslash would escape the separator
 
 
 def _writable(value: FieldValue) -> bool:
@@ -129,7 +138,7 @@ def _field(value: FieldValue) -> str:
         return f"{value}i"
     if isinstance(value, float):
         return repr(value)
-    return '"' + _one_line(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + value.translate(_STRING_ESCAPES) + '"'
 
 
 # ------------------------------------------------------------------------------------------ the points
