@@ -270,10 +270,11 @@ class InfluxdServer(_Server):
                 raise RuntimeError(f"influxd: {q!r}: {result['error']}")
         return results
 
-    def rows(self, q: str) -> list[dict[str, Any]]:
-        """The rows of a SELECT on :attr:`database`, as dicts (``time`` in ns), every series after the other."""
+    def rows(self, q: str, *, db: str | None = None) -> list[dict[str, Any]]:
+        """The rows of a SELECT on ``db`` (default :attr:`database`), as dicts (``time`` in ns), every series after
+        the other."""
         out: list[dict[str, Any]] = []
-        for result in self.query(q, db=self.database):
+        for result in self.query(q, db=db or self.database):
             for series in result.get("series", []):
                 tags = series.get("tags", {})
                 for values in series["values"]:
