@@ -329,10 +329,12 @@ async def test_a_gateway_restart_with_a_full_outbox_resumes_the_backfill(
                 TelemetryReading("s-2", 1, seq, BASE, 80, -60, "1.0.0", seq, 30.0, observed_at=now - 4 + seq * 0.001)
             )
         first.submit(LatchReading("s-1", LatchState.OPEN, 1, 3001, BASE, Source.MQTT, observed_at=time.monotonic()))
-        await asyncio.to_thread(first.writer.flush)
-        stats = await until(lambda: (s := first.stats_payload()).influx and s.influx[0].failures and s, "failing")
+        await asyncio.to_thread(first.writer.flush, WAIT_S)
+        stats = await until(
+            lambda: (s := first.stats_payload()).influx and s.influx[0].failures and s.influx[0].dropped > 1000 and s,
+            "failing, and the outbox at its limit dropping the oldest readings",
+        )
         assert stats.influx[0].connected is False
-        assert stats.influx[0].dropped > 1000, "the outbox at its limit dropped the oldest readings"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
