@@ -370,7 +370,7 @@ async def test_a_gateway_restart_with_a_full_outbox_resumes_the_backfill(
 
 async def test_an_influxdb_that_hangs_never_holds_up_an_alarm(tmp_path: Path, mqtt_endpoint: BrokerEndpoint) -> None:
     """A server that takes the connection and never answers: the shipper waits on it, the alarm does not."""
-    import socket  # noqa: PLC0415
+    import socket
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -392,16 +392,16 @@ async def test_an_influxdb_that_hangs_never_holds_up_an_alarm(tmp_path: Path, mq
         update={"influx": settings.influx.model_copy(update={"targets": (settings.influx.targets[0].model_copy(
             update={"timeout_s": 60.0}),)})}  # type: ignore[union-attr]
     )  # fmt: skip
-    from tests.test_gateway_integration import sensor, staff_device  # noqa: PLC0415
-    from gateway.domain.vocab import AlarmEventType, AlarmKind  # noqa: PLC0415
-    from gateway.protocol import Topics  # noqa: PLC0415
+    from gateway.domain.vocab import AlarmEventType, AlarmKind
+    from gateway.protocol import Topics
+    from tests.test_gateway_integration import sensor, staff_device
 
     topics = Topics(settings.site.id)
     gateway = Gateway(settings, pin_factory=MockFactory())
     task = asyncio.create_task(gateway.run())
     try:
         async with staff_device(mqtt_endpoint, topics) as staff, sensor(mqtt_endpoint, topics, "s-1") as s1:
-            await until(lambda: gateway.mqtt.connected.is_set(), "connected")
+            await until(gateway.mqtt.connected.is_set, "connected")
             await until(lambda: accepted, "the shipper's write hangs on the server")
             await s1.open()
             event = await staff.event("c-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
