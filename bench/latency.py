@@ -444,6 +444,10 @@ class RigConfig:
     gateway_profile: Path | None = None
     gateway_trace: Path | None = None
     stats_interval_s: float | None = None
+    extra_site: str = ""
+    """TOML appended to the generated site file (bench.influx: an ``[influx]`` section)."""
+    extra_env: tuple[tuple[str, str], ...] = ()
+    """More environment for the gateway (bench.influx: the InfluxDB password)."""
 
 
 @dataclasses.dataclass
@@ -491,11 +495,13 @@ async def start_rig(stack: contextlib.AsyncExitStack, workdir: Path, config: Rig
     where = ["--host", endpoint.host, "--port", str(endpoint.port)]
 
     site = workdir / "site.toml"
-    site.write_text(site_toml(config.cribs, endpoint.host, endpoint.port, stats_interval_s=config.stats_interval_s))
+    toml = site_toml(config.cribs, endpoint.host, endpoint.port, stats_interval_s=config.stats_interval_s)
+    site.write_text(toml + config.extra_site)
     settings_from_mapping(  # fail here, with the gateway's own message, rather than in the subprocess
-        tomllib.loads(site.read_text()), env={ENV_MQTT_USERNAME: USERNAME, ENV_MQTT_PASSWORD: password}
+        tomllib.loads(site.read_text()),
+        env={ENV_MQTT_USERNAME: USERNAME, ENV_MQTT_PASSWORD: password, **dict(config.extra_env)},
     )
-    env = child_env(password)
+    env = child_env(password) | dict(config.extra_env)
     env["CRIBWATCH_STATE_DIR"] = str(workdir / "state")  # the gateway's store, on the disk the run uses
 
     relay = Child("relay", workdir / "relay.log")

@@ -67,14 +67,42 @@ class Point:
     def line(self) -> str:
         """The point in line protocol (one line, no newline), tags and fields sorted by key (as InfluxDB prefers
         the tags, and as influxdb-client writes both)."""
-        out = [_escape_measurement(self.measurement)]
-        for key, value in sorted(self.tags):
-            if value != "":
-                out.append(f",{_escape_key(key)}={_escape_tag_value(value)}")
-        fields = ",".join(f"{_escape_key(k)}={_field(v)}" for k, v in sorted(self.fields) if _writable(v))
+        series = _SERIES.get((self.measurement, self.tags))
+        if series is None:
+            series = _series(self.measurement, self.tags)
+        fields = ",".join(f"{_key(k)}={_field(v)}" for k, v in sorted(self.fields) if _writable(v))
         if not fields:
             raise ValueError(f"a point of {self.measurement!r} without a field cannot be written")
-        return f"{''.join(out)} {fields} {self.time_ns}"
+        return f"{series} {fields} {self.time_ns}"
+
+
+_SERIES: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+_KEYS: dict[str, str] = {}
+_MEMO_MAX = 4096
+"""Escaping is most of a point's cost, and a site has few series and fewer keys: both are remembered (at most
+this many; then forgotten and remembered again)."""
+
+
+def _series(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    out = [_escape_measurement(measurement)]
+    for key, value in sorted(tags):
+        if value != "":
+            out.append(f",{_escape_key(key)}={_escape_tag_value(value)}")
+    series = "".join(out)
+    if len(_SERIES) >= _MEMO_MAX:
+        _SERIES.clear()
+    _SERIES[(measurement, tags)] = series
+    return series
+
+
+def _key(key: str) -> str:
+    escaped = _KEYS.get(key)
+    if escaped is None:
+        escaped = _escape_key(key)
+        if len(_KEYS) >= _MEMO_MAX:
+            _KEYS.clear()
+        _KEYS[key] = escaped
+    return escaped
 
 
 def point(
@@ -128,16 +156,21 @@ def _escape_tag_value(text: str) -> str:
 
 
 def _writable(value: FieldValue) -> bool:
-    return not (isinstance(value, float) and not math.isfinite(value))
+    return type(value) is not float or math.isfinite(value)
 
 
 def _field(value: FieldValue) -> str:
+    kind = type(value)
+    if kind is int:
+        return f"{value}i"
+    if kind is float:
+        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
+    if isinstance(value, int):  # an int subclass (an IntEnum)
+        return f"{int(value)}i"
     if isinstance(value, float):
-        return repr(value)
+        return repr(float(value))
     return '"' + value.translate(_STRING_ESCAPES) + '"'
 
 

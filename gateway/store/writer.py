@@ -277,6 +277,19 @@ class StoreWriter:
         else:
             self._put("influx", (point,))
 
+    def influx_put_many(self, points: list[Any]) -> None:
+        """:meth:`influx_put` for several points under one lock (a backfill's or a benchmark's rate)."""
+        try:
+            with self._cond:
+                for point in points:
+                    op = self._append("influx_alarm" if point.alarm else "influx", (point,))
+                    if not point.alarm:
+                        self._droppable.append(op)
+                self._bound()
+                self._wake()
+        except Exception:  # never raise into the event loop
+            log.critical("store writer: could not queue %d InfluxDB points", len(points), exc_info=True)
+
     def influx_confirmed(self, target: str, upto: int, at: float) -> None:
         """``target``'s server confirmed the outbox up to id ``upto``: move its position, delete what every target
         has (see :meth:`Store.influx_confirm`)."""
