@@ -7,6 +7,8 @@
 #   make bench    alarm latency benchmark with 100 simulated cribs against a real Mosquitto
 #   make bench-flood  the same alarm latency while one client floods junk at 4,000 msg/s (ack, unknown sensor
 #                 id, bad JSON), beside no flood in the same run
+#   make bench-influx  points/s into a real influxd through the outbox, its size on disk, and the alarm latency
+#                 beside the floor while it runs
 #   make clean    remove the venv, caches and build output
 
 SHELL := /bin/bash
@@ -19,7 +21,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo system-deps test lint bench bench-flood clean
+.PHONY: venv demo system-deps test lint bench bench-flood bench-influx clean
 
 # -- environment ------------------------------------------------------------------------------------
 
@@ -56,6 +58,9 @@ bench: venv system-deps
 
 bench-flood: venv system-deps
 	$(BIN)/python -m bench.flood --cribs 100 --rate 4000 --kind ack --kind unknown_sensor --kind bad_json
+
+bench-influx: venv system-deps
+	$(BIN)/python -m bench.influx
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
