@@ -11,8 +11,8 @@ the staff subscriber and the simulated sensors). Then:
 2. **loaded**: the same while :mod:`bench.influxload` runs in a process of its own, the gateway's outbox path at
    full speed into the same influxd (another database): ``--fill`` points into the outbox with InfluxDB "away"
    (bytes on disk per point), then the backfill (points/s out of the outbox into influxd), then live points in and
-   out at once until the latency samples are taken and at least ``--live-s`` seconds have passed (the sustained
-   rate). Every point made must be in influxd at the end (counted with InfluxQL).
+   out at once until the latency samples are taken and ``--live-s`` seconds more (the sustained rate). Every point
+   made must be in influxd at the end (counted with InfluxQL).
 
 Exit status: 0 when every sample arrived and every point reached influxd, 1 otherwise (the figures are printed
 all the same), 2 if the setup failed.
