@@ -103,3 +103,22 @@ def test_a_site_without_influx_runs_without_it() -> None:
     settings = settings_from_mapping(demo, env={})  # demo mode: an InfluxDB without credentials is allowed
     assert settings.influx is not None
     assert schema.MEASUREMENTS  # the schema module is there for it
+
+
+def test_check_config_warns_of_an_influx_target_without_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.cli import main
+
+    for var in ("CRIBWATCH_INFLUX_SITE_PASSWORD", "CRIBWATCH_MQTT_USERNAME", "CRIBWATCH_MQTT_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[site]\nid = "kids-f"\nlabel = "Kids F"\n\n[influx]\n[[influx.targets]]\nurl = "http://127.0.0.1:8086"\n'
+        'database = "cw"\nusername = "gw"\n\n[[rooms]]\nid = "r"\nlabel = "R"\n'
+        '[[rooms.cribs]]\nid = "c"\nlabel = "C"\nsensor_id = "s"\n'
+    )
+    assert main(["check-config", str(site)]) == 0
+    err = capsys.readouterr().err
+    assert "influx target 'site' has no credentials here" in err
+    assert "CRIBWATCH_INFLUX_SITE_PASSWORD" in err
