@@ -126,3 +126,19 @@ def test_the_newest_telemetry_is_kept_while_the_oldest_goes(tmp_path: Path) -> N
         store.close()
     finally:
         writer.stop()
+
+
+def test_a_point_that_cannot_be_written_is_dropped_alone_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    writer = writer_for(path, influx_targets=("site",))
+    try:
+        writer.influx_put(telemetry(1))
+        writer.influx_put(schema.point("sensor", 1.0, {}, {"f": float("nan")}))  # no field InfluxDB can take
+        writer.influx_put(alarm(2))
+        assert writer.flush()
+        assert writer.health.dropped == 1
+        store = Store.open(path, site_id=SITE)
+        assert [line for _, line in store.influx_batch(0, 10)] == [telemetry(1).line(), alarm(2).line()]
+        store.close()
+    finally:
+        writer.stop()

@@ -492,7 +492,10 @@ class StoreWriter:
             for op in ops:
                 if op.kind in _POINT_KINDS:
                     p = op.args[0]
-                    points.append((p.line(), p.alarm, p.time_ns / 1e9))
+                    try:
+                        points.append((p.line(), p.alarm, p.time_ns / 1e9))
+                    except ValueError as exc:  # a point the schema cannot write (no field): a bug, not the disk's
+                        self._unwritable(p, exc)
                     continue
                 if points:
                     store.influx_put(points)
@@ -504,6 +507,11 @@ class StoreWriter:
         if trimmed:
             self._trimmed(trimmed)
         return pruned
+
+    def _unwritable(self, point: Any, exc: ValueError) -> None:
+        log.error("store writer: an InfluxDB point cannot be written, dropped: %s (%r)", exc, point)
+        with self._cond:
+            self._health.dropped += 1
 
     def _trimmed(self, dropped: int) -> None:
         with self._cond:
