@@ -88,8 +88,26 @@ class InfluxResults:
         return made is not None and self.in_influxd == made and self.load.get("sent") == made
 
     @property
+    def alarms_opened(self) -> int:
+        """Latches the run opened (warm-up included): each raised one alarm at the gateway (grace 0)."""
+        return sum(
+            2 * res.options.warmup + sum(len(v) for v in res.latencies.values()) + sum(res.lost.values())
+            for res in (self.quiet, self.loaded)
+        )
+
+    @property
+    def every_alarm_in_influxd(self) -> bool:
+        return self.gateway_alarm_points == self.alarms_opened
+
+    @property
     def ok(self) -> bool:
-        return self.complete and self.quiet.ok and self.loaded.ok and self.every_point_arrived
+        return (
+            self.complete
+            and self.quiet.ok
+            and self.loaded.ok
+            and self.every_point_arrived
+            and self.every_alarm_in_influxd
+        )
 
 
 def latency_options(options: InfluxOptions, samples: int, seed: int) -> Options:
@@ -174,10 +192,14 @@ async def run(options: InfluxOptions, workdir: Path) -> InfluxResults:
                 results.load |= got
             rows = await asyncio.to_thread(influxd.rows, 'SELECT count("seq") FROM "sensor"', db=LOAD_DATABASE)
             results.in_influxd = int(rows[0]["count"]) if rows else 0
-        alarm_rows = await asyncio.to_thread(
-            influxd.rows, """SELECT count("alarm_id") FROM "alarm" WHERE "event" = 'raised'"""
-        )
-        results.gateway_alarm_points = int(alarm_rows[0]["count"]) if alarm_rows else 0
+        for _ in range(30):  # the gateway writes its points every second: give the last ones time to land
+            alarm_rows = await asyncio.to_thread(
+                influxd.rows, """SELECT count("alarm_id") FROM "alarm" WHERE "event" = 'raised'"""
+            )
+            results.gateway_alarm_points = int(alarm_rows[0]["count"]) if alarm_rows else 0
+            if results.every_alarm_in_influxd:
+                break
+            await asyncio.sleep(0.5)
         stats = await rig.staff_feed.next_stats()
         results.gateway_influx = (stats.get("influx") or [{}])[0]
     results.seconds = time.perf_counter() - began
@@ -225,6 +247,7 @@ def to_json(r: InfluxResults) -> dict[str, Any]:
         "points_in_influxd": r.in_influxd,
         "every_point_arrived": r.every_point_arrived,
         "gateway_raised_alarm_points": r.gateway_alarm_points,
+        "alarms_raised": r.alarms_opened,
         "gateway_influx": r.gateway_influx,
         "fill": r.options.fill,
         "batch": r.options.batch,
@@ -268,7 +291,8 @@ def to_table(r: InfluxResults) -> str:
         rows.append(f"{name + ': ratio alert/floor p99':30} {lat['ratio_p99'] or '-':>8}")
     rows += [
         "",
-        f"the gateway's own points: {r.gateway_alarm_points} raised alarms in influxd; its stats: {r.gateway_influx}",
+        f"the gateway's own points: {r.gateway_alarm_points} raised alarm points in influxd for {r.alarms_opened} "
+        f"alarms raised ({'all' if r.every_alarm_in_influxd else 'NOT ALL'}); its stats: {r.gateway_influx}",
         f"run took {r.seconds:.1f} s; " + machine_text(r.load_before, r.load_after),
     ]
     if not r.complete:
