@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.domain.events import AlarmEvent, CribState, TelemetryReading
 from gateway.domain.vocab import AlarmEventType
@@ -53,10 +53,9 @@ ALARM_STEPS = (str(AlarmEventType.RAISED), ESCALATED, REMINDED, str(AlarmEventTy
 # ------------------------------------------------------------------------------------------ the point
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
+class Point(NamedTuple):
     """One point: measurement, tags (empty values left out), fields, time in ns; ``alarm`` points are never dropped
-    from the outbox, whatever its size."""
+    from the outbox, whatever its size. (A named tuple: made at every event, it must be cheap to build.)"""
 
     measurement: str
     tags: tuple[tuple[str, str], ...]
@@ -70,7 +69,16 @@ class Point:
         series = _SERIES.get((self.measurement, self.tags))
         if series is None:
             series = _series(self.measurement, self.tags)
-        fields = ",".join(f"{_key(k)}={_field(v)}" for k, v in sorted(self.fields) if _writable(v))
+        parts = []
+        keys = _KEYS
+        for k, v in sorted(self.fields):
+            key = keys.get(k) or _key(k)
+            kind = type(v)
+            if kind is int:  # the common case first, without a call
+                parts.append(f"{key}={v}i")
+            elif kind is not float or math.isfinite(v):  # type: ignore[arg-type]
+                parts.append(f"{key}={_field(v)}")
+        fields = ",".join(parts)
         if not fields:
             raise ValueError(f"a point of {self.measurement!r} without a field cannot be written")
         return f"{series} {fields} {self.time_ns}"
