@@ -122,3 +122,22 @@ def test_check_config_warns_of_an_influx_target_without_credentials(
     err = capsys.readouterr().err
     assert "influx target 'site' has no credentials here" in err
     assert "CRIBWATCH_INFLUX_SITE_PASSWORD" in err
+
+
+def test_the_commented_influx_section_of_the_example_site_is_valid() -> None:
+    import tomllib
+
+    lines = (Path(__file__).resolve().parent.parent / "examples" / "kids-f.toml").read_text().splitlines()
+    start = lines.index("# [influx]")
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("#"))
+    block = [line.removeprefix("#").removeprefix(" ") for line in lines[start:end]]
+    text = "\n".join(lines[:start] + lines[end:]) + "\n" + "\n".join(block) + "\n"
+    env = {
+        "CRIBWATCH_MQTT_USERNAME": "gw",
+        "CRIBWATCH_MQTT_PASSWORD": "pw",
+        influx_env("site", "password"): "p",
+        influx_env("city", "token"): "t",
+    }
+    settings = settings_from_mapping(tomllib.loads(text), env=env)
+    assert settings.influx is not None
+    assert [(t.name, t.api) for t in settings.influx.targets] == [("site", "v1"), ("city", "v2")]
