@@ -193,3 +193,9 @@ def test_health_points_are_running_counts() -> None:
     assert " accepted=5i,loop_lag_ms=0.4 " in lines[0]
     assert any("gateway_input," in line and "reason=bad_json" in line and "count=2i" in line for line in lines)
     assert any("sensor_refused," in line and "crib=f-1" in line and "refused=3i,resynced=0i" in line for line in lines)
+    points.clear()
+    feed.health(20.0, {"accepted": 9}, {"bad_json": 2}, {"duplicate": 1}, {"s-f1": 3}, {})
+    assert [p.measurement for p in points] == ["gateway"], "unchanged counts make no new point"
+    points.clear()
+    feed.health(30.0, {"accepted": 9}, {"bad_json": 2}, {"duplicate": 1}, {"s-f1": 3}, {"s-f1": 1})
+    assert [(p.measurement, dict(p.fields)) for p in points][1:] == [("sensor_refused", {"refused": 3, "resynced": 1})]

@@ -38,6 +38,10 @@ class InfluxFeed:
         self._room_of = dict(room_of)
         self._crib_of = {sensor: crib for crib, sensor in sensor_of.items()}
         self._last: dict[str, CribState] = {}
+        self._rejected: dict[str, int] = {}
+        self._ignored: dict[str, int] = {}
+        self._refused: dict[str, int] = {}
+        self._resynced: dict[str, int] = {}
         self.points = 0
         """Points handed to ``put`` since the start."""
 
@@ -94,11 +98,18 @@ class InfluxFeed:
         refused: Mapping[str, int],
         resynced: Mapping[str, int],
     ) -> None:
-        """The gateway's health, the nuisance counts and the sensors' ordering refusals, as running counts."""
+        """The gateway's health (every time), and the nuisance counts and the sensors' ordering refusals as running
+        counts, each only when it changed since the last time (a dashboard carries the last value forward): a
+        hundred sensors that once had a refusal do not make a hundred points every interval."""
         self._emit(schema.gateway_point(self._site, at, fields))
-        for point in schema.input_points(self._site, at, rejected, ignored):
+        rejected_new = _changed(self._rejected, rejected)
+        ignored_new = _changed(self._ignored, ignored)
+        for point in schema.input_points(self._site, at, rejected_new, ignored_new):
             self._emit(point)
-        for point in schema.sensor_refused_points(self._site, at, refused, resynced, self._crib_of):
+        sensors = set(_changed(self._refused, refused)) | set(_changed(self._resynced, resynced))
+        refused_new = {s: refused.get(s, 0) for s in sensors}
+        resynced_new = {s: resynced.get(s, 0) for s in sensors}
+        for point in schema.sensor_refused_points(self._site, at, refused_new, resynced_new, self._crib_of):
             self._emit(point)
 
     # ------------------------------------------------------------------------------------------ later steps
@@ -137,3 +148,10 @@ class InfluxFeed:
                 error=error,
             )
         )
+
+
+def _changed(seen: dict[str, int], now: Mapping[str, int]) -> dict[str, int]:
+    """The counts of ``now`` that differ from ``seen`` (which is brought up to date)."""
+    out = {key: count for key, count in now.items() if seen.get(key) != count}
+    seen.update(out)
+    return out
