@@ -8,8 +8,12 @@ A disk that fails or fills stops nothing: a batch that cannot be committed is ro
 retried with exponential backoff (``retry_min_s`` doubling up to ``retry_max_s``), logged on ``cribwatch.store``
 (CRITICAL the first time, then at most once a minute with the count; INFO when writes succeed again). A store that
 cannot be opened (the factory raises) is retried the same way. Memory is bounded by ``limit``: beyond it the
-oldest crib states (a projection, rebuilt by the next state) are dropped; alarm events, outbox messages, audit
-and sensor rows are kept whatever it costs.
+oldest crib states (a projection, rebuilt by the next state), audit and sensor rows and InfluxDB telemetry points
+are dropped; alarm events and outbox messages are kept up to twice the limit.
+
+InfluxDB points (``influx_put``) are serialised here and go to the store's ``influx_outbox``, kept at
+``influx_limit`` points (the oldest telemetry goes, alarm points never); ``influx_confirmed`` moves a target's
+position and deletes what every target has (docs/influx-schema.md).
 """
 
 from __future__ import annotations
