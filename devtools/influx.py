@@ -189,8 +189,11 @@ class InfluxdServer(_Server):
         username: str = "admin",
         password: str = "admin-password",  # noqa: S107 - a throwaway server on loopback, for tests
         port: int | None = None,
+        max_body_size: int | None = None,
     ) -> None:
+        """``max_body_size``: influxd's ``[http] max-body-size`` in bytes (a larger write is answered 413)."""
         super().__init__(workdir, port)
+        self.max_body_size = max_body_size
         self.database = database
         self.username = username
         self.password = password
@@ -224,6 +227,7 @@ class InfluxdServer(_Server):
                     f'  bind-address = "{LOCALHOST}:{self.port}"',
                     "  auth-enabled = true",
                     "  log-enabled = false",
+                    *([] if self.max_body_size is None else [f"  max-body-size = {self.max_body_size}"]),
                     "[monitor]",
                     "  store-enabled = false",
                     "[subscriber]",

@@ -224,6 +224,40 @@ def test_a_point_the_server_refuses_is_given_up_alone(tmp_path: Path, influxd: I
     assert len(influxd.rows('SELECT "seq" FROM "sensor"', db=database)) == 80
 
 
+def test_a_body_over_the_servers_limit_is_sent_in_smaller_parts(tmp_path: Path) -> None:
+    """influxd answers 413 to a body over its ``max-body-size``: the shipper halves it until it fits."""
+    server = InfluxdServer(tmp_path / "influxd", password=secrets.token_urlsafe(12), max_body_size=20_000)
+    server.start()
+    try:
+        with Pipeline(tmp_path / "s.sqlite3", {"site": v1(server)}, batch_size=1000) as pipe:
+            pipe.put([reading(i) for i in range(1000)])  # about 90 kB a batch of 1,000
+            pipe.wait(lambda: pipe.shipped("site"), "written")
+            lines = pipe.confirmed_lines("site")
+            health = pipe.shippers["site"].health
+        assert lines == [reading(i).line() for i in range(1000)]
+        assert max(len(body) for body in pipe.confirmed["site"]) <= 20_000
+        assert health.rejected == 0
+        assert [r["seq"] for r in server.rows('SELECT "seq" FROM "sensor" ORDER BY time')] == list(range(1000))
+    finally:
+        server.stop()
+
+
+def test_wrong_credentials_keep_every_point_and_say_why(tmp_path: Path, influxd: InfluxdServer, database: str) -> None:
+    def wrong() -> InfluxClient:
+        return V1Client(influxd.url, database, username=influxd.username, password="not-the-password")
+
+    with Pipeline(tmp_path / "s.sqlite3", {"site": wrong}) as pipe:
+        pipe.put([raised(1), reading(2)])
+        shipper = pipe.shippers["site"]
+        pipe.wait(lambda: shipper.health.failures >= 2 and shipper.health.waiting == 2, "failing, kept")
+        health = shipper.health
+    assert health.connected is False
+    assert health.last_error is not None
+    assert "401" in health.last_error
+    assert "credentials" in health.last_error
+    assert influxd.rows('SELECT * FROM "alarm"', db=database) == []
+
+
 def test_the_outbox_at_its_limit_drops_telemetry_never_an_alarm_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
