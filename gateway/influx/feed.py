@@ -16,6 +16,10 @@ from gateway.influx import schema
 from gateway.influx.schema import FieldValue, Point
 
 
+CLOCK_PAIR_S = 0.0002
+"""The wall clock is read between two monotonic readings at most this far apart (else read again, twice)."""
+
+
 class InfluxFeed:
     """Turns what happens at a site into points; ``put`` takes each one (it must not block)."""
 
@@ -81,11 +85,20 @@ class InfluxFeed:
         self._emit(schema.telemetry_point(self._site, self._room_of[crib], crib, event, at=self._seen(event)))
 
     def _seen(self, event: TelemetryReading) -> float:
-        """The wall time the adapter saw the event (its ``observed_at`` is on the monotonic clock)."""
-        now = self._clock.time()
+        """The wall time the adapter saw the event (its ``observed_at`` is on the monotonic clock).
+
+        The two clocks are read close together (monotonic, wall, monotonic; again if a thread switch came in
+        between), so that readings a millisecond apart keep their order on the wall clock."""
+        clock = self._clock
+        for _ in range(3):
+            before = clock.monotonic()
+            wall = clock.time()
+            after = clock.monotonic()
+            if after - before < CLOCK_PAIR_S:
+                break
         if event.observed_at is None:
-            return now
-        return now - max(0.0, self._clock.monotonic() - event.observed_at)
+            return wall
+        return wall - max(0.0, (before + after) / 2 - event.observed_at)
 
     # ------------------------------------------------------------------------------------------ health
 

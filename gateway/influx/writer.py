@@ -184,7 +184,7 @@ class InfluxShipper:
 
     def _send(self, rows: Sequence[tuple[int, str]]) -> None:
         """Write ``rows``; confirmed parts move the position. WriteFailedError: the rest waits for a retry."""
-        body = "\n".join(line for _, line in rows).encode()
+        body = "\n".join([row[1] for row in rows]).encode()
         try:
             self._client_now().write(body)
         except (WriteRefusedError, WriteTooLargeError) as exc:

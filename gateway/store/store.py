@@ -451,12 +451,9 @@ class Store:
 
     # ------------------------------------------------------------------------------------------ InfluxDB outbox
 
-    def influx_put(self, rows: Sequence[tuple[str, bool, float]]) -> None:
+    def influx_put(self, rows: Sequence[tuple[str, bool | int, float]]) -> None:
         """Points for InfluxDB, ``(line, alarm, at)``, at the end of the outbox (inside :meth:`transaction`)."""
-        self._conn.executemany(
-            "INSERT INTO influx_outbox (line, alarm, at) VALUES (?, ?, ?)",
-            [(line, int(alarm), at) for line, alarm, at in rows],
-        )
+        self._conn.executemany("INSERT INTO influx_outbox (line, alarm, at) VALUES (?, ?, ?)", rows)
         if self._influx_rows is not None:
             self._influx_rows += len(rows)
 
@@ -529,10 +526,10 @@ class Store:
 
     def influx_batch(self, after: int, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` points after id ``after``, oldest first: ``(id, line)``."""
-        rows = self._conn.execute(
+        rows: list[tuple[int, str]] = self._conn.execute(
             "SELECT id, line FROM influx_outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
         ).fetchall()
-        return [(int(r[0]), str(r[1])) for r in rows]
+        return rows
 
     def influx_waiting(self, after: int) -> tuple[int, float | None]:
         """Points after id ``after`` and the time of the oldest of them (wall clock)."""
