@@ -15,7 +15,6 @@ from gateway.domain.events import AlarmEvent, CribState, InboundEvent, OutboundE
 from gateway.influx import schema
 from gateway.influx.schema import FieldValue, Point
 
-
 CLOCK_PAIR_S = 0.0002
 """The wall clock is read between two monotonic readings at most this far apart (else read again, twice)."""
 
