@@ -117,6 +117,14 @@ def test_escalations_and_deliveries_take_plain_values() -> None:
     )
 
 
+def test_maintenance_is_on_record_and_never_dropped() -> None:
+    p = schema.maintenance_point("kids-f", "baby", "c-3", 50.0, on=True, by="tech-2", reason="new sensor")
+    assert p.alarm
+    assert p.line() == 'maintenance,crib=c-3,room=baby,site=kids-f by="tech-2",on=1i,reason="new sensor" 50000000000'
+    room = schema.maintenance_point("kids-f", "baby", None, 60.0, on=False)
+    assert room.line() == "maintenance,room=baby,site=kids-f on=0i 60000000000"
+
+
 def collect() -> tuple[list[Point], InfluxFeed, CoreHarness]:
     h = CoreHarness()
     points: list[Point] = []

@@ -130,6 +130,12 @@ class InfluxFeed:
         """An escalation or reminder of the alert policy (wired when the policy lands)."""
         self._emit(schema.escalation_point(event, level=level, at=at, reminder=reminder))
 
+    def maintenance(
+        self, room: str, crib: str | None, at: float, *, on: bool, by: str | None = None, reason: str | None = None
+    ) -> None:
+        """A crib or room into or out of maintenance (wired when maintenance mode lands)."""
+        self._emit(schema.maintenance_point(self._site, room, crib, at, on=on, by=by, reason=reason))
+
     def delivered(
         self,
         channel: str,

@@ -41,8 +41,10 @@ INPUT = "gateway_input"
 """Rejected and ignored input (the nuisance counts) by reason: running counts."""
 GATEWAY = "gateway"
 """The gateway's own health at each stats interval."""
+MAINTENANCE = "maintenance"
+"""A crib (or a room) put in or out of maintenance: ``on`` 1 or 0, by whom."""
 
-MEASUREMENTS = (LATCH, SENSOR, SENSOR_ONLINE, ALARM, DELIVERY, SENSOR_REFUSED, INPUT, GATEWAY)
+MEASUREMENTS = (LATCH, SENSOR, SENSOR_ONLINE, ALARM, DELIVERY, SENSOR_REFUSED, INPUT, GATEWAY, MAINTENANCE)
 
 ESCALATED = "escalated"
 REMINDED = "reminded"
@@ -315,6 +317,15 @@ def delivery_point(
         "error": None if error is None else error[:200],
     }
     return point(DELIVERY, at, tags, fields, alarm=True)
+
+
+def maintenance_point(
+    site: str, room: str, crib: str | None, at: float, *, on: bool, by: str | None = None, reason: str | None = None
+) -> Point:
+    """A crib (``crib`` None: the whole room) put in maintenance (``on``) or back in service, by a staff account
+    or a technician's id. An alarm point: a period without alarms must always be on record."""
+    tags = {"site": site, "room": room, "crib": crib}
+    return point(MAINTENANCE, at, tags, {"on": int(on), "by": by, "reason": reason}, alarm=True)
 
 
 def crib_change_points(before: CribState | None, now: CribState, sensor: str) -> list[Point]:
