@@ -251,10 +251,9 @@ class Gateway:
             self._answer(event, decision.outcome)
         if self.influx is not None:  # after the channels: the points wait for the alarm, never the other way
             self._measure_alert(event, decision.events)
-            try:
-                self.influx.feed.reading(event, decision.outcome)
-            except Exception:
-                log.exception("InfluxDB: could not make a point of %s", type(event).__name__)
+            if self.dispatcher is not None:  # a failure is logged and counted (channel_failures: influx)
+                feed, outcome = self.influx.feed, decision.outcome
+                self.dispatcher.call(feed, type(event).__name__, lambda: feed.reading(event, outcome))
         return decision.outcome
 
     def _measure_alert(self, event: InboundEvent, out: list[OutboundEvent]) -> None:
@@ -486,10 +485,10 @@ class Gateway:
             else round(self._alert_latency_max_s * 1e3, 3),
         }
         self._alert_latency_max_s = None
-        try:
-            self.influx.feed.health(stats.ts, fields, stats.rejected, stats.ignored, stats.refused, stats.resynced)
-        except Exception:
-            log.exception("InfluxDB: could not make the gateway's health points")
+        if self.dispatcher is not None:  # a failure is logged and counted (channel_failures: influx)
+            feed = self.influx.feed
+            health = (stats.ts, fields, stats.rejected, stats.ignored, stats.refused, stats.resynced)
+            self.dispatcher.call(feed, "health", lambda: feed.health(*health))
 
     async def _stats_loop(self) -> None:
         loop = asyncio.get_running_loop()
