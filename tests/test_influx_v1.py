@@ -206,6 +206,31 @@ def test_influxd_killed_mid_run_every_point_arrives_once_in_order(tmp_path: Path
         server.stop()
 
 
+def test_points_sent_again_after_the_server_took_them_do_not_double(
+    tmp_path: Path, influxd: InfluxdServer, database: str
+) -> None:
+    """The server took a batch but its confirmation never reached the store (a timeout, a crash before the commit):
+    the batch goes again, and InfluxDB still holds each point once (same series and timestamp overwrite)."""
+    path = tmp_path / "s.sqlite3"
+    away = InfluxdServer(tmp_path / "away", password=secrets.token_urlsafe(12))
+    away.start()
+    away.stop()  # a second target that never answers keeps the rows in the outbox
+    targets = {"site": v1(influxd, database), "city": v1(away)}
+    points = [reading(i) for i in range(500)] + [raised(500)]
+    with Pipeline(path, targets, batch_size=100) as pipe:
+        pipe.put(points)
+        pipe.wait(lambda: pipe.shipped("site"), "written once")
+    store = Store.open(path, site_id=SITE)
+    with store.transaction():  # the confirmations lost: the site's position back to the start
+        store.connection.execute("UPDATE influx_targets SET position = 0 WHERE name = 'site'")
+    store.close()
+    with Pipeline(path, targets, batch_size=100) as pipe:
+        pipe.wait(lambda: pipe.shipped("site"), "written again")
+        assert pipe.shippers["site"].health.sent == 501, "every point went a second time"
+    assert len(influxd.rows('SELECT "seq" FROM "sensor"', db=database)) == 500
+    assert len(influxd.rows('SELECT "alarm_id" FROM "alarm"', db=database)) == 1
+
+
 def test_a_point_the_server_refuses_is_given_up_alone(tmp_path: Path, influxd: InfluxdServer, database: str) -> None:
     """A field type conflict (400) would block the outbox forever if retried: the body is halved until the point
     is alone; it is counted and logged, and every other point is written."""
