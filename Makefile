@@ -10,6 +10,8 @@
 #   make bench-peers  the gateway beside the floor relay and a tuned Node-RED flow (npm installs it on first
 #                 use), 100 and 1,000 sensors, rounds interleaved; plots docs/img/latency-peers.png
 #   make bench-throughput  rate steps of sensor messages: accepted, CPU and alarm p99 at each step
+#   make bench-influx  points/s into a real influxd through the outbox, its size on disk, and the alarm latency
+#                 beside the floor while it runs
 #   make clean    remove the venv, caches and build output
 
 SHELL := /bin/bash
@@ -22,7 +24,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput clean
+.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx clean
 
 # -- environment ------------------------------------------------------------------------------------
 
@@ -65,6 +67,8 @@ bench-peers: venv system-deps
 
 bench-throughput: venv system-deps
 	$(BIN)/python -m bench.throughput
+bench-influx: venv system-deps
+	$(BIN)/python -m bench.influx
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

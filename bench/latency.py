@@ -482,6 +482,10 @@ class RigConfig:
     """The site's heartbeat interval (the simulated sensors send one every HEARTBEAT_S whatever it is)."""
     peer: tuple[str, Path] | None = None
     """(node, Node-RED's red.js): start the Node-RED peer flow too (bench.peers)."""
+    extra_site: str = ""
+    """TOML appended to the generated site file (bench.influx: an ``[influx]`` section)."""
+    extra_env: tuple[tuple[str, str], ...] = ()
+    """More environment for the gateway (bench.influx: the InfluxDB password)."""
 
 
 @dataclasses.dataclass
@@ -539,11 +543,13 @@ async def start_rig(stack: contextlib.AsyncExitStack, workdir: Path, config: Rig
             load_sensors=config.load_sensors,
             heartbeat_s=config.heartbeat_s,
         )
+        + config.extra_site
     )
     settings_from_mapping(  # fail here, with the gateway's own message, rather than in the subprocess
-        tomllib.loads(site.read_text()), env={ENV_MQTT_USERNAME: USERNAME, ENV_MQTT_PASSWORD: password}
+        tomllib.loads(site.read_text()),
+        env={ENV_MQTT_USERNAME: USERNAME, ENV_MQTT_PASSWORD: password, **dict(config.extra_env)},
     )
-    env = child_env(password)
+    env = child_env(password) | dict(config.extra_env)
     env["CRIBWATCH_STATE_DIR"] = str(workdir / "state")  # the gateway's store, on the disk the run uses
 
     relay = Child("relay", workdir / "relay.log")

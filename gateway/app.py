@@ -26,6 +26,7 @@ from alerts.dispatch import Dispatcher, EventSink
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.events import (
     AckRequest,
+    AlarmEvent,
     CribRecord,
     InboundEvent,
     OpenAlarmRecord,
@@ -35,11 +36,21 @@ from gateway.domain.events import (
 )
 from gateway.domain.monitor import FAULT_RETRY_S, CribMonitor
 from gateway.domain.stats import IngestStats
+from gateway.domain.vocab import AlarmEventType
 from gateway.gpio.latches import GpioLatchInputs
 from gateway.gpio.simulated import NEEDS_DEMO, SimulatedPins, SimulationRefusedError
+from gateway.influx.service import InfluxService
 from gateway.mqtt.connection import broker_address
 from gateway.mqtt.link import MqttLink
-from gateway.protocol import CRIB_STATE, GATEWAY_STATS, GatewayStatsPayload, StoreHealthPayload, Topics, encode
+from gateway.protocol import (
+    CRIB_STATE,
+    GATEWAY_STATS,
+    GatewayStatsPayload,
+    InfluxTargetHealthPayload,
+    StoreHealthPayload,
+    Topics,
+    encode,
+)
 from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.settings import Settings
 from gateway.store import OutboxRow, Store, StoreWriter
@@ -95,6 +106,12 @@ class Gateway:
         self.store_error = record.error
         """Why the store could not be read or counted at start (None when it could): the gateway runs, and says so."""
         self.writer = StoreWriter(self._open_store)
+        self.influx: InfluxService | None = None
+        """InfluxDB (``[influx]``): points into the store's outbox, one shipper thread per target."""
+        if settings.influx is not None:
+            self.influx = InfluxService(settings, settings.influx, self.writer, self._open_store, self.clock)
+        self._alert_latency_max_s: float | None = None
+        self._loop_lag_s = 0.0
         run, prefix = self._run_id(record)
         self.core = CribMonitor(settings, self.clock, self.stats, run=run, alarm_prefix=prefix)
         restored = self.core.restore(record.alarms, record.cribs)
@@ -235,7 +252,23 @@ class Gateway:
         self._deliver(decision.events)
         if isinstance(event, AckRequest):
             self._answer(event, decision.outcome)
+        if self.influx is not None:  # after the channels: the points wait for the alarm, never the other way
+            self._measure_alert(event, decision.events)
+            if self.dispatcher is not None:  # a failure is logged and counted (channel_failures: influx)
+                feed, outcome = self.influx.feed, decision.outcome
+                self.dispatcher.call(feed, type(event).__name__, lambda: feed.reading(event, outcome))
         return decision.outcome
+
+    def _measure_alert(self, event: InboundEvent, out: list[OutboundEvent]) -> None:
+        """The longest time from an adapter seeing an event to its raised alarm leaving the channels (for the
+        ``gateway`` points; measured after the channels, so it costs the alarm nothing)."""
+        if event.observed_at is None or not any(
+            isinstance(ev, AlarmEvent) and ev.type is AlarmEventType.RAISED for ev in out
+        ):
+            return
+        took = self.clock.monotonic() - event.observed_at
+        if self._alert_latency_max_s is None or took > self._alert_latency_max_s:
+            self._alert_latency_max_s = took
 
     def snapshot(self) -> SiteSnapshot:
         """Every crib, open alarm and sensor's health now (read-only; for the web board and the console)."""
@@ -293,7 +326,11 @@ class Gateway:
             channels.append(self.buzzer)
         self.recorder = StoreRecorder(self.writer, {crib.id: crib.sensor_key for _, crib in self.settings.cribs()})
         self.recorder.seed({view.state.crib_id: view.state.sensor_online for view in self.core.snapshot().cribs})
-        channels += [self.recorder, LogChannel(), *self._extra_channels]
+        channels.append(self.recorder)
+        if self.influx is not None:
+            self.influx.feed.seed([view.state for view in self.core.snapshot().cribs])
+            channels.append(self.influx.feed)
+        channels += [LogChannel(), *self._extra_channels]
         # Alarm events go to the socket and the buzzer at once; the rest a moment later (alerts.dispatch).
         loop = asyncio.get_running_loop()
         return Dispatcher(
@@ -306,6 +343,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self.dispatcher = self._open_channels()
         self.writer.start()
+        if self.influx is not None:
+            self.influx.start()
         try:
             if self.restored:
                 log.warning(
@@ -355,6 +394,8 @@ class Gateway:
                 self.gpio.close()
             self.dispatcher.close()
             self.mqtt.settle()  # what the broker has acknowledged is not sent again by the next run
+            if self.influx is not None:
+                self.influx.stop(timeout=2.0)  # their last confirmations go to the writer, stopped next
             self.writer.stop(timeout=5.0)  # what is queued is written before the process ends
 
     async def _timer_loop(self) -> None:
@@ -405,15 +446,71 @@ class Gateway:
             resynced=dict(self.stats.resynced),
             internal_errors=self.stats.internal_errors,
             store=store,
+            influx=self._influx_health(health.influx_dropped),
         )
 
+    def _influx_health(self, dropped: int) -> tuple[InfluxTargetHealthPayload, ...] | None:
+        if self.influx is None:
+            return None
+        now = self.clock.time()
+        return tuple(
+            InfluxTargetHealthPayload(
+                name=h.name,
+                connected=h.connected,
+                waiting=h.waiting,
+                oldest_waiting_s=None if h.oldest_waiting_at is None else round(max(0.0, now - h.oldest_waiting_at), 3),
+                sent=h.sent,
+                failures=h.failures,
+                rejected=h.rejected,
+                dropped=dropped,
+                last_error=h.last_error,
+            )
+            for h in self.influx.health()
+        )
+
+    def _influx_points(self, stats: GatewayStatsPayload) -> None:
+        """The gateway's health as points (InfluxDB), with the nuisance counts and the sensors' refusals."""
+        if self.influx is None:
+            return
+        store = stats.store
+        waiting = max((t.waiting for t in stats.influx or ()), default=0)
+        fields: dict[str, int | float | str | bool | None] = {
+            "run": stats.gw_run,
+            "accepted": stats.accepted,
+            "rejected": sum(stats.rejected.values()),
+            "ignored": sum(stats.ignored.values()),
+            "internal_errors": stats.internal_errors,
+            "active_alarms": stats.active_alarms,
+            "channel_failures": sum(stats.channel_failures.values()),
+            "offline_buffer": len(self.mqtt.offline_buffer),
+            "store_pending": None if store is None else store.pending,
+            "store_size_bytes": None if store is None else store.size_bytes,
+            "store_failures": None if store is None else store.failures,
+            "influx_waiting": waiting,
+            "influx_dropped": max((t.dropped for t in stats.influx or ()), default=0),
+            "loop_lag_ms": round(self._loop_lag_s * 1000.0, 3),
+            "alert_latency_ms": None
+            if self._alert_latency_max_s is None
+            else round(self._alert_latency_max_s * 1e3, 3),
+        }
+        self._alert_latency_max_s = None
+        if self.dispatcher is not None:  # a failure is logged and counted (channel_failures: influx)
+            feed = self.influx.feed
+            health = (stats.ts, fields, stats.rejected, stats.ignored, stats.refused, stats.resynced)
+            self.dispatcher.call(feed, "health", lambda: feed.health(*health))
+
     async def _stats_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.settings.mqtt.stats_interval_s)
+            interval = self.settings.mqtt.stats_interval_s
+            woke_due = loop.time() + interval
+            await asyncio.sleep(interval)
+            self._loop_lag_s = max(0.0, loop.time() - woke_due)  # how late the event loop woke this task
             if self.buzzer is not None and self.dispatcher is not None:  # retry a buzzer or LED call that failed
                 self.dispatcher.call(self.buzzer, "refresh", self.buzzer.refresh)
-            payload = encode(self.stats_payload())
-            self.mqtt.send(Outgoing.of(self.topics.gateway_stats, payload, GATEWAY_STATS))
+            stats = self.stats_payload()
+            self.mqtt.send(Outgoing.of(self.topics.gateway_stats, encode(stats), GATEWAY_STATS))
+            self._influx_points(stats)
             self._record_refusals()
 
     def _record_refusals(self) -> None:

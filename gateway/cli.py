@@ -77,6 +77,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "never on a site with children)",
             file=sys.stderr,
         )
+    for target in settings.influx.targets if settings.influx is not None and not settings.site.demo else ():
+        if target.needs_credentials:
+            print(
+                f"WARNING: influx target {target.name!r} has no credentials here "
+                + ("(username in the file, " if target.api == "v1" else "(")
+                + f"{target.secret_env}): `cribwatch gateway` will refuse to start until they are set",
+                file=sys.stderr,
+            )
     return 0
 
 

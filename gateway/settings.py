@@ -215,6 +215,95 @@ class StoreConfig(_Model):
     )
 
 
+INFLUX_APIS = ("v1", "v2")
+
+
+def influx_env(target: str, secret: str) -> str:
+    """The environment variable of a target's secret: ``CRIBWATCH_INFLUX_<NAME>_<PASSWORD|TOKEN>``."""
+    return f"{ENV_PREFIX}INFLUX_{target.upper().replace('-', '_')}_{secret.upper()}"
+
+
+class InfluxTargetConfig(_Model):
+    """One InfluxDB to write every point to: the site's own, or the city's (each with its own outbox position)."""
+
+    name: Identifier = Field(default="site", description="The target's name (stats, logs, its outbox position).")
+    api: str = Field(
+        default="v1",
+        pattern="^(v1|v2)$",
+        description="v1: InfluxDB 1.x (POST /write: database, retention_policy, username, password); "
+        "v2: InfluxDB 2.x/3.x through influxdb-client (org, bucket, token).",
+    )
+    url: str = Field(min_length=1, description="e.g. http://127.0.0.1:8086 (http or https, no path).")
+    database: str | None = Field(default=None, min_length=1, description="v1: the database.")
+    retention_policy: str | None = Field(default=None, min_length=1, description="v1: the retention policy.")
+    username: str | None = Field(default=None, min_length=1, description="v1: the user (the password: env).")
+    password: SecretStr | None = Field(default=None, description="Only from env CRIBWATCH_INFLUX_<NAME>_PASSWORD.")
+    org: str | None = Field(default=None, min_length=1, description="v2: the organisation.")
+    bucket: str | None = Field(default=None, min_length=1, description="v2: the bucket.")
+    token: SecretStr | None = Field(default=None, description="Only from env CRIBWATCH_INFLUX_<NAME>_TOKEN.")
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="Longest wait for one write.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host, e.g. http://127.0.0.1:8086")
+        if parts.username or parts.password:
+            raise ValueError("credentials do not belong in the URL: the password or token comes from the environment")
+        return value
+
+    @model_validator(mode="after")
+    def _what_the_api_needs(self) -> Self:
+        if self.api == "v1":
+            if self.database is None:
+                raise ValueError("api v1 needs database")
+            if self.org is not None or self.bucket is not None:
+                raise ValueError("org and bucket are for api v2; api v1 takes database and retention_policy")
+        else:
+            if self.org is None or self.bucket is None:
+                raise ValueError("api v2 needs org and bucket")
+            if self.database is not None or self.retention_policy is not None or self.username is not None:
+                raise ValueError("database, retention_policy and username are for api v1; api v2 takes org, bucket")
+        return self
+
+    @property
+    def needs_credentials(self) -> bool:
+        if self.api == "v1":
+            return self.username is None or self.password is None
+        return self.token is None
+
+    @property
+    def secret_env(self) -> str:
+        return influx_env(self.name, "password" if self.api == "v1" else "token")
+
+
+class InfluxConfig(_Model):
+    """Every point to InfluxDB through the store's durable outbox (docs/influx-schema.md). Optional."""
+
+    # strict=False on the list only: a TOML array (see RoomConfig.cribs)
+    targets: tuple[InfluxTargetConfig, ...] = Field(min_length=1, max_length=4, strict=False)
+    batch_size: int = Field(default=5000, ge=1, le=100_000, description="Points per write, at most.")
+    flush_interval_s: float = Field(
+        default=1.0, gt=0, le=300, description="A batch that is not full leaves at most this often."
+    )
+    retry_min_s: float = Field(default=1.0, gt=0, description="First wait after a failed write.")
+    retry_max_s: float = Field(default=60.0, gt=0, description="Longest wait between retries.")
+    outbox_max_points: int = Field(
+        default=2_000_000,
+        ge=10,
+        description="The most points the outbox keeps on disk; beyond it the oldest telemetry is dropped (counted, "
+        "logged), alarm points never.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> Self:
+        _unique([(f"targets[{i}].name", t.name) for i, t in enumerate(self.targets)])
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError(f"retry_max_s must be >= retry_min_s ({self.retry_min_s})")
+        return self
+
+
 class CribConfig(_Model):
     id: Identifier
     label: Label = Field(description="What staff see, e.g. 'Bedje 3'. Never a child's name.")
@@ -269,6 +358,7 @@ class Settings(_Model):
     alarms: AlarmsConfig = AlarmsConfig()
     buzzer: BuzzerConfig = BuzzerConfig()
     store: StoreConfig = StoreConfig()
+    influx: InfluxConfig | None = Field(default=None, description="InfluxDB targets (optional).")
     rooms: tuple[RoomConfig, ...] = Field(min_length=1, strict=False)  # a TOML array (see RoomConfig.cribs)
 
     @model_validator(mode="after")
@@ -456,6 +546,9 @@ def settings_from_mapping(
         else:
             mqtt["port"] = port
     merged["mqtt"] = mqtt
+    influx_problems = _influx_secrets(merged, env)
+    if influx_problems:
+        raise ConfigError(source, influx_problems)
     raw_store = merged.get("store", {})
     if isinstance(raw_store, Mapping):
         store: dict[str, Any] = dict(raw_store)
@@ -482,7 +575,43 @@ def settings_from_mapping(
         raise ConfigError(source, env_problems)
     if require_credentials and settings.needs_credentials:
         raise ConfigError(source, [CREDENTIALS_NEEDED])
+    if require_credentials and settings.influx is not None and not settings.site.demo:
+        missing = [t for t in settings.influx.targets if t.needs_credentials]
+        if missing:
+            raise ConfigError(
+                source,
+                [
+                    f"influx target {t.name!r} needs credentials: "
+                    + (f"username in the file and {t.secret_env}" if t.api == "v1" else t.secret_env)
+                    + " (a write without credentials is allowed in demo mode only)"
+                    for t in missing
+                ],
+            )
     return settings
+
+
+def _influx_secrets(merged: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Each InfluxDB target's password or token, from the environment into ``merged`` (never from the file)."""
+    raw = merged.get("influx")
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("targets"), list):
+        return []
+    problems: list[str] = []
+    targets: list[Any] = []
+    for i, target in enumerate(raw["targets"]):
+        if not isinstance(target, Mapping):
+            targets.append(target)
+            continue
+        out = dict(target)
+        name = out.get("name", "site")
+        for key in ("password", "token"):
+            if key in out:
+                var = influx_env(str(name), key)
+                problems.append(f"influx.targets[{i}].{key}: secrets do not belong in the file; set {var}")
+            elif isinstance(name, str) and env.get(influx_env(name, key)):
+                out[key] = env[influx_env(name, key)]
+        targets.append(out)
+    merged["influx"] = {**raw, "targets": targets}
+    return problems
 
 
 def _port_from_text(text: str) -> int | None:

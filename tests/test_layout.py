@@ -101,3 +101,11 @@ def test_the_store_is_below_the_adapters() -> None:
     forbidden = ("asyncio", "aiomqtt", "paho", "gateway.mqtt", "gateway.app", "gateway.cli", "alerts")
     assert offenders(("gateway.store",), forbidden) == []
     assert "gateway.store.store" in MODULES
+
+
+@pytest.mark.parametrize("library", ["influxdb_client", "urllib3"])
+def test_only_the_influx_client_speaks_to_influxdb(library: str) -> None:
+    """gateway/influx/client.py is the one door to InfluxDB; the schema and the feed stay pure."""
+    assert offenders(("gateway", "alerts"), (library,), allow=("gateway.influx.client",)) == []
+    io = ("asyncio", "socket", "sqlite3", "time", "gateway.store", "gateway.mqtt", "alerts")
+    assert offenders(("gateway.influx.schema", "gateway.influx.feed"), io) == []

@@ -27,6 +27,7 @@ from gateway.protocol import (
     CribStatePayload,
     GatewayAvailabilityPayload,
     GatewayStatsPayload,
+    InfluxTargetHealthPayload,
     LatchPayload,
     ProtocolError,
     Qos,
@@ -77,6 +78,7 @@ PAYLOAD_MODELS: list[type[BaseModel]] = [
     GatewayStatsPayload,
     TriggerPayload,
     CribAlarmSummary,
+    InfluxTargetHealthPayload,
     StoreHealthPayload,
 ]
 

@@ -239,6 +239,22 @@ class StoreHealthPayload(_Part):
     )
 
 
+class InfluxTargetHealthPayload(_Part):
+    """One InfluxDB target, as the gateway's stats report it (docs/influx-schema.md)."""
+
+    name: str
+    connected: bool | None = Field(description="The last write succeeded; null: none tried yet.")
+    waiting: int = Field(ge=0, description="Points in the outbox this target has not confirmed.")
+    oldest_waiting_s: float | None = Field(default=None, description="Age of the oldest of them, in seconds.")
+    sent: int = Field(ge=0, description="Points the server confirmed since the gateway started.")
+    failures: int = Field(ge=0, description="Writes that failed (each retried).")
+    rejected: int = Field(ge=0, description="Points the server refused for what they are (400): given up, logged.")
+    dropped: int = Field(
+        ge=0, description="Telemetry points dropped: the outbox was full (for every target), never an alarm point."
+    )
+    last_error: str | None = None
+
+
 class GatewayAvailabilityPayload(_Payload):
     state: Literal["online", "offline"]
     gw_run: int
@@ -260,6 +276,9 @@ class GatewayStatsPayload(_Payload):
     )
     internal_errors: int = Field(default=0, description="Failures of the gateway's own code (CRITICAL).")
     store: StoreHealthPayload | None = Field(default=None, description="The gateway's own record (SQLite).")
+    influx: tuple[InfluxTargetHealthPayload, ...] | None = Field(
+        default=None, description="Each InfluxDB target (absent: no [influx] in the site file)."
+    )
 
 
 AnyPayload = (

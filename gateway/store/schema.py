@@ -109,9 +109,27 @@ CREATE INDEX sensor_events_at ON sensor_events (at);
 CREATE INDEX sensor_events_sensor ON sensor_events (sensor_id, at);
 """
 
+V2 = """
+CREATE TABLE influx_outbox (
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    line  TEXT NOT NULL,
+    alarm INTEGER NOT NULL,
+    at    REAL NOT NULL
+);
+
+CREATE TABLE influx_targets (
+    name       TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+"""The InfluxDB outbox (gateway/influx, docs/influx-schema.md): points in line protocol, oldest first (AUTOINCREMENT:
+ids never come back, so a target's position stays meaningful when the table empties), and each target's position
+(the last id its server confirmed). A row goes once every configured target has passed it."""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [V1]
+MIGRATIONS: list[Migration] = [V1, V2]
 """Entry ``i`` brings a file from version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

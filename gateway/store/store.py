@@ -120,6 +120,7 @@ class Store:
         self.path = path
         self.site_id = site_id
         self.readonly = readonly
+        self._influx_rows: int | None = None
 
     # ------------------------------------------------------------------------------------------ opening
 
@@ -447,6 +448,96 @@ class Store:
             "INSERT INTO sensor_events (at, sensor_id, crib_id, kind, detail) VALUES (?, ?, ?, ?, ?)",
             (at, sensor_id, crib_id, kind, detail),
         )
+
+    # ------------------------------------------------------------------------------------------ InfluxDB outbox
+
+    def influx_put(self, rows: Sequence[tuple[str, bool | int, float]]) -> None:
+        """Points for InfluxDB, ``(line, alarm, at)``, at the end of the outbox (inside :meth:`transaction`)."""
+        self._conn.executemany("INSERT INTO influx_outbox (line, alarm, at) VALUES (?, ?, ?)", rows)
+        if self._influx_rows is not None:
+            self._influx_rows += len(rows)
+
+    def influx_rows(self) -> int:
+        """Points in the outbox, for all targets (counted once per connection, then kept up to date)."""
+        if self._influx_rows is None:
+            self._influx_rows = int(self._conn.execute("SELECT COUNT(*) FROM influx_outbox").fetchone()[0])
+        return self._influx_rows
+
+    def influx_trim(self, limit: int) -> int:
+        """Keep the outbox at ``limit`` points: the oldest telemetry goes first, alarm points never (the outbox may
+        stay above the limit when they alone fill it). Returns the points dropped, also added to the running count
+        in ``meta`` (:meth:`influx_dropped`). Inside :meth:`transaction`."""
+        excess = self.influx_rows() - limit
+        if excess <= 0:
+            return 0
+        dropped = self._conn.execute(
+            "DELETE FROM influx_outbox WHERE id IN (SELECT id FROM influx_outbox WHERE alarm = 0 ORDER BY id LIMIT ?)",
+            (excess,),
+        ).rowcount
+        if dropped:
+            self._influx_rows = self.influx_rows() - dropped
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('influx_dropped', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+                (str(dropped),),
+            )
+        return dropped
+
+    def influx_dropped(self) -> int:
+        """Telemetry points dropped from the full outbox since the store began."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'influx_dropped'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def influx_position(self, target: str, at: float) -> int:
+        """The last outbox id ``target`` confirmed. A target new to this store starts before the oldest point
+        waiting (it gets what is still there); committed here."""
+        with self.transaction():
+            row = self._conn.execute("SELECT position FROM influx_targets WHERE name = ?", (target,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            first = self._conn.execute("SELECT MIN(id) FROM influx_outbox").fetchone()[0]
+            if first is None:
+                first = self._conn.execute(
+                    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'influx_outbox'), 0) + 1"
+                ).fetchone()[0]
+            position = int(first) - 1
+            self._conn.execute(
+                "INSERT INTO influx_targets (name, position, updated_at) VALUES (?, ?, ?)", (target, position, at)
+            )
+        return position
+
+    def influx_confirm(self, target: str, upto: int, targets: Sequence[str], at: float) -> int:
+        """``target``'s server confirmed every point up to id ``upto``; the points every one of ``targets`` (the
+        configured ones) has passed are deleted. Returns the rows deleted. Inside :meth:`transaction`."""
+        self._conn.execute(
+            "UPDATE influx_targets SET position = MAX(position, ?), updated_at = ? WHERE name = ?", (upto, at, target)
+        )
+        marks = ",".join("?" * len(targets))
+        row = self._conn.execute(
+            f"SELECT MIN(position), COUNT(*) FROM influx_targets WHERE name IN ({marks})",  # noqa: S608 - marks only
+            tuple(targets),
+        ).fetchone()
+        if row[0] is None or row[1] < len(set(targets)):
+            return 0  # a target not yet started has no position: it still needs everything
+        deleted = self._conn.execute("DELETE FROM influx_outbox WHERE id <= ?", (row[0],)).rowcount
+        if self._influx_rows is not None:
+            self._influx_rows -= deleted
+        return int(deleted)
+
+    def influx_batch(self, after: int, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` points after id ``after``, oldest first: ``(id, line)``."""
+        rows: list[tuple[int, str]] = self._conn.execute(
+            "SELECT id, line FROM influx_outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        ).fetchall()
+        return rows
+
+    def influx_waiting(self, after: int) -> tuple[int, float | None]:
+        """Points after id ``after`` and the time of the oldest of them (wall clock)."""
+        count = self._conn.execute("SELECT COUNT(*) FROM influx_outbox WHERE id > ?", (after,)).fetchone()[0]
+        oldest = self._conn.execute(
+            "SELECT at FROM influx_outbox WHERE id > ? ORDER BY id LIMIT 1", (after,)
+        ).fetchone()
+        return int(count), None if oldest is None else float(oldest[0])
 
     # ------------------------------------------------------------------------------------------ reads for people
 

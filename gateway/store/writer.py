@@ -8,8 +8,12 @@ A disk that fails or fills stops nothing: a batch that cannot be committed is ro
 retried with exponential backoff (``retry_min_s`` doubling up to ``retry_max_s``), logged on ``cribwatch.store``
 (CRITICAL the first time, then at most once a minute with the count; INFO when writes succeed again). A store that
 cannot be opened (the factory raises) is retried the same way. Memory is bounded by ``limit``: beyond it the
-oldest crib states (a projection, rebuilt by the next state) are dropped; alarm events, outbox messages, audit
-and sensor rows are kept whatever it costs.
+oldest crib states (a projection, rebuilt by the next state), audit and sensor rows and InfluxDB telemetry points
+are dropped; alarm events and outbox messages are kept up to twice the limit.
+
+InfluxDB points (``influx_put``) are serialised here and go to the store's ``influx_outbox``, kept at
+``influx_limit`` points (the oldest telemetry goes, alarm points never); ``influx_confirmed`` moves a target's
+position and deletes what every target has (docs/influx-schema.md).
 """
 
 from __future__ import annotations
@@ -55,9 +59,14 @@ class WriterHealth:
     """The store's file and write-ahead log, after the last batch."""
     pruned: int = 0
     """Rows deleted by :meth:`StoreWriter.prune` so far."""
+    influx_rows: int = 0
+    """Points in the InfluxDB outbox after the last batch (for every target)."""
+    influx_dropped: int = 0
+    """Telemetry points dropped for InfluxDB: from the full outbox since the store began, and from memory in this
+    run while the writer was ``limit`` behind. Never an alarm point."""
 
 
-_SECOND_RANK = frozenset({"audit", "sensor_event"})
+_SECOND_RANK = frozenset({"audit", "sensor_event", "influx"})
 """Writes dropped, like crib states, when the writer is ``limit`` behind: the incident timeline keeps who
 acknowledged what; alarm events and the outbox are kept."""
 
@@ -107,6 +116,10 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
+_POINT_KINDS = frozenset({"influx", "influx_alarm"})
+_POINTS_PER_OP = 10
+"""InfluxDB points are small rows, written together: a batch holds up to ten times ``batch`` of them."""
+
 GATHER_S = 0.02
 """How long a write to an idle writer waits for the others of the same moment before the batch is committed."""
 
@@ -124,7 +137,13 @@ class StoreWriter:
         batch: int = 500,
         gather_s: float = GATHER_S,
         monotonic: Callable[[], float] = time.monotonic,
+        influx_limit: int = 1_000_000,
+        influx_targets: tuple[str, ...] = (),
     ) -> None:
+        """``influx_limit``: the most points the InfluxDB outbox keeps (oldest telemetry dropped beyond it);
+        ``influx_targets``: the configured targets (a point goes once every one of them has it)."""
+        self.influx_limit = influx_limit
+        self.influx_targets = influx_targets
         if isinstance(store, Store):
             self._store: Store | None = store
             self._factory: Callable[[], Store] | None = None
@@ -155,6 +174,12 @@ class StoreWriter:
         self._last_lost_log = float("-inf")
         self._idle = False
         """The thread waits for work (the only time a write notifies it)."""
+        self._last_trim_log = float("-inf")
+        self._influx_store_dropped = 0  # from the store's meta (since the store began), kept up to date
+        self._influx_memory_dropped = 0  # dropped from memory in this run
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._influx_store_dropped = self._store.influx_dropped()
 
     # ------------------------------------------------------------------------------------------ life
 
@@ -197,7 +222,11 @@ class StoreWriter:
     def health(self) -> WriterHealth:
         """A consistent copy (safe to read from any thread)."""
         with self._cond:
-            return replace(self._health, pending=self._live + len(self._inflight))
+            return replace(
+                self._health,
+                pending=self._live + len(self._inflight),
+                influx_dropped=self._influx_store_dropped + self._influx_memory_dropped,
+            )
 
     @property
     def pending(self) -> int:
@@ -243,6 +272,33 @@ class StoreWriter:
         """Count a run started while the store would not take :meth:`Store.begin_run` (see :meth:`Store.claim_run`)."""
         self._put("claim_run", (run, at))
 
+    def influx_put(self, point: Any) -> None:
+        """A point for InfluxDB (a :class:`gateway.influx.schema.Point`: ``line()``, ``alarm``, ``time_ns``), into
+        the durable outbox; serialised here, in the writer thread. Telemetry is second rank (dropped like audit rows
+        when the writer is ``limit`` behind); alarm points are kept."""
+        if point.alarm:
+            self._put("influx_alarm", (point,))
+        else:
+            self._put("influx", (point,))
+
+    def influx_put_many(self, points: list[Any]) -> None:
+        """:meth:`influx_put` for several points under one lock (a backfill's or a benchmark's rate)."""
+        try:
+            with self._cond:
+                for point in points:
+                    op = self._append("influx_alarm" if point.alarm else "influx", (point,))
+                    if not point.alarm:
+                        self._droppable.append(op)
+                self._bound()
+                self._wake()
+        except Exception:  # never raise into the event loop
+            log.critical("store writer: could not queue %d InfluxDB points", len(points), exc_info=True)
+
+    def influx_confirmed(self, target: str, upto: int, at: float) -> None:
+        """``target``'s server confirmed the outbox up to id ``upto``: move its position, delete what every target
+        has (see :meth:`Store.influx_confirm`)."""
+        self._put("influx_done", (target, upto, self.influx_targets or (target,), at))
+
     def prune(self, now: float, keep_s: float) -> None:
         """Prune in the writer thread, in order with the writes (see :meth:`Store.prune`)."""
         self._put("prune", (now, keep_s))
@@ -275,6 +331,8 @@ class StoreWriter:
                 continue
             self._drop(op)
             dropped += 1
+            if op.kind == "influx":
+                self._influx_memory_dropped += 1
         hard = 2 * self._limit
         if self._live + len(self._inflight) > hard:
             for op in self._queue:
@@ -381,7 +439,9 @@ class StoreWriter:
             if self._gather_s > 0:
                 self._cond.wait_for(lambda: self._stopping, self._gather_s)
         while not self._inflight:
-            while self._queue and len(self._inflight) < self._batch:
+            while self._queue and len(self._inflight) < (
+                self._batch * _POINTS_PER_OP if self._queue[0].kind in _POINT_KINDS else self._batch
+            ):
                 op = self._queue.popleft()
                 if op.state == _DROPPED:
                     self._dead -= 1
@@ -431,14 +491,51 @@ class StoreWriter:
 
     def _commit(self, store: Store, ops: list[_Op]) -> int:
         pruned = 0
+        points: list[tuple[str, bool, float]] = []
         with store.transaction():
             for op in ops:
+                if op.kind in _POINT_KINDS:
+                    p = op.args[0]
+                    try:
+                        points.append((p.line(), p.alarm, p.time_ns / 1e9))
+                    except ValueError as exc:  # a point the schema cannot write (no field): a bug, not the disk's
+                        self._unwritable(p, exc)
+                    continue
+                if points:
+                    store.influx_put(points)
+                    points = []
                 pruned += self._apply(store, op)
+            if points:
+                store.influx_put(points)
+            trimmed = store.influx_trim(self.influx_limit) if store.influx_rows() > self.influx_limit else 0
+        if trimmed:
+            self._trimmed(trimmed)
         return pruned
+
+    def _unwritable(self, point: Any, exc: ValueError) -> None:
+        log.error("store writer: an InfluxDB point cannot be written, dropped: %s (%r)", exc, point)
+        with self._cond:
+            self._health.dropped += 1
+
+    def _trimmed(self, dropped: int) -> None:
+        with self._cond:
+            self._influx_store_dropped += dropped
+        now = self._monotonic()
+        if now - self._last_trim_log >= LOG_EVERY_S:
+            self._last_trim_log = now
+            log.error(
+                "the InfluxDB outbox is full (%d points): the oldest telemetry is dropped (%d points this time, %d "
+                "in all); alarm points are kept. Is InfluxDB reachable? (gateway stats: influx)",
+                self.influx_limit,
+                dropped,
+                self._influx_store_dropped + self._influx_memory_dropped,
+            )
 
     def _succeeded(self, store: Store, ops: list[_Op], pruned: int) -> None:
         size = store.size_bytes()
+        influx_rows = store.influx_rows()
         with self._cond:
+            self._health.influx_rows = influx_rows
             if len(ops) == len(self._inflight):
                 self._inflight.clear()
             else:
@@ -470,6 +567,8 @@ class StoreWriter:
                 store.audit(*args)
             case "sensor_event":
                 store.sensor_event(*args)
+            case "influx_done":
+                store.influx_confirm(*args)
             case "claim_run":
                 store.claim_run(*args)
             case "prune":
@@ -482,6 +581,9 @@ class StoreWriter:
         if self._store is None:
             assert self._factory is not None
             self._store = self._factory()
+            dropped = self._store.influx_dropped()
+            with self._cond:
+                self._influx_store_dropped = dropped
         return self._store
 
     def _close_store(self) -> None:
