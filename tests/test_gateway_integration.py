@@ -125,7 +125,7 @@ class Staff:
 
     async def ack(self, *, by: str, device: str, alarm_id: str | None = None, crib: str | None = None) -> None:
         payload = encode(AckPayload(alarm_id=alarm_id, crib=crib, by=by, device=device))
-        await self.client.publish(self.topics.ack, payload, qos=1)
+        await self.client.publish(self.topics.ack(device), payload, qos=1)
 
 
 class Recorder:
@@ -411,8 +411,8 @@ async def test_barrage_of_bad_input_is_counted_and_the_gateway_still_answers(mqt
             (topics.sensor(f"ghost-{i}", SensorChannel.LATCH), good),
             (f"{topics.prefix}/sensor/s-1/firmware", good),
             (f"{topics.prefix}/sensor/BAD ID/latch", good),
-            (topics.ack, b'{"v":1,"by":"staff-1","device":"p","alarm_id":"nope"}'),
-            (topics.ack, b'{"v":1,"by":"Not An Id!","device":"p","crib":"n-1"}'),
+            (topics.ack("p"), b'{"v":1,"by":"staff-1","device":"p","alarm_id":"nope"}'),
+            (topics.ack("p"), b'{"v":1,"by":"Not An Id!","device":"p","crib":"n-1"}'),
             (topics.sensor("s-1", SensorChannel.LATCH), b"\xff\xfe" * 10),
             (topics.sensor("s-1", SensorChannel.LATCH), b"x" * 5000),
         ]
@@ -639,7 +639,7 @@ async def test_a_retained_ack_is_applied_live_then_rejected_and_removed_when_rep
         async with running(settings) as first:
             await s1.open()
             raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
-            await staff.client.publish(topics.ack, press, qos=1, retain=True)  # a misconfigured pager
+            await staff.client.publish(topics.ack("pager-2"), press, qos=1, retain=True)  # a misconfigured pager
             acked = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
             assert acked.alarm_id == raised.alarm_id
             await s1.close_latch()
@@ -658,7 +658,7 @@ async def test_a_retained_ack_is_applied_live_then_rejected_and_removed_when_rep
 
         # Gone from the broker: a new subscriber of the ack topic gets nothing.
         async with new_client(mqtt_endpoint, identifier=f"probe-{secrets.token_hex(3)}") as probe:
-            await probe.subscribe(topics.ack, qos=1)
+            await probe.subscribe(topics.ack("pager-2"), qos=1)
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await anext(aiter(probe.messages))
@@ -688,7 +688,7 @@ async def test_strangers_come_in_on_the_intake_and_a_session_left_by_one_connect
     topics = Topics(settings.site.id)
     async with new_client(mqtt_endpoint, identifier=settings.gateway_client_id, clean_session=False) as old:
         await old.subscribe(topics.sensor_filter, qos=1)
-        await old.subscribe(topics.ack, qos=1)
+        await old.subscribe(topics.legacy_ack, qos=1)
     good = encode(LatchPayload(boot=1, seq=1, ts=1.0, state=LatchState.OPEN))
     async with (
         running(settings) as gw,
@@ -699,7 +699,7 @@ async def test_strangers_come_in_on_the_intake_and_a_session_left_by_one_connect
         assert (gw.mqtt.connections, gw.mqtt.intake_connections) == (1, 1)
         await vandal.publish(topics.sensor("ghost", SensorChannel.LATCH), good, qos=1)
         await vandal.publish(topics.sensor("gpio17", SensorChannel.LATCH), good, qos=1)
-        await vandal.publish(topics.ack, b"not json", qos=1)
+        await vandal.publish(topics.ack("vandal"), b"not json", qos=1)
         await s1.open()
         raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
         await staff.ack(alarm_id=raised.alarm_id, by="staff-07", device="pager-2")

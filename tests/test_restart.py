@@ -330,8 +330,8 @@ async def test_ack_answers_tell_a_pager_what_became_of_each_press(mqtt_endpoint:
         await s1.open()
         raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
         await staff.client.publish(
-            topics.ack,
-            encode(AckPayload(alarm_id=raised.alarm_id, by="staff-01", device="pager-1", ts=1764160005.0)),
+            topics.ack("pager-1"),
+            encode(AckPayload(alarm_id=raised.alarm_id, by="staff-01", ts=1764160005.0)),
             qos=1,
         )
         (taken,) = await until(lambda: first_pager)
