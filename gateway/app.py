@@ -19,9 +19,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from alerts.channels.base import DeliveryRecord
 from alerts.channels.buzzer import BuzzerChannel
 from alerts.channels.log import LogChannel
 from alerts.channels.mqtt import MqttChannel
+from alerts.channels.router import ChannelRouter, build_channels
 from alerts.dispatch import Dispatcher, EventSink
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.events import (
@@ -39,10 +41,18 @@ from gateway.gpio.latches import GpioLatchInputs
 from gateway.gpio.simulated import NEEDS_DEMO, SimulatedPins, SimulationRefusedError
 from gateway.mqtt.connection import broker_address
 from gateway.mqtt.link import MqttLink
-from gateway.protocol import CRIB_STATE, GATEWAY_STATS, GatewayStatsPayload, StoreHealthPayload, Topics, encode
+from gateway.protocol import (
+    CRIB_STATE,
+    GATEWAY_STATS,
+    ChannelHealthPayload,
+    GatewayStatsPayload,
+    StoreHealthPayload,
+    Topics,
+    encode,
+)
 from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.settings import Settings
-from gateway.store import OutboxRow, Store, StoreWriter
+from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
 
 log = logging.getLogger("cribwatch.gateway")
@@ -132,6 +142,14 @@ class Gateway:
             monotonic=self.clock.monotonic,
             on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
         )
+        self.channels: ChannelRouter = build_channels(
+            settings,
+            send=self.mqtt.send,
+            is_up=self.mqtt.connected.is_set,
+            record=self._record_delivery,
+            pin_factory=pin_factory,
+        )
+        """The channels of notices (docs/channels.md): the alert policy's NoticeSink. Started in :meth:`run`."""
         for row in record.outbox:  # alarm events of earlier runs that never reached the broker: first out, in order
             self.mqtt.offline_buffer.put(Outgoing(row.topic, row.payload, row.qos, row.retain, key=row.key))
         self.resent = len(record.outbox)
@@ -212,6 +230,26 @@ class Gateway:
         if item.key is not None:
             self.writer.outbox_put(item.key, item.topic, item.payload, item.qos, item.retain, self.clock.time())
 
+    def _record_delivery(self, rec: DeliveryRecord) -> None:
+        """A channel's attempt into the store (called from the channels' threads; the writer only enqueues)."""
+        self.writer.delivery(
+            DeliveryRow(
+                at=rec.at,
+                channel=rec.channel,
+                group=rec.group,
+                member=rec.member,
+                address=rec.address,
+                notice_id=rec.notice_id,
+                alarm_id=rec.alarm_id,
+                kind=rec.kind,
+                attempt=rec.attempt,
+                result=rec.result,
+                latency_ms=rec.latency_ms,
+                error=rec.error,
+                test=rec.test,
+            )
+        )
+
     def _delivered(self, key: str) -> None:
         self.writer.outbox_done(key, self.clock.time())
 
@@ -290,13 +328,15 @@ class Gateway:
             channels.append(self.buzzer)
         self.recorder = StoreRecorder(self.writer, {crib.id: crib.sensor_key for _, crib in self.settings.cribs()})
         self.recorder.seed({view.state.crib_id: view.state.sensor_online for view in self.core.snapshot().cribs})
-        channels += [self.recorder, LogChannel(), *self._extra_channels]
+        # The channels of notices follow alarm events too (the siren stops on an acknowledgement), after the record.
+        channels += [self.recorder, self.channels, LogChannel(), *self._extra_channels]
         return Dispatcher(channels)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.dispatcher = self._open_channels()
         self.writer.start()
+        self.channels.start(loop)
         try:
             if self.restored:
                 log.warning(
@@ -396,6 +436,19 @@ class Gateway:
             resynced=dict(self.stats.resynced),
             internal_errors=self.stats.internal_errors,
             store=store,
+            channels={
+                name: ChannelHealthPayload(
+                    state="failing" if health.state == "failing" else "ok",
+                    queued=health.queued,
+                    delivered=health.delivered,
+                    failed=health.failed,
+                    gave_up=health.gave_up,
+                    dropped=health.dropped,
+                    consecutive_failures=health.consecutive_failures,
+                    last_error=health.last_error,
+                )
+                for name, health in self.channels.health().items()
+            },
         )
 
     async def _stats_loop(self) -> None:

@@ -109,9 +109,32 @@ CREATE INDEX sensor_events_at ON sensor_events (at);
 CREATE INDEX sensor_events_sensor ON sensor_events (sensor_id, at);
 """
 
+V2 = """
+CREATE TABLE deliveries (
+    id         INTEGER PRIMARY KEY,
+    at         REAL NOT NULL,
+    channel    TEXT NOT NULL,
+    "group"    TEXT NOT NULL,
+    member     TEXT NOT NULL,
+    address    TEXT NOT NULL,
+    notice_id  TEXT NOT NULL,
+    alarm_id   TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    result     TEXT NOT NULL
+               CHECK (result IN ('delivered', 'buffered', 'failed', 'gave_up', 'dropped', 'skipped')),
+    latency_ms REAL,
+    error      TEXT,
+    test       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX deliveries_alarm ON deliveries (alarm_id, at);
+CREATE INDEX deliveries_at ON deliveries (at);
+"""
+"""Version 2 (branch channels): one row per attempt of an alert channel to deliver a notice (docs/channels.md)."""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [V1]
+MIGRATIONS: list[Migration] = [V1, V2]
 """Entry ``i`` brings a file from version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
