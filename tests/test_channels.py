@@ -11,13 +11,11 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from helpers import site_mapping
 
 from alerts.channels.apprise import AppriseTransport
 from alerts.channels.base import ChannelWorker, DeliveryRecord, Limits
@@ -30,9 +28,10 @@ from gateway.domain.vocab import AlarmEventType, AlarmKind, Priority
 from gateway.protocol import NotifyPayload, decode
 from gateway.settings import ConfigError, settings_from_mapping
 from gateway.store import DeliveryRow, Store, StoreWriter
+from tests.channel_helpers import WAIT_S, HttpEndpoint
+from tests.helpers import site_mapping
 
 SITE = "ch-site"
-WAIT_S = 10.0
 
 
 # ------------------------------------------------------------------------------------------ builders
@@ -84,58 +83,6 @@ def wait_until(check: Callable[[], Any], what: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ endpoints
-
-
-class HttpEndpoint:
-    """A real HTTP server on loopback that records every POST; it answers ``status``, or holds each request
-    until :meth:`release` while ``hanging``."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, dict[str, str], bytes]] = []
-        self.status = 200
-        self.hanging = False
-        self.entered = threading.Event()
-        self._release = threading.Event()
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if endpoint.hanging:
-                    endpoint.entered.set()
-                    endpoint._release.wait(WAIT_S * 3)
-                endpoint.received.append((self.path, dict(self.headers), body))
-                self.send_response(endpoint.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def json_bodies(self, path: str | None = None) -> list[dict[str, Any]]:
-        return [json.loads(body) for p, _, body in list(self.received) if path is None or p == path]
-
-    def release(self) -> None:
-        self.hanging = False
-        self._release.set()
-
-    def close(self) -> None:
-        self.release()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -527,3 +474,46 @@ def test_build_channels_opens_what_the_site_file_asks_and_a_broken_one_fails_on_
     assert router.health()["apprise"].state == "failing"
     assert "not available" in (router.health()["apprise"].last_error or "")
     router.close()
+
+
+# ------------------------------------------------------------------------------------------ the store
+
+
+def row(at: float, alarm_id: str = "7-1", result: str = "delivered") -> DeliveryRow:
+    return DeliveryRow(
+        at, "webhook", "room", "staff-1", "", f"{alarm_id}/1", alarm_id, "alarm", 1, result, 3.5, None, test=False
+    )
+
+
+def test_a_store_of_schema_version_1_gains_the_deliveries_table_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "site.sqlite3"
+    store = Store.open(path, site_id=SITE)
+    with store.transaction():
+        store.audit(1000.0, "staff-1", "test", "poke")
+    conn = store.connection
+    conn.execute("DROP TABLE deliveries")  # as a file written by the gateway before the channels
+    conn.execute("PRAGMA user_version = 1")
+    store.close()
+    store = Store.open(path, site_id=SITE)
+    try:
+        assert store.schema_version >= 2
+        assert [e.action for e in store.audit_log()] == ["poke"]
+        with store.transaction():
+            store.record_delivery(row(1000.0))
+        assert store.deliveries(alarm_id="7-1") == [row(1000.0)]
+    finally:
+        store.close()
+
+
+def test_pruning_forgets_old_delivery_records(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "site.sqlite3", site_id=SITE)
+    try:
+        with store.transaction():
+            store.record_delivery(row(1000.0, "1-1"))
+            store.record_delivery(row(1000.0 + 86400 * 500, "2-1", "gave_up"))
+        with store.transaction():
+            counts = store.prune(now=1000.0 + 86400 * 500, keep_s=86400 * 400)
+        assert counts["deliveries"] == 1
+        assert [(r.alarm_id, r.result) for r in store.deliveries()] == [("2-1", "gave_up")]
+    finally:
+        store.close()

@@ -25,13 +25,13 @@ from gateway.app import Gateway
 from gateway.domain.events import AlarmEvent, OutboundEvent
 from gateway.domain.vocab import AlarmEventType
 from gateway.mqtt.connection import new_client
-from gateway.protocol import AckAnswerPayload, AckPayload, NotifyPayload, Topics, decode, encode
+from gateway.protocol import AckAnswerPayload, AckPayload, AlarmEventPayload, NotifyPayload, Topics, decode, encode
 from gateway.settings import Settings, settings_from_mapping
 from gateway.store import Store
+from tests.channel_helpers import WAIT_S, HttpEndpoint
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 10.0
 SHIPPED_ACL = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "cribwatch.acl"
 USERS = {"gateway": "gw-secret", "s-1": "s1-secret", "pager-a": "a-secret", "pager-b": "b-secret"}
 
@@ -40,7 +40,7 @@ def as_user(endpoint: BrokerEndpoint, username: str) -> BrokerEndpoint:
     return BrokerEndpoint(endpoint.host, endpoint.port, username, USERS[username])
 
 
-def site(endpoint: BrokerEndpoint) -> Settings:
+def site(endpoint: BrokerEndpoint, *, env: dict[str, str] | None = None, **sections: Any) -> Settings:
     data: dict[str, Any] = {
         "site": {"id": f"acl-{secrets.token_hex(3)}", "label": "ACL site"},
         "mqtt": {"host": endpoint.host, "port": endpoint.port, "stats_interval_s": 0.2, "reconnect_max_s": 0.5},
@@ -56,13 +56,15 @@ def site(endpoint: BrokerEndpoint) -> Settings:
                 ],
             }
         ],
+        **sections,
     }
-    env = {
+    full_env = {
         "CRIBWATCH_MQTT_USERNAME": "gateway",
         "CRIBWATCH_MQTT_PASSWORD": USERS["gateway"],
         "CRIBWATCH_STATE_DIR": os.environ["CRIBWATCH_STATE_DIR"],
+        **(env or {}),
     }
-    return settings_from_mapping(data, env=env)
+    return settings_from_mapping(data, env=full_env)
 
 
 class Events:
@@ -106,8 +108,10 @@ class Device:
 
 
 @asynccontextmanager
-async def device(endpoint: BrokerEndpoint, name: str, *filters: str) -> AsyncIterator[Device]:
-    async with new_client(as_user(endpoint, name), identifier=f"{name}-{secrets.token_hex(3)}") as client:
+async def device(endpoint: BrokerEndpoint, name: str | None, *filters: str) -> AsyncIterator[Device]:
+    """A device logged in as ``name`` (its own account on the ACL broker), or with ``endpoint``'s account."""
+    login = endpoint if name is None else as_user(endpoint, name)
+    async with new_client(login, identifier=f"{name or 'dev'}-{secrets.token_hex(3)}") as client:
         dev = Device(client)
         for topic_filter in filters:
             await client.subscribe(topic_filter, qos=1)
@@ -125,8 +129,8 @@ async def acl_broker(tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
 
 
 @asynccontextmanager
-async def gateway(settings: Settings, events: Events) -> AsyncIterator[Gateway]:
-    gw = Gateway(settings, pin_factory=MockFactory(), extra_channels=[events])
+async def gateway(settings: Settings, events: Events, pins: MockFactory | None = None) -> AsyncIterator[Gateway]:
+    gw = Gateway(settings, pin_factory=pins or MockFactory(), extra_channels=[events])
     task = asyncio.create_task(gw.run(), name="gateway-under-test")
     try:
         async with asyncio.timeout(WAIT_S):
@@ -233,3 +237,64 @@ async def test_a_device_receives_its_own_notices_and_not_another_s_each_on_recor
             ("mqtt", "pager-b", first.notice_id, "delivered", 1),
             ("mqtt", "pager-a", second.notice_id, "delivered", 1),
         ]
+
+
+async def test_a_hanging_webhook_never_delays_the_alarm_the_buzzer_or_the_staff_devices_notices(
+    mqtt_endpoint: BrokerEndpoint,
+) -> None:
+    """The webhook's endpoint takes each request and never answers. While its first attempt hangs, a second crib's
+    alarm reaches a staff subscriber and the buzzer, and a notice to a staff device is delivered and recorded."""
+    http = HttpEndpoint()
+    http.hanging = True
+    try:
+        settings = site(
+            mqtt_endpoint,
+            env={
+                "CRIBWATCH_MQTT_USERNAME": mqtt_endpoint.username or "",
+                "CRIBWATCH_MQTT_PASSWORD": mqtt_endpoint.password or "",
+                "CRIBWATCH_WEBHOOK_URL": http.url(),
+            },
+            buzzer={"pin": 18},
+            channels={"webhook": {"timeout_s": 100, "attempts": 1}},
+        )
+        topics = Topics(settings.site.id)
+        events = Events()
+        async with (
+            gateway(settings, events) as gw,
+            SimulatedSensor("s-1", topics, mqtt_endpoint) as s1,
+            SimulatedSensor("s-2", topics, mqtt_endpoint) as s2,
+            device(mqtt_endpoint, None, topics.alarm_filter, topics.notify("pager-1")) as staff,
+        ):
+            await s1.open()
+            first = await until(lambda: next((e for e in events.alarms if e.crib_id == "n-1"), None))
+            webhook = Recipient(group="site", member="manager-1", channel="webhook", address="")
+            pager = Recipient(group="room", member="pager-1", channel="mqtt", address="pager-1")
+            gw.channels.send(Notice(f"{first.alarm_id}/1", NoticeKind.ALARM, first, 0, (webhook,), first.at))
+            assert await asyncio.to_thread(http.entered.wait, WAIT_S)  # the webhook's attempt now hangs
+
+            await s2.open()
+            raised = await staff.until(lambda: [p for p in staff.on(topics.alarm("nursery")) if b'"n-2"' in p])
+            assert decode(AlarmEventPayload, raised[0]).event is AlarmEventType.RAISED
+            second = await until(lambda: next((e for e in events.alarms if e.crib_id == "n-2"), None))
+            assert gw.buzzer is not None
+            assert gw.buzzer.sounding
+            gw.channels.send(Notice(f"{second.alarm_id}/1", NoticeKind.ALARM, second, 0, (pager,), second.at))
+            (notified,) = await staff.until(lambda: staff.on(topics.notify("pager-1")))
+            assert decode(NotifyPayload, notified).alarm.crib == "n-2"
+            await until(lambda: gw.channels.health()["mqtt"].delivered == 1)
+            webhook_health = gw.channels.health()["webhook"]
+            assert (webhook_health.queued, webhook_health.delivered) == (1, 0)  # still in its first attempt
+
+            http.release()
+            await until(lambda: gw.channels.health()["webhook"].delivered == 1)
+        store = Store.open(settings.store_path, site_id=settings.site.id, readonly=True)
+        try:
+            rows = store.deliveries()
+        finally:
+            store.close()
+        assert [(r.channel, r.alarm_id, r.result) for r in rows] == [
+            ("mqtt", second.alarm_id, "delivered"),
+            ("webhook", first.alarm_id, "delivered"),
+        ]
+    finally:
+        http.close()
