@@ -145,7 +145,7 @@ class Gateway:
         self.channels: ChannelRouter = build_channels(
             settings,
             send=self.mqtt.send,
-            is_up=self.mqtt.connected.is_set,
+            is_up=self.mqtt.sends_now,
             record=self._record_delivery,
             pin_factory=pin_factory,
         )

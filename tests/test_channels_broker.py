@@ -298,3 +298,39 @@ async def test_a_hanging_webhook_never_delays_the_alarm_the_buzzer_or_the_staff_
         ]
     finally:
         http.close()
+
+
+async def test_a_notice_while_the_broker_is_away_is_buffered_on_record_and_reaches_the_device_later(
+    tmp_path: Path,
+) -> None:
+    async with acl_broker(tmp_path) as broker:
+        ep = broker.endpoint
+        settings = site(ep)
+        topics = Topics(settings.site.id)
+        events = Events()
+        pager_id = f"pager-a-{secrets.token_hex(3)}"
+        async with new_client(as_user(ep, "pager-a"), identifier=pager_id, clean_session=False) as pager:
+            await pager.subscribe(topics.notify("pager-a"), qos=1)  # a persistent session: the broker keeps notices
+        async with gateway(settings, events) as gw, SimulatedSensor("s-1", topics, as_user(ep, "s-1")) as s1:
+            await s1.open()
+            raised = await until(lambda: next((e for e in events.alarms if e.crib_id == "n-1"), None))
+            await asyncio.to_thread(broker.stop)
+            await until(lambda: not gw.mqtt.sends_now())
+            to_a = Recipient(group="room", member="pager-a", channel="mqtt", address="pager-a")
+            gw.channels.send(Notice(f"{raised.alarm_id}/1", NoticeKind.ALARM, raised, 0, (to_a,), raised.at))
+            await until(lambda: gw.channels.health()["mqtt"].delivered == 1)
+            await asyncio.to_thread(broker.start)
+            async with asyncio.timeout(WAIT_S):
+                await gw.mqtt.connected.wait()
+            async with (
+                new_client(as_user(ep, "pager-a"), identifier=pager_id, clean_session=False) as pager,
+                asyncio.timeout(WAIT_S),
+            ):
+                message = await anext(aiter(pager.messages))
+            assert isinstance(message.payload, bytes)
+            assert decode(NotifyPayload, message.payload).alarm.alarm_id == raised.alarm_id
+        store = Store.open(settings.store_path, site_id=settings.site.id, readonly=True)
+        try:
+            assert [(r.channel, r.result) for r in store.deliveries()] == [("mqtt", "buffered")]
+        finally:
+            store.close()

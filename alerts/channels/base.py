@@ -309,7 +309,10 @@ class ChannelWorker:
                 self._finished(
                     delivery, attempt, DeliveryResult.GAVE_UP if last else DeliveryResult.FAILED, started, error
                 )
-                if last or self._wait(limits.backoff(attempt)):
+                if last:
+                    return
+                if self._wait(limits.backoff(attempt)):
+                    self.drop(delivery, f"gateway stopping after attempt {attempt} failed")
                     return
             else:
                 self._finished(delivery, attempt, result, started, None)

@@ -170,6 +170,10 @@ class MqttLink:
             self.offline_buffer.put(item)
         # QoS 0 (stats) only ever says "the latest value": it is not kept for a broker that is away
 
+    def sends_now(self) -> bool:
+        """Whether :meth:`send` would write to the socket at once (else the message waits in the offline buffer)."""
+        return self._client is not None and not self.offline_buffer
+
     def _publish(self, client: aiomqtt.Client, item: Outgoing) -> bool:
         info = publish_now(client, item.topic, item.payload, item.qos, item.retain)
         if info is None:  # the connection is gone; the receive side will notice and end the session
