@@ -10,6 +10,7 @@ import dataclasses
 import json
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from alerts.notices import Notice, NoticeKind, Recipient
 from gateway.domain.events import AlarmEvent
 from gateway.domain.vocab import AlarmEventType, AlarmKind, Priority
 from gateway.protocol import NotifyPayload, decode
+from gateway.protocol.payloads import NoticeKindName
 from gateway.settings import ConfigError, settings_from_mapping
 from gateway.store import DeliveryRow, Store, StoreWriter
 from tests.channel_helpers import WAIT_S, HttpEndpoint
@@ -517,3 +519,8 @@ def test_pruning_forgets_old_delivery_records(tmp_path: Path) -> None:
         assert [(r.alarm_id, r.result) for r in store.deliveries()] == [("2-1", "gave_up")]
     finally:
         store.close()
+
+
+def test_the_notify_payload_knows_every_kind_of_notice() -> None:
+    """The wire's kinds (gateway/protocol) and the policy's (alerts/notices.py) are written twice: they must agree."""
+    assert set(typing.get_args(NoticeKindName)) == {kind.value for kind in NoticeKind}
