@@ -213,7 +213,9 @@ async def test_a_forged_retained_crib_state_changes_nothing(mqtt_endpoint: Broke
         sensor(mqtt_endpoint, topics, "s-1") as s1,
         running(settings) as gw,
     ):
-        assert gw.core.active_alarms() == []
+        # (Only n-1's: the wired cribs' mock pins read open until driven, and alarm once their debounce has passed,
+        # which a loaded machine reaches before the gateway has connected.)
+        assert not gw.core.crib_state("n-1").alarms
         # The gateway's own state replaces the forgery on the broker.
         await staff.until(lambda: (s := staff.states.get("n-1")) and s.gw_run == gw.core.gw_run and not s.alarms)
         await s1.open()
