@@ -6,7 +6,7 @@ The same processes as :mod:`bench.latency` (Mosquitto, the gateway, the relay, t
 simulated sensors, each in its own process), plus one junk client (:mod:`bench.junk`, its own process and
 connection) that publishes junk at ``--rate`` messages per second (QoS 1 by default) while it is told to:
 
-* ``ack``: well-formed acks for alarms that do not exist, on ``<prefix>/ack`` (the default);
+* ``ack``: well-formed acks for alarms that do not exist, on ``<prefix>/ack/flood`` (the default);
 * ``unknown_sensor``: valid heartbeats of a sensor id that no crib uses (``<prefix>/sensor/zz-junk/telemetry``);
 * ``bad_json``: not JSON, on a real sensor's heartbeat topic (the last sensor's);
 * ``too_large``: 5,000 bytes on that topic.
@@ -94,7 +94,7 @@ class Options:
 def junk_topic(topics: Topics, kind: str, cribs: int) -> str:
     """Where junk of ``kind`` goes (see the module documentation)."""
     if kind == "ack":
-        return topics.ack
+        return topics.ack("flood")
     if kind == "unknown_sensor":
         return topics.sensor(JUNK_SENSOR, SensorChannel.TELEMETRY)
     return topics.sensor(f"b-{cribs:04d}", SensorChannel.TELEMETRY)

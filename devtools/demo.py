@@ -80,7 +80,7 @@ class _Pager:
     async def ack(self, alarm_id: str, by: str, device: str) -> None:
         self._console.say(by, f"presses acknowledge on {device}")
         payload = encode(AckPayload(alarm_id=alarm_id, by=by, device=device))
-        await self._client.publish(self._topics.ack, payload, qos=int(ACK.qos))
+        await self._client.publish(self._topics.ack(device), payload, qos=int(ACK.qos))
 
     async def wait_for(self, crib: str, kind: AlarmKind, event: AlarmEventType) -> AlarmEventPayload:
         stop_if_cancelled()

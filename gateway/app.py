@@ -19,9 +19,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from alerts.channels.base import DeliveryRecord
 from alerts.channels.buzzer import BuzzerChannel
 from alerts.channels.log import LogChannel
 from alerts.channels.mqtt import MqttChannel
+from alerts.channels.router import ChannelRouter, build_channels
 from alerts.dispatch import Dispatcher, EventSink
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.events import (
@@ -45,6 +47,7 @@ from gateway.mqtt.link import MqttLink
 from gateway.protocol import (
     CRIB_STATE,
     GATEWAY_STATS,
+    ChannelHealthPayload,
     GatewayStatsPayload,
     InfluxTargetHealthPayload,
     StoreHealthPayload,
@@ -53,7 +56,7 @@ from gateway.protocol import (
 )
 from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.settings import Settings
-from gateway.store import OutboxRow, Store, StoreWriter
+from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
 
 log = logging.getLogger("cribwatch.gateway")
@@ -114,15 +117,7 @@ class Gateway:
         self._loop_lag_s = 0.0
         run, prefix = self._run_id(record)
         self.core = CribMonitor(settings, self.clock, self.stats, run=run, alarm_prefix=prefix)
-        restored = self.core.restore(record.alarms, record.cribs)
-        self.restored = len(record.alarms) - len(restored.left)
-        """Open alarms taken back from the store at start-up."""
-        self._restore_events = restored.events
-        for alarm in restored.left:
-            log.warning("alarm %s (%s) of crib %r ended at start-up", alarm.alarm_id, alarm.kind, alarm.crib_id)
-        cribs = {crib.id for _, crib in settings.cribs()}
-        self._removed_cribs = sorted({r.crib_id for r in record.cribs} - cribs)
-        """Cribs the store knows that the site file no longer has: their retained states are cleared on connect."""
+        self._take_back(record)
         self.topics = Topics(settings.site.id, settings.mqtt.base_topic)
         self.ready = asyncio.Event()
         self._timers_changed = asyncio.Event()
@@ -152,6 +147,14 @@ class Gateway:
             monotonic=self.clock.monotonic,
             on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
         )
+        self.channels: ChannelRouter = build_channels(
+            settings,
+            send=self.mqtt.send,
+            is_up=self.mqtt.sends_now,
+            record=self._record_delivery,
+            pin_factory=pin_factory,
+        )
+        """The channels of notices (docs/channels.md): the alert policy's NoticeSink. Started in :meth:`run`."""
         for row in record.outbox:  # alarm events of earlier runs that never reached the broker: first out, in order
             self.mqtt.offline_buffer.put(Outgoing(row.topic, row.payload, row.qos, row.retain, key=row.key))
         self.resent = len(record.outbox)
@@ -162,6 +165,18 @@ class Gateway:
         self.gpio: GpioLatchInputs | None = None
 
     # ------------------------------------------------------------------------------------- the record
+
+    def _take_back(self, record: _Record) -> None:
+        """The core takes back what the store held open (before any adapter starts)."""
+        restored = self.core.restore(record.alarms, record.cribs)
+        self.restored = len(record.alarms) - len(restored.left)
+        """Open alarms taken back from the store at start-up."""
+        self._restore_events = restored.events
+        for alarm in restored.left:
+            log.warning("alarm %s (%s) of crib %r ended at start-up", alarm.alarm_id, alarm.kind, alarm.crib_id)
+        cribs = {crib.id for _, crib in self.settings.cribs()}
+        self._removed_cribs = sorted({r.crib_id for r in record.cribs} - cribs)
+        """Cribs the store knows that the site file no longer has: their retained states are cleared on connect."""
 
     def _open_store(self) -> Store:
         return Store.open(self.store_path, site_id=self.settings.site.id)
@@ -231,6 +246,26 @@ class Gateway:
     def _keep(self, item: Outgoing) -> None:
         if item.key is not None:
             self.writer.outbox_put(item.key, item.topic, item.payload, item.qos, item.retain, self.clock.time())
+
+    def _record_delivery(self, rec: DeliveryRecord) -> None:
+        """A channel's attempt into the store (called from the channels' threads; the writer only enqueues)."""
+        self.writer.delivery(
+            DeliveryRow(
+                at=rec.at,
+                channel=rec.channel,
+                group=rec.group,
+                member=rec.member,
+                address=rec.address,
+                notice_id=rec.notice_id,
+                alarm_id=rec.alarm_id,
+                kind=rec.kind,
+                attempt=rec.attempt,
+                result=rec.result,
+                latency_ms=rec.latency_ms,
+                error=rec.error,
+                test=rec.test,
+            )
+        )
 
     def _delivered(self, key: str) -> None:
         self.writer.outbox_done(key, self.clock.time())
@@ -330,7 +365,8 @@ class Gateway:
         if self.influx is not None:
             self.influx.feed.seed([view.state for view in self.core.snapshot().cribs])
             channels.append(self.influx.feed)
-        channels += [LogChannel(), *self._extra_channels]
+        # The channels of notices follow alarm events too (the siren stops on an acknowledgement), after the record.
+        channels += [self.channels, LogChannel(), *self._extra_channels]
         # Alarm events go to the socket and the buzzer at once; the rest a moment later (alerts.dispatch).
         loop = asyncio.get_running_loop()
         return Dispatcher(
@@ -345,6 +381,7 @@ class Gateway:
         self.writer.start()
         if self.influx is not None:
             self.influx.start()
+        self.channels.start(loop)
         try:
             if self.restored:
                 log.warning(
@@ -447,6 +484,19 @@ class Gateway:
             internal_errors=self.stats.internal_errors,
             store=store,
             influx=self._influx_health(health.influx_dropped),
+            channels={
+                name: ChannelHealthPayload(
+                    state="failing" if ch.state == "failing" else "ok",
+                    queued=ch.queued,
+                    delivered=ch.delivered,
+                    failed=ch.failed,
+                    gave_up=ch.gave_up,
+                    dropped=ch.dropped,
+                    consecutive_failures=ch.consecutive_failures,
+                    last_error=ch.last_error,
+                )
+                for name, ch in self.channels.health().items()
+            },
         )
 
     def _influx_health(self, dropped: int) -> tuple[InfluxTargetHealthPayload, ...] | None:

@@ -302,6 +302,69 @@ class InfluxConfig(_Model):
         if self.retry_max_s < self.retry_min_s:
             raise ValueError(f"retry_max_s must be >= retry_min_s ({self.retry_min_s})")
         return self
+ENV_WEBHOOK_URL = "CRIBWATCH_WEBHOOK_URL"
+ENV_WEBHOOK_TOKEN = "CRIBWATCH_WEBHOOK_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+ENV_APPRISE_URLS = "CRIBWATCH_APPRISE_URLS"
+
+
+class ChannelLimitsConfig(_Model):
+    """What every alert channel of notices has: its queue, the timeout of one attempt, retries with backoff."""
+
+    queue_size: int = Field(
+        default=100, ge=1, le=10_000, description="Deliveries that may wait; beyond, the oldest is dropped (counted)."
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="Longest wait for one attempt.")
+    attempts: int = Field(default=3, ge=1, le=10, description="Attempts per delivery (1 = no retry).")
+    backoff_s: float = Field(default=2.0, gt=0, le=60, description="Wait after the first failed attempt; doubles.")
+    backoff_max_s: float = Field(default=30.0, gt=0, le=600, description="Longest wait between attempts.")
+
+
+class MqttNotifyConfig(ChannelLimitsConfig):
+    """``mqtt``: notices to staff devices on ``<base>/<site>/notify/<device>`` through the gateway's own link."""
+
+    queue_size: int = Field(default=1000, ge=1, le=10_000)
+    timeout_s: float = Field(default=2.0, gt=0, le=120)
+    backoff_s: float = Field(default=0.5, gt=0, le=60)
+
+
+class SirenConfig(ChannelLimitsConfig):
+    """``siren``: a GPIO output that sounds for the policy's siren steps until the alarm is acknowledged."""
+
+    pin: GpioPin | None = Field(default=None, description="The siren's output pin; none: no siren channel.")
+    active_high: bool = Field(default=True, description="False for a relay board that switches on a low output.")
+    timeout_s: float = Field(default=1.0, gt=0, le=120)
+    backoff_s: float = Field(default=0.2, gt=0, le=60)
+
+
+class WebhookConfig(ChannelLimitsConfig):
+    """``webhook``: each notice as an HTTP POST of JSON. The URL is a secret: env or a file outside the repository."""
+
+    url_file: str | None = Field(
+        default=None, min_length=1, description=f"A file holding the URL (env {ENV_WEBHOOK_URL} wins over it)."
+    )
+    url: SecretStr | None = Field(default=None, description=f"Only from env {ENV_WEBHOOK_URL} or url_file.")
+    token: SecretStr | None = Field(default=None, description=f"Bearer token; only from env {ENV_WEBHOOK_TOKEN}.")
+
+
+class AppriseChannelConfig(ChannelLimitsConfig):
+    """``apprise``: SMS gateways, e-mail, ntfy, Telegram, Signal... through Apprise's own configuration."""
+
+    config: str | None = Field(
+        default=None, min_length=1, description="An Apprise configuration file (YAML or text) outside the repository."
+    )
+    urls: SecretStr | None = Field(
+        default=None, description=f"Only from env {ENV_APPRISE_URLS} (whitespace-separated)."
+    )
+    timeout_s: float = Field(default=30.0, gt=0, le=120)
+
+
+class ChannelsConfig(_Model):
+    """The alert channels of notices (docs/channels.md)."""
+
+    mqtt: MqttNotifyConfig = MqttNotifyConfig()
+    siren: SirenConfig = SirenConfig()
+    webhook: WebhookConfig = WebhookConfig()
+    apprise: AppriseChannelConfig = AppriseChannelConfig()
 
 
 class CribConfig(_Model):
@@ -359,6 +422,7 @@ class Settings(_Model):
     buzzer: BuzzerConfig = BuzzerConfig()
     store: StoreConfig = StoreConfig()
     influx: InfluxConfig | None = Field(default=None, description="InfluxDB targets (optional).")
+    channels: ChannelsConfig = ChannelsConfig()
     rooms: tuple[RoomConfig, ...] = Field(min_length=1, strict=False)  # a TOML array (see RoomConfig.cribs)
 
     @model_validator(mode="after")
@@ -377,6 +441,7 @@ class Settings(_Model):
             )
         pins: list[tuple[str, int | None]] = [(f"{at}.gpio_pin", c.gpio_pin) for at, c in cribs]
         pins += [("buzzer.pin", self.buzzer.pin), ("buzzer.led_pin", self.buzzer.led_pin)]
+        pins += [("channels.siren.pin", self.channels.siren.pin)]
         _unique([(at, pin) for at, pin in pins if pin is not None])
         return self
 
@@ -546,9 +611,6 @@ def settings_from_mapping(
         else:
             mqtt["port"] = port
     merged["mqtt"] = mqtt
-    influx_problems = _influx_secrets(merged, env)
-    if influx_problems:
-        raise ConfigError(source, influx_problems)
     raw_store = merged.get("store", {})
     if isinstance(raw_store, Mapping):
         store: dict[str, Any] = dict(raw_store)
@@ -556,6 +618,9 @@ def settings_from_mapping(
             if env.get(var):
                 store[key] = env[var]
         merged["store"] = store
+    secret_problems = [*_influx_secrets(merged, env), *_channel_secrets(merged, env)]
+    if secret_problems:
+        raise ConfigError(source, secret_problems)
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
@@ -612,6 +677,78 @@ def _influx_secrets(merged: dict[str, Any], env: Mapping[str, str]) -> list[str]
         targets.append(out)
     merged["influx"] = {**raw, "targets": targets}
     return problems
+
+
+def _channel_secrets(merged: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """The alert channels' secrets into ``merged``: the webhook's URL and token and Apprise's URLs come from the
+    environment (the webhook URL also from ``url_file``), never from the site file. Returns the problems."""
+    raw = merged.get("channels")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        return [f"channels = {raw!r}: expected a table ([channels.webhook], [channels.apprise], ...)"]
+    channels: dict[str, Any] = dict(raw)
+    problems: list[str] = []
+    secrets_in_file = (
+        ("webhook", "url", ENV_WEBHOOK_URL),
+        ("webhook", "token", ENV_WEBHOOK_TOKEN),
+        ("apprise", "urls", ENV_APPRISE_URLS),
+    )
+    for table, key, var in secrets_in_file:
+        section = channels.get(table)
+        if isinstance(section, Mapping) and key in section:
+            problems.append(f"channels.{table}.{key}: secrets do not belong in the site file; set {var}")
+    if problems:
+        return problems
+    webhook = channels.get("webhook", {})
+    if isinstance(webhook, Mapping):
+        webhook = dict(webhook)
+        url = env.get(ENV_WEBHOOK_URL) or None
+        url_file = webhook.get("url_file")
+        if url is None and isinstance(url_file, str) and url_file:
+            try:
+                url = Path(url_file).read_text(encoding="utf-8").strip() or None
+            except (OSError, UnicodeDecodeError) as exc:
+                return [f"channels.webhook.url_file = {url_file!r}: cannot read the file ({exc})"]
+            if url is None:
+                return [f"channels.webhook.url_file = {url_file!r}: the file is empty"]
+        if url is not None:
+            problem = _webhook_url_problem(url, demo=_is_demo(merged))
+            if problem is not None:
+                return [f"the webhook URL ({ENV_WEBHOOK_URL} or channels.webhook.url_file): {problem}"]
+            webhook["url"] = url
+        if env.get(ENV_WEBHOOK_TOKEN):
+            webhook["token"] = env[ENV_WEBHOOK_TOKEN]
+        channels["webhook"] = webhook
+    apprise = channels.get("apprise", {})
+    if isinstance(apprise, Mapping) and env.get(ENV_APPRISE_URLS, "").strip():
+        channels["apprise"] = {**apprise, "urls": env[ENV_APPRISE_URLS]}
+    merged["channels"] = channels
+    return problems
+
+
+def _is_demo(merged: Mapping[str, Any]) -> bool:
+    site = merged.get("site")
+    return isinstance(site, Mapping) and site.get("demo") is True
+
+
+def _webhook_url_problem(url: str, *, demo: bool) -> str | None:
+    """None for a URL the webhook may post to: https, or http to this machine (a local bridge) or on a demo site."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "not a URL"
+    if parts.scheme not in {"http", "https"} or not host:
+        return "expected an http(s) URL, e.g. https://alerts.example.org/hook/<token>"
+    if parts.scheme == "http" and not demo:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            return "plain http would send alarms and the token unencrypted: use https (http only to this machine)"
+    return None
 
 
 def _port_from_text(text: str) -> int | None:

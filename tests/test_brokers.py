@@ -256,18 +256,20 @@ async def test_embedded_broker_falls_back_to_amqtt(
 
 
 async def test_shipped_acl(tmp_path: Path) -> None:
-    """Sensors write only under their own id; staff acknowledge and read; the gateway does everything.
+    """Sensors write only under their own id; a staff device acknowledges on its own ack topic and reads its own
+    answers; the shared `staff` board account only reads; the gateway does everything.
 
     A denied PUBLISH still succeeds for the client: Mosquitto drops it silently. So each forbidden message
     is followed, on the same connection, by an allowed one, and the gateway must get the allowed one only.
     """
-    users = {"gateway": "gw", "s1": "s1-secret", "s2": "s2-secret", "staff": "staff-secret"}
+    users = {"gateway": "gw", "s1": "s1-secret", "s2": "s2-secret", "staff": "staff-secret", "pager-1": "p1-secret"}
     with MosquittoBroker(tmp_path, users=users, extra_config=f"acl_file {SHIPPED_ACL}") as broker:
         ep = broker.endpoint
         async with (
             client(as_user(ep, "gateway", "gw")) as gateway,
             client(as_user(ep, "s1", "s1-secret"), identifier="sensor-s1") as sensor,
             client(as_user(ep, "staff", "staff-secret")) as staff,
+            client(as_user(ep, "pager-1", "p1-secret")) as pager,
         ):
             await gateway.subscribe("cribwatch/#", qos=1)
             await staff.subscribe("cribwatch/+/alarm/#", qos=1)
@@ -279,10 +281,14 @@ async def test_shipped_acl(tmp_path: Path) -> None:
             got = await next_message(gateway)
             assert (got.topic.value, got.payload) == ("cribwatch/site1/sensor/s1/latch", b"open")
 
+            # The board account acknowledges nothing (the shared ack topic is gone); a device writes only its own.
             await staff.publish("cribwatch/site1/alarm/room1", b"forged", qos=1)
-            await staff.publish("cribwatch/site1/ack", b"ack", qos=1)
+            await staff.publish("cribwatch/site1/ack", b"shared", qos=1)
+            await pager.publish("cribwatch/site1/ack", b"shared", qos=1)
+            await pager.publish("cribwatch/site1/ack/pager-2", b"as another", qos=1)
+            await pager.publish("cribwatch/site1/ack/pager-1", b"ack", qos=1)
             got = await next_message(gateway)
-            assert (got.topic.value, got.payload) == ("cribwatch/site1/ack", b"ack")
+            assert (got.topic.value, got.payload) == ("cribwatch/site1/ack/pager-1", b"ack")
 
             await gateway.publish("cribwatch/site1/alarm/room1", b"alarm", qos=1)
             got = await next_message(staff)
@@ -290,21 +296,25 @@ async def test_shipped_acl(tmp_path: Path) -> None:
             got = await next_message(gateway)  # its own alarm, through cribwatch/#
             assert got.topic.value == "cribwatch/site1/alarm/room1"
 
-            # The gateway answers each ack on ack/answer/<device>; staff devices read the answers.
-            await staff.subscribe("cribwatch/+/ack/answer/#", qos=1)
-            await gateway.publish("cribwatch/site1/ack/answer/pager-2", b"answer", qos=1)
-            got = await next_message(staff)
-            assert (got.topic.value, got.payload) == ("cribwatch/site1/ack/answer/pager-2", b"answer")
-            got = await next_message(gateway)
-            assert got.topic.value == "cribwatch/site1/ack/answer/pager-2"
+            # The gateway answers each ack on ack/answer/<device>; a device reads its own answers only.
+            await pager.subscribe("cribwatch/+/ack/answer/#", qos=1)
+            await gateway.publish("cribwatch/site1/ack/answer/pager-2", b"not yours", qos=1)
+            await gateway.publish("cribwatch/site1/ack/answer/pager-1", b"answer", qos=1)
+            got = await next_message(pager)
+            assert (got.topic.value, got.payload) == ("cribwatch/site1/ack/answer/pager-1", b"answer")
+            for _ in range(2):
+                got = await next_message(gateway)
+                assert got.topic.value.startswith("cribwatch/site1/ack/answer/")
 
-            # The gateway deletes a retained ack with a zero-length retained message: it may write the ack topic.
-            await gateway.publish("cribwatch/site1/ack", b"", qos=1, retain=True)
+            # The gateway deletes a retained ack with a zero-length retained message: it may write any ack topic.
+            await gateway.publish("cribwatch/site1/ack/pager-1", b"", qos=1, retain=True)
             got = await next_message(gateway)
-            assert (got.topic.value, got.payload) == ("cribwatch/site1/ack", b"")
+            assert (got.topic.value, got.payload) == ("cribwatch/site1/ack/pager-1", b"")
 
             with pytest.raises(TimeoutError):
                 await next_message(staff, within=0.3)
+            with pytest.raises(TimeoutError):
+                await next_message(pager, within=0.1)
             with pytest.raises(TimeoutError):
                 await next_message(gateway, within=0.1)
         log = broker.log_text()  # Mosquitto logs client ids, not usernames

@@ -75,6 +75,8 @@ TELEMETRY = {
 }
 AVAILABILITY = {"v": 1, "state": "offline", "boot": 3, "ts": 1764159000.0}
 ACK = {"v": 1, "alarm_id": "41-12", "by": "staff-07", "device": "pager-2", "ts": 1764160005.0}
+ACK_TOPIC = TOPICS.ack("pager-2")
+"""Where device pager-2 acknowledges (its own account may write only this topic)."""
 
 
 def raw(payload: dict[str, Any]) -> bytes:
@@ -137,7 +139,7 @@ class TestDecodeValid:
     def test_retained_ack_is_refused(self) -> None:
         """A retained ack would be replayed on every reconnect and acknowledge whatever is open then."""
         with pytest.raises(ProtocolError) as err:
-            decode_inbound(TOPICS, TOPICS.ack, raw(ACK), retained=True)
+            decode_inbound(TOPICS, ACK_TOPIC, raw(ACK), retained=True)
         assert err.value.reason == "retained_ack"
 
     @pytest.mark.parametrize("interval", ["Infinity", "NaN", "1e400", "3601"])
@@ -149,12 +151,35 @@ class TestDecodeValid:
         assert err.value.reason in {"bad_payload", "bad_json"}
 
     def test_ack_by_alarm_id(self) -> None:
-        ev = decode_inbound(TOPICS, TOPICS.ack, raw(ACK))
+        ev = decode_inbound(TOPICS, ACK_TOPIC, raw(ACK))
         assert ev == AckRequest(by="staff-07", device="pager-2", alarm_id="41-12", crib_id=None, sent_ts=1764160005.0)
+
+    def test_the_device_of_an_ack_is_its_topics(self) -> None:
+        """The broker lets only pager-2's account write ack/pager-2: the topic is the fact, the payload may omit it."""
+        ev = decode_inbound(TOPICS, ACK_TOPIC, raw(without(ACK, "device")))
+        assert isinstance(ev, AckRequest)
+        assert ev.device == "pager-2"
+
+    def test_an_ack_claiming_another_device_is_refused(self) -> None:
+        with pytest.raises(ProtocolError) as err:
+            decode_inbound(TOPICS, TOPICS.ack("pager-9"), raw(ACK))
+        assert err.value.reason == "ack_device"
+
+    @pytest.mark.parametrize("device", [SENSOR, "gateway", "staff", "answer"])
+    def test_an_ack_from_an_account_that_is_no_staff_device_is_refused(self, device: str) -> None:
+        """The ACL's ack/%u pattern lets every account write its own ack topic, sensors too."""
+        with pytest.raises(ProtocolError) as err:
+            screen_inbound(TOPICS, TOPICS.ack(device), raw(without(ACK, "device")), wireless={SENSOR})
+        assert err.value.reason == "ack_device"
+
+    def test_the_shared_ack_topic_of_earlier_versions_is_refused(self) -> None:
+        with pytest.raises(ProtocolError) as err:
+            screen_inbound(TOPICS, TOPICS.legacy_ack, raw(ACK), wireless={SENSOR})
+        assert err.value.reason == "legacy_ack"
 
     def test_ack_by_crib_without_ts(self) -> None:
         payload = without(without(ACK, "alarm_id"), "ts") | {"crib": "vl-1"}
-        ev = decode_inbound(TOPICS, TOPICS.ack, raw(payload))
+        ev = decode_inbound(TOPICS, ACK_TOPIC, raw(payload))
         assert ev == AckRequest(by="staff-07", device="pager-2", alarm_id=None, crib_id="vl-1", sent_ts=None)
 
     @pytest.mark.parametrize(
@@ -170,7 +195,7 @@ class TestDecodeValid:
     def test_observed_at_is_carried_into_every_event(
         self, channel: SensorChannel | None, payload: dict[str, Any]
     ) -> None:
-        topic = TOPICS.ack if channel is None else sensor_topic(channel)
+        topic = ACK_TOPIC if channel is None else sensor_topic(channel)
         assert decode_inbound(TOPICS, topic, raw(payload), observed_at=1234.5).observed_at == 1234.5
         assert decode_inbound(TOPICS, topic, raw(payload)).observed_at is None
 
@@ -207,23 +232,23 @@ BAD_INBOUND: dict[str, tuple[str, bytes, str]] = {
     "latch: not UTF-8": (LATCH_TOPIC, b"\xff\xfe{}", "bad_json"),
     "telemetry: not JSON": (TELEMETRY_TOPIC, b"battery=87", "bad_json"),
     "availability: plain word": (AVAILABILITY_TOPIC, b"offline", "bad_json"),
-    "ack: truncated JSON": (TOPICS.ack, b'{"v": 1, "by": ', "bad_json"),
+    "ack: truncated JSON": (ACK_TOPIC, b'{"v": 1, "by": ', "bad_json"),
     # JSON, but not this payload
     "latch: JSON array": (LATCH_TOPIC, b"[]", "bad_payload"),
     "latch: JSON null": (LATCH_TOPIC, b"null", "bad_payload"),
     "latch: schema v2": (LATCH_TOPIC, raw(LATCH | {"v": 2}), "bad_payload"),
     "telemetry: schema v0": (TELEMETRY_TOPIC, raw(TELEMETRY | {"v": 0}), "bad_payload"),
     "availability: schema v2": (AVAILABILITY_TOPIC, raw(AVAILABILITY | {"v": 2}), "bad_payload"),
-    "ack: schema v2": (TOPICS.ack, raw(ACK | {"v": 2}), "bad_payload"),
+    "ack: schema v2": (ACK_TOPIC, raw(ACK | {"v": 2}), "bad_payload"),
     "latch: missing seq": (LATCH_TOPIC, raw(without(LATCH, "seq")), "bad_payload"),
     "latch: missing state": (LATCH_TOPIC, raw(without(LATCH, "state")), "bad_payload"),
     "telemetry: missing battery": (TELEMETRY_TOPIC, raw(without(TELEMETRY, "battery_pct")), "bad_payload"),
     "availability: missing boot": (AVAILABILITY_TOPIC, raw(without(AVAILABILITY, "boot")), "bad_payload"),
-    "ack: missing by": (TOPICS.ack, raw(without(ACK, "by")), "bad_payload"),
+    "ack: missing by": (ACK_TOPIC, raw(without(ACK, "by")), "bad_payload"),
     "latch: extra field": (LATCH_TOPIC, raw(LATCH | {"child": "x"}), "bad_payload"),
     "telemetry: extra field": (TELEMETRY_TOPIC, raw(TELEMETRY | {"temp_c": 21}), "bad_payload"),
     "availability: extra field": (AVAILABILITY_TOPIC, raw(AVAILABILITY | {"reason": "x"}), "bad_payload"),
-    "ack: extra field": (TOPICS.ack, raw(ACK | {"note": "x"}), "bad_payload"),
+    "ack: extra field": (ACK_TOPIC, raw(ACK | {"note": "x"}), "bad_payload"),
     "latch: unknown state": (LATCH_TOPIC, raw(LATCH | {"state": "ajar"}), "bad_payload"),
     "latch: negative seq": (LATCH_TOPIC, raw(LATCH | {"seq": -1}), "bad_payload"),
     "latch: seq as text": (LATCH_TOPIC, raw(LATCH | {"seq": "x"}), "bad_payload"),
@@ -231,10 +256,10 @@ BAD_INBOUND: dict[str, tuple[str, bytes, str]] = {
     "telemetry: zero interval": (TELEMETRY_TOPIC, raw(TELEMETRY | {"interval_s": 0}), "bad_payload"),
     "telemetry on the latch topic": (LATCH_TOPIC, raw(TELEMETRY), "bad_payload"),
     "availability: unknown state": (AVAILABILITY_TOPIC, raw(AVAILABILITY | {"state": "sleeping"}), "bad_payload"),
-    "ack: neither alarm_id nor crib": (TOPICS.ack, raw(without(ACK, "alarm_id")), "bad_payload"),
-    "ack: empty alarm_id": (TOPICS.ack, raw(ACK | {"alarm_id": ""}), "bad_payload"),
-    "ack: staff name, not id": (TOPICS.ack, raw(ACK | {"by": "Anna de Vries"}), "bad_payload"),
-    "ack: bad crib id": (TOPICS.ack, raw(without(ACK, "alarm_id") | {"crib": "Bed 1"}), "bad_payload"),
+    "ack: neither alarm_id nor crib": (ACK_TOPIC, raw(without(ACK, "alarm_id")), "bad_payload"),
+    "ack: empty alarm_id": (ACK_TOPIC, raw(ACK | {"alarm_id": ""}), "bad_payload"),
+    "ack: staff name, not id": (ACK_TOPIC, raw(ACK | {"by": "Anna de Vries"}), "bad_payload"),
+    "ack: bad crib id": (ACK_TOPIC, raw(without(ACK, "alarm_id") | {"crib": "Bed 1"}), "bad_payload"),
     # topics
     "other site": (f"cribwatch/other-site/sensor/{SENSOR}/latch", raw(LATCH), "topic"),
     "other base": (f"kdv/{SITE_ID}/sensor/{SENSOR}/latch", raw(LATCH), "topic"),
@@ -249,10 +274,10 @@ BAD_INBOUND: dict[str, tuple[str, bytes, str]] = {
     "empty sensor id": (f"cribwatch/{SITE_ID}/sensor//latch", raw(LATCH), "topic"),
     "wildcard as sensor id": (f"cribwatch/{SITE_ID}/sensor/+/latch", raw(LATCH), "topic"),
     "sensor id too long": (f"cribwatch/{SITE_ID}/sensor/{'s' * 65}/latch", raw(LATCH), "topic"),
-    "ack with a suffix": (TOPICS.ack + "/x", raw(ACK), "topic"),
+    "ack with a suffix": (ACK_TOPIC + "/x", raw(ACK), "topic"),
     # size
     "latch: oversized": (LATCH_TOPIC, OVERSIZED, "too_large"),
-    "ack: oversized": (TOPICS.ack, raw(ACK | {"alarm_id": "a" * 10}) + b" " * MAX_PAYLOAD_BYTES, "too_large"),
+    "ack: oversized": (ACK_TOPIC, raw(ACK | {"alarm_id": "a" * 10}) + b" " * MAX_PAYLOAD_BYTES, "too_large"),
     "oversized garbage": (TELEMETRY_TOPIC, b"\x00" * (MAX_PAYLOAD_BYTES + 1), "too_large"),
 }
 
@@ -290,7 +315,7 @@ def test_the_cheap_screen_never_gives_another_reason_than_the_full_decode(case: 
         (LATCH_TOPIC, b"  \n", "bad_json"),
         (LATCH_TOPIC, b"\xff\xfe{}", "bad_json"),
         (LATCH_TOPIC, b'{"v": 1, "boot": 3,', "bad_json"),
-        (TOPICS.ack, b'{"v": 1, "by": ', "bad_json"),
+        (ACK_TOPIC, b'{"v": 1, "by": ', "bad_json"),
         (LATCH_TOPIC, OVERSIZED, "too_large"),
         (TOPICS.sensor("ghost", SensorChannel.LATCH), raw(LATCH), "unknown_sensor"),
         (TOPICS.sensor("ghost", SensorChannel.TELEMETRY), b"not even JSON", "unknown_sensor"),
@@ -311,8 +336,8 @@ def test_the_cheap_screen_rejects_junk_before_any_parsing(topic: str, payload: b
         (LATCH_TOPIC, raw(LATCH)),
         (TELEMETRY_TOPIC, raw(TELEMETRY)),
         (AVAILABILITY_TOPIC, raw(AVAILABILITY)),
-        (TOPICS.ack, raw(ACK)),
-        (TOPICS.ack, b"  " + raw(ACK) + b"\r\n"),
+        (ACK_TOPIC, raw(ACK)),
+        (ACK_TOPIC, b"  " + raw(ACK) + b"\r\n"),
         (LATCH_TOPIC, b"[1]"),  # JSON, only not an object: the full decode says bad_payload
         (LATCH_TOPIC, b"null"),
     ],
@@ -327,7 +352,7 @@ def test_the_cheap_screen_lets_through_what_only_the_full_decode_can_judge(topic
         (LATCH_TOPIC, without(LATCH, "v")),
         (TELEMETRY_TOPIC, without(TELEMETRY, "v")),
         (AVAILABILITY_TOPIC, without(AVAILABILITY, "v")),
-        (TOPICS.ack, without(ACK, "v")),
+        (ACK_TOPIC, without(ACK, "v")),
     ],
     ids=["latch", "telemetry", "availability", "ack"],
 )
@@ -363,7 +388,7 @@ def test_topic_error_detail_names_the_topic_part() -> None:
 def test_oversized_is_refused_before_parsing() -> None:
     """A huge payload is refused by size, even if it is not JSON at all."""
     with pytest.raises(ProtocolError) as info:
-        decode_inbound(TOPICS, TOPICS.ack, b"{" * (MAX_PAYLOAD_BYTES + 1))
+        decode_inbound(TOPICS, ACK_TOPIC, b"{" * (MAX_PAYLOAD_BYTES + 1))
     assert info.value.reason == "too_large"
     assert str(MAX_PAYLOAD_BYTES) in info.value.detail
 
@@ -586,11 +611,11 @@ COERCIBLE: dict[str, tuple[str, dict[str, Any]]] = {
     "availability: boot as a float": (AVAILABILITY_TOPIC, AVAILABILITY | {"boot": 3.0}),
     "availability: ts as a string": (AVAILABILITY_TOPIC, AVAILABILITY | {"ts": "1764159000"}),
     "availability: v as a float": (AVAILABILITY_TOPIC, AVAILABILITY | {"v": 1.0}),
-    "ack: ts as a string": (TOPICS.ack, ACK | {"ts": "1764160005"}),
-    "ack: ts true": (TOPICS.ack, ACK | {"ts": True}),
-    "ack: by as a number": (TOPICS.ack, ACK | {"by": 7}),
-    "ack: alarm_id as a number": (TOPICS.ack, ACK | {"alarm_id": 12}),
-    "ack: v true": (TOPICS.ack, ACK | {"v": True}),
+    "ack: ts as a string": (ACK_TOPIC, ACK | {"ts": "1764160005"}),
+    "ack: ts true": (ACK_TOPIC, ACK | {"ts": True}),
+    "ack: by as a number": (ACK_TOPIC, ACK | {"by": 7}),
+    "ack: alarm_id as a number": (ACK_TOPIC, ACK | {"alarm_id": 12}),
+    "ack: v true": (ACK_TOPIC, ACK | {"v": True}),
 }
 
 
@@ -650,7 +675,7 @@ def test_the_hot_path_gives_the_same_event_as_the_full_decode(topic: str, payloa
 @pytest.mark.parametrize("ts", ["1764160005", "0", "1764160005.5", "1e9"])
 def test_ack_ts_takes_any_finite_json_number(ts: str) -> None:
     payload = json.dumps(without(ACK, "ts"))[:-1] + f', "ts": {ts}}}'
-    ev = decode_inbound(TOPICS, TOPICS.ack, payload.encode())
+    ev = decode_inbound(TOPICS, ACK_TOPIC, payload.encode())
     assert isinstance(ev, AckRequest)
     assert ev.sent_ts == float(ts)
 
@@ -659,7 +684,7 @@ def test_ack_ts_takes_any_finite_json_number(ts: str) -> None:
 def test_ack_ts_must_be_a_finite_non_negative_number(ts: str) -> None:
     payload = json.dumps(without(ACK, "ts"))[:-1] + f', "ts": {ts}}}'
     with pytest.raises(ProtocolError) as info:
-        decode_inbound(TOPICS, TOPICS.ack, payload.encode())
+        decode_inbound(TOPICS, ACK_TOPIC, payload.encode())
     assert info.value.reason in {"bad_payload", "bad_json"}
 
 
@@ -669,7 +694,7 @@ def test_ack_ts_must_be_a_finite_non_negative_number(ts: str) -> None:
         (LATCH_TOPIC, LATCH | {"ts": 1764160000}),
         (TELEMETRY_TOPIC, TELEMETRY | {"ts": 1764160030, "interval_s": 30}),
         (AVAILABILITY_TOPIC, AVAILABILITY | {"ts": 1764159000}),
-        (TOPICS.ack, ACK | {"ts": 1764160005}),
+        (ACK_TOPIC, ACK | {"ts": 1764160005}),
     ],
     ids=["latch", "telemetry", "availability", "ack"],
 )

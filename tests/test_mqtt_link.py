@@ -90,13 +90,18 @@ async def test_a_client_with_read_when_reads_only_when_told() -> None:
     assert paho.loop_read() == MQTTErrorCode.MQTT_ERR_NO_CONN  # paho's own loop_read: no connection yet
 
 
-def test_an_ack_on_the_main_connection_was_queued_for_the_one_connection_gateway_and_is_taken() -> None:
+def test_an_ack_is_taken_on_its_devices_topic_and_the_shared_topic_is_refused() -> None:
+    """Acks come on the intake, each on ack/<device>; one queued on the shared topic of earlier versions (on either
+    connection's persistent session) acknowledges nothing and is counted."""
     link, events, stats = make_link()
     ack = encode(AckPayload(alarm_id="a-1", by="staff-1", device="pager-1"))
-    link._on_message(message(TOPICS.ack, ack))  # noqa: SLF001
-    link._on_intake_message(message(TOPICS.ack, ack))  # noqa: SLF001 - where acks come from now
-    assert len(events) == 2
+    link._on_intake_message(message(TOPICS.ack("pager-1"), ack))  # noqa: SLF001
+    assert [getattr(e, "device", None) for e in events] == ["pager-1"]
     assert not stats.rejected
+    link._on_message(message(TOPICS.legacy_ack, ack))  # noqa: SLF001
+    link._on_intake_message(message(TOPICS.legacy_ack, ack))  # noqa: SLF001
+    assert len(events) == 1
+    assert stats.rejected["legacy_ack"] == 2
 
 
 # -- the durable outbox's side of the link ------------------------------------------------------------

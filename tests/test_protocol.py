@@ -23,12 +23,14 @@ from gateway.protocol import (
     AckPayload,
     AlarmEventPayload,
     AvailabilityPayload,
+    ChannelHealthPayload,
     CribAlarmSummary,
     CribStatePayload,
     GatewayAvailabilityPayload,
     GatewayStatsPayload,
     InfluxTargetHealthPayload,
     LatchPayload,
+    NotifyPayload,
     ProtocolError,
     Qos,
     SensorChannel,
@@ -62,7 +64,8 @@ TOPIC_TABLE: dict[str, tuple[str, typing.Callable[[Topics], str]]] = {
     "<base>/<site>/crib/<crib>/state": ("CRIB_STATE", lambda t: t.crib_state("<crib>")),
     "<base>/<site>/gateway/availability": ("GATEWAY_AVAILABILITY", lambda t: t.gateway_availability),
     "<base>/<site>/gateway/stats": ("GATEWAY_STATS", lambda t: t.gateway_stats),
-    "<base>/<site>/ack": ("ACK", lambda t: t.ack),
+    "<base>/<site>/ack/<device>": ("ACK", lambda t: t.ack("<device>")),
+    "<base>/<site>/notify/<device>": ("NOTIFY", lambda t: t.notify("<device>")),
     "<base>/<site>/sim/pin/<pin>": ("SIM_PIN", lambda t: t.sim_pin("<pin>")),
 }
 
@@ -80,6 +83,8 @@ PAYLOAD_MODELS: list[type[BaseModel]] = [
     CribAlarmSummary,
     InfluxTargetHealthPayload,
     StoreHealthPayload,
+    NotifyPayload,
+    ChannelHealthPayload,
 ]
 
 
@@ -122,7 +127,11 @@ class TestTopics:
         assert t.crib_state("vl-1") == "cribwatch/kids-f/crib/vl-1/state"
         assert t.gateway_availability == "cribwatch/kids-f/gateway/availability"
         assert t.gateway_stats == "cribwatch/kids-f/gateway/stats"
-        assert t.ack == "cribwatch/kids-f/ack"
+        assert t.ack("pager-2") == "cribwatch/kids-f/ack/pager-2"
+        assert t.ack_device("cribwatch/kids-f/ack/pager-2") == "pager-2"
+        assert t.ack_device("cribwatch/kids-f/ack/answer/pager-2") is None
+        assert t.ack_device("cribwatch/kids-f/ack") is None
+        assert t.notify("pager-2") == "cribwatch/kids-f/notify/pager-2"
         assert t.sensor_filter == "cribwatch/kids-f/sensor/+/+"
         assert t.alarm_filter == "cribwatch/kids-f/alarm/+"
         assert t.crib_state_filter == "cribwatch/kids-f/crib/+/state"
@@ -174,11 +183,14 @@ class TestTopics:
     def test_filters_match_exactly_their_topics(self) -> None:
         t = Topics("kids-f")
         sensor_topics = [t.sensor(s, c) for s in ("s-1", "s-2") for c in SensorChannel]
-        others = [t.alarm("r"), t.crib_state("c"), t.gateway_availability, t.gateway_stats, t.ack]
+        others = [t.alarm("r"), t.crib_state("c"), t.gateway_availability, t.gateway_stats, t.ack("p-1")]
         assert all(mqtt_matches(t.sensor_filter, x) for x in sensor_topics)
         assert not any(mqtt_matches(t.sensor_filter, x) for x in others)
         assert mqtt_matches(t.alarm_filter, t.alarm("vlinders"))
-        assert not any(mqtt_matches(t.alarm_filter, x) for x in [*sensor_topics, t.crib_state("c"), t.ack])
+        assert not any(mqtt_matches(t.alarm_filter, x) for x in [*sensor_topics, t.crib_state("c"), t.ack("p-1")])
+        assert mqtt_matches(t.ack_filter, t.ack("p-1"))
+        assert not mqtt_matches(t.ack_filter, t.ack_answer("p-1"))  # the gateway never takes its own answers
+        assert mqtt_matches(t.notify_filter, t.notify("p-1"))
         assert mqtt_matches(t.crib_state_filter, t.crib_state("vl-1"))
         assert not any(mqtt_matches(t.crib_state_filter, x) for x in [*sensor_topics, t.alarm("r")])
         assert not mqtt_matches(t.sensor_filter, Topics("kids-g").sensor("s-1", SensorChannel.LATCH))
@@ -212,7 +224,7 @@ class TestTopicSpecs:
         for pattern, (src, dst, _, _) in table.items():
             if "/sensor/" in pattern:
                 assert (src, dst) == ("sensor", "gateway"), pattern
-            elif pattern.endswith("/ack"):
+            elif "/ack/<device>" in pattern:
                 assert (src, dst) == ("staff", "gateway")
             elif "/sim/pin/" in pattern:
                 assert (src, dst) == ("techs", "gateway")
@@ -271,7 +283,40 @@ SAMPLES: list[BaseModel] = [
     ),
     GatewayAvailabilityPayload(state="online", gw_run=10),
     GatewayStatsPayload(
-        gw_run=10, ts=5.0, accepted=3, rejected={"bad_json": 1}, ignored={}, active_alarms=0, channel_failures={}
+        gw_run=10,
+        ts=5.0,
+        accepted=3,
+        rejected={"bad_json": 1},
+        ignored={},
+        active_alarms=0,
+        channel_failures={},
+        channels={
+            "webhook": ChannelHealthPayload(
+                state="failing", queued=2, delivered=5, failed=3, consecutive_failures=3, last_error="HTTP 503"
+            )
+        },
+    ),
+    NotifyPayload(
+        notice_id="10-1/2",
+        kind="escalation",
+        step=1,
+        group="site",
+        ts=34.0,
+        alarm=AlarmEventPayload(
+            seq=1,
+            gw_run=10,
+            event=AlarmEventType.RAISED,
+            alarm_id="10-1",
+            kind=AlarmKind.CRIB_OPEN,
+            priority="high",
+            site="s",
+            room="r",
+            crib="c",
+            room_label="R",
+            crib_label="C",
+            ts=4.0,
+            raised_at=4.0,
+        ),
     ),
 ]
 

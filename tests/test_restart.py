@@ -213,7 +213,9 @@ async def test_a_forged_retained_crib_state_changes_nothing(mqtt_endpoint: Broke
         sensor(mqtt_endpoint, topics, "s-1") as s1,
         running(settings) as gw,
     ):
-        assert gw.core.active_alarms() == []
+        # (Only n-1's: the wired cribs' mock pins read open until driven, and alarm once their debounce has passed,
+        # which a loaded machine reaches before the gateway has connected.)
+        assert not gw.core.crib_state("n-1").alarms
         # The gateway's own state replaces the forgery on the broker.
         await staff.until(lambda: (s := staff.states.get("n-1")) and s.gw_run == gw.core.gw_run and not s.alarms)
         await s1.open()
@@ -330,8 +332,8 @@ async def test_ack_answers_tell_a_pager_what_became_of_each_press(mqtt_endpoint:
         await s1.open()
         raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
         await staff.client.publish(
-            topics.ack,
-            encode(AckPayload(alarm_id=raised.alarm_id, by="staff-01", device="pager-1", ts=1764160005.0)),
+            topics.ack("pager-1"),
+            encode(AckPayload(alarm_id=raised.alarm_id, by="staff-01", ts=1764160005.0)),
             qos=1,
         )
         (taken,) = await until(lambda: first_pager)

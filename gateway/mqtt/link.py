@@ -173,6 +173,10 @@ class MqttLink:
             self.offline_buffer.put(item)
         # QoS 0 (stats) only ever says "the latest value": it is not kept for a broker that is away
 
+    def sends_now(self) -> bool:
+        """Whether :meth:`send` would write to the socket at once (else the message waits in the offline buffer)."""
+        return self._client is not None and not self.offline_buffer
+
     def _publish(self, client: aiomqtt.Client, item: Outgoing) -> bool:
         info = publish_now(client, item.topic, item.payload, item.qos, item.retain)
         if info is None:  # the connection is gone; the receive side will notice and end the session
@@ -229,7 +233,7 @@ class MqttLink:
         if route is not None:
             self._take_sensor(route, topic, message)
             return
-        if self._sensor_of(topic) is None and topic != self._topics.ack:
+        if self._sensor_of(topic) is None and not self._is_ack(topic):
             # Through a filter that an earlier run left in this persistent session (a sensor since taken out
             # of the site file, or the one-connection gateway's `sensor/+/+`): the intake gets it too and counts it.
             # An ack here was queued for the one-connection gateway before its filter was dropped: only here.
@@ -293,7 +297,7 @@ class MqttLink:
         if not isinstance(payload, bytes):
             self._stats.reject("bad_payload", f"non-bytes payload on {topic}")
             return
-        if topic == self._topics.ack and self._clear_retained_ack(payload, retained=message.retain):
+        if self._is_ack(topic) and self._clear_retained_ack(topic, payload, retained=message.retain):
             return
         try:
             screen_inbound(self._topics, topic, payload, wireless=self._wireless, wired=self._wired)
@@ -303,7 +307,11 @@ class MqttLink:
             return
         self._on_event(event)
 
-    def _clear_retained_ack(self, payload: bytes, *, retained: bool) -> bool:
+    def _is_ack(self, topic: str) -> bool:
+        """A device's ack topic (``ack/<device>``), or the shared one of earlier versions (rejected: ``legacy_ack``)."""
+        return topic == self._topics.legacy_ack or self._topics.ack_device(topic) is not None
+
+    def _clear_retained_ack(self, topic: str, payload: bytes, *, retained: bool) -> bool:
         """Delete a retained ack that the broker replays; True for a deletion's echo, which is done with here.
 
         A replayed ack (retain flag set) is still rejected by the codec (``retained_ack``); here the gateway also
@@ -312,10 +320,10 @@ class MqttLink:
         other zero-length message on the ack topic (a deletion by someone else), acknowledges nothing.
         """
         if not payload:
-            self._stats.ignore("retained_cleared", f"{self._topics.ack}: zero-length (a retained ack deleted)")
+            self._stats.ignore("retained_cleared", f"{topic}: zero-length (a retained ack deleted)")
             return True
         if retained:
-            self.send(Outgoing(self._topics.ack, b"", int(ACK.qos), retain=True))
+            self.send(Outgoing(topic, b"", int(ACK.qos), retain=True))
         return False
 
     # -------------------------------------------------------------------------------------- session
@@ -437,7 +445,7 @@ class MqttLink:
         # crib states back at start; the persistent session keeps their filters.
         legacy = [self._topics.sensor_filter_of(sid) for sid in sorted(self._wireless)]
         await client.unsubscribe(
-            [self._topics.sensor_filter, self._topics.ack, self._topics.crib_state_filter, *legacy]
+            [self._topics.sensor_filter, self._topics.legacy_ack, self._topics.crib_state_filter, *legacy]
         )
         if self._wireless:
             await client.subscribe(self._sensor_subscriptions())
@@ -486,7 +494,12 @@ class MqttLink:
     async def _intake_session(self, client: aiomqtt.Client) -> None:
         """The intake connection: staff acks (QoS 1), and every sensor topic at QoS 0: what comes here from a
         stranger is only counted, and is not worth a PUBACK nor a place in the queue while the gateway is away."""
-        await client.subscribe([(self._topics.ack, int(ACK.qos)), (self._topics.sensor_filter, int(TELEMETRY.qos))])
+        # Each device acknowledges on ack/<device> (its own account); the shared ack topic of earlier versions is
+        # dropped from the persistent session, so no device can claim another's id there any more.
+        await client.unsubscribe(self._topics.legacy_ack)
+        await client.subscribe(
+            [(self._topics.ack_filter, int(ACK.qos)), (self._topics.sensor_filter, int(TELEMETRY.qos))]
+        )
         if self._on_sim_pin is not None:
             await client.subscribe(self._topics.sim_pin_filter, qos=int(SIM_PIN.qos))
         else:  # a filter left in the persistent session by a simulation run: no network message moves a pin here

@@ -20,7 +20,7 @@ from gateway.domain.events import (
     Outcome,
     TelemetryReading,
 )
-from gateway.domain.vocab import Source
+from gateway.domain.vocab import ID_PATTERN, Source, is_identifier
 from gateway.protocol import (
     ACK_ANSWER,
     ALARM_EVENT,
@@ -65,6 +65,24 @@ _JSON_VALUE_STARTS = frozenset(b'{["-0123456789tfn')
 _JSON_WHITESPACE = b" \t\n\r"
 
 
+RESERVED_DEVICE_IDS = ("gateway", "staff", "answer")
+"""Device ids no ack may come from: the broker accounts of the gateway and of the read-only staff board (the ACL's
+``ack/%u`` pattern applies to every account), and ``answer`` (``ack/answer/...`` are the gateway's answers)."""
+LEGACY_ACK = (
+    "the shared ack topic <base>/<site>/ack is no longer taken: each device acknowledges on ack/<device> with its "
+    "own broker account (docs/protocol.md)"
+)
+
+
+def _check_device(device: str, wireless: Container[str], wired: Container[str]) -> None:
+    """The device of an ack topic: an id, and not an account that is not a staff device's. The broker lets every
+    account write ``ack/<its own name>``, sensors too; a sensor's account acknowledges nothing (``ack_device``)."""
+    if not is_identifier(device):
+        raise ProtocolError("topic", f"device id {device!r} does not match {ID_PATTERN}")
+    if device in wireless or device in wired or device in RESERVED_DEVICE_IDS:
+        raise ProtocolError("ack_device", f"{device!r} is a sensor's or the gateway's account, not a staff device's")
+
+
 def screen_inbound(
     topics: Topics, topic: str, payload: bytes, *, wireless: Container[str], wired: Container[str] = ()
 ) -> None:
@@ -77,7 +95,12 @@ def screen_inbound(
     JSON at all (``bad_json``: a first byte that starts no JSON value, or an object that is never closed).
     A message that passes still goes through :func:`decode_inbound`, which checks everything.
     """
-    if topic != topics.ack:
+    if topic == topics.legacy_ack:
+        raise ProtocolError("legacy_ack", LEGACY_ACK)
+    device = topics.ack_device(topic)
+    if device is not None:
+        _check_device(device, wireless, wired)
+    else:
         sensor_id, _ = topics.parse_sensor_topic(topic)
         if sensor_id not in wireless:
             if sensor_id in wired:
@@ -103,15 +126,22 @@ def decode_inbound(
 
     ``observed_at`` is the monotonic time the message arrived; the core judges the event by it.
     """
-    if topic == topics.ack:
+    device = topics.ack_device(topic)
+    if device is not None:
+        if not is_identifier(device):
+            raise ProtocolError("topic", f"device id {device!r} does not match {ID_PATTERN}")
         if retained:
             raise ProtocolError("retained_ack", "a retained ack replayed by the broker acknowledges nothing")
         ack = decode(AckPayload, payload)
         if ack.alarm_id is None and ack.crib is None:
             raise ProtocolError("bad_payload", "AckPayload: give alarm_id or crib")
+        if ack.device is not None and ack.device != device:
+            raise ProtocolError(
+                "ack_device", f"the ack says device {ack.device!r} on {device!r}'s topic: a device acks as itself"
+            )
         return AckRequest(
             by=ack.by,
-            device=ack.device,
+            device=device,
             alarm_id=ack.alarm_id,
             crib_id=ack.crib,
             sent_ts=ack.ts,

@@ -114,12 +114,18 @@ class AvailabilityPayload(_Payload):
 
 
 class AckPayload(_Payload):
-    """``<prefix>/ack``: a staff device acknowledges one alarm, or every open alarm of one crib."""
+    """``<prefix>/ack/<device>``: a staff device acknowledges one alarm, or every open alarm of one crib.
+
+    The device is the topic's last level, which the broker lets only that device's account write; ``device`` in
+    the payload is optional, and an ack whose ``device`` differs from its topic's is refused (``ack_device``).
+    """
 
     alarm_id: str | None = Field(default=None, min_length=1, max_length=64)
     crib: Identifier | None = None
     by: Identifier = Field(description="The staff account that acknowledged.")
-    device: Identifier = Field(description="The pager, tablet or board that sent it.")
+    device: Identifier | None = Field(
+        default=None, description="The pager, tablet or board that sent it: if given, the topic's device."
+    )
     ts: float | None = Field(default=None, ge=0)
 
 
@@ -221,6 +227,45 @@ class AckAnswerPayload(_Payload):
     ts: float = Field(description="When the gateway decided, Unix seconds.")
 
 
+NoticeKindName = Literal["alarm", "escalation", "repeat", "reminder", "resolved"]
+
+
+class NotifyPayload(_Payload):
+    """``<prefix>/notify/<device>``: one notice of the alert policy for one staff device (alert channel ``mqtt``).
+
+    ``alarm`` is the alarm's latest event, as ``alarm/<room>`` carried it; the rest says why the device is told now.
+    """
+
+    notice_id: str = Field(min_length=1, max_length=96, description="<alarm_id>/<n>: unique; a repeat has its own.")
+    kind: NoticeKindName = Field(
+        description="alarm (the first step), escalation (nobody acknowledged in time), repeat (the chain again), "
+        "reminder (acknowledged, but the crib is still open), resolved (the alarm ended)."
+    )
+    step: int = Field(ge=0, description="The escalation step (0 = first); for resolved, the last step reached.")
+    group: str = Field(min_length=1, max_length=64, description="The staff group the device is told as.")
+    member: str | None = Field(
+        default=None, max_length=64, description="The staff member or device told (a staff id or device id)."
+    )
+    test: bool = Field(default=False, description="A test alarm: show it as a test.")
+    ts: float = Field(ge=0, description="When the policy decided the notice, Unix seconds.")
+    alarm: AlarmEventPayload
+
+
+class ChannelHealthPayload(_Part):
+    """One alert channel (mqtt, siren, webhook, apprise), as the gateway's stats report it."""
+
+    state: Literal["ok", "failing"] = Field(
+        description="failing: the last attempt failed, or one is hanging past its timeout; ok otherwise."
+    )
+    queued: int = Field(ge=0, description="Deliveries waiting in the channel's queue (and the one in hand).")
+    delivered: int = Field(ge=0, description="Deliveries that succeeded since the gateway started.")
+    failed: int = Field(ge=0, description="Attempts that failed (each retry counts).")
+    gave_up: int = Field(default=0, ge=0, description="Deliveries whose every attempt failed.")
+    dropped: int = Field(default=0, ge=0, description="Deliveries dropped: the queue was full, or at shutdown.")
+    consecutive_failures: int = Field(ge=0, description="Attempts failed in a row since the last success.")
+    last_error: str | None = Field(default=None, description="The last failure, as the channel said it.")
+
+
 class StoreHealthPayload(_Part):
     """The gateway's store, as its stats report it."""
 
@@ -279,6 +324,9 @@ class GatewayStatsPayload(_Payload):
     influx: tuple[InfluxTargetHealthPayload, ...] | None = Field(
         default=None, description="Each InfluxDB target (absent: no [influx] in the site file)."
     )
+    channels: dict[str, ChannelHealthPayload] = Field(
+        default_factory=dict, description="The alert channels of notices (docs/channels.md), by name."
+    )
 
 
 AnyPayload = (
@@ -291,6 +339,7 @@ AnyPayload = (
     | CribStatePayload
     | GatewayAvailabilityPayload
     | GatewayStatsPayload
+    | NotifyPayload
 )
 
 SENSOR_PAYLOADS: dict[SensorChannel, type[_SensorPayload] | type[AvailabilityPayload]] = {

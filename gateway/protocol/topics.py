@@ -9,8 +9,9 @@ Topic scheme (``<base>`` defaults to ``cribwatch``)::
     <base>/<site>/crib/<crib>/state             gateway -> staff    QoS 1, retained
     <base>/<site>/gateway/availability          gateway -> all      QoS 1, retained (MQTT last will)
     <base>/<site>/gateway/stats                 gateway -> techs    QoS 0, retained
-    <base>/<site>/ack                           staff -> gateway    QoS 1, not retained
+    <base>/<site>/ack/<device>                  staff -> gateway    QoS 1, not retained (the device's own account)
     <base>/<site>/ack/answer/<device>           gateway -> staff    QoS 1, not retained
+    <base>/<site>/notify/<device>               gateway -> staff    QoS 1, not retained (alert channel "mqtt")
     <base>/<site>/sim/pin/<pin>                 techs -> gateway    QoS 1, not retained (simulation mode only)
 
 The last one exists only on a test bench: a gateway started with ``--simulate-pins`` (allowed in demo mode alone)
@@ -56,6 +57,9 @@ GATEWAY_STATS = TopicSpec(Qos.AT_MOST_ONCE, retain=True)
 ACK = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
 """A pager button press must arrive; never retained (a retained ack would acknowledge again). The gateway rejects
 an ack the broker replays with the retain flag, and deletes it with a zero-length retained message (MqttLink)."""
+NOTIFY = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
+"""A notice of the alert policy for one staff device (alarm, escalation, repeat, reminder, resolved): must arrive;
+not retained (a retained notice would alarm a device again on every reconnect)."""
 ACK_ANSWER = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
 """The gateway's answer to one ack, for the device that sent it: must arrive, means nothing later (not retained)."""
 SIM_PIN = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
@@ -118,9 +122,37 @@ class Topics:
     def gateway_stats(self) -> str:
         return f"{self.prefix}/gateway/stats"
 
+    def ack(self, device: str) -> str:
+        """Where one staff device acknowledges: the broker lets each device's account write only its own
+        (deploy/mosquitto/cribwatch.acl, ``pattern write cribwatch/+/ack/%u``), so the device is a fact."""
+        return f"{self.prefix}/ack/{device}"
+
     @property
-    def ack(self) -> str:
+    def ack_filter(self) -> str:
+        """Every device's ack topic (not the answers: ``ack/answer/<device>`` has one level more)."""
+        return f"{self.prefix}/ack/+"
+
+    @property
+    def legacy_ack(self) -> str:
+        """The shared ack topic of earlier versions, where any device could claim any id: no longer taken (the
+        gateway unsubscribes from it, as its persistent session may still hold the filter)."""
         return f"{self.prefix}/ack"
+
+    def ack_device(self, topic: str) -> str | None:
+        """The device of ``<prefix>/ack/<device>``; None for any other topic (``ack/answer/...`` included)."""
+        head = f"{self.prefix}/ack/"
+        if not topic.startswith(head):
+            return None
+        device = topic[len(head) :]
+        return None if "/" in device else device
+
+    def notify(self, device: str) -> str:
+        """Where the gateway's alert channel ``mqtt`` tells one staff device (its account alone may read it)."""
+        return f"{self.prefix}/notify/{device}"
+
+    @property
+    def notify_filter(self) -> str:
+        return f"{self.prefix}/notify/+"
 
     def ack_answer(self, device: str) -> str:
         """Where the gateway answers the acks of one staff device (its pager, tablet or board)."""

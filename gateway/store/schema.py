@@ -122,10 +122,31 @@ CREATE TABLE influx_targets (
     position   INTEGER NOT NULL,
     updated_at REAL NOT NULL
 );
+
+CREATE TABLE deliveries (
+    id         INTEGER PRIMARY KEY,
+    at         REAL NOT NULL,
+    channel    TEXT NOT NULL,
+    "group"    TEXT NOT NULL,
+    member     TEXT NOT NULL,
+    address    TEXT NOT NULL,
+    notice_id  TEXT NOT NULL,
+    alarm_id   TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    result     TEXT NOT NULL
+               CHECK (result IN ('delivered', 'buffered', 'failed', 'gave_up', 'dropped', 'skipped')),
+    latency_ms REAL,
+    error      TEXT,
+    test       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX deliveries_alarm ON deliveries (alarm_id, at);
+CREATE INDEX deliveries_at ON deliveries (at);
 """
-"""The InfluxDB outbox (gateway/influx, docs/influx-schema.md): points in line protocol, oldest first (AUTOINCREMENT:
-ids never come back, so a target's position stays meaningful when the table empties), and each target's position
-(the last id its server confirmed). A row goes once every configured target has passed it."""
+"""Version 2: the InfluxDB outbox (gateway/influx, docs/influx-schema.md): points in line protocol, oldest first
+(AUTOINCREMENT: ids never come back, so a target's position stays meaningful when the table empties), and each
+target's position (the last id its server confirmed); a row goes once every configured target has passed it. And
+``deliveries``: one row per attempt of an alert channel to deliver a notice (docs/channels.md)."""
 
 Migration = str | Callable[[sqlite3.Connection], None]
 

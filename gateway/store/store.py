@@ -112,6 +112,30 @@ _INCIDENT_COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One attempt of an alert channel to deliver one notice to one recipient (``deliveries``)."""
+
+    at: float
+    channel: str
+    group: str
+    member: str
+    address: str
+    notice_id: str
+    alarm_id: str
+    kind: str
+    attempt: int
+    result: str
+    latency_ms: float | None
+    error: str | None
+    test: bool
+
+
+_DELIVERY_COLUMNS = (
+    'at, channel, "group", member, address, notice_id, alarm_id, kind, attempt, result, latency_ms, error, test'
+)
+
+
 class Store:
     """One site's SQLite file. Build it with :meth:`open`."""
 
@@ -538,8 +562,41 @@ class Store:
             "SELECT at FROM influx_outbox WHERE id > ? ORDER BY id LIMIT 1", (after,)
         ).fetchone()
         return int(count), None if oldest is None else float(oldest[0])
+    def record_delivery(self, row: DeliveryRow) -> None:
+        """One attempt of an alert channel (docs/channels.md)."""
+        self._conn.execute(
+            f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - fixed columns
+            (
+                row.at,
+                row.channel,
+                row.group,
+                row.member,
+                row.address,
+                row.notice_id,
+                row.alarm_id,
+                row.kind,
+                row.attempt,
+                row.result,
+                row.latency_ms,
+                row.error,
+                int(row.test),
+            ),
+        )
 
     # ------------------------------------------------------------------------------------------ reads for people
+
+    def deliveries(self, alarm_id: str | None = None, since: float | None = None) -> list[DeliveryRow]:
+        """Delivery attempts, oldest first (of one alarm, or since a time)."""
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE at >= ?"  # noqa: S608 - fixed columns
+        args: list[Any] = [float("-inf") if since is None else since]
+        if alarm_id is not None:
+            sql += " AND alarm_id = ?"
+            args.append(alarm_id)
+        rows = self._conn.execute(sql + " ORDER BY at, id", args).fetchall()
+        return [
+            DeliveryRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], test=bool(r[12]))
+            for r in rows
+        ]
 
     def incidents(
         self,
@@ -648,6 +705,7 @@ class Store:
             ).rowcount,
             "audit": conn.execute("DELETE FROM audit WHERE at < ?", (cutoff,)).rowcount,
             "sensor_events": conn.execute("DELETE FROM sensor_events WHERE at < ?", (cutoff,)).rowcount,
+            "deliveries": conn.execute("DELETE FROM deliveries WHERE at < ?", (cutoff,)).rowcount,
             "outbox": conn.execute(
                 "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (now - DELIVERED_KEEP_S,)
             ).rowcount,

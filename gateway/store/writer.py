@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.domain.events import AlarmEvent, CribState
-from gateway.store.store import Store
+from gateway.store.store import DeliveryRow, Store
 
 log = logging.getLogger("cribwatch.store")
 
@@ -66,7 +66,7 @@ class WriterHealth:
     run while the writer was ``limit`` behind. Never an alarm point."""
 
 
-_SECOND_RANK = frozenset({"audit", "sensor_event", "influx"})
+_SECOND_RANK = frozenset({"audit", "sensor_event", "influx", "delivery"})
 """Writes dropped, like crib states, when the writer is ``limit`` behind: the incident timeline keeps who
 acknowledged what; alarm events and the outbox are kept."""
 
@@ -267,6 +267,10 @@ class StoreWriter:
 
     def sensor_event(self, at: float, sensor_id: str, crib_id: str, kind: str, detail: str | None = None) -> None:
         self._put("sensor_event", (at, sensor_id, crib_id, kind, detail))
+
+    def delivery(self, row: DeliveryRow) -> None:
+        """An alert channel's attempt (from any thread: the channels' own). Dropped like audit rows when far behind."""
+        self._put("delivery", (row,))
 
     def claim_run(self, run: int, at: float) -> None:
         """Count a run started while the store would not take :meth:`Store.begin_run` (see :meth:`Store.claim_run`)."""
@@ -569,6 +573,8 @@ class StoreWriter:
                 store.sensor_event(*args)
             case "influx_done":
                 store.influx_confirm(*args)
+            case "delivery":
+                store.record_delivery(*args)
             case "claim_run":
                 store.claim_run(*args)
             case "prune":
