@@ -16,18 +16,22 @@ import json
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from alerts.channels.buzzer import BuzzerChannel
 from alerts.channels.log import LogChannel
 from alerts.channels.mqtt import MqttChannel
 from alerts.dispatch import Dispatcher, EventSink
+from alerts.notices import NoticeKind, NoticeSink
+from alerts.policy import AlertPolicy, LogNoticeSink, StepReached
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.events import (
     AckRequest,
     CribRecord,
+    Decision,
     InboundEvent,
+    MaintenanceRecord,
     OpenAlarmRecord,
     OutboundEvent,
     Outcome,
@@ -35,12 +39,15 @@ from gateway.domain.events import (
 )
 from gateway.domain.monitor import FAULT_RETRY_S, CribMonitor
 from gateway.domain.stats import IngestStats
+from gateway.gpio.button import BUTTON_DEVICE, AckButton
 from gateway.gpio.latches import GpioLatchInputs
 from gateway.gpio.simulated import NEEDS_DEMO, SimulatedPins, SimulationRefusedError
 from gateway.mqtt.connection import broker_address
 from gateway.mqtt.link import MqttLink
 from gateway.protocol import CRIB_STATE, GATEWAY_STATS, GatewayStatsPayload, StoreHealthPayload, Topics, encode
 from gateway.protocol.codec import Outgoing, ack_answer
+from gateway.protocol.commands import CommandAnswerPayload, CommandPayload, CommandResult, encode_message
+from gateway.protocol.topics import COMMAND
 from gateway.settings import Settings
 from gateway.store import OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
@@ -50,6 +57,14 @@ log = logging.getLogger("cribwatch.gateway")
 PRUNE_INTERVAL_S = 6 * 3600.0
 """How often resolved incidents past the retention time are pruned (and once at start)."""
 FAULT_OUTCOME = Outcome(accepted=False, reason="fault")
+_COMMAND_RESULTS: dict[str, CommandResult] = {
+    "unknown_crib": "unknown_crib",
+    "maintenance_past": "maintenance_past",
+    "maintenance_too_long": "maintenance_too_long",
+    "not_in_maintenance": "not_in_maintenance",
+    "test_running": "test_running",
+    "fault": "fault",
+}
 
 
 class _Record:
@@ -63,6 +78,7 @@ class _Record:
         self.alarms: list[OpenAlarmRecord] = []
         self.cribs: list[CribRecord] = []
         self.outbox: list[OutboxRow] = []
+        self.maintenance: list[MaintenanceRecord] = []
         self.error: str | None = None
 
 
@@ -77,6 +93,7 @@ class Gateway:
         pin_factory: Any = None,
         extra_channels: Sequence[EventSink] = (),
         simulate_pins: bool = False,
+        notices: NoticeSink | None = None,
     ) -> None:
         """``simulate_pins``: simulation mode (demo sites only, else :class:`SimulationRefusedError`): every pin is a
         mock pin (:class:`SimulatedPins`, ``self.sim_pins``) and the wired cribs move by pin commands over MQTT."""
@@ -97,7 +114,13 @@ class Gateway:
         restored = self.core.restore(record.alarms, record.cribs)
         self.restored = len(record.alarms) - len(restored.left)
         """Open alarms taken back from the store at start-up."""
-        self._restore_events = restored.events
+        self._restore_events = restored.events + self.core.restore_maintenance(record.maintenance)
+        self.notices: NoticeSink = notices if notices is not None else LogNoticeSink()
+        """Where the alert policy's notices go (the channels' router; until it is wired, a sink that logs them)."""
+        self.policy = AlertPolicy(settings.alerting, self.clock)
+        self.notice_stats: Counter[str] = Counter()
+        """Notices sent by kind, and ``unaddressed`` (nobody to tell), ``failed`` (the sink raised)."""
+        self.ack_button: AckButton | None = None
         for alarm in restored.left:
             log.warning("alarm %s (%s) of crib %r ended at start-up", alarm.alarm_id, alarm.kind, alarm.crib_id)
         cribs = {crib.id for _, crib in settings.cribs()}
@@ -131,6 +154,7 @@ class Gateway:
             on_delivered=self._delivered,
             monotonic=self.clock.monotonic,
             on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
+            on_command=self._on_command,
         )
         for row in record.outbox:  # alarm events of earlier runs that never reached the broker: first out, in order
             self.mqtt.offline_buffer.put(Outgoing(row.topic, row.payload, row.qos, row.retain, key=row.key))
@@ -164,6 +188,7 @@ class Gateway:
             record.alarms = store.open_alarms()
             record.cribs = store.crib_records()
             record.outbox = store.pending_outbox()
+            record.maintenance = store.maintenance_records()
         except Exception as exc:  # noqa: BLE001 - as above
             store.close()
             return self._unreadable(_Record(), exc)
@@ -249,7 +274,8 @@ class Gateway:
             "crib": ack.crib_id,
             "alarms": list(outcome.alarm_ids),
         }
-        self.writer.audit(at, ack.by, f"mqtt:{ack.device}", "acknowledge", json.dumps(detail, sort_keys=True))
+        source = "gpio:ack_button" if ack.device == BUTTON_DEVICE and ack.every else f"mqtt:{ack.device}"
+        self.writer.audit(at, ack.by, source, "acknowledge", json.dumps(detail, sort_keys=True))
 
     def _fault(self, detail: str, exc: Exception) -> None:
         """A failure the core could not pin on one crib: CRITICAL, counted, and the buzzer sounds until staff
@@ -267,9 +293,108 @@ class Gateway:
         if self.core.unpinned_faults != self._unpinned_seen:  # the core failed where no alarm could say so
             self._unpinned_seen = self.core.unpinned_faults
             self._sound_fault()
-        due, armed = self.core.next_deadline(), self._armed_deadline
+        if out and self.dispatcher is not None:  # after the socket and the buzzer: the policy, then its notices
+            try:
+                self._send_steps(self.policy.take(out))
+            except Exception as exc:  # noqa: BLE001 - the alarm is out already; the failure is loud and counted
+                self.stats.internal_error("the alert policy failed on the core's events", exc)
+        self._record_maintenance()
+        due, armed = self._next_deadline(), self._armed_deadline
         if due is not None and (armed is None or due < armed):
             self._timers_changed.set()  # a timer earlier than the one the timer loop sleeps on
+
+    def _next_deadline(self) -> float | None:
+        due = [d for d in (self.core.next_deadline(), self.policy.next_deadline()) if d is not None]
+        return min(due) if due else None
+
+    def _send_steps(self, steps: list[StepReached]) -> None:
+        """Each notice the policy decided: to the notice sink (which must not wait), on the incident's timeline,
+        and the step reached on the alarm (its ``escalation_level``, shown in its crib's state)."""
+        for reached in steps:
+            notice = reached.notice
+            kind = notice.kind.value
+            if not notice.recipients:
+                self.notice_stats["unaddressed"] += 1
+            else:
+                try:
+                    self.notices.send(notice)
+                    self.notice_stats[kind] += 1
+                except Exception:  # a broken router must not stop the chain nor the record
+                    self.notice_stats["failed"] += 1
+                    log.exception("the notice sink failed on %s", notice.notice_id)
+            detail: dict[str, object] = {
+                "kind": kind,
+                "step": notice.step,
+                "groups": list(reached.groups),
+                "recipients": len(notice.recipients),
+                "channels": sorted({r.channel for r in notice.recipients}),
+                "how": reached.how,
+            }
+            if notice.test:
+                detail["test"] = True
+            number = int(notice.notice_id.rpartition("/")[2])
+            self.writer.record_step(notice.alarm.alarm_id, self.core.gw_run, number, notice.at, notice.step, detail)
+            if notice.kind is not NoticeKind.RESOLVED and self.dispatcher is not None:
+                self.dispatcher.dispatch(self.core.escalate(notice.alarm.alarm_id, notice.step))
+
+    def _record_maintenance(self) -> None:
+        for change in self.core.take_maintenance_changes():
+            if change.record is not None:
+                self.writer.set_maintenance(change.record)
+            else:
+                self.writer.end_maintenance(change.crib_id)
+            if change.why == "expired":
+                detail = json.dumps({"crib": change.crib_id, "why": "expired"})
+                self.writer.audit(change.at, "gateway", "gateway", "maintenance_off", detail)
+
+    # ------------------------------------------------------------------------------------------ commands
+
+    def test_alarm(self, crib: str, *, by: str) -> Outcome:
+        """A test alarm on one crib: the whole chain, marked test (the CLI's command, later the web board's)."""
+        return self._command(lambda: self.core.test_alarm(crib, by=by))
+
+    def maintenance_on(self, crib: str, *, reason: str, until: float, by: str) -> Outcome:
+        return self._command(lambda: self.core.set_maintenance(crib, reason=reason, until=until, by=by))
+
+    def maintenance_off(self, crib: str, *, by: str) -> Outcome:
+        return self._command(lambda: self.core.end_maintenance(crib, by=by))
+
+    def _command(self, call: Callable[[], Decision]) -> Outcome:
+        try:
+            decision = call()
+        except Exception as exc:  # noqa: BLE001 - a technician's command must never take the gateway down
+            self._fault("the alarm core failed on a command", exc)
+            return FAULT_OUTCOME
+        self._deliver(decision.events)
+        return decision.outcome
+
+    def _on_command(self, device: str, command: CommandPayload) -> None:
+        """A technician's command from MQTT: carried out, answered to its device, and audited."""
+        if command.command == "test_alarm":
+            outcome = self.test_alarm(command.crib, by=command.by)
+        elif command.command == "maintenance_on":
+            # The payload model refuses a maintenance_on without both; the defaults only satisfy the types.
+            reason, until = command.reason or "maintenance", command.until or 0.0
+            outcome = self.maintenance_on(command.crib, reason=reason, until=until, by=command.by)
+        else:
+            outcome = self.maintenance_off(command.crib, by=command.by)
+        at = self.clock.time()
+        result: CommandResult = "accepted"
+        if not outcome.accepted:
+            result = _COMMAND_RESULTS.get(outcome.reason or "", "invalid")
+        answer = CommandAnswerPayload(
+            result=result,
+            command=command.command,
+            crib=command.crib,
+            detail=outcome.detail,
+            alarm_ids=outcome.alarm_ids,
+            request=command.request,
+            gw_run=self.core.gw_run,
+            ts=at,
+        )
+        self.mqtt.send(Outgoing.of(self.topics.command_answer(device), encode_message(answer), COMMAND))
+        detail = {"crib": command.crib, "result": result, "reason": command.reason, "until": command.until}
+        self.writer.audit(at, command.by, f"mqtt:{device}", command.command, json.dumps(detail, sort_keys=True))
 
     def _connected(self, first: bool) -> None:
         """On every (re)connect, publish every crib's state from the core (which the store restored): the retained
@@ -306,6 +431,8 @@ class Gateway:
                     self.resent,
                 )
             self._deliver(self._restore_events)  # a fault alarm, if the core failed on a crib's record
+            # Open alarms of earlier runs take up their chains (an unacknowledged one repeats its last step now).
+            self._send_steps(self.policy.resume(view.state for view in self.core.snapshot().cribs))
             if self.buzzer is not None and self.core.active_alarms():  # restored alarms sound again until taken
                 buzzer, alarms = self.buzzer, self.core.active_alarms()
                 self.dispatcher.call(buzzer, "reset", lambda: buzzer.reset(alarms))
@@ -320,6 +447,15 @@ class Gateway:
                     monotonic=self.clock.monotonic,
                 )
                 self.gpio.read_all()
+            if self.settings.alerting.ack_button_pin is not None:
+                self.ack_button = AckButton(
+                    self.settings.alerting.ack_button_pin,
+                    self.submit,
+                    loop,
+                    pin_factory=self._pin_factory,
+                    monotonic=self.clock.monotonic,
+                    wall_clock=self.clock.time,
+                )
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.mqtt.run(), name="mqtt-link")
                 tg.create_task(self._timer_loop(), name="alarm-timers")
@@ -344,6 +480,8 @@ class Gateway:
         finally:
             if self.gpio is not None:
                 self.gpio.close()
+            if self.ack_button is not None:
+                self.ack_button.close()
             self.dispatcher.close()
             self.mqtt.settle()  # what the broker has acknowledged is not sent again by the next run
             self.writer.stop(timeout=5.0)  # what is queued is written before the process ends
@@ -353,7 +491,7 @@ class Gateway:
         core, clock = self.core, self.clock
         while True:
             self._timers_changed.clear()
-            deadline = self._armed_deadline = core.next_deadline()
+            deadline = self._armed_deadline = self._next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - clock.monotonic())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -369,6 +507,11 @@ class Gateway:
                 await asyncio.sleep(FAULT_RETRY_S)  # no busy loop on a failure that repeats
                 continue
             self._deliver(out)
+            try:
+                self._send_steps(self.policy.advance())
+            except Exception as exc:  # noqa: BLE001 - escalation failed: loud, counted, the buzzer sounds
+                self._fault("the alert policy failed on its timers", exc)
+                await asyncio.sleep(FAULT_RETRY_S)
 
     def stats_payload(self) -> GatewayStatsPayload:
         rejected = dict(self.stats.rejected)
@@ -396,7 +539,19 @@ class Gateway:
             resynced=dict(self.stats.resynced),
             internal_errors=self.stats.internal_errors,
             store=store,
+            nuisance=self._nuisance(),
+            notices={**self.notice_stats, **{f"skipped_{k}": v for k, v in self.policy.skipped.items()}},
         )
+
+    def _nuisance(self) -> dict[str, dict[str, int]]:
+        """Per sensor with any: flaps, offline periods and alarms resolved within seconds (for technicians)."""
+        out: dict[str, dict[str, int]] = {}
+        for view in self.core.snapshot().cribs:
+            h = view.health
+            counts = {"flaps": h.flaps, "offline_periods": h.offline_periods, "quick_resolves": h.quick_resolves}
+            if any(counts.values()):
+                out[view.sensor_key] = counts
+        return out
 
     async def _stats_loop(self) -> None:
         while True:

@@ -13,6 +13,10 @@ def describe(event: AlarmEvent) -> str:
     where = f"{event.room_label} / {event.crib_label} ({event.crib_id})"
     what = event.kind.value.replace("_", " ")
     head = f"{event.priority.label.upper():6} {what:14} {event.type.value.upper():12} {where}"
+    if event.test:
+        head = f"TEST {head}"
+    if event.maintenance:
+        head = f"{head} (in maintenance: not sent)"
     if event.type is AlarmEventType.ACKNOWLEDGED:
         return f"{head} by {event.by} via {event.device} after {event.response_s:.1f} s [{event.alarm_id}]"
     if event.type is AlarmEventType.RESOLVED:

@@ -164,6 +164,8 @@ class AlarmEventPayload(_Payload):
     resolution: Resolution | None = Field(default=None, description="resolved: why the alarm ended.")
     test: bool = Field(default=False, description="A test alarm: on record, shown as a test.")
     escalation_level: int = Field(default=0, ge=0, description="How far escalation has gone (0: not escalated).")
+    maintenance: bool = Field(default=False, description="Raised in maintenance: recorded, never sent to staff.")
+    flaps: int = Field(default=0, ge=0, description="Latch changes folded into this alarm while the crib flapped.")
 
 
 class CribAlarmSummary(_Part):
@@ -177,6 +179,17 @@ class CribAlarmSummary(_Part):
     latch_opened_at: float | None = None
     test: bool = False
     escalation_level: int = Field(default=0, ge=0)
+    maintenance: bool = False
+    flaps: int = Field(default=0, ge=0)
+
+
+class MaintenancePayload(_Part):
+    """A crib in maintenance: its alarms are recorded, not sent, until ``until``."""
+
+    reason: str
+    since: float
+    until: float
+    by: str
 
 
 class CribStatePayload(_Payload):
@@ -194,6 +207,7 @@ class CribStatePayload(_Payload):
     battery_pct: int | None = None
     alarms: tuple[CribAlarmSummary, ...] = ()
     latch_opened_at: float | None = Field(default=None, description="While the latch is open: since when, Unix s.")
+    maintenance: MaintenancePayload | None = Field(default=None, description="While the crib is in maintenance.")
     ts: float
 
 
@@ -260,6 +274,13 @@ class GatewayStatsPayload(_Payload):
     )
     internal_errors: int = Field(default=0, description="Failures of the gateway's own code (CRITICAL).")
     store: StoreHealthPayload | None = Field(default=None, description="The gateway's own record (SQLite).")
+    nuisance: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Per sensor with any: flaps, offline_periods, quick_resolves (alarms ended within seconds).",
+    )
+    notices: dict[str, int] = Field(
+        default_factory=dict, description="Notices of the alert policy sent, by kind (and skipped, by why)."
+    )
 
 
 AnyPayload = (

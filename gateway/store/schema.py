@@ -109,9 +109,25 @@ CREATE INDEX sensor_events_at ON sensor_events (at);
 CREATE INDEX sensor_events_sensor ON sensor_events (sensor_id, at);
 """
 
+V2 = """
+ALTER TABLE incidents ADD COLUMN maintenance INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE incidents ADD COLUMN flaps INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE maintenance (
+    crib_id TEXT PRIMARY KEY,
+    reason  TEXT NOT NULL,
+    since   REAL NOT NULL,
+    until   REAL NOT NULL,
+    "by"    TEXT NOT NULL
+);
+"""
+"""The alert policy (issue 7): alarms raised in maintenance are marked, a flapping crib's alarm keeps its count,
+and the cribs in maintenance survive a restart. (Each step of an alarm's chain is a ``notice`` row of the
+timeline: no schema change.)"""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [V1]
+MIGRATIONS: list[Migration] = [V1, V2]
 """Entry ``i`` brings a file from version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
