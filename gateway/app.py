@@ -46,7 +46,7 @@ from gateway.mqtt.connection import broker_address
 from gateway.mqtt.link import MqttLink
 from gateway.protocol import CRIB_STATE, GATEWAY_STATS, GatewayStatsPayload, StoreHealthPayload, Topics, encode
 from gateway.protocol.codec import Outgoing, ack_answer
-from gateway.protocol.commands import CommandAnswerPayload, CommandPayload, CommandResult, encode_message
+from gateway.protocol.commands import CommandAnswerPayload, CommandPayload, CommandResult
 from gateway.protocol.topics import COMMAND
 from gateway.settings import Settings
 from gateway.store import OutboxRow, Store, StoreWriter
@@ -392,7 +392,7 @@ class Gateway:
             gw_run=self.core.gw_run,
             ts=at,
         )
-        self.mqtt.send(Outgoing.of(self.topics.command_answer(device), encode_message(answer), COMMAND))
+        self.mqtt.send(Outgoing.of(self.topics.command_answer(device), encode(answer), COMMAND))
         detail = {"crib": command.crib, "result": result, "reason": command.reason, "until": command.until}
         self.writer.audit(at, command.by, f"mqtt:{device}", command.command, json.dumps(detail, sort_keys=True))
 

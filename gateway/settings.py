@@ -271,7 +271,8 @@ class Settings(_Model):
     store: StoreConfig = StoreConfig()
     rooms: tuple[RoomConfig, ...] = Field(min_length=1, strict=False)  # a TOML array (see RoomConfig.cribs)
     alerting: AlertingConfig = Field(
-        default_factory=lambda: AlertingConfig(), description="Staff groups, shifts, escalation, maintenance."
+        default_factory=lambda: AlertingConfig(),  # noqa: PLW0108 - defined further down
+        description="Staff groups, shifts, escalation, maintenance.",
     )
 
     @model_validator(mode="after")

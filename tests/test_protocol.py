@@ -40,6 +40,7 @@ from gateway.protocol import (
     encode,
 )
 from gateway.protocol import topics as topics_module
+from gateway.protocol.payloads import CommandAnswerPayload, CommandPayload, MaintenancePayload
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL_DOC = REPO / "docs" / "protocol.md"
@@ -63,6 +64,8 @@ TOPIC_TABLE: dict[str, tuple[str, typing.Callable[[Topics], str]]] = {
     "<base>/<site>/gateway/stats": ("GATEWAY_STATS", lambda t: t.gateway_stats),
     "<base>/<site>/ack": ("ACK", lambda t: t.ack),
     "<base>/<site>/sim/pin/<pin>": ("SIM_PIN", lambda t: t.sim_pin("<pin>")),
+    "<base>/<site>/cmd/<device>": ("COMMAND", lambda t: t.command("<device>")),
+    "<base>/<site>/cmd/<device>/answer": ("COMMAND", lambda t: t.command_answer("<device>")),
 }
 
 PAYLOAD_MODELS: list[type[BaseModel]] = [
@@ -77,6 +80,9 @@ PAYLOAD_MODELS: list[type[BaseModel]] = [
     GatewayStatsPayload,
     TriggerPayload,
     CribAlarmSummary,
+    MaintenancePayload,
+    CommandPayload,
+    CommandAnswerPayload,
     StoreHealthPayload,
 ]
 
@@ -212,7 +218,7 @@ class TestTopicSpecs:
                 assert (src, dst) == ("sensor", "gateway"), pattern
             elif pattern.endswith("/ack"):
                 assert (src, dst) == ("staff", "gateway")
-            elif "/sim/pin/" in pattern:
+            elif "/sim/pin/" in pattern or pattern.endswith("/cmd/<device>"):
                 assert (src, dst) == ("techs", "gateway")
             else:
                 assert src == "gateway", pattern

@@ -235,6 +235,52 @@ class AckAnswerPayload(_Payload):
     ts: float = Field(description="When the gateway decided, Unix seconds.")
 
 
+CommandName = Literal["test_alarm", "maintenance_on", "maintenance_off"]
+
+
+class CommandPayload(_Payload):
+    """``<prefix>/cmd/<device>``: one command of a technician's tool."""
+
+    command: CommandName
+    crib: Identifier = Field(description="A crib id, or the id of its sensor.")
+    by: Identifier = Field(description="The technician's account (a staff id, never a name).")
+    reason: str | None = Field(default=None, min_length=1, max_length=200, description="maintenance_on: why.")
+    until: float | None = Field(default=None, gt=0, description="maintenance_on: when it ends, Unix seconds.")
+    request: str | None = Field(default=None, max_length=64, description="Echoed in the answer.")
+    ts: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _maintenance_needs_reason_and_end(self) -> Self:
+        if self.command == "maintenance_on" and (self.reason is None or self.until is None):
+            raise ValueError("maintenance_on needs a reason and an end (until): never open-ended")
+        return self
+
+
+CommandResult = Literal[
+    "accepted",
+    "unknown_crib",
+    "maintenance_past",
+    "maintenance_too_long",
+    "not_in_maintenance",
+    "test_running",
+    "invalid",
+    "fault",
+]
+
+
+class CommandAnswerPayload(_Payload):
+    """``<prefix>/cmd/<device>/answer``: what the gateway made of one command."""
+
+    result: CommandResult
+    command: str
+    crib: str
+    detail: str | None = None
+    alarm_ids: tuple[str, ...] = Field(default=(), description="test_alarm: the test alarm raised.")
+    request: str | None = None
+    gw_run: int
+    ts: float
+
+
 class StoreHealthPayload(_Part):
     """The gateway's store, as its stats report it."""
 
@@ -293,6 +339,8 @@ AnyPayload = (
     | CribStatePayload
     | GatewayAvailabilityPayload
     | GatewayStatsPayload
+    | CommandPayload
+    | CommandAnswerPayload
 )
 
 SENSOR_PAYLOADS: dict[SensorChannel, type[_SensorPayload] | type[AvailabilityPayload]] = {
