@@ -31,7 +31,7 @@ from gateway.domain.vocab import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 GpioPin = Annotated[int, Field(ge=0, le=27, description="BCM pin number of the Raspberry Pi header.")]
 
-RESERVED_SENSOR_IDS = ("gateway", "staff")
+RESERVED_SENSOR_IDS = ("gateway", "staff", "technician")
 """Ids no wireless sensor may have: the broker accounts of deploy/mosquitto/cribwatch.acl other than sensors.
 
 A sensor's broker account is its sensor id, and the ACL's sensor pattern (``cribwatch/+/sensor/%u/#``) applies

@@ -234,7 +234,8 @@ def test_a_test_alarm_runs_the_chain_marked_test_and_ends_on_ack() -> None:
     out = rig.take(rig.h.ack(crib_id=FAST_WIRELESS, by="staff-1", device="pager-f1"))
     ended = alarm_events(out, AlarmEventType.RESOLVED)
     assert [(e.resolution, e.test) for e in ended] == [(Resolution.TEST_ENDED, True)]
-    assert rig.steps[-1].notice.kind is NoticeKind.RESOLVED and rig.steps[-1].notice.test
+    assert rig.steps[-1].notice.kind is NoticeKind.RESOLVED
+    assert rig.steps[-1].notice.test
 
 
 def test_a_test_alarm_nobody_takes_ends_by_itself() -> None:
