@@ -690,7 +690,7 @@ class AlertingConfig(_Model):
     time_zone: str = Field(default="Europe/Amsterdam", description="The site's local time zone (for shifts).")
     reminder_after_s: float = Field(
         default=300.0,
-        ge=10,
+        ge=1,
         le=86400,
         description="An acknowledged crib still open this long comes back: a reminder, then escalation again.",
     )
