@@ -79,6 +79,7 @@ class _Record:
         self.cribs: list[CribRecord] = []
         self.outbox: list[OutboxRow] = []
         self.maintenance: list[MaintenanceRecord] = []
+        self.notices_sent: dict[str, int] = {}
         self.error: str | None = None
 
 
@@ -121,6 +122,7 @@ class Gateway:
         self.notice_stats: Counter[str] = Counter()
         """Notices sent by kind, and ``unaddressed`` (nobody to tell), ``failed`` (the sink raised)."""
         self.ack_button: AckButton | None = None
+        self._notices_sent = record.notices_sent
         for alarm in restored.left:
             log.warning("alarm %s (%s) of crib %r ended at start-up", alarm.alarm_id, alarm.kind, alarm.crib_id)
         cribs = {crib.id for _, crib in settings.cribs()}
@@ -189,6 +191,7 @@ class Gateway:
             record.cribs = store.crib_records()
             record.outbox = store.pending_outbox()
             record.maintenance = store.maintenance_records()
+            record.notices_sent = store.notices_sent()
         except Exception as exc:  # noqa: BLE001 - as above
             store.close()
             return self._unreadable(_Record(), exc)
@@ -266,7 +269,7 @@ class Gateway:
     def _answer(self, ack: AckRequest, outcome: Outcome) -> None:
         at = self.clock.time()
         answer = ack_answer(self.topics, ack, outcome, self.core.gw_run, at)
-        if answer is not None:
+        if answer is not None and not ack.every:  # the gateway's own button has no screen to answer to
             self.mqtt.send(answer)
         detail = {
             "result": "accepted" if outcome.accepted else (outcome.reason or "refused"),
@@ -432,7 +435,8 @@ class Gateway:
                 )
             self._deliver(self._restore_events)  # a fault alarm, if the core failed on a crib's record
             # Open alarms of earlier runs take up their chains (an unacknowledged one repeats its last step now).
-            self._send_steps(self.policy.resume(view.state for view in self.core.snapshot().cribs))
+            states = [view.state for view in self.core.snapshot().cribs]
+            self._send_steps(self.policy.resume(states, self._notices_sent))
             if self.buzzer is not None and self.core.active_alarms():  # restored alarms sound again until taken
                 buzzer, alarms = self.buzzer, self.core.active_alarms()
                 self.dispatcher.call(buzzer, "reset", lambda: buzzer.reset(alarms))

@@ -129,6 +129,8 @@ def _gpio_users(settings: Settings) -> str:
         users.append(f"buzzer (pin {settings.buzzer.pin})")
     if settings.buzzer.led_pin is not None:
         users.append(f"LED (pin {settings.buzzer.led_pin})")
+    if settings.alerting.ack_button_pin is not None:
+        users.append(f"acknowledge button (pin {settings.alerting.ack_button_pin})")
     return "; ".join(users)
 
 

@@ -201,4 +201,6 @@ async def test_a_restart_keeps_maintenance_and_resumes_the_chain_of_an_open_alar
         # The open alarm, unacknowledged, repeats the step it had reached at once, and goes on from there.
         first = await until(lambda: kinds(sink, alarm_id))
         assert first[0] == ("repeat", 1, ("floor", "siren"))
+        resumed = next(n for n in sink.notices if n.alarm.alarm_id == alarm_id)
+        assert int(resumed.notice_id.rpartition("/")[2]) > 2  # numbered on from the earlier run's notices
         assert again.core.crib_state("n-3").maintenance is not None

@@ -322,3 +322,60 @@ def test_the_policy_does_not_chain_a_maintenance_alarm_event() -> None:
     )
     assert rig.policy.take([ev]) == []
     assert rig.policy.chain_step("9-1") is None
+
+
+# ------------------------------------------------------------------------------------------ the gateway's button
+
+
+async def test_the_gateway_button_press_acknowledges_through_the_event_loop() -> None:
+    import asyncio
+
+    from gpiozero.pins.mock import MockFactory
+
+    from gateway.gpio.button import BUTTON_DEVICE, AckButton
+
+    h = CoreHarness()
+    h.open_alarm(FAST_WIRELESS)
+    pins = MockFactory()
+    got: list[AckRequest] = []
+
+    def submit(event: object) -> None:
+        assert isinstance(event, AckRequest)
+        got.append(event)
+        h.handle(event)
+
+    button = AckButton(24, submit, asyncio.get_running_loop(), pin_factory=pins, monotonic=h.clock.monotonic)
+    try:
+        pins.pin(24).drive_low()  # pressed (to ground)
+        await asyncio.sleep(0)  # call_soon_threadsafe: the loop's next turn
+        await asyncio.sleep(0)
+    finally:
+        button.close()
+    assert [(a.device, a.every) for a in got] == [(BUTTON_DEVICE, True)]
+    assert all(a.acknowledged_by == "gateway" for a in h.monitor.active_alarms())
+
+
+# ------------------------------------------------------------------------------------------ restart
+
+
+def test_after_a_restart_an_unacknowledged_chain_repeats_its_step_and_an_acknowledged_one_waits() -> None:
+    rig = Rig()
+    rig.take(rig.h.latch(FAST_WIRELESS, OPEN))
+    rig.run(31)  # step 1 reached
+    open_id = rig.steps[0].notice.alarm.alarm_id
+    states = [v.state for v in rig.h.monitor.snapshot().cribs]
+    fresh = AlertPolicy(rig.h.settings.alerting, rig.h.clock)  # a new run, the core's state restored
+    resumed = fresh.resume(states, {open_id: 2})
+    ours = [r for r in resumed if r.notice.alarm.alarm_id == open_id]
+    assert [(r.notice.kind, r.notice.step, r.notice.notice_id) for r in ours] == [
+        (NoticeKind.REPEAT, 1, f"{open_id}/3")
+    ]
+    assert fresh.chain_step(open_id) == 1
+    # acknowledged before the restart: no notice, but whoever was told still gets the resolved notice
+    rig.take(rig.h.ack(crib_id=FAST_WIRELESS, by="staff-1", device="pager-f1"))
+    states = [v.state for v in rig.h.monitor.snapshot().cribs]
+    again = AlertPolicy(rig.h.settings.alerting, rig.h.clock)
+    assert [r for r in again.resume(states) if r.notice.alarm.alarm_id == open_id] == []
+    (resolved,) = [r for r in again.take(rig.h.latch(FAST_WIRELESS, CLOSED)) if r.notice.alarm.alarm_id == open_id]
+    assert resolved.notice.kind is NoticeKind.RESOLVED
+    assert {r.group for r in resolved.notice.recipients} == {"fast-room", "floor", "siren"}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from alerts.notices import Notice, NoticeKind, Recipient
@@ -111,12 +111,13 @@ class AlertPolicy:
             self._schedule_after(chain, now)
         return out
 
-    def resume(self, states: Iterable[CribState]) -> list[StepReached]:
+    def resume(self, states: Iterable[CribState], sent: Mapping[str, int] | None = None) -> list[StepReached]:
         """After a restart: the open alarms the core restored (read off its crib states) take up their chains.
 
         Everyone of the steps up to the one reached (the alarm's ``escalation_level``) counts as told. An alarm nobody
         acknowledged repeats that step at once (REPEAT: what happened while the gateway was down is unknown) and goes
-        on from there; an acknowledged one waits (its reminder comes from the core)."""
+        on from there; an acknowledged one waits (its reminder comes from the core). ``sent``: how many notices each
+        alarm's chain sent before (its notices are numbered on from there: notice ids stay unique)."""
         out: list[StepReached] = []
         now = self._clock.monotonic()
         wall = self._clock.time()
@@ -147,6 +148,7 @@ class AlertPolicy:
                 policy = self._config.policy_for(summary.priority.label)
                 level = min(summary.escalation_level, len(policy.steps) - 1)
                 chain = _Chain(alarm=alarm, policy=policy, acknowledged=summary.acknowledged_by is not None)
+                chain.notices = (sent or {}).get(alarm.alarm_id, 0)
                 self._chains[alarm.alarm_id] = chain
                 for index in range(level + 1):
                     recipients, _ = self._recipients(policy, index, alarm)

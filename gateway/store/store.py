@@ -397,6 +397,15 @@ class Store:
             "UPDATE incidents SET escalation_level = MAX(escalation_level, ?) WHERE alarm_id = ?", (step, alarm_id)
         )
 
+    def notices_sent(self) -> dict[str, int]:
+        """How many notices each open alarm's chain has sent so far (its ``notice`` timeline rows), so a restarted
+        chain numbers its notices on from there."""
+        rows = self._conn.execute(
+            "SELECT t.alarm_id, COUNT(*) FROM timeline t JOIN incidents i ON i.alarm_id = t.alarm_id "
+            "WHERE t.type = 'notice' AND i.resolved_at IS NULL GROUP BY t.alarm_id"
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
     def set_maintenance(self, record: MaintenanceRecord) -> None:
         self._conn.execute(
             'INSERT INTO maintenance (crib_id, reason, since, until, "by") VALUES (?, ?, ?, ?, ?) '
