@@ -351,7 +351,8 @@ async def test_gpio_crib_with_mock_pins_and_buzzer(mqtt_endpoint: BrokerEndpoint
     settings = make_settings(mqtt_endpoint, alarms={"debounce_gpio_ms": 20})
     topics = Topics(settings.site.id)
     pins = MockFactory()
-    async with running(settings, pins) as gw, staff_device(mqtt_endpoint, topics) as staff:
+    # The staff device listens before the gateway starts: the first alarms come a debounce time after the start.
+    async with staff_device(mqtt_endpoint, topics) as staff, running(settings, pins) as gw:
         # Nothing holds the pins low yet: the pull-up reads every wired crib as open (and alarms). Close them.
         for crib in ("w-1", "w-2"):
             await staff.until(lambda c=crib: (s := staff.states.get(c)) and s.latch == "open")

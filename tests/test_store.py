@@ -34,7 +34,7 @@ def tables(path: Path) -> set[str]:
 def test_a_new_file_gets_the_current_schema_and_every_table(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "dir" / "site.sqlite3"
     s = Store.open(path, site_id=SITE)
-    assert s.schema_version == SCHEMA_VERSION == 1
+    assert s.schema_version == SCHEMA_VERSION == 2
     conn = s.connection
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

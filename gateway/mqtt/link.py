@@ -486,9 +486,10 @@ class MqttLink:
     async def _intake_session(self, client: aiomqtt.Client) -> None:
         """The intake connection: staff acks (QoS 1), and every sensor topic at QoS 0: what comes here from a
         stranger is only counted, and is not worth a PUBACK nor a place in the queue while the gateway is away."""
-        await client.subscribe([(self._topics.ack, int(ACK.qos)), (self._topics.sensor_filter, int(TELEMETRY.qos))])
-        if self._on_command is not None:
-            await client.subscribe(self._topics.command_filter, qos=int(COMMAND.qos))
+        filters = [(self._topics.ack, int(ACK.qos)), (self._topics.sensor_filter, int(TELEMETRY.qos))]
+        if self._on_command is not None:  # in the same SUBSCRIBE: no extra round trip before the link is up
+            filters.append((self._topics.command_filter, int(COMMAND.qos)))
+        await client.subscribe(filters)
         if self._on_sim_pin is not None:
             await client.subscribe(self._topics.sim_pin_filter, qos=int(SIM_PIN.qos))
         else:  # a filter left in the persistent session by a simulation run: no network message moves a pin here
