@@ -379,3 +379,24 @@ def test_after_a_restart_an_unacknowledged_chain_repeats_its_step_and_an_acknowl
     (resolved,) = [r for r in again.take(rig.h.latch(FAST_WIRELESS, CLOSED)) if r.notice.alarm.alarm_id == open_id]
     assert resolved.notice.kind is NoticeKind.RESOLVED
     assert {r.group for r in resolved.notice.recipients} == {"fast-room", "floor", "siren"}
+
+
+def test_a_restart_keeps_a_maintenance_and_never_a_recorded_only_alarm_without_one() -> None:
+    from gateway.domain.events import CribRecord, MaintenanceRecord, OpenAlarmRecord
+
+    h = CoreHarness()
+    now = h.clock.time()
+    opened = CribRecord(FAST_WIRELESS, OPEN, sensor_online=True, battery_pct=90, at=now - 30, latch_opened_at=now - 30)
+    recorded = OpenAlarmRecord("1-7", 1, FAST_WIRELESS, AlarmKind.CRIB_OPEN, now - 30, maintenance=True)
+    h.monitor.restore([recorded], [opened])
+    out = h.monitor.restore_maintenance([])  # its maintenance is gone from the store
+    assert [e.resolution for e in alarm_events(out, AlarmEventType.RESOLVED)] == [Resolution.MAINTENANCE_ENDED]
+    assert [e.maintenance for e in alarm_events(out, AlarmEventType.RAISED)] == [False]
+
+    h2 = CoreHarness()
+    h2.monitor.restore([recorded], [opened])
+    kept = MaintenanceRecord(FAST_WIRELESS, "new sensor", now - 60, now + 60, "tech-1")
+    assert alarm_events(h2.monitor.restore_maintenance([kept])) == []
+    assert h2.monitor.crib_state(FAST_WIRELESS).maintenance is not None
+    out = h2.advance(61)  # ends on time, after the restart too: the crib still open alarms at once
+    assert [e.maintenance for e in alarm_events(out, AlarmEventType.RAISED, AlarmKind.CRIB_OPEN)] == [False]

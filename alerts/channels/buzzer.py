@@ -68,7 +68,7 @@ class BuzzerChannel:
 
     def reset(self, alarms: Iterable[AlarmSummary]) -> None:
         """Start from these open alarms (those restored from a previous run)."""
-        self._open = {a.alarm_id: (a.priority, a.acknowledged_by is not None) for a in alarms}
+        self._open = {a.alarm_id: (a.priority, a.acknowledged_by is not None) for a in alarms if not a.maintenance}
         self._update()
 
     def fault(self) -> None:

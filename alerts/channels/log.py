@@ -42,7 +42,7 @@ class LogChannel:
                 len(event.alarms),
             )
             return
-        level = logging.WARNING if event.type is AlarmEventType.RAISED else logging.INFO
+        level = logging.WARNING if event.type in (AlarmEventType.RAISED, AlarmEventType.REMINDED) else logging.INFO
         self._log.log(level, "%s", describe(event))
 
     def close(self) -> None:

@@ -936,6 +936,14 @@ class CribMonitor:
             )
             step.dirty[crib.config.id] = crib
             self._rearm(crib, step, faulted=False)
+        for crib in self._cribs.values():
+            if crib.maintenance is None and any(a.maintenance for a in crib.alarms.values()):
+                # Recorded in a maintenance the store no longer holds (it ended as the gateway stopped): what
+                # still holds alarms now, for real; a recorded-only alarm never outlives its maintenance.
+                for kind in [k for k, a in crib.alarms.items() if a.maintenance]:
+                    self._resolve(crib, kind, step, Resolution.MAINTENANCE_ENDED)
+                self._raise_what_holds(crib, step)
+                self._rearm(crib, step, faulted=False)
         self._fire_due(step)
         return self._finish(step)
 
