@@ -4,7 +4,9 @@ maintenance and test alarms by the technicians' command topic, and a restart tha
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from gateway.protocol import Topics
 from gateway.protocol.payloads import CommandPayload
 from gateway.settings import Settings
 from gateway.store import Store
+from tests.test_cli import cli_env
 from tests.test_gateway_integration import WAIT_S, make_settings, running, sensor, staff_device
 
 pytestmark = pytest.mark.integration
@@ -204,3 +207,75 @@ async def test_a_restart_keeps_maintenance_and_resumes_the_chain_of_an_open_alar
         resumed = next(n for n in sink.notices if n.alarm.alarm_id == alarm_id)
         assert int(resumed.notice_id.rpartition("/")[2]) > 2  # numbered on from the earlier run's notices
         assert again.core.crib_state("n-3").maintenance is not None
+
+
+async def test_the_cli_commands_reach_the_running_gateway(mqtt_endpoint: BrokerEndpoint, tmp_path: Path) -> None:
+    """`cribwatch maintenance` and `cribwatch test-alarm` as a technician types them, against a running gateway."""
+    settings = alerting_settings(mqtt_endpoint)
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "\n".join(
+            [
+                "[site]",
+                f'id = "{settings.site.id}"',
+                'label = "Test site"',
+                "[mqtt]",
+                f'host = "{mqtt_endpoint.host}"',
+                f"port = {mqtt_endpoint.port}",
+                "[[rooms]]",
+                'id = "nursery"',
+                'label = "Nursery"',
+                "  [[rooms.cribs]]",
+                '  id = "n-1"',
+                '  label = "Crib 1"',
+                '  sensor_id = "s-1"',
+            ]
+        )
+        + "\n"
+    )
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            *args,
+            env=cli_env(mqtt_endpoint),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), WAIT_S * 3)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    async with running(settings) as gw:
+        code, out, err = await cli(
+            "maintenance",
+            "--config",
+            str(site),
+            "n-1",
+            "on",
+            "--reason",
+            "new sensor",
+            "--until",
+            "30m",
+            "--by",
+            "tech-1",
+        )
+        assert (code, err) == (0, "")
+        assert out.startswith("accepted")
+        view = gw.core.crib_state("n-1").maintenance
+        assert view is not None
+        assert (view.reason, view.by) == ("new sensor", "tech-1")
+        code, out, _ = await cli("maintenance", "--config", str(site), "n-1", "on", "--reason", "x", "--until", "30h")
+        assert (code, out.split(":")[0]) == (1, "maintenance_too_long")
+        code, _, err = await cli("maintenance", "--config", str(site), "n-1", "on")
+        assert code == 2
+        assert "never open-ended" in err
+        code, out, _ = await cli("maintenance", "--config", str(site), "s-1", "off")
+        assert code == 0
+        assert gw.core.crib_state("n-1").maintenance is None
+        code, out, _ = await cli("test-alarm", "--config", str(site), "n-1")
+        assert code == 0
+        (test_alarm,) = [a for a in gw.core.crib_state("n-1").alarms if a.test]
+        assert test_alarm.alarm_id in out
