@@ -948,6 +948,8 @@ class CribMonitor:
         return self._finish(step)
 
     def take_maintenance_changes(self) -> list[MaintenanceChange]:
+        if not self.maintenance_changes:
+            return []
         changes, self.maintenance_changes = self.maintenance_changes, []
         return changes
 
