@@ -214,7 +214,9 @@ class AlertPolicy:
 
     def _notice(self, chain: _Chain, kind: NoticeKind, step: int, recipients: tuple[Recipient, ...]) -> Notice:
         chain.notices += 1
-        alarm = replace(chain.alarm, escalation_level=max(chain.alarm.escalation_level, step))
+        alarm = chain.alarm
+        if step > alarm.escalation_level:  # (dataclasses.replace is slow: only when the level moves)
+            alarm = replace(alarm, escalation_level=step)
         return Notice(
             notice_id=f"{alarm.alarm_id}/{chain.notices}",
             kind=kind,
