@@ -436,7 +436,7 @@ class Gateway:
             self._deliver(self._restore_events)  # a fault alarm, if the core failed on a crib's record
             # Open alarms of earlier runs take up their chains (an unacknowledged one repeats its last step now).
             states = [view.state for view in self.core.snapshot().cribs]
-            self._send_steps(self.policy.resume(states, self._notices_sent))
+            self._send_steps(self.policy.resume(states, self._notices_sent, run=self.core.gw_run))
             if self.buzzer is not None and self.core.active_alarms():  # restored alarms sound again until taken
                 buzzer, alarms = self.buzzer, self.core.active_alarms()
                 self.dispatcher.call(buzzer, "reset", lambda: buzzer.reset(alarms))

@@ -111,13 +111,16 @@ class AlertPolicy:
             self._schedule_after(chain, now)
         return out
 
-    def resume(self, states: Iterable[CribState], sent: Mapping[str, int] | None = None) -> list[StepReached]:
+    def resume(
+        self, states: Iterable[CribState], sent: Mapping[str, int] | None = None, *, run: int = 0
+    ) -> list[StepReached]:
         """After a restart: the open alarms the core restored (read off its crib states) take up their chains.
 
         Everyone of the steps up to the one reached (the alarm's ``escalation_level``) counts as told. An alarm nobody
         acknowledged repeats that step at once (REPEAT: what happened while the gateway was down is unknown) and goes
         on from there; an acknowledged one waits (its reminder comes from the core). ``sent``: how many notices each
-        alarm's chain sent before (its notices are numbered on from there: notice ids stay unique)."""
+        alarm's chain sent before (its notices are numbered on from there: notice ids stay unique); ``run``: this
+        gateway run (the ``run`` of the alarm events the notices carry)."""
         out: list[StepReached] = []
         now = self._clock.monotonic()
         wall = self._clock.time()
@@ -138,7 +141,7 @@ class AlertPolicy:
                     crib_label=state.crib_label,
                     at=wall,
                     raised_at=summary.raised_at,
-                    run=0,
+                    run=run,
                     latch_opened_at=summary.latch_opened_at,
                     acknowledged_at=summary.acknowledged_at,
                     acknowledged_by=summary.acknowledged_by,
