@@ -213,7 +213,9 @@ async def test_a_forged_retained_crib_state_changes_nothing(mqtt_endpoint: Broke
         sensor(mqtt_endpoint, topics, "s-1") as s1,
         running(settings) as gw,
     ):
-        assert gw.core.active_alarms() == []
+        # (The wired cribs' pins, not held low, raise their own alarms a debounce time after the start: n-1 only.)
+        assert gw.core.crib_state("n-1").alarms == ()
+        assert all(a.alarm_id != "77-1" for a in gw.core.active_alarms())
         # The gateway's own state replaces the forgery on the broker.
         await staff.until(lambda: (s := staff.states.get("n-1")) and s.gw_run == gw.core.gw_run and not s.alarms)
         await s1.open()
