@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from alerts.channels.base import DeliveryRecord
@@ -25,12 +25,17 @@ from alerts.channels.log import LogChannel
 from alerts.channels.mqtt import MqttChannel
 from alerts.channels.router import ChannelRouter, build_channels
 from alerts.dispatch import Dispatcher, EventSink
+from alerts.notices import Notice, NoticeKind, NoticeSink
+from alerts.policy import AlertPolicy, StepReached
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.events import (
     AckRequest,
     AlarmEvent,
     CribRecord,
+    Decision,
     InboundEvent,
+    MaintenanceChange,
+    MaintenanceRecord,
     OpenAlarmRecord,
     OutboundEvent,
     Outcome,
@@ -39,6 +44,7 @@ from gateway.domain.events import (
 from gateway.domain.monitor import FAULT_RETRY_S, CribMonitor
 from gateway.domain.stats import IngestStats
 from gateway.domain.vocab import AlarmEventType
+from gateway.gpio.button import BUTTON_DEVICE, AckButton
 from gateway.gpio.latches import GpioLatchInputs
 from gateway.gpio.simulated import NEEDS_DEMO, SimulatedPins, SimulationRefusedError
 from gateway.influx.service import InfluxService
@@ -55,6 +61,8 @@ from gateway.protocol import (
     encode,
 )
 from gateway.protocol.codec import Outgoing, ack_answer
+from gateway.protocol.commands import CommandAnswerPayload, CommandPayload, CommandResult
+from gateway.protocol.topics import COMMAND
 from gateway.settings import Settings
 from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
@@ -67,6 +75,14 @@ FAULT_OUTCOME = Outcome(accepted=False, reason="fault")
 DEFER_AFTER_ALARM_S = 0.001
 """After an alarm event has gone to the socket and the buzzer, the rest of the delivery (crib state, record, log
 line) waits this long, or until the next dispatch: the broker and staff devices get the CPU first (performance.md)."""
+_COMMAND_RESULTS: dict[str, CommandResult] = {
+    "unknown_crib": "unknown_crib",
+    "maintenance_past": "maintenance_past",
+    "maintenance_too_long": "maintenance_too_long",
+    "not_in_maintenance": "not_in_maintenance",
+    "test_running": "test_running",
+    "fault": "fault",
+}
 
 
 class _Record:
@@ -80,6 +96,8 @@ class _Record:
         self.alarms: list[OpenAlarmRecord] = []
         self.cribs: list[CribRecord] = []
         self.outbox: list[OutboxRow] = []
+        self.maintenance: list[MaintenanceRecord] = []
+        self.notices_sent: dict[str, int] = {}
         self.error: str | None = None
 
 
@@ -94,6 +112,7 @@ class Gateway:
         pin_factory: Any = None,
         extra_channels: Sequence[EventSink] = (),
         simulate_pins: bool = False,
+        notices: NoticeSink | None = None,
     ) -> None:
         """``simulate_pins``: simulation mode (demo sites only, else :class:`SimulationRefusedError`): every pin is a
         mock pin (:class:`SimulatedPins`, ``self.sim_pins``) and the wired cribs move by pin commands over MQTT."""
@@ -118,17 +137,18 @@ class Gateway:
         run, prefix = self._run_id(record)
         self.core = CribMonitor(settings, self.clock, self.stats, run=run, alarm_prefix=prefix)
         self._take_back(record)
+        self.policy = AlertPolicy(settings.alerting, self.clock)
+        self.notice_stats: Counter[str] = Counter()
+        """Notices sent by kind, and ``unaddressed`` (nobody to tell), ``failed`` (the sink raised)."""
+        self.ack_button: AckButton | None = None
+        self._notices_sent = record.notices_sent
         self.topics = Topics(settings.site.id, settings.mqtt.base_topic)
         self.ready = asyncio.Event()
         self._timers_changed = asyncio.Event()
         self._armed_deadline: float | None = None
         self._unpinned_seen = 0
         self.sim_pins: SimulatedPins | None = None
-        if simulate_pins:
-            wired_pins = [crib.gpio_pin for _, crib in settings.cribs() if crib.gpio_pin is not None]
-            self.sim_pins = SimulatedPins(wired_pins, self.stats)
-            pin_factory = self.sim_pins.factory
-        self._pin_factory = pin_factory
+        self._pin_factory = pin_factory = self._pins(simulate_pins, pin_factory)
         self._extra_channels = list(extra_channels)
         self.mqtt = MqttLink(
             topics=self.topics,
@@ -146,6 +166,7 @@ class Gateway:
             on_delivered=self._delivered,
             monotonic=self.clock.monotonic,
             on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
+            on_command=self._on_command,
         )
         self.channels: ChannelRouter = build_channels(
             settings,
@@ -155,14 +176,26 @@ class Gateway:
             pin_factory=pin_factory,
         )
         """The channels of notices (docs/channels.md): the alert policy's NoticeSink. Started in :meth:`run`."""
+        self.notices: NoticeSink = notices if notices is not None else self.channels
+        """Where the alert policy's notices go: the channels' router (a test may give its own sink)."""
         for row in record.outbox:  # alarm events of earlier runs that never reached the broker: first out, in order
             self.mqtt.offline_buffer.put(Outgoing(row.topic, row.payload, row.qos, row.retain, key=row.key))
         self.resent = len(record.outbox)
         self._refused_recorded: Counter[str] = Counter()
         self._crib_of_sensor = {crib.sensor_key: crib.id for _, crib in settings.cribs()}
+        self._room_of_crib = {crib.id: room.id for room, crib in settings.cribs()}
         self.dispatcher: Dispatcher | None = None
         self.buzzer: BuzzerChannel | None = None
         self.gpio: GpioLatchInputs | None = None
+
+    def _pins(self, simulate: bool, pin_factory: Any) -> Any:
+        """The pin factory: the one given (None: gpiozero's own), or in simulation mode the mock pins of
+        :class:`SimulatedPins` (``self.sim_pins``)."""
+        if not simulate:
+            return pin_factory
+        wired_pins = [crib.gpio_pin for _, crib in self.settings.cribs() if crib.gpio_pin is not None]
+        self.sim_pins = SimulatedPins(wired_pins, self.stats)
+        return self.sim_pins.factory
 
     # ------------------------------------------------------------------------------------- the record
 
@@ -171,7 +204,7 @@ class Gateway:
         restored = self.core.restore(record.alarms, record.cribs)
         self.restored = len(record.alarms) - len(restored.left)
         """Open alarms taken back from the store at start-up."""
-        self._restore_events = restored.events
+        self._restore_events = restored.events + self.core.restore_maintenance(record.maintenance)
         for alarm in restored.left:
             log.warning("alarm %s (%s) of crib %r ended at start-up", alarm.alarm_id, alarm.kind, alarm.crib_id)
         cribs = {crib.id for _, crib in self.settings.cribs()}
@@ -199,6 +232,8 @@ class Gateway:
             record.alarms = store.open_alarms()
             record.cribs = store.crib_records()
             record.outbox = store.pending_outbox()
+            record.maintenance = store.maintenance_records()
+            record.notices_sent = store.notices_sent()
         except Exception as exc:  # noqa: BLE001 - as above
             store.close()
             return self._unreadable(_Record(), exc)
@@ -266,6 +301,23 @@ class Gateway:
                 test=rec.test,
             )
         )
+        if self.influx is not None and self.dispatcher is not None:  # a failure is logged and counted (influx)
+            feed = self.influx.feed
+            self.dispatcher.call(
+                feed,
+                "delivered",
+                lambda: feed.delivered(
+                    rec.channel,
+                    rec.kind,
+                    rec.result,
+                    rec.at,
+                    notice_id=rec.notice_id,
+                    alarm_id=rec.alarm_id,
+                    attempts=rec.attempt,
+                    seconds=0.0 if rec.latency_ms is None else rec.latency_ms / 1000.0,
+                    error=rec.error,
+                ),
+            )
 
     def _delivered(self, key: str) -> None:
         self.writer.outbox_done(key, self.clock.time())
@@ -312,7 +364,7 @@ class Gateway:
     def _answer(self, ack: AckRequest, outcome: Outcome) -> None:
         at = self.clock.time()
         answer = ack_answer(self.topics, ack, outcome, self.core.gw_run, at)
-        if answer is not None:
+        if answer is not None and not ack.every:  # the gateway's own button has no screen to answer to
             self.mqtt.send(answer)
         detail = {
             "result": "accepted" if outcome.accepted else (outcome.reason or "refused"),
@@ -320,7 +372,8 @@ class Gateway:
             "crib": ack.crib_id,
             "alarms": list(outcome.alarm_ids),
         }
-        self.writer.audit(at, ack.by, f"mqtt:{ack.device}", "acknowledge", json.dumps(detail, sort_keys=True))
+        source = "gpio:ack_button" if ack.device == BUTTON_DEVICE and ack.every else f"mqtt:{ack.device}"
+        self.writer.audit(at, ack.by, source, "acknowledge", json.dumps(detail, sort_keys=True))
 
     def _fault(self, detail: str, exc: Exception) -> None:
         """A failure the core could not pin on one crib: CRITICAL, counted, and the buzzer sounds until staff
@@ -338,9 +391,135 @@ class Gateway:
         if self.core.unpinned_faults != self._unpinned_seen:  # the core failed where no alarm could say so
             self._unpinned_seen = self.core.unpinned_faults
             self._sound_fault()
-        due, armed = self.core.next_deadline(), self._armed_deadline
+        if out and self.dispatcher is not None:  # after the socket and the buzzer: the policy, then its notices
+            try:
+                self._send_steps(self.policy.take(out))
+            except Exception as exc:  # noqa: BLE001 - the alarm is out already; the failure is loud and counted
+                self.stats.internal_error("the alert policy failed on the core's events", exc)
+        self._record_maintenance()
+        due, armed = self._next_deadline(), self._armed_deadline
         if due is not None and (armed is None or due < armed):
             self._timers_changed.set()  # a timer earlier than the one the timer loop sleeps on
+
+    def _next_deadline(self) -> float | None:
+        due = [d for d in (self.core.next_deadline(), self.policy.next_deadline()) if d is not None]
+        return min(due) if due else None
+
+    def _send_steps(self, steps: list[StepReached]) -> None:
+        """Each notice the policy decided: to the notice sink (which must not wait), on the incident's timeline,
+        and the step reached on the alarm (its ``escalation_level``, shown in its crib's state)."""
+        for reached in steps:
+            notice = reached.notice
+            kind = notice.kind.value
+            if not notice.recipients:
+                self.notice_stats["unaddressed"] += 1
+            else:
+                try:
+                    self.notices.send(notice)
+                    self.notice_stats[kind] += 1
+                except Exception:  # a broken router must not stop the chain nor the record
+                    self.notice_stats["failed"] += 1
+                    log.exception("the notice sink failed on %s", notice.notice_id)
+            detail: dict[str, object] = {
+                "kind": kind,
+                "step": notice.step,
+                "groups": list(reached.groups),
+                "recipients": len(notice.recipients),
+                "channels": sorted({r.channel for r in notice.recipients}),
+                "how": reached.how,
+            }
+            if notice.test:
+                detail["test"] = True
+            number = int(notice.notice_id.rpartition("/")[2])
+            self.writer.record_step(notice.alarm.alarm_id, self.core.gw_run, number, notice.at, notice.step, detail)
+            if notice.kind is not NoticeKind.RESOLVED and self.dispatcher is not None:
+                self.dispatcher.dispatch(self.core.escalate(notice.alarm.alarm_id, notice.step))
+                if self.influx is not None and notice.kind is not NoticeKind.ALARM:  # the raised point has step 0
+                    self._escalation_point(notice)
+
+    def _record_maintenance(self) -> None:
+        for change in self.core.take_maintenance_changes():
+            if change.record is not None:
+                self.writer.set_maintenance(change.record)
+            else:
+                self.writer.end_maintenance(change.crib_id)
+            if self.influx is not None and self.dispatcher is not None:
+                self._maintenance_point(change)
+            if change.why == "expired":
+                detail = json.dumps({"crib": change.crib_id, "why": "expired"})
+                self.writer.audit(change.at, "gateway", "gateway", "maintenance_off", detail)
+
+    def _escalation_point(self, notice: Notice) -> None:
+        """An escalation, repeat or reminder as an InfluxDB point (a failure is logged and counted: influx)."""
+        if self.influx is None or self.dispatcher is None:
+            return
+        feed, reminder = self.influx.feed, notice.kind is NoticeKind.REMINDER
+        self.dispatcher.call(
+            feed, "escalated", lambda: feed.escalated(notice.alarm, level=notice.step, at=notice.at, reminder=reminder)
+        )
+
+    def _maintenance_point(self, change: MaintenanceChange) -> None:
+        if self.influx is None or self.dispatcher is None:
+            return
+        feed, record = self.influx.feed, change.record
+        room = self._room_of_crib.get(change.crib_id, "")
+        reason = None if record is None else record.reason
+        self.dispatcher.call(
+            feed,
+            "maintenance",
+            lambda: feed.maintenance(
+                room, change.crib_id, change.at, on=record is not None, by=change.by, reason=reason
+            ),
+        )
+
+    # ------------------------------------------------------------------------------------------ commands
+
+    def test_alarm(self, crib: str, *, by: str) -> Outcome:
+        """A test alarm on one crib: the whole chain, marked test (the CLI's command, later the web board's)."""
+        return self._command(lambda: self.core.test_alarm(crib, by=by))
+
+    def maintenance_on(self, crib: str, *, reason: str, until: float, by: str) -> Outcome:
+        return self._command(lambda: self.core.set_maintenance(crib, reason=reason, until=until, by=by))
+
+    def maintenance_off(self, crib: str, *, by: str) -> Outcome:
+        return self._command(lambda: self.core.end_maintenance(crib, by=by))
+
+    def _command(self, call: Callable[[], Decision]) -> Outcome:
+        try:
+            decision = call()
+        except Exception as exc:  # noqa: BLE001 - a technician's command must never take the gateway down
+            self._fault("the alarm core failed on a command", exc)
+            return FAULT_OUTCOME
+        self._deliver(decision.events)
+        return decision.outcome
+
+    def _on_command(self, device: str, command: CommandPayload) -> None:
+        """A technician's command from MQTT: carried out, answered to its device, and audited."""
+        if command.command == "test_alarm":
+            outcome = self.test_alarm(command.crib, by=command.by)
+        elif command.command == "maintenance_on":
+            # The payload model refuses a maintenance_on without both; the defaults only satisfy the types.
+            reason, until = command.reason or "maintenance", command.until or 0.0
+            outcome = self.maintenance_on(command.crib, reason=reason, until=until, by=command.by)
+        else:
+            outcome = self.maintenance_off(command.crib, by=command.by)
+        at = self.clock.time()
+        result: CommandResult = "accepted"
+        if not outcome.accepted:
+            result = _COMMAND_RESULTS.get(outcome.reason or "", "invalid")
+        answer = CommandAnswerPayload(
+            result=result,
+            command=command.command,
+            crib=command.crib,
+            detail=outcome.detail,
+            alarm_ids=outcome.alarm_ids,
+            request=command.request,
+            gw_run=self.core.gw_run,
+            ts=at,
+        )
+        self.mqtt.send(Outgoing.of(self.topics.command_answer(device), encode(answer), COMMAND))
+        detail = {"crib": command.crib, "result": result, "reason": command.reason, "until": command.until}
+        self.writer.audit(at, command.by, f"mqtt:{device}", command.command, json.dumps(detail, sort_keys=True))
 
     def _connected(self, first: bool) -> None:
         """On every (re)connect, publish every crib's state from the core (which the store restored): the retained
@@ -391,6 +570,9 @@ class Gateway:
                     self.resent,
                 )
             self._deliver(self._restore_events)  # a fault alarm, if the core failed on a crib's record
+            # Open alarms of earlier runs take up their chains (an unacknowledged one repeats its last step now).
+            states = [view.state for view in self.core.snapshot().cribs]
+            self._send_steps(self.policy.resume(states, self._notices_sent, run=self.core.gw_run))
             if self.buzzer is not None and self.core.active_alarms():  # restored alarms sound again until taken
                 buzzer, alarms = self.buzzer, self.core.active_alarms()
                 self.dispatcher.call(buzzer, "reset", lambda: buzzer.reset(alarms))
@@ -405,6 +587,15 @@ class Gateway:
                     monotonic=self.clock.monotonic,
                 )
                 self.gpio.read_all()
+            if self.settings.alerting.ack_button_pin is not None:
+                self.ack_button = AckButton(
+                    self.settings.alerting.ack_button_pin,
+                    self.submit,
+                    loop,
+                    pin_factory=self._pin_factory,
+                    monotonic=self.clock.monotonic,
+                    wall_clock=self.clock.time,
+                )
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.mqtt.run(), name="mqtt-link")
                 tg.create_task(self._timer_loop(), name="alarm-timers")
@@ -429,6 +620,8 @@ class Gateway:
         finally:
             if self.gpio is not None:
                 self.gpio.close()
+            if self.ack_button is not None:
+                self.ack_button.close()
             self.dispatcher.close()
             self.mqtt.settle()  # what the broker has acknowledged is not sent again by the next run
             if self.influx is not None:
@@ -440,7 +633,7 @@ class Gateway:
         core, clock = self.core, self.clock
         while True:
             self._timers_changed.clear()
-            deadline = self._armed_deadline = core.next_deadline()
+            deadline = self._armed_deadline = self._next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - clock.monotonic())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -456,6 +649,11 @@ class Gateway:
                 await asyncio.sleep(FAULT_RETRY_S)  # no busy loop on a failure that repeats
                 continue
             self._deliver(out)
+            try:
+                self._send_steps(self.policy.advance())
+            except Exception as exc:  # noqa: BLE001 - escalation failed: loud, counted, the buzzer sounds
+                self._fault("the alert policy failed on its timers", exc)
+                await asyncio.sleep(FAULT_RETRY_S)
 
     def stats_payload(self) -> GatewayStatsPayload:
         rejected = dict(self.stats.rejected)
@@ -497,6 +695,8 @@ class Gateway:
                 )
                 for name, ch in self.channels.health().items()
             },
+            nuisance=self._nuisance(),
+            notices={**self.notice_stats, **{f"skipped_{k}": v for k, v in self.policy.skipped.items()}},
         )
 
     def _influx_health(self, dropped: int) -> tuple[InfluxTargetHealthPayload, ...] | None:
@@ -548,6 +748,16 @@ class Gateway:
             feed = self.influx.feed
             health = (stats.ts, fields, stats.rejected, stats.ignored, stats.refused, stats.resynced)
             self.dispatcher.call(feed, "health", lambda: feed.health(*health))
+
+    def _nuisance(self) -> dict[str, dict[str, int]]:
+        """Per sensor with any: flaps, offline periods and alarms resolved within seconds (for technicians)."""
+        out: dict[str, dict[str, int]] = {}
+        for view in self.core.snapshot().cribs:
+            h = view.health
+            counts = {"flaps": h.flaps, "offline_periods": h.offline_periods, "quick_resolves": h.quick_resolves}
+            if any(counts.values()):
+                out[view.sensor_key] = counts
+        return out
 
     async def _stats_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,4 +1,5 @@
-"""``cribwatch``: one command, with subcommands ``demo``, ``gateway``, ``sim``, ``check-config`` and ``incidents``."""
+"""``cribwatch``: one command, with subcommands ``demo``, ``gateway``, ``sim``, ``check-config``, ``incidents``,
+``test-alarm`` and ``maintenance``."""
 
 from __future__ import annotations
 
@@ -136,6 +137,8 @@ def _gpio_users(settings: Settings) -> str:
         users.append(f"buzzer (pin {settings.buzzer.pin})")
     if settings.buzzer.led_pin is not None:
         users.append(f"LED (pin {settings.buzzer.led_pin})")
+    if settings.alerting.ack_button_pin is not None:
+        users.append(f"acknowledge button (pin {settings.alerting.ack_button_pin})")
     return "; ".join(users)
 
 
@@ -268,6 +271,66 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _until(value: str) -> float:
+    """``2h``, ``30m``, ``90s`` from now, or an ISO date and time (local time unless it says)."""
+    text = value.strip()
+    relative = re.fullmatch(r"(\d+)([smh])", text)
+    if relative:
+        return time.time() + int(relative.group(1)) * {"s": 1, "m": 60, "h": 3600}[relative.group(2)]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 2h, 30m, 90s or 2026-03-01T17:00") from None
+    return (moment if moment.tzinfo else moment.astimezone()).timestamp()
+
+
+def _run_command(args: argparse.Namespace, command: str, **fields: object) -> int:
+    """Send one command to the site's running gateway and print its answer: 0 accepted, 1 refused or no answer."""
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    from gateway.mqtt.command import send_command  # noqa: PLC0415 - keep the command line light
+    from gateway.mqtt.connection import broker_address  # noqa: PLC0415
+    from gateway.protocol import Topics  # noqa: PLC0415
+    from gateway.protocol.payloads import CommandPayload  # noqa: PLC0415
+
+    by = args.by or settings.mqtt.username or "technician"
+    device = args.device or settings.mqtt.username or "technician"
+    payload = CommandPayload(command=command, crib=args.crib, by=by, ts=time.time(), **fields)
+    topics = Topics(settings.site.id, settings.mqtt.base_topic)
+    try:
+        answer = asyncio.run(send_command(broker_address(settings.mqtt), topics, device, payload, timeout=args.timeout))
+    except Exception as exc:  # noqa: BLE001 - a broker that refuses or is away: one clear line
+        print(f"cannot reach the broker {settings.mqtt.host}:{settings.mqtt.port}: {exc}", file=sys.stderr)
+        return 1
+    if answer is None:
+        print(f"no answer from the gateway of {settings.site.id!r} within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    line = f"{answer.result}: {answer.detail or command} (crib {answer.crib})"
+    print(line + (f" [{', '.join(answer.alarm_ids)}]" if answer.alarm_ids else ""))
+    return 0 if answer.result == "accepted" else 1
+
+
+def cmd_test_alarm(args: argparse.Namespace) -> int:
+    return _run_command(args, "test_alarm")
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    if args.state == "off":
+        return _run_command(args, "maintenance_off")
+    if args.reason is None or args.until is None:
+        print("maintenance on needs --reason and --until (never open-ended)", file=sys.stderr)
+        return 2
+    return _run_command(args, "maintenance_on", reason=args.reason, until=args.until)
+
+
+def _command_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the site's TOML file (broker address; credentials from env)")
+    p.add_argument("--by", help="your technician id (default: the broker username)")
+    p.add_argument("--device", help="this tool's device id in the topic (default: the broker username)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cribwatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -307,6 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="CSV with a header row, times in ISO 8601 with the offset")
     p.add_argument("--limit", metavar="N", type=_positive, help="at most N incidents (the newest)")
     p.set_defaults(func=cmd_incidents)
+
+    p = sub.add_parser("test-alarm", help="a test alarm on one crib of the running gateway (the whole chain)")
+    _command_arguments(p)
+    p.add_argument("crib", help="crib id (or its sensor id)")
+    p.set_defaults(func=cmd_test_alarm)
+
+    p = sub.add_parser("maintenance", help="put a crib in maintenance (alarms recorded, not sent) or end it")
+    _command_arguments(p)
+    p.add_argument("crib", help="crib id (or its sensor id)")
+    p.add_argument("state", choices=("on", "off"))
+    p.add_argument("--reason", help="on: why (required)")
+    p.add_argument("--until", type=_until, help="on: when it ends (required): 2h, 30m, or 2026-03-01T17:00")
+    p.set_defaults(func=cmd_maintenance)
 
     p = sub.add_parser("sim", help="simulated crib-latch sensors (a technician's test tool)")
     from firmware_sim.cli import add_arguments  # noqa: PLC0415

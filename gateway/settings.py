@@ -31,7 +31,7 @@ from gateway.domain.vocab import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 GpioPin = Annotated[int, Field(ge=0, le=27, description="BCM pin number of the Raspberry Pi header.")]
 
-RESERVED_SENSOR_IDS = ("gateway", "staff")
+RESERVED_SENSOR_IDS = ("gateway", "staff", "technician")
 """Ids no wireless sensor may have: the broker accounts of deploy/mosquitto/cribwatch.acl other than sensors.
 
 A sensor's broker account is its sensor id, and the ACL's sensor pattern (``cribwatch/+/sensor/%u/#``) applies
@@ -424,6 +424,10 @@ class Settings(_Model):
     influx: InfluxConfig | None = Field(default=None, description="InfluxDB targets (optional).")
     channels: ChannelsConfig = ChannelsConfig()
     rooms: tuple[RoomConfig, ...] = Field(min_length=1, strict=False)  # a TOML array (see RoomConfig.cribs)
+    alerting: AlertingConfig = Field(
+        default_factory=lambda: AlertingConfig(),  # noqa: PLW0108 - defined further down
+        description="Staff groups, shifts, escalation, maintenance.",
+    )
 
     @model_validator(mode="after")
     def _unique_and_safe(self) -> Self:
@@ -442,7 +446,13 @@ class Settings(_Model):
         pins: list[tuple[str, int | None]] = [(f"{at}.gpio_pin", c.gpio_pin) for at, c in cribs]
         pins += [("buzzer.pin", self.buzzer.pin), ("buzzer.led_pin", self.buzzer.led_pin)]
         pins += [("channels.siren.pin", self.channels.siren.pin)]
+        pins += [("alerting.ack_button_pin", self.alerting.ack_button_pin)]
         _unique([(at, pin) for at, pin in pins if pin is not None])
+        room_ids = {room.id for room in self.rooms}
+        for i, group in enumerate(self.alerting.groups):
+            for room_id in group.rooms:
+                if room_id not in room_ids:
+                    raise ValueError(f"alerting.groups[{i}].rooms: no room {room_id!r} (rooms: {sorted(room_ids)})")
         return self
 
     @property
@@ -786,3 +796,244 @@ def read_site_file(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+
+
+# ============================================================================ alerting (issue 7: who, when, how)
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+GROUP_SELECTORS = ("room", "site", "managers")
+"""Words a policy step may name instead of a group id: the alarm's room groups, every site-wide group, every
+managers group. No group may have one of these ids."""
+SIREN_CHANNEL = "siren"
+"""The channel name of the site's siren: a step with ``siren = true`` adds it as a recipient."""
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+def hhmm_minutes(text: str) -> int:
+    """``"07:30"`` -> 450 (minutes since midnight)."""
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class ShiftConfig(_Model):
+    """When a group or member is on duty: some days of the week, from ``start`` to ``end`` (local time of the
+    site). ``end`` before ``start`` runs past midnight into the next day."""
+
+    days: tuple[str, ...] = Field(
+        default=WEEKDAYS, min_length=1, strict=False, description="Days the shift starts on: mon, tue, ... sun."
+    )
+    start: str = Field(pattern=_HHMM, description="Local time the shift starts, HH:MM (24 h).")
+    end: str = Field(pattern=_HHMM, description="Local time it ends, HH:MM; before start: the next day.")
+
+    @field_validator("days")
+    @classmethod
+    def _known_days(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        wrong = [d for d in value if d not in WEEKDAYS]
+        if wrong:
+            raise ValueError(f"unknown days {wrong}: write {', '.join(WEEKDAYS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if self.start == self.end:
+            raise ValueError(f"start and end are both {self.start}: a shift of no time; leave shifts out for always")
+        return self
+
+
+class ChannelAddress(_Model):
+    """One way to reach a member: a channel of the site (``mqtt``, ``webhook``, ``apprise`` or a named instance)
+    and what it needs (a staff device id for ``mqtt``, a URL for a webhook or an Apprise target)."""
+
+    channel: Identifier = Field(description="The channel's name (mqtt, webhook, apprise, or a named instance).")
+    address: str = Field(min_length=1, max_length=512, description="What the channel needs to reach the member.")
+
+    @field_validator("channel")
+    @classmethod
+    def _not_the_siren(cls, value: str) -> str:
+        if value == SIREN_CHANNEL:
+            raise ValueError("the siren is not a member's channel: give a policy step siren = true")
+        return value
+
+
+class MemberConfig(_Model):
+    """A member of a staff group: a staff id or a staff device id (a pager, a tablet), never a person's name
+    nor a child's."""
+
+    id: Identifier = Field(description="A staff id or a staff device id (e.g. pager-vl-1); never a name.")
+    channels: tuple[ChannelAddress, ...] = Field(
+        min_length=1, strict=False, description="How the member is reached (one or more channel addresses)."
+    )
+    shifts: tuple[ShiftConfig, ...] = Field(
+        default=(), strict=False, description="When this member is on duty (none: whenever the group is)."
+    )
+
+
+class GroupConfig(_Model):
+    """A staff group: the people (devices) who get an alarm's notices at a step of its chain."""
+
+    id: Identifier
+    kind: str = Field(pattern="^(room|site|managers)$", description="room, site (site-wide) or managers.")
+    rooms: tuple[Identifier, ...] = Field(
+        default=(), strict=False, description="kind = room: the rooms whose alarms this group gets first."
+    )
+    members: tuple[MemberConfig, ...] = Field(min_length=1, strict=False)
+    shifts: tuple[ShiftConfig, ...] = Field(
+        default=(), strict=False, description="When the group is on duty (none: always)."
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_selector(cls, value: str) -> str:
+        if value in GROUP_SELECTORS:
+            raise ValueError(f"reserved: {', '.join(GROUP_SELECTORS)} name kinds of groups in policy steps")
+        return value
+
+    @model_validator(mode="after")
+    def _rooms_for_room_groups(self) -> Self:
+        if self.kind == "room" and not self.rooms:
+            raise ValueError(f'group {self.id!r} is a room group: name its rooms (rooms = ["..."])')
+        if self.kind != "room" and self.rooms:
+            raise ValueError(f"group {self.id!r} is kind {self.kind!r}: only room groups have rooms")
+        return self
+
+
+class StepConfig(_Model):
+    """One step of an escalation chain: wait ``after_s`` since the previous step (or the alarm), then notify."""
+
+    after_s: float = Field(default=0.0, ge=0, le=86400, description="Wait since the previous step, seconds.")
+    notify: tuple[str, ...] = Field(
+        default=(),
+        strict=False,
+        description="Group ids, or room (the alarm's room groups), site (every site-wide group), managers.",
+    )
+    siren: bool = Field(default=False, description="Sound the site's siren at this step.")
+
+    @model_validator(mode="after")
+    def _someone(self) -> Self:
+        if not self.notify and not self.siren:
+            raise ValueError("a step that notifies nobody: give notify = [...] or siren = true")
+        return self
+
+
+class PolicyConfig(_Model):
+    """The escalation chain of one priority: steps in order, then repeats until someone acknowledges."""
+
+    priority: str = Field(pattern="^(low|medium|high)$")
+    steps: tuple[StepConfig, ...] = Field(min_length=1, strict=False)
+    repeat_every_s: float = Field(
+        gt=0, le=86400, description="After the last step, wait this long and go on from repeat_from: never silence."
+    )
+    repeat_from: int = Field(default=0, ge=0, description="The step (0 = the first) the chain repeats from.")
+
+    @model_validator(mode="after")
+    def _repeat_inside(self) -> Self:
+        if self.repeat_from >= len(self.steps):
+            raise ValueError(f"repeat_from = {self.repeat_from}: there are only {len(self.steps)} steps (0..)")
+        if self.steps[0].after_s != 0:
+            raise ValueError("the first step must notify at once (after_s = 0): the grace period is the room's")
+        return self
+
+
+class MaintenanceConfig(_Model):
+    max_s: float = Field(
+        default=8 * 3600.0, gt=0, le=7 * 86400, description="Longest maintenance a technician may set (seconds)."
+    )
+
+
+class FlappingConfig(_Model):
+    transitions: int = Field(
+        default=6, ge=3, le=1000, description="Latch changes within window_s that make a crib flapping."
+    )
+    window_s: float = Field(default=60.0, gt=0, le=3600, description="The window flapping is counted in.")
+    quick_resolve_s: float = Field(
+        default=5.0, ge=0, le=600, description="An alarm resolved within this counts as a nuisance alarm."
+    )
+
+
+class AlertingConfig(_Model):
+    """Who is told, when and how: staff groups, shifts, escalation policies, reminders, maintenance, flapping."""
+
+    time_zone: str = Field(default="Europe/Amsterdam", description="The site's local time zone (for shifts).")
+    reminder_after_s: float = Field(
+        default=300.0,
+        ge=1,
+        le=86400,
+        description="An acknowledged crib still open this long comes back: a reminder, then escalation again.",
+    )
+    test_alarm_s: float = Field(
+        default=120.0, gt=0, le=3600, description="A test alarm nobody acknowledges ends by itself after this."
+    )
+    ack_button_pin: GpioPin | None = Field(
+        default=None, description="The gateway's own acknowledge button (to ground): acknowledges every open alarm."
+    )
+    groups: tuple[GroupConfig, ...] = Field(default=(), strict=False)
+    policies: tuple[PolicyConfig, ...] = Field(
+        default=(), strict=False, description="One per priority at most; a priority left out gets the default."
+    )
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+    flapping: FlappingConfig = FlappingConfig()
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        import zoneinfo  # noqa: PLC0415 - only to check the name
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone: write an IANA name such as Europe/Amsterdam") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        _unique([(f"alerting.groups[{i}].id", g.id) for i, g in enumerate(self.groups)])
+        _unique([(f"alerting.policies[{i}].priority", p.priority) for i, p in enumerate(self.policies)])
+        ids = {g.id for g in self.groups}
+        for i, policy in enumerate(self.policies):
+            for j, step in enumerate(policy.steps):
+                for target in step.notify:
+                    if target not in ids and target not in GROUP_SELECTORS:
+                        raise ValueError(
+                            f"alerting.policies[{i}].steps[{j}].notify: no group {target!r} "
+                            f"(groups: {sorted(ids) or 'none'}; or one of {', '.join(GROUP_SELECTORS)})"
+                        )
+        return self
+
+    def policy_for(self, priority: str) -> PolicyConfig:
+        """The site's chain for ``priority``, or the default one."""
+        for policy in self.policies:
+            if policy.priority == priority:
+                return policy
+        return DEFAULT_POLICIES[priority]
+
+
+DEFAULT_POLICIES: dict[str, PolicyConfig] = {
+    "high": PolicyConfig(
+        priority="high",
+        steps=(
+            StepConfig(after_s=0, notify=("room",)),
+            StepConfig(after_s=30, notify=("site",), siren=True),
+            StepConfig(after_s=30, notify=("managers",)),
+        ),
+        repeat_every_s=30,
+        repeat_from=1,
+    ),
+    "medium": PolicyConfig(
+        priority="medium",
+        steps=(StepConfig(after_s=0, notify=("room",)), StepConfig(after_s=120, notify=("site",))),
+        repeat_every_s=300,
+        repeat_from=1,
+    ),
+    "low": PolicyConfig(
+        priority="low",
+        steps=(StepConfig(after_s=0, notify=("managers",)),),
+        repeat_every_s=4 * 3600,
+        repeat_from=0,
+    ),
+}
+"""The crèche defaults: a crib open (high) goes to its room at once, the whole site and the siren after 30 s, the
+managers after 60 s, repeating every 30 s; a silent sensor (medium) to its room, the site after 2 minutes,
+repeating every 5; a low battery (low) to the managers, again every 4 hours."""
+
+
+Settings.model_rebuild()

@@ -66,6 +66,8 @@ action = st.one_of(
     st.tuples(st.just("forged_offline"), crib, forged_key),
     st.tuples(st.just("forged_online"), crib, forged_key, st.booleans()),
     st.tuples(st.just("ack"), crib),
+    st.tuples(st.just("maintenance"), crib, st.sampled_from([1.0, 5.0, 30.0])),
+    st.tuples(st.just("maintenance_off"), crib),
 )
 
 
@@ -164,9 +166,17 @@ def run(actions: list[tuple[object, ...]], *, agree: bool = False) -> None:
             _, c, spec, live = act
             assert isinstance(c, str)
             h.availability(c, online=True, boot=key_of(real[c], spec)[0], live=bool(live))
+        elif kind == "maintenance":
+            _, c, seconds = act
+            assert isinstance(c, str)
+            assert isinstance(seconds, float)
+            h.log += h.monitor.set_maintenance(c, reason="test", until=h.clock.time() + seconds, by="tech").events
+        elif kind == "maintenance_off":
+            h.log += h.monitor.end_maintenance(str(act[1]), by="tech").events
         else:
             h.ack(crib_id=str(act[1]))
         check_openings(h, real)
+        check_maintenance(h)
         assert h.monitor.timer_entries <= 2 * len(SENSOR_OF) + SLACK
 
 
@@ -183,6 +193,16 @@ def send_latch(h: CoreHarness, c: str, r: RealSensor, state: LatchState) -> None
 
 def open_kinds(h: CoreHarness, c: str) -> set[AlarmKind]:
     return {a.kind for a in h.monitor.crib_state(c).alarms}
+
+
+def check_maintenance(h: CoreHarness) -> None:
+    """An alarm recorded in maintenance (not sent) never outlives its maintenance: once it is over, whatever still
+    holds is a real alarm that reaches staff."""
+    for c in CRIBS:
+        state = h.monitor.crib_state(c)
+        if state.maintenance is None:
+            held = [a.alarm_id for a in state.alarms if a.maintenance]
+            assert not held, f"{c}: maintenance is over but alarms {held} are still only recorded"
 
 
 def check_openings(h: CoreHarness, real: dict[str, RealSensor]) -> None:

@@ -43,6 +43,7 @@ from gateway.protocol import (
     encode,
 )
 from gateway.protocol import topics as topics_module
+from gateway.protocol.payloads import CommandAnswerPayload, CommandPayload, MaintenancePayload
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL_DOC = REPO / "docs" / "protocol.md"
@@ -67,6 +68,8 @@ TOPIC_TABLE: dict[str, tuple[str, typing.Callable[[Topics], str]]] = {
     "<base>/<site>/ack/<device>": ("ACK", lambda t: t.ack("<device>")),
     "<base>/<site>/notify/<device>": ("NOTIFY", lambda t: t.notify("<device>")),
     "<base>/<site>/sim/pin/<pin>": ("SIM_PIN", lambda t: t.sim_pin("<pin>")),
+    "<base>/<site>/cmd/<device>": ("COMMAND", lambda t: t.command("<device>")),
+    "<base>/<site>/cmd/<device>/answer": ("COMMAND", lambda t: t.command_answer("<device>")),
 }
 
 PAYLOAD_MODELS: list[type[BaseModel]] = [
@@ -82,6 +85,9 @@ PAYLOAD_MODELS: list[type[BaseModel]] = [
     TriggerPayload,
     CribAlarmSummary,
     InfluxTargetHealthPayload,
+    MaintenancePayload,
+    CommandPayload,
+    CommandAnswerPayload,
     StoreHealthPayload,
     NotifyPayload,
     ChannelHealthPayload,
@@ -226,7 +232,7 @@ class TestTopicSpecs:
                 assert (src, dst) == ("sensor", "gateway"), pattern
             elif "/ack/<device>" in pattern:
                 assert (src, dst) == ("staff", "gateway")
-            elif "/sim/pin/" in pattern:
+            elif "/sim/pin/" in pattern or pattern.endswith("/cmd/<device>"):
                 assert (src, dst) == ("techs", "gateway")
             else:
                 assert src == "gateway", pattern

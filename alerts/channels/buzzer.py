@@ -54,8 +54,10 @@ class BuzzerChannel:
 
     def deliver(self, event: OutboundEvent) -> None:
         """Any event, an alarm's or a crib state, also retries a device call that failed before."""
-        if isinstance(event, AlarmEvent):
-            if event.type is AlarmEventType.RAISED:
+        if isinstance(event, AlarmEvent) and event.maintenance:
+            pass  # raised in maintenance: recorded, never sounded
+        elif isinstance(event, AlarmEvent):
+            if event.type in (AlarmEventType.RAISED, AlarmEventType.REMINDED):  # a reminder sounds again
                 self._open[event.alarm_id] = (event.priority, False)
             elif event.type is AlarmEventType.ACKNOWLEDGED:
                 self._open[event.alarm_id] = (event.priority, True)
@@ -66,7 +68,7 @@ class BuzzerChannel:
 
     def reset(self, alarms: Iterable[AlarmSummary]) -> None:
         """Start from these open alarms (those restored from a previous run)."""
-        self._open = {a.alarm_id: (a.priority, a.acknowledged_by is not None) for a in alarms}
+        self._open = {a.alarm_id: (a.priority, a.acknowledged_by is not None) for a in alarms if not a.maintenance}
         self._update()
 
     def fault(self) -> None:

@@ -13,6 +13,10 @@ def describe(event: AlarmEvent) -> str:
     where = f"{event.room_label} / {event.crib_label} ({event.crib_id})"
     what = event.kind.value.replace("_", " ")
     head = f"{event.priority.label.upper():6} {what:14} {event.type.value.upper():12} {where}"
+    if event.test:
+        head = f"TEST {head}"
+    if event.maintenance:
+        head = f"{head} (in maintenance: not sent)"
     if event.type is AlarmEventType.ACKNOWLEDGED:
         return f"{head} by {event.by} via {event.device} after {event.response_s:.1f} s [{event.alarm_id}]"
     if event.type is AlarmEventType.RESOLVED:
@@ -38,7 +42,7 @@ class LogChannel:
                 len(event.alarms),
             )
             return
-        level = logging.WARNING if event.type is AlarmEventType.RAISED else logging.INFO
+        level = logging.WARNING if event.type in (AlarmEventType.RAISED, AlarmEventType.REMINDED) else logging.INFO
         self._log.log(level, "%s", describe(event))
 
     def close(self) -> None:

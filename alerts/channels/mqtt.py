@@ -38,6 +38,8 @@ class MqttChannel:
         self._keep = keep
 
     def deliver(self, event: OutboundEvent) -> None:
+        if isinstance(event, AlarmEvent) and event.maintenance:
+            return  # raised in maintenance: recorded in the store, not sent (the crib's state says maintenance)
         item = encode_outbound(self._topics, event, self._gw_run)
         if isinstance(event, AlarmEvent) and self._keep is not None:
             item = dataclasses.replace(item, key=outbox_key(event))

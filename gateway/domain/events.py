@@ -67,6 +67,8 @@ class AckRequest:
     sent_ts: float | None = None
     observed_at: float | None = None
     """Monotonic time the gateway saw it (set by the adapter); None: when the core handles it."""
+    every: bool = False
+    """Every open alarm of the site (the gateway's own acknowledge button, beside its buzzer)."""
 
 
 InboundEvent = LatchReading | TelemetryReading | AvailabilityChange | AckRequest
@@ -119,7 +121,11 @@ class AlarmEvent:
     test: bool = False
     """A test alarm (a technician's simulator run or a test button): on record, shown as a test."""
     escalation_level: int = 0
-    """How far escalation has gone (0: the first notification; escalation comes with the alert policy)."""
+    """How far escalation has gone: the index of the last step of its chain reached (0: the first notices)."""
+    maintenance: bool = False
+    """Raised while its crib was in maintenance: recorded, not sent (the channels and the alert policy skip it)."""
+    flaps: int = 0
+    """Latch changes while the crib was flapping, folded into this one alarm instead of a storm of alarms."""
 
     @property
     def response_s(self) -> float:
@@ -138,6 +144,18 @@ class AlarmSummary:
     latch_opened_at: float | None = None
     test: bool = False
     escalation_level: int = 0
+    maintenance: bool = False
+    flaps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceView:
+    """A crib (or its sensor) in maintenance: alarms are recorded, not sent, until ``until`` (wall clock)."""
+
+    reason: str
+    since: float
+    until: float
+    by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +175,8 @@ class CribState:
     at: float
     latch_opened_at: float | None = None
     """Wall-clock time the latch opened, while it is open (None when closed or unknown)."""
+    maintenance: MaintenanceView | None = None
+    """Set while the crib is in maintenance."""
 
 
 OutboundEvent = AlarmEvent | CribState
@@ -183,6 +203,8 @@ class OpenAlarmRecord:
     acknowledged_at: float | None = None
     test: bool = False
     escalation_level: int = 0
+    maintenance: bool = False
+    flaps: int = 0
     room_id: str = ""
     room_label: str = ""
     crib_label: str = ""
@@ -203,6 +225,29 @@ class CribRecord:
     """Wall-clock time the latch opened, if it was open: the grace period goes on from there after a restart."""
 
 
+@dataclass(frozen=True, slots=True)
+class MaintenanceRecord:
+    """A crib in maintenance, as the store keeps it (so a restart keeps it, and ends it on time)."""
+
+    crib_id: str
+    reason: str
+    since: float
+    until: float
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceChange:
+    """A maintenance started (``record`` set) or ended (``record`` None; ``why``: ``ended`` by a technician,
+    ``expired`` on time), for the composition root to record in the store and the audit log."""
+
+    crib_id: str
+    record: MaintenanceRecord | None
+    by: str
+    why: str
+    at: float
+
+
 # ------------------------------------------------------------------------------------------ answers
 
 
@@ -213,7 +258,11 @@ class Outcome:
     accepted: bool
     reason: str | None = None
     """For a refusal: ``duplicate``, ``out_of_order``, ``refused_sequence``, ``unknown_sensor``, ``wired_sensor``,
-    ``ack_unknown_alarm``, ``ack_unknown_crib``, ``ack_nothing_open``, ``ack_again``, ``bad_ack``, ``fault``."""
+    ``ack_unknown_alarm``, ``ack_unknown_crib``, ``ack_nothing_open``, ``ack_again``, ``bad_ack``, ``fault``;
+    for a command: ``unknown_crib``, ``maintenance_past``, ``maintenance_too_long``, ``not_in_maintenance``,
+    ``test_running``."""
+    detail: str | None = None
+    """For a command: what a person reads (why it was refused, or what was done)."""
     alarm_ids: tuple[str, ...] = ()
     """For an ack: the alarms it acknowledged (accepted), or that were acknowledged already (``ack_again``)."""
     acknowledged_by: str | None = None
@@ -249,6 +298,14 @@ class SensorHealthView:
     refused: int
     resynced: int
     internal_errors: int
+    flaps: int = 0
+    """Times the latch started flapping (many changes within ``alerting.flapping.window_s``)."""
+    offline_periods: int = 0
+    """Times the sensor went offline."""
+    flapping: bool = False
+    """The latch is flapping now: its crib_open alarm holds, with a count, until it is quiet a whole window."""
+    quick_resolves: int = 0
+    """Alarms that ended within ``alerting.flapping.quick_resolve_s`` of being raised (nuisance alarms)."""
 
 
 @dataclass(frozen=True, slots=True)

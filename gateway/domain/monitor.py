@@ -27,6 +27,7 @@ the injected clock and return the outbound events, in order.
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,9 @@ from gateway.domain.events import (
     Decision,
     InboundEvent,
     LatchReading,
+    MaintenanceChange,
+    MaintenanceRecord,
+    MaintenanceView,
     OpenAlarmRecord,
     OutboundEvent,
     Outcome,
@@ -87,6 +91,23 @@ class _Alarm:
     acknowledged_at: float | None = None
     test: bool = False
     escalation_level: int = 0
+    acknowledged_mono: float | None = None
+    """Monotonic time of the acknowledgement (the reminder counts from it)."""
+    raised_mono: float | None = None
+    """Monotonic time it was raised (a test alarm ends test_alarm_s after it)."""
+    maintenance: bool = False
+    flaps: int = 0
+
+
+@dataclass(slots=True)
+class _Maintenance:
+    reason: str
+    since: float
+    """Wall clock."""
+    until: float
+    """Wall clock (what people set and read)."""
+    until_mono: float
+    by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +154,12 @@ class SensorHealth:
     """Readings taken although their sequence number was out of line."""
     internal_errors: int = 0
     """Times the gateway's own code failed on this crib."""
+    flaps: int = 0
+    """Times the latch started flapping."""
+    offline_periods: int = 0
+    """Times the sensor went offline."""
+    quick_resolves: int = 0
+    """Alarms that ended within quick_resolve_s of being raised."""
 
 
 @dataclass(slots=True)
@@ -155,6 +182,18 @@ class _Crib:
     """False from a failing step until a step on this crib succeeds again."""
     health: SensorHealth = field(default_factory=SensorHealth)
     alarms: dict[AlarmKind, _Alarm] = field(default_factory=dict)
+    test_alarm: _Alarm | None = None
+    """A test alarm (a technician's), beside the real ones: it never stands in for one."""
+    maintenance: _Maintenance | None = None
+    transitions: deque[float] = field(default_factory=deque)
+    """Monotonic times of the latest latch changes (within the flapping window)."""
+    flapping: bool = False
+
+    def open_alarms(self) -> list[_Alarm]:
+        alarms = list(self.alarms.values())
+        if self.test_alarm is not None:
+            alarms.append(self.test_alarm)
+        return alarms
 
     @property
     def wired(self) -> bool:
@@ -175,6 +214,9 @@ class CribMonitor:
     ) -> None:
         self._settings = settings
         self._alarm_cfg = settings.alarms
+        self._alerting = settings.alerting
+        self.maintenance_changes: list[MaintenanceChange] = []
+        """Maintenance started or ended since the caller last took them (:meth:`take_maintenance_changes`)."""
         self._clock = clock
         self.stats = stats if stats is not None else IngestStats()
         self.unpinned_faults = 0
@@ -247,6 +289,10 @@ class CribMonitor:
                         refused=health.refused,
                         resynced=health.resynced,
                         internal_errors=health.internal_errors,
+                        flaps=health.flaps,
+                        offline_periods=health.offline_periods,
+                        quick_resolves=health.quick_resolves,
+                        flapping=crib.flapping,
                     ),
                 )
             )
@@ -291,7 +337,11 @@ class CribMonitor:
                 why = Resolution.CRIB_REMOVED
             elif crib.wired and alarm.kind in (AlarmKind.SENSOR_OFFLINE, AlarmKind.BATTERY_LOW):
                 why = Resolution.SENSOR_CHANGED
-            elif alarm.kind in crib.alarms or alarm.alarm_id in self._alarms_by_id:
+            elif (
+                (alarm.kind in crib.alarms and not alarm.test)
+                or (alarm.test and crib.test_alarm is not None)
+                or alarm.alarm_id in self._alarms_by_id
+            ):
                 why = Resolution.SUPERSEDED
             if crib is None or why is not None:
                 left.append(alarm)
@@ -339,8 +389,16 @@ class CribMonitor:
 
     def _restore_alarm(self, crib: _Crib, record: OpenAlarmRecord, step: _Step) -> None:
         alarm = _alarm_of(record)
-        crib.alarms[alarm.kind] = alarm
+        elapsed = max(0.0, self._clock.time() - record.raised_at)
+        alarm.raised_mono = step.now - elapsed
+        if record.acknowledged_at is not None:  # the reminder goes on from the acknowledgement
+            alarm.acknowledged_mono = step.now - max(0.0, self._clock.time() - record.acknowledged_at)
         self._alarms_by_id[alarm.id] = (crib, alarm)
+        if alarm.test:
+            crib.test_alarm = alarm
+            step.dirty[crib.config.id] = crib
+            return
+        crib.alarms[alarm.kind] = alarm
         if alarm.kind is AlarmKind.CRIB_OPEN and crib.latch is not LatchState.OPEN:
             # The alarm is the stronger record: the crib was open when it was raised and nothing closed it since.
             crib.latch = LatchState.OPEN
@@ -485,6 +543,19 @@ class CribMonitor:
 
     def _fire_crib(self, crib: _Crib, step: _Step) -> None:
         now = step.now
+        if crib.maintenance is not None and now >= crib.maintenance.until_mono:
+            self._end_maintenance(crib, step, by="gateway", why="expired")
+        test = crib.test_alarm
+        if test is not None and test.raised_mono is not None and now >= test.raised_mono + self._alerting.test_alarm_s:
+            self._end_test(crib, step)
+        if crib.flapping and (not crib.transitions or now >= crib.transitions[-1] + self._alerting.flapping.window_s):
+            crib.flapping = False  # quiet for a whole window: one incident ends if the crib is closed
+            crib.transitions.clear()
+            if crib.latch is LatchState.CLOSED and AlarmKind.CRIB_OPEN in crib.alarms:
+                self._resolve(crib, AlarmKind.CRIB_OPEN, step, Resolution.LATCH_CLOSED)
+        reminder = self._reminder_due(crib)
+        if reminder is not None and now >= reminder:
+            self._remind(crib, crib.alarms[AlarmKind.CRIB_OPEN], step)
         pending = crib.pending
         if pending is not None and now >= pending.since + crib.debounce_s:
             crib.pending = None
@@ -499,6 +570,7 @@ class CribMonitor:
             return
         if crib.health.online is not False and now >= self._silence_deadline(crib):
             crib.health.online = False
+            crib.health.offline_periods += 1
             crib.offline_since = now
             self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
         if (
@@ -623,6 +695,7 @@ class CribMonitor:
         crib.health.boot = ev.boot
         if crib.health.online is not False:
             crib.health.online = False
+            crib.health.offline_periods += 1
             crib.offline_since = now
             step.dirty[crib.config.id] = crib
         if self._alarm_cfg.offline_grace_s == 0 and AlarmKind.SENSOR_OFFLINE not in crib.alarms:
@@ -654,7 +727,12 @@ class CribMonitor:
             if crib is None:
                 self._reject(step, "ack_unknown_crib", f"{ev.by} via {ev.device}: no crib {ev.crib_id!r}")
                 return
-            targets.extend((crib, alarm) for alarm in crib.alarms.values())
+            targets.extend((crib, alarm) for alarm in crib.open_alarms())
+        elif ev.every:
+            targets.extend(self._alarms_by_id.values())
+            if not targets:
+                self._reject(step, "ack_nothing_open", f"{ev.by} via {ev.device}: no open alarm")
+                return
         else:
             self._reject(step, "bad_ack", f"{ev.by} via {ev.device}: neither alarm_id nor crib given")
             return
@@ -679,10 +757,221 @@ class CribMonitor:
             alarm.acknowledged_by = ev.by
             alarm.acknowledged_device = ev.device
             alarm.acknowledged_at = at
+            alarm.acknowledged_mono = step.now
             step.out.append(self._event(crib, alarm, AlarmEventType.ACKNOWLEDGED, at, by=ev.by, device=ev.device))
             step.dirty[crib.config.id] = crib
+            if alarm is crib.test_alarm:  # a test is done once someone took it
+                self._end_test(crib, step)
         for crib in {id(c): c for c, _ in pending}.values():
             self._clear_fault_if_done(crib, step)
+            self._timers.set(crib.config.id, self._deadline_of(crib))  # the reminder, if the crib stays open
+
+    # ------------------------------------------------------------- reminders, flapping, tests, maintenance
+
+    def _reminder_due(self, crib: _Crib) -> float | None:
+        """When an acknowledged crib_open alarm comes back if the crib is still open."""
+        alarm = crib.alarms.get(AlarmKind.CRIB_OPEN)
+        if alarm is None or alarm.acknowledged_mono is None or alarm.acknowledged_by is None:
+            return None
+        if crib.latch is not LatchState.OPEN or crib.open_since is None:
+            return None
+        # From the acknowledgement, or from the latch's last opening (a flapping crib acknowledged while closed).
+        return max(alarm.acknowledged_mono, crib.open_since) + self._alerting.reminder_after_s
+
+    def _remind(self, crib: _Crib, alarm: _Alarm, step: _Step) -> None:
+        """The crib is still open long after the acknowledgement: the alarm comes back, unacknowledged."""
+        by, device = alarm.acknowledged_by, alarm.acknowledged_device
+        alarm.acknowledged_by = alarm.acknowledged_device = None
+        alarm.acknowledged_at = alarm.acknowledged_mono = None
+        step.dirty[crib.config.id] = crib
+        step.out.append(self._event(crib, alarm, AlarmEventType.REMINDED, self._clock.time(), by=by, device=device))
+
+    def _flapped(self, crib: _Crib, at: float) -> bool:
+        """Count one latch change at ``at``; True while the crib is flapping (it may start now)."""
+        cfg = self._alerting.flapping
+        transitions = crib.transitions
+        transitions.append(at)
+        while transitions and transitions[0] < at - cfg.window_s:
+            transitions.popleft()
+        if not crib.flapping and len(transitions) >= cfg.transitions:
+            crib.flapping = True
+            crib.health.flaps += 1
+            detail = f"crib {crib.config.id!r}: {len(transitions)} latch changes in {cfg.window_s} s"
+            self.stats.ignore("flapping", detail)
+        if len(transitions) > cfg.transitions:  # bounded: the window's start is all flapping needs
+            transitions.popleft()
+        return crib.flapping
+
+    def _end_test(self, crib: _Crib, step: _Step) -> None:
+        alarm = crib.test_alarm
+        if alarm is None:
+            return
+        crib.test_alarm = None
+        self._alarms_by_id.pop(alarm.id, None)
+        step.dirty[crib.config.id] = crib
+        at = self._clock.time()
+        step.out.append(self._event(crib, alarm, AlarmEventType.RESOLVED, at, resolution=Resolution.TEST_ENDED))
+
+    def _crib_of(self, crib_or_sensor: str) -> _Crib | None:
+        return self._cribs.get(crib_or_sensor) or self._by_sensor.get(crib_or_sensor)
+
+    def test_alarm(self, crib_id: str, *, by: str) -> Decision:
+        """A test alarm on one crib (a crib or sensor id): the whole chain runs, marked test everywhere. It ends
+        when acknowledged, or by itself after ``alerting.test_alarm_s``."""
+        step = _Step(now=self._step_time(None))
+        self._fire_due(step)
+        crib = self._crib_of(crib_id)
+        if crib is None:
+            self._command_refused(step, "unknown_crib", f"no crib or sensor {crib_id!r}")
+            return Decision(step.outcome, self._finish(step))
+        if crib.test_alarm is not None:
+            self._command_refused(step, "test_running", f"crib {crib.config.id!r} has a test alarm already")
+            return Decision(step.outcome, self._finish(step))
+        self._alarm_count += 1
+        at = self._clock.time()
+        alarm = _Alarm(
+            id=f"{self.alarm_prefix}-{self._alarm_count}",
+            kind=AlarmKind.CRIB_OPEN,
+            raised_at=at,
+            trigger=None,
+            test=True,
+            raised_mono=step.now,
+        )
+        crib.test_alarm = alarm
+        self._alarms_by_id[alarm.id] = (crib, alarm)
+        step.dirty[crib.config.id] = crib
+        step.out.append(self._event(crib, alarm, AlarmEventType.RAISED, at))
+        step.outcome = Outcome(accepted=True, alarm_ids=(alarm.id,), detail=f"test alarm {alarm.id} by {by}")
+        self._rearm(crib, step, faulted=False)
+        return Decision(step.outcome, self._finish(step))
+
+    def set_maintenance(self, crib_id: str, *, reason: str, until: float, by: str) -> Decision:
+        """Put a crib (a crib or sensor id) in maintenance until ``until`` (wall clock): never open-ended, at most
+        ``alerting.maintenance.max_s``. Its open alarms end (``maintenance``); what still holds, and anything
+        raised until the end, is recorded, not sent. Setting it again moves the end."""
+        step = _Step(now=self._step_time(None))
+        self._fire_due(step)
+        crib = self._crib_of(crib_id)
+        now_wall = self._clock.time()
+        longest = self._alerting.maintenance.max_s
+        if crib is None:
+            self._command_refused(step, "unknown_crib", f"no crib or sensor {crib_id!r}")
+        elif until <= now_wall:
+            self._command_refused(step, "maintenance_past", "the end of a maintenance must be in the future")
+        elif until - now_wall > longest:
+            self._command_refused(
+                step, "maintenance_too_long", f"at most {longest:.0f} s (alerting.maintenance.max_s) from now"
+            )
+        if crib is None or not step.outcome.accepted:
+            return Decision(step.outcome, self._finish(step))
+        starting = crib.maintenance is None
+        since = now_wall if crib.maintenance is None else crib.maintenance.since
+        crib.maintenance = _Maintenance(
+            reason=reason, since=since, until=until, until_mono=step.now + (until - now_wall), by=by
+        )
+        step.dirty[crib.config.id] = crib
+        if starting:
+            for kind in [k for k, a in crib.alarms.items() if k is not AlarmKind.GATEWAY_FAULT and not a.maintenance]:
+                self._resolve(crib, kind, step, Resolution.MAINTENANCE)
+            self._raise_what_holds(crib, step)
+        record = MaintenanceRecord(crib.config.id, reason, since, until, by)
+        self.maintenance_changes.append(MaintenanceChange(crib.config.id, record, by, "started", now_wall))
+        step.outcome = Outcome(accepted=True, detail=f"crib {crib.config.id} in maintenance until {until:.0f}")
+        self._rearm(crib, step, faulted=False)
+        return Decision(step.outcome, self._finish(step))
+
+    def end_maintenance(self, crib_id: str, *, by: str) -> Decision:
+        """End a crib's maintenance now; what still holds (a crib still open) alarms at once, for real."""
+        step = _Step(now=self._step_time(None))
+        self._fire_due(step)
+        crib = self._crib_of(crib_id)
+        if crib is None:
+            self._command_refused(step, "unknown_crib", f"no crib or sensor {crib_id!r}")
+        elif crib.maintenance is None:
+            self._command_refused(step, "not_in_maintenance", f"crib {crib.config.id!r} is not in maintenance")
+        else:
+            self._end_maintenance(crib, step, by=by, why="ended")
+            step.outcome = Outcome(accepted=True, detail=f"crib {crib.config.id} out of maintenance")
+            self._rearm(crib, step, faulted=False)
+        return Decision(step.outcome, self._finish(step))
+
+    def _end_maintenance(self, crib: _Crib, step: _Step, *, by: str, why: str) -> None:
+        crib.maintenance = None
+        step.dirty[crib.config.id] = crib
+        for kind in [k for k, a in crib.alarms.items() if a.maintenance]:
+            self._resolve(crib, kind, step, Resolution.MAINTENANCE_ENDED)
+        self.maintenance_changes.append(MaintenanceChange(crib.config.id, None, by, why, self._clock.time()))
+        self._raise_what_holds(crib, step)
+
+    def _raise_what_holds(self, crib: _Crib, step: _Step) -> None:
+        """Raise at once every alarm whose condition holds now (after a maintenance began or ended): an open crib
+        past its grace, a sensor offline, a low battery. Each is marked maintenance if the crib is in one."""
+        now = step.now
+        opened = crib.open_since
+        if opened is not None and now >= opened + crib.room.grace_s and AlarmKind.CRIB_OPEN not in crib.alarms:
+            self._raise(crib, AlarmKind.CRIB_OPEN, crib.open_trigger, step)
+        if crib.wired:
+            return
+        if crib.health.online is False and AlarmKind.SENSOR_OFFLINE not in crib.alarms:
+            self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
+        battery = crib.health.battery_pct
+        low = battery is not None and battery < self._alarm_cfg.battery_low_pct
+        if low and AlarmKind.BATTERY_LOW not in crib.alarms:
+            self._raise(crib, AlarmKind.BATTERY_LOW, None, step)
+
+    def restore_maintenance(self, records: Iterable[MaintenanceRecord]) -> list[OutboundEvent]:
+        """Take back the maintenance the store keeps (after :meth:`restore`); one already over ends at once."""
+        step = _Step(now=self._step_time(None))
+        now_wall = self._clock.time()
+        for record in records:
+            crib = self._cribs.get(record.crib_id)
+            if crib is None:
+                continue
+            crib.maintenance = _Maintenance(
+                reason=record.reason,
+                since=record.since,
+                until=record.until,
+                until_mono=step.now + (record.until - now_wall),
+                by=record.by,
+            )
+            step.dirty[crib.config.id] = crib
+            self._rearm(crib, step, faulted=False)
+        for crib in self._cribs.values():
+            if crib.maintenance is None and any(a.maintenance for a in crib.alarms.values()):
+                # Recorded in a maintenance the store no longer holds (it ended as the gateway stopped): what
+                # still holds alarms now, for real; a recorded-only alarm never outlives its maintenance.
+                for kind in [k for k, a in crib.alarms.items() if a.maintenance]:
+                    self._resolve(crib, kind, step, Resolution.MAINTENANCE_ENDED)
+                self._raise_what_holds(crib, step)
+                self._rearm(crib, step, faulted=False)
+        self._fire_due(step)
+        return self._finish(step)
+
+    def take_maintenance_changes(self) -> list[MaintenanceChange]:
+        if not self.maintenance_changes:
+            return []
+        changes, self.maintenance_changes = self.maintenance_changes, []
+        return changes
+
+    def escalate(self, alarm_id: str, level: int) -> list[OutboundEvent]:
+        """The alert policy reached step ``level`` of this alarm's chain: on its record and its crib's state."""
+        found = self._alarms_by_id.get(alarm_id)
+        if found is None:
+            return []
+        crib, alarm = found
+        if level == alarm.escalation_level:
+            return []
+        alarm.escalation_level = level
+        step = _Step(now=self._step_time(None))
+        step.dirty[crib.config.id] = crib
+        return self._finish(step)
+
+    def alarm(self, alarm_id: str) -> AlarmSummary | None:
+        found = self._alarms_by_id.get(alarm_id)
+        return None if found is None else _summary(found[1])
+
+    def _command_refused(self, step: _Step, reason: str, detail: str) -> None:
+        step.outcome = Outcome(accepted=False, reason=reason, detail=detail)
 
     # ----------------------------------------------------------------------------------- helpers
 
@@ -709,6 +998,16 @@ class CribMonitor:
 
     def _deadlines(self, crib: _Crib) -> list[float]:
         due: list[float] = []
+        reminder = self._reminder_due(crib)
+        if reminder is not None:
+            due.append(reminder)
+        if crib.maintenance is not None:
+            due.append(crib.maintenance.until_mono)
+        test = crib.test_alarm
+        if test is not None and test.raised_mono is not None:
+            due.append(test.raised_mono + self._alerting.test_alarm_s)
+        if crib.flapping and crib.transitions:
+            due.append(crib.transitions[-1] + self._alerting.flapping.window_s)
         if crib.pending is not None:
             due.append(crib.pending.since + crib.debounce_s)
         if crib.open_since is not None and AlarmKind.CRIB_OPEN not in crib.alarms:
@@ -730,8 +1029,13 @@ class CribMonitor:
     ) -> None:
         if crib.latch == state:
             return
+        previous = crib.latch
         crib.latch = state
         step.dirty[crib.config.id] = crib
+        if previous is not None and self._flapped(crib, since):
+            alarm = crib.alarms.get(AlarmKind.CRIB_OPEN)
+            if alarm is not None:
+                alarm.flaps += 1
         if state is LatchState.OPEN:
             crib.open_since = since
             crib.latch_opened_at = self._wall(since)
@@ -742,7 +1046,7 @@ class CribMonitor:
             crib.open_since = None
             crib.latch_opened_at = None
             crib.open_trigger = None
-            if AlarmKind.CRIB_OPEN in crib.alarms:
+            if AlarmKind.CRIB_OPEN in crib.alarms and not crib.flapping:
                 self._resolve(crib, AlarmKind.CRIB_OPEN, step, Resolution.LATCH_CLOSED)
 
     def _raise(
@@ -760,6 +1064,8 @@ class CribMonitor:
             raised_at=at,
             trigger=trigger,
             latch_opened_at=crib.latch_opened_at if kind is AlarmKind.CRIB_OPEN else None,
+            raised_mono=step.now,
+            maintenance=crib.maintenance is not None and kind is not AlarmKind.GATEWAY_FAULT,
         )
         crib.alarms[kind] = alarm
         self._alarms_by_id[alarm.id] = (crib, alarm)
@@ -770,7 +1076,10 @@ class CribMonitor:
         alarm = crib.alarms.pop(kind)
         del self._alarms_by_id[alarm.id]
         step.dirty[crib.config.id] = crib
-        step.out.append(self._event(crib, alarm, AlarmEventType.RESOLVED, self._clock.time(), resolution=why))
+        at = self._clock.time()
+        if not alarm.maintenance and at - alarm.raised_at <= self._alerting.flapping.quick_resolve_s:
+            crib.health.quick_resolves += 1
+        step.out.append(self._event(crib, alarm, AlarmEventType.RESOLVED, at, resolution=why))
 
     def _wall(self, monotonic: float) -> float:
         """The wall-clock time of a monotonic instant (for records people read: the store, the board)."""
@@ -828,6 +1137,8 @@ class CribMonitor:
             resolution=resolution,
             test=alarm.test,
             escalation_level=alarm.escalation_level,
+            maintenance=alarm.maintenance,
+            flaps=alarm.flaps,
         )
 
     def _finish(self, step: _Step) -> list[OutboundEvent]:
@@ -852,9 +1163,10 @@ class CribMonitor:
             latch=crib.latch,
             sensor_online=None if crib.wired else crib.health.online,
             battery_pct=crib.health.battery_pct,
-            alarms=tuple(_summary(a) for a in sorted(crib.alarms.values(), key=lambda a: a.raised_at)),
+            alarms=tuple(_summary(a) for a in sorted(crib.open_alarms(), key=lambda a: a.raised_at)),
             at=at,
             latch_opened_at=crib.latch_opened_at,
+            maintenance=_maintenance_view(crib.maintenance),
         )
 
 
@@ -876,7 +1188,13 @@ def _alarm_of(record: OpenAlarmRecord) -> _Alarm:
         acknowledged_at=record.acknowledged_at,
         test=record.test,
         escalation_level=record.escalation_level,
+        maintenance=record.maintenance,
+        flaps=record.flaps,
     )
+
+
+def _maintenance_view(m: _Maintenance | None) -> MaintenanceView | None:
+    return None if m is None else MaintenanceView(reason=m.reason, since=m.since, until=m.until, by=m.by)
 
 
 def _summary(alarm: _Alarm) -> AlarmSummary:
@@ -890,6 +1208,8 @@ def _summary(alarm: _Alarm) -> AlarmSummary:
         latch_opened_at=alarm.latch_opened_at,
         test=alarm.test,
         escalation_level=alarm.escalation_level,
+        maintenance=alarm.maintenance,
+        flaps=alarm.flaps,
     )
 
 

@@ -72,6 +72,9 @@ class AlarmEventType(enum.StrEnum):
     RAISED = "raised"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+    REMINDED = "reminded"
+    """Acknowledged, but the crib is still open ``alerting.reminder_after_s`` later: the alarm is back, not
+    acknowledged any more (a reminder, then escalation again)."""
 
 
 class Resolution(enum.StrEnum):
@@ -90,5 +93,11 @@ class Resolution(enum.StrEnum):
     SUPERSEDED = "superseded"
     """The store held a second open alarm of the same kind for one crib (never expected): the acknowledged one (else
     the older) stays."""
+    MAINTENANCE = "maintenance"
+    """The crib (or its sensor) was taken into maintenance: its open alarms end; what still holds is recorded only."""
+    MAINTENANCE_ENDED = "maintenance_ended"
+    """An alarm recorded during maintenance ends with it (what still holds is raised again, for real, at once)."""
+    TEST_ENDED = "test_ended"
+    """A test alarm ends when it is acknowledged, or by itself after ``alerting.test_alarm_s``."""
     CRIB_REMOVED = "crib_removed"
     """The crib (or its room) is no longer in the site file: found at a restart, ended on record."""

@@ -60,6 +60,8 @@ from gateway.protocol import (
     parse_sim_pin,
 )
 from gateway.protocol.codec import Outgoing, decode_inbound, decode_sensor, screen_inbound, screen_payload
+from gateway.protocol.commands import COMMAND_REASON, CommandPayload, parse_command
+from gateway.protocol.topics import COMMAND
 
 if TYPE_CHECKING:
     from paho.mqtt.client import MQTTMessageInfo
@@ -122,8 +124,12 @@ class MqttLink:
         on_delivered: Callable[[str], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         on_sim_pin: Callable[[SimPinCommand], object] | None = None,
+        on_command: Callable[[str, CommandPayload], object] | None = None,
     ) -> None:
         self._topics = topics
+        self._on_command = on_command
+        """Where a technician's commands go (``<prefix>/cmd/<device>``; None: counted and dropped)."""
+        self._command_head = f"{topics.prefix}/cmd/"
         self._on_sim_pin = on_sim_pin
         """Simulation mode: where a test bench's pin commands go (None: they are counted and dropped)."""
         self._sim_head = f"{topics.prefix}/sim/pin/"
@@ -248,7 +254,23 @@ class MqttLink:
         if topic.startswith(self._sim_head):
             self._take_sim_pin(topic, message)
             return
+        if topic.startswith(self._command_head):
+            self._take_command(topic, message)
+            return
         self._take(topic, message)
+
+    def _take_command(self, topic: str, message: aiomqtt.Message) -> None:
+        """A technician's command (test alarm, maintenance): parsed once here, to ``on_command``."""
+        payload = message.payload
+        if self._on_command is None or not isinstance(payload, bytes):
+            self._stats.reject(COMMAND_REASON, f"{topic}: no command taken here")
+            return
+        try:
+            device, command = parse_command(self._topics, topic, payload, retained=message.retain)
+        except ProtocolError as exc:
+            self._stats.reject(exc.reason, exc.detail)
+            return
+        self._on_command(device, command)
 
     def _take_sim_pin(self, topic: str, message: aiomqtt.Message) -> None:
         """A test bench's pin command: to ``on_sim_pin`` in simulation mode, else only counted."""
@@ -497,9 +519,10 @@ class MqttLink:
         # Each device acknowledges on ack/<device> (its own account); the shared ack topic of earlier versions is
         # dropped from the persistent session, so no device can claim another's id there any more.
         await client.unsubscribe(self._topics.legacy_ack)
-        await client.subscribe(
-            [(self._topics.ack_filter, int(ACK.qos)), (self._topics.sensor_filter, int(TELEMETRY.qos))]
-        )
+        filters = [(self._topics.ack_filter, int(ACK.qos)), (self._topics.sensor_filter, int(TELEMETRY.qos))]
+        if self._on_command is not None:  # in the same SUBSCRIBE: no extra round trip before the link is up
+            filters.append((self._topics.command_filter, int(COMMAND.qos)))
+        await client.subscribe(filters)
         if self._on_sim_pin is not None:
             await client.subscribe(self._topics.sim_pin_filter, qos=int(SIM_PIN.qos))
         else:  # a filter left in the persistent session by a simulation run: no network message moves a pin here

@@ -34,6 +34,7 @@ from gateway.protocol import (
     CribAlarmSummary,
     CribStatePayload,
     LatchPayload,
+    MaintenancePayload,
     ProtocolError,
     SensorChannel,
     TelemetryPayload,
@@ -230,6 +231,8 @@ def alarm_event_payload(ev: AlarmEvent) -> AlarmEventPayload:
         resolution=ev.resolution,
         test=ev.test,
         escalation_level=ev.escalation_level,
+        maintenance=ev.maintenance,
+        flaps=ev.flaps,
     )
 
 
@@ -257,10 +260,17 @@ def crib_state_payload(st: CribState, gw_run: int) -> CribStatePayload:
                 latch_opened_at=a.latch_opened_at,
                 test=a.test,
                 escalation_level=a.escalation_level,
+                maintenance=a.maintenance,
+                flaps=a.flaps,
             )
             for a in st.alarms
         ),
         latch_opened_at=st.latch_opened_at,
+        maintenance=None
+        if st.maintenance is None
+        else MaintenancePayload(
+            reason=st.maintenance.reason, since=st.maintenance.since, until=st.maintenance.until, by=st.maintenance.by
+        ),
         ts=st.at,
     )
 

@@ -170,6 +170,8 @@ class AlarmEventPayload(_Payload):
     resolution: Resolution | None = Field(default=None, description="resolved: why the alarm ended.")
     test: bool = Field(default=False, description="A test alarm: on record, shown as a test.")
     escalation_level: int = Field(default=0, ge=0, description="How far escalation has gone (0: not escalated).")
+    maintenance: bool = Field(default=False, description="Raised in maintenance: recorded, never sent to staff.")
+    flaps: int = Field(default=0, ge=0, description="Latch changes folded into this alarm while the crib flapped.")
 
 
 class CribAlarmSummary(_Part):
@@ -183,6 +185,17 @@ class CribAlarmSummary(_Part):
     latch_opened_at: float | None = None
     test: bool = False
     escalation_level: int = Field(default=0, ge=0)
+    maintenance: bool = False
+    flaps: int = Field(default=0, ge=0)
+
+
+class MaintenancePayload(_Part):
+    """A crib in maintenance: its alarms are recorded, not sent, until ``until``."""
+
+    reason: str
+    since: float
+    until: float
+    by: str
 
 
 class CribStatePayload(_Payload):
@@ -200,6 +213,7 @@ class CribStatePayload(_Payload):
     battery_pct: int | None = None
     alarms: tuple[CribAlarmSummary, ...] = ()
     latch_opened_at: float | None = Field(default=None, description="While the latch is open: since when, Unix s.")
+    maintenance: MaintenancePayload | None = Field(default=None, description="While the crib is in maintenance.")
     ts: float
 
 
@@ -264,6 +278,50 @@ class ChannelHealthPayload(_Part):
     dropped: int = Field(default=0, ge=0, description="Deliveries dropped: the queue was full, or at shutdown.")
     consecutive_failures: int = Field(ge=0, description="Attempts failed in a row since the last success.")
     last_error: str | None = Field(default=None, description="The last failure, as the channel said it.")
+CommandName = Literal["test_alarm", "maintenance_on", "maintenance_off"]
+
+
+class CommandPayload(_Payload):
+    """``<prefix>/cmd/<device>``: one command of a technician's tool."""
+
+    command: CommandName
+    crib: Identifier = Field(description="A crib id, or the id of its sensor.")
+    by: Identifier = Field(description="The technician's account (a staff id, never a name).")
+    reason: str | None = Field(default=None, min_length=1, max_length=200, description="maintenance_on: why.")
+    until: float | None = Field(default=None, gt=0, description="maintenance_on: when it ends, Unix seconds.")
+    request: str | None = Field(default=None, max_length=64, description="Echoed in the answer.")
+    ts: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _maintenance_needs_reason_and_end(self) -> Self:
+        if self.command == "maintenance_on" and (self.reason is None or self.until is None):
+            raise ValueError("maintenance_on needs a reason and an end (until): never open-ended")
+        return self
+
+
+CommandResult = Literal[
+    "accepted",
+    "unknown_crib",
+    "maintenance_past",
+    "maintenance_too_long",
+    "not_in_maintenance",
+    "test_running",
+    "invalid",
+    "fault",
+]
+
+
+class CommandAnswerPayload(_Payload):
+    """``<prefix>/cmd/<device>/answer``: what the gateway made of one command."""
+
+    result: CommandResult
+    command: str
+    crib: str
+    detail: str | None = None
+    alarm_ids: tuple[str, ...] = Field(default=(), description="test_alarm: the test alarm raised.")
+    request: str | None = None
+    gw_run: int
+    ts: float
 
 
 class StoreHealthPayload(_Part):
@@ -327,6 +385,13 @@ class GatewayStatsPayload(_Payload):
     channels: dict[str, ChannelHealthPayload] = Field(
         default_factory=dict, description="The alert channels of notices (docs/channels.md), by name."
     )
+    nuisance: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Per sensor with any: flaps, offline_periods, quick_resolves (alarms ended within seconds).",
+    )
+    notices: dict[str, int] = Field(
+        default_factory=dict, description="Notices of the alert policy sent, by kind (and skipped, by why)."
+    )
 
 
 AnyPayload = (
@@ -340,6 +405,8 @@ AnyPayload = (
     | GatewayAvailabilityPayload
     | GatewayStatsPayload
     | NotifyPayload
+    | CommandPayload
+    | CommandAnswerPayload
 )
 
 SENSOR_PAYLOADS: dict[SensorChannel, type[_SensorPayload] | type[AvailabilityPayload]] = {

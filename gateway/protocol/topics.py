@@ -13,6 +13,8 @@ Topic scheme (``<base>`` defaults to ``cribwatch``)::
     <base>/<site>/ack/answer/<device>           gateway -> staff    QoS 1, not retained
     <base>/<site>/notify/<device>               gateway -> staff    QoS 1, not retained (alert channel "mqtt")
     <base>/<site>/sim/pin/<pin>                 techs -> gateway    QoS 1, not retained (simulation mode only)
+    <base>/<site>/cmd/<device>                  techs -> gateway    QoS 1, not retained (test alarm, maintenance)
+    <base>/<site>/cmd/<device>/answer           gateway -> techs    QoS 1, not retained
 
 The last one exists only on a test bench: a gateway started with ``--simulate-pins`` (allowed in demo mode alone)
 takes ``high``/``low`` for a wired crib's mock GPIO pin there (:mod:`gateway.protocol.simpins`); any other gateway
@@ -62,6 +64,9 @@ NOTIFY = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
 not retained (a retained notice would alarm a device again on every reconnect)."""
 ACK_ANSWER = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
 """The gateway's answer to one ack, for the device that sent it: must arrive, means nothing later (not retained)."""
+COMMAND = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
+"""A technician's command (test alarm, maintenance): must arrive; never retained (a replay would run it again:
+the gateway rejects a retained one). Its answer the same."""
 SIM_PIN = TopicSpec(Qos.AT_LEAST_ONCE, retain=False)
 """A test bench's command for a wired crib's mock pin (simulation mode only): must arrive; never retained, so no
 pin moves again when the gateway reconnects (the gateway rejects a retained one)."""
@@ -161,6 +166,18 @@ class Topics:
     @property
     def ack_answer_filter(self) -> str:
         return f"{self.prefix}/ack/answer/+"
+
+    def command(self, device: str) -> str:
+        """Where a technician's tool sends commands to the gateway (test alarm, maintenance)."""
+        return f"{self.prefix}/cmd/{device}"
+
+    @property
+    def command_filter(self) -> str:
+        return f"{self.prefix}/cmd/+"
+
+    def command_answer(self, device: str) -> str:
+        """Where the gateway answers the commands of one device."""
+        return f"{self.prefix}/cmd/{device}/answer"
 
     def sim_pin(self, pin: int | str) -> str:
         """Where a test bench drives a wired crib's mock GPIO pin (simulation mode only)."""

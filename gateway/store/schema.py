@@ -142,11 +142,24 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_alarm ON deliveries (alarm_id, at);
 CREATE INDEX deliveries_at ON deliveries (at);
+
+ALTER TABLE incidents ADD COLUMN maintenance INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE incidents ADD COLUMN flaps INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE maintenance (
+    crib_id TEXT PRIMARY KEY,
+    reason  TEXT NOT NULL,
+    since   REAL NOT NULL,
+    until   REAL NOT NULL,
+    "by"    TEXT NOT NULL
+);
 """
 """Version 2: the InfluxDB outbox (gateway/influx, docs/influx-schema.md): points in line protocol, oldest first
 (AUTOINCREMENT: ids never come back, so a target's position stays meaningful when the table empties), and each
-target's position (the last id its server confirmed); a row goes once every configured target has passed it. And
-``deliveries``: one row per attempt of an alert channel to deliver a notice (docs/channels.md)."""
+target's position (the last id its server confirmed); a row goes once every configured target has passed it.
+``deliveries``: one row per attempt of an alert channel to deliver a notice (docs/channels.md). The alert policy
+(docs/alerting.md): alarms raised in maintenance are marked, a flapping crib's alarm keeps its count, and the cribs
+in maintenance survive a restart (each step of an alarm's chain is a ``notice`` row of the timeline)."""
 
 Migration = str | Callable[[sqlite3.Connection], None]
 

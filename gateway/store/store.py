@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.events import AlarmEvent, CribRecord, CribState, OpenAlarmRecord, Trigger
+from gateway.domain.events import AlarmEvent, CribRecord, CribState, MaintenanceRecord, OpenAlarmRecord, Trigger
 from gateway.domain.vocab import AlarmEventType, AlarmKind, LatchState
 from gateway.store.schema import SCHEMA_VERSION, StoreError, check_version, migrate, user_version
 
@@ -63,6 +63,8 @@ class Incident:
     resolution: str | None
     test: bool
     escalation_level: int
+    maintenance: bool = False
+    flaps: int = 0
 
     @property
     def response_s(self) -> float | None:
@@ -108,7 +110,8 @@ class SensorEventRow:
 
 _INCIDENT_COLUMNS = (
     "alarm_id, run, kind, priority, site_id, room_id, crib_id, room_label, crib_label, raised_at, latch_opened_at, "
-    "acknowledged_at, acknowledged_by, acknowledged_device, resolved_at, resolution, test, escalation_level"
+    "acknowledged_at, acknowledged_by, acknowledged_device, resolved_at, resolution, test, escalation_level, "
+    "maintenance, flaps"
 )
 
 
@@ -271,7 +274,7 @@ class Store:
         rows = self._conn.execute(
             "SELECT alarm_id, run, crib_id, kind, raised_at, trigger_sensor, trigger_boot, trigger_seq, "
             "latch_opened_at, acknowledged_by, acknowledged_device, acknowledged_at, test, escalation_level, "
-            "room_id, room_label, crib_label "
+            "room_id, room_label, crib_label, maintenance, flaps "
             "FROM incidents WHERE resolved_at IS NULL ORDER BY raised_at, alarm_id"
         ).fetchall()
         return [
@@ -291,6 +294,8 @@ class Store:
                 room_id=r[14],
                 room_label=r[15],
                 crib_label=r[16],
+                maintenance=bool(r[17]),
+                flaps=r[18],
             )
             for r in rows
         ]
@@ -365,15 +370,21 @@ class Store:
         )
         self._conn.execute(
             "UPDATE incidents SET latch_opened_at = COALESCE(latch_opened_at, ?), test = ?, "
-            "escalation_level = MAX(escalation_level, ?) WHERE alarm_id = ?",
-            (ev.latch_opened_at, int(ev.test), ev.escalation_level, ev.alarm_id),
+            "escalation_level = MAX(escalation_level, ?), maintenance = ?, flaps = MAX(flaps, ?) WHERE alarm_id = ?",
+            (ev.latch_opened_at, int(ev.test), ev.escalation_level, int(ev.maintenance), ev.flaps, ev.alarm_id),
         )
+        if ev.type is AlarmEventType.REMINDED:  # back, not acknowledged any more (the timeline keeps the ack)
+            self._conn.execute(
+                "UPDATE incidents SET acknowledged_at = NULL, acknowledged_by = NULL, acknowledged_device = NULL "
+                "WHERE alarm_id = ?",
+                (ev.alarm_id,),
+            )
         ack_at, ack_by, ack_device = ev.acknowledged_at, ev.acknowledged_by, None
         if ev.type is AlarmEventType.ACKNOWLEDGED:
             ack_at = ev.at if ack_at is None else ack_at
             ack_by = ev.by if ack_by is None else ack_by
             ack_device = ev.device
-        if ack_at is not None:
+        if ack_at is not None and ev.type is not AlarmEventType.REMINDED:
             self._conn.execute(
                 "UPDATE incidents SET acknowledged_at = ?, acknowledged_by = ?, acknowledged_device = ? "
                 "WHERE alarm_id = ? AND acknowledged_at IS NULL",
@@ -391,9 +402,51 @@ class Store:
             detail["resolution"] = str(ev.resolution)
         if ev.escalation_level:
             detail["escalation_level"] = ev.escalation_level
+        if ev.maintenance:
+            detail["maintenance"] = True
+        if ev.flaps:
+            detail["flaps"] = ev.flaps
+        if ev.test:
+            detail["test"] = True
         self._timeline(
             ev.alarm_id, ev.run, ev.seq, ev.at, str(ev.type), by=ev.by, device=ev.device, detail=detail or None
         )
+
+    def record_step(  # noqa: PLR0917 - one timeline row's fields
+        self, alarm_id: str, run: int, n: int, at: float, step: int, detail: dict[str, Any]
+    ) -> None:
+        """One step of an alarm's chain of notices (the alert policy's), on its timeline as a ``notice`` row;
+        the incident's ``escalation_level`` is the furthest step reached."""
+        self._timeline(alarm_id, run, n, at, "notice", by=None, device=None, detail=detail)
+        self._conn.execute(
+            "UPDATE incidents SET escalation_level = MAX(escalation_level, ?) WHERE alarm_id = ?", (step, alarm_id)
+        )
+
+    def notices_sent(self) -> dict[str, int]:
+        """How many notices each open alarm's chain has sent so far (its ``notice`` timeline rows), so a restarted
+        chain numbers its notices on from there."""
+        rows = self._conn.execute(
+            "SELECT t.alarm_id, COUNT(*) FROM timeline t JOIN incidents i ON i.alarm_id = t.alarm_id "
+            "WHERE t.type = 'notice' AND i.resolved_at IS NULL GROUP BY t.alarm_id"
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def set_maintenance(self, record: MaintenanceRecord) -> None:
+        self._conn.execute(
+            'INSERT INTO maintenance (crib_id, reason, since, until, "by") VALUES (?, ?, ?, ?, ?) '
+            "ON CONFLICT (crib_id) DO UPDATE SET reason = excluded.reason, since = excluded.since, "
+            'until = excluded.until, "by" = excluded."by"',
+            (record.crib_id, record.reason, record.since, record.until, record.by),
+        )
+
+    def end_maintenance(self, crib_id: str) -> None:
+        self._conn.execute("DELETE FROM maintenance WHERE crib_id = ?", (crib_id,))
+
+    def maintenance_records(self) -> list[MaintenanceRecord]:
+        rows = self._conn.execute(
+            'SELECT crib_id, reason, since, until, "by" FROM maintenance ORDER BY crib_id'
+        ).fetchall()
+        return [MaintenanceRecord(*r) for r in rows]
 
     def _timeline(
         self,
@@ -649,6 +702,8 @@ class Store:
                 resolution=r[15],
                 test=bool(r[16]),
                 escalation_level=r[17],
+                maintenance=bool(r[18]),
+                flaps=r[19],
             )
             for r in self._conn.execute(sql, args).fetchall()
         ]

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.domain.events import AlarmEvent, CribState
+from gateway.domain.events import AlarmEvent, CribState, MaintenanceRecord
 from gateway.store.store import DeliveryRow, Store
 
 log = logging.getLogger("cribwatch.store")
@@ -271,6 +271,18 @@ class StoreWriter:
     def delivery(self, row: DeliveryRow) -> None:
         """An alert channel's attempt (from any thread: the channels' own). Dropped like audit rows when far behind."""
         self._put("delivery", (row,))
+
+    def record_step(  # noqa: PLR0917 - one timeline row's fields
+        self, alarm_id: str, run: int, n: int, at: float, step: int, detail: dict[str, Any]
+    ) -> None:
+        """A step of an alarm's chain of notices, on its timeline (kept like an alarm event)."""
+        self._put("step", (alarm_id, run, n, at, step, detail))
+
+    def set_maintenance(self, record: MaintenanceRecord) -> None:
+        self._put("maintenance_on", (record,))
+
+    def end_maintenance(self, crib_id: str) -> None:
+        self._put("maintenance_off", (crib_id,))
 
     def claim_run(self, run: int, at: float) -> None:
         """Count a run started while the store would not take :meth:`Store.begin_run` (see :meth:`Store.claim_run`)."""
@@ -577,6 +589,12 @@ class StoreWriter:
                 store.record_delivery(*args)
             case "claim_run":
                 store.claim_run(*args)
+            case "step":
+                store.record_step(*args)
+            case "maintenance_on":
+                store.set_maintenance(*args)
+            case "maintenance_off":
+                store.end_maintenance(*args)
             case "prune":
                 return sum(store.prune(*args).values())
             case _:
