@@ -13,6 +13,7 @@ from gpiozero.pins.mock import MockFactory
 from alerts.channels.buzzer import BuzzerChannel
 from alerts.channels.log import LogChannel
 from alerts.channels.mqtt import MqttChannel
+from alerts.channels.router import ChannelRouter
 from devtools.brokers import BrokerEndpoint
 from gateway.domain.events import LatchReading, OutboundEvent
 from gateway.domain.vocab import LatchState, Source
@@ -47,7 +48,7 @@ async def test_an_alarm_is_on_the_socket_and_the_buzzer_before_the_record_and_th
         assert dispatcher is not None
         assert gw.buzzer is not None
         kinds = [type(channel) for channel in dispatcher.channels]
-        assert kinds[:4] == [MqttChannel, BuzzerChannel, StoreRecorder, LogChannel]
+        assert kinds == [MqttChannel, BuzzerChannel, StoreRecorder, ChannelRouter, LogChannel]
 
         def state() -> tuple[bool, bool]:
             client = link._client  # noqa: SLF001
@@ -63,7 +64,13 @@ async def test_an_alarm_is_on_the_socket_and_the_buzzer_before_the_record_and_th
         assert [note[:2] for note in notes] == [("MqttChannel", "AlarmEvent"), ("BuzzerChannel", "AlarmEvent")]
         await asyncio.sleep(0.05)  # ... the rest comes a moment later, in order
         alarm_notes = [note for note in notes if note[1] == "AlarmEvent"]
-        assert [note[0] for note in alarm_notes[:4]] == ["MqttChannel", "BuzzerChannel", "StoreRecorder", "LogChannel"]
+        assert [note[0] for note in alarm_notes[:5]] == [
+            "MqttChannel",
+            "BuzzerChannel",
+            "StoreRecorder",
+            "ChannelRouter",
+            "LogChannel",
+        ]
         mqtt_note, buzzer_note = alarm_notes[0], alarm_notes[1]
         assert mqtt_note[2]  # when the MQTT channel returned, the alarm's PUBLISH had left paho for the socket
         assert buzzer_note[3]  # when the buzzer channel returned, it sounded
