@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import threading
 import time
 import typing
@@ -29,7 +30,7 @@ from gateway.domain.vocab import AlarmEventType, AlarmKind, Priority
 from gateway.protocol import NotifyPayload, decode
 from gateway.protocol.payloads import NoticeKindName
 from gateway.settings import ConfigError, settings_from_mapping
-from gateway.store import DeliveryRow, Store, StoreWriter
+from gateway.store import DeliveryRow, Store, StoreWriter, schema
 from tests.channel_helpers import WAIT_S, HttpEndpoint
 from tests.helpers import site_mapping
 
@@ -487,21 +488,16 @@ def row(at: float, alarm_id: str = "7-1", result: str = "delivered") -> Delivery
     )
 
 
-V1_TABLES = {"meta", "incidents", "timeline", "cribs", "outbox", "audit", "sensor_events", "sqlite_sequence"}
-
-
 def test_a_store_of_schema_version_1_gains_the_deliveries_table_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "site.sqlite3"
-    store = Store.open(path, site_id=SITE)
-    with store.transaction():
-        store.audit(1000.0, "staff-1", "test", "poke")
-    conn = store.connection
-    # As a file written by a gateway of schema version 1: without any table version 2 brought.
-    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-        if table not in V1_TABLES:
-            conn.execute(f"DROP TABLE {table}")
-    conn.execute("PRAGMA user_version = 1")
-    store.close()
+    # A file written by a gateway of schema version 1 (the first schema alone, as that gateway made it).
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executescript(schema.V1)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('site_id', ?)", (SITE,))
+        conn.execute("INSERT INTO audit (at, actor, source, action) VALUES (1000.0, 'staff-1', 'test', 'poke')")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
     store = Store.open(path, site_id=SITE)
     try:
         assert store.schema_version >= 2
