@@ -57,6 +57,13 @@ class Dispatcher:
         self._defer = defer
         self._later: collections.deque[tuple[OutboundEvent, Sequence[EventSink]]] = collections.deque()
         self._flush_asked = False
+        self.on_flushed: Callable[[], None] | None = None
+        """Called after a flush that delivered what waited (the gateway's alert policy: after the record)."""
+
+    @property
+    def waiting(self) -> bool:
+        """Events wait for the channels after the urgent ones."""
+        return bool(self._later)
 
     def dispatch(self, events: Iterable[OutboundEvent], *, only: type | None = None) -> None:
         """Every event to every channel (or only to the channels of type ``only``), in order; an alarm event to the
@@ -86,10 +93,14 @@ class Dispatcher:
     def flush(self) -> None:
         """Deliver what waits, in order."""
         later = self._later
+        if not later:
+            return
         while later:
             event, channels = later.popleft()
             for channel in channels:
                 self._deliver(channel, event)
+        if self.on_flushed is not None:
+            self.on_flushed()
 
     def _flush_when_asked(self) -> None:
         self._flush_asked = False

@@ -182,6 +182,8 @@ class Gateway:
             self.mqtt.offline_buffer.put(Outgoing(row.topic, row.payload, row.qos, row.retain, key=row.key))
         self.resent = len(record.outbox)
         self._refused_recorded: Counter[str] = Counter()
+        self._policy_due: list[OutboundEvent] = []
+        """The core's events that the alert policy has yet to take (after the dispatcher's deferred part)."""
         self._crib_of_sensor = {crib.sensor_key: crib.id for _, crib in settings.cribs()}
         self._room_of_crib = {crib.id: room.id for room, crib in settings.cribs()}
         self.dispatcher: Dispatcher | None = None
@@ -388,15 +390,29 @@ class Gateway:
     def _deliver(self, out: list[OutboundEvent]) -> None:
         if out and self.dispatcher is not None:
             self.dispatcher.dispatch(out)
+            # The alert policy takes the events after every channel has them (the record too, so a step never goes
+            # on the timeline of an incident not yet written): now, or when the dispatcher's deferred part runs.
+            self._policy_due.extend(out)
+            if not self.dispatcher.waiting:
+                self._take_policy()
         if self.core.unpinned_faults != self._unpinned_seen:  # the core failed where no alarm could say so
             self._unpinned_seen = self.core.unpinned_faults
             self._sound_fault()
-        if out and self.dispatcher is not None:  # after the socket and the buzzer: the policy, then its notices
-            try:
-                self._send_steps(self.policy.take(out))
-            except Exception as exc:  # noqa: BLE001 - the alarm is out already; the failure is loud and counted
-                self.stats.internal_error("the alert policy failed on the core's events", exc)
         self._record_maintenance()
+        self._rearm()
+
+    def _take_policy(self) -> None:
+        """The core's events to the alert policy, then its notices (the dispatcher's ``on_flushed``)."""
+        due, self._policy_due = self._policy_due, []
+        if not due:
+            return
+        try:
+            self._send_steps(self.policy.take(due))
+        except Exception as exc:  # noqa: BLE001 - the alarm is out already; the failure is loud and counted
+            self.stats.internal_error("the alert policy failed on the core's events", exc)
+        self._rearm()
+
+    def _rearm(self) -> None:
         due, armed = self._next_deadline(), self._armed_deadline
         if due is not None and (armed is None or due < armed):
             self._timers_changed.set()  # a timer earlier than the one the timer loop sleeps on
@@ -548,11 +564,13 @@ class Gateway:
         channels += [self.channels, LogChannel(), *self._extra_channels]
         # Alarm events go to the socket and the buzzer at once; the rest a moment later (alerts.dispatch).
         loop = asyncio.get_running_loop()
-        return Dispatcher(
+        dispatcher = Dispatcher(
             channels,
             urgent=2 if self.buzzer is not None else 1,
             defer=lambda flush: loop.call_later(DEFER_AFTER_ALARM_S, flush),
         )
+        dispatcher.on_flushed = self._take_policy
+        return dispatcher
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -649,6 +667,8 @@ class Gateway:
                 await asyncio.sleep(FAULT_RETRY_S)  # no busy loop on a failure that repeats
                 continue
             self._deliver(out)
+            if self.dispatcher is not None:
+                self.dispatcher.flush()  # the policy has every event (an ack above all) before its timers fire
             try:
                 self._send_steps(self.policy.advance())
             except Exception as exc:  # noqa: BLE001 - escalation failed: loud, counted, the buzzer sounds

@@ -336,6 +336,7 @@ class Store:
             if self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
+            self._influx_rows = None  # counted again when next asked: the rolled-back puts are not there
             raise
 
     def record_alarm_event(self, ev: AlarmEvent) -> None:
