@@ -137,7 +137,7 @@ class Gateway:
         run, prefix = self._run_id(record)
         self.core = CribMonitor(settings, self.clock, self.stats, run=run, alarm_prefix=prefix)
         self._take_back(record)
-        self.policy = AlertPolicy(settings.alerting, self.clock)
+        self.policy = AlertPolicy(settings.alerting, self.clock, siren=settings.channels.siren.pin is not None)
         self.notice_stats: Counter[str] = Counter()
         """Notices sent by kind, and ``unaddressed`` (nobody to tell), ``failed`` (the sink raised)."""
         self.ack_button: AckButton | None = None

@@ -400,3 +400,12 @@ def test_a_restart_keeps_a_maintenance_and_never_a_recorded_only_alarm_without_o
     assert h2.monitor.crib_state(FAST_WIRELESS).maintenance is not None
     out = h2.advance(61)  # ends on time, after the restart too: the crib still open alarms at once
     assert [e.maintenance for e in alarm_events(out, AlarmEventType.RAISED, AlarmKind.CRIB_OPEN)] == [False]
+
+
+def test_a_site_without_a_siren_channel_gets_the_siren_step_without_a_siren_recipient() -> None:
+    for siren in (True, False):
+        rig = Rig()
+        rig.policy = AlertPolicy(rig.h.settings.alerting, rig.h.clock, siren=siren)
+        rig.take(rig.h.latch(FAST_WIRELESS, OPEN))
+        rig.run(30.1)
+        assert rig.kinds()[1] == ("escalation", 1, ("floor", "siren") if siren else ("floor",))

@@ -64,9 +64,12 @@ class _Chain:
 class AlertPolicy:
     """Every open alarm's chain of notices. Build once per run; feed it the core's events; fire its timers."""
 
-    def __init__(self, config: AlertingConfig, clock: Clock) -> None:
+    def __init__(self, config: AlertingConfig, clock: Clock, *, siren: bool = True) -> None:
+        """``siren``: the site has a siren channel; without one a step's ``siren = true`` adds no recipient (the
+        gateway's own buzzer sounds for every alarm anyway)."""
         self._config = config
         self._clock = clock
+        self._siren = siren
         self._roster = Roster(config)
         self._chains: dict[str, _Chain] = {}
         self._timers: DeadlineHeap[str] = DeadlineHeap()
@@ -204,7 +207,7 @@ class AlertPolicy:
         how = "siren"
         if step.notify:
             recipients, how = self._roster.recipients(step.notify, alarm.room_id, self._clock.time())
-        if step.siren:
+        if step.siren and self._siren:
             recipients.append(SIREN)
         return recipients, how
 
