@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Container
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic_core import SchemaSerializer, core_schema
 
 from gateway.domain.events import (
     AckRequest,
@@ -20,12 +23,13 @@ from gateway.domain.events import (
     Outcome,
     TelemetryReading,
 )
-from gateway.domain.vocab import ID_PATTERN, Source, is_identifier
+from gateway.domain.vocab import ID_PATTERN, Priority, Source, is_identifier
 from gateway.protocol import (
     ACK_ANSWER,
     ALARM_EVENT,
     CRIB_STATE,
     MAX_PAYLOAD_BYTES,
+    SCHEMA_VERSION,
     AckAnswerPayload,
     AckPayload,
     AckResult,
@@ -307,6 +311,116 @@ def ack_answer(topics: Topics, ack: AckRequest, outcome: Outcome, gw_run: int, a
 
 
 def encode_outbound(topics: Topics, ev: OutboundEvent, gw_run: int) -> Outgoing:
+    """An outbound event on the wire, encoded the fast way (see :func:`alarm_event_json`)."""
+    if isinstance(ev, AlarmEvent):
+        return Outgoing(topics.alarm(ev.room_id), alarm_event_json(ev), _ALARM_QOS, ALARM_EVENT.retain)
+    return Outgoing(topics.crib_state(ev.crib_id), crib_state_json(ev, gw_run), _STATE_QOS, CRIB_STATE.retain)
+
+
+def encode_outbound_validated(topics: Topics, ev: OutboundEvent, gw_run: int) -> Outgoing:
+    """The same as :func:`encode_outbound`, through the validated payload models (the reference it must equal)."""
     if isinstance(ev, AlarmEvent):
         return Outgoing.of(topics.alarm(ev.room_id), encode(alarm_event_payload(ev)), ALARM_EVENT)
     return Outgoing.of(topics.crib_state(ev.crib_id), encode(crib_state_payload(ev, gw_run)), CRIB_STATE)
+
+
+# ------------------------------------------------------------------------- the alarm path's fast encoding
+#
+# An alarm event and a crib state are built by the core, whose types already guarantee what the payload models
+# check (no unknown field, the right types, non-negative counters): validating them again cost the alarm 15 to
+# 25 us per event (bench.stages). On the alarm path they are encoded from plain dicts, in the models' field order,
+# ``None`` left out, by pydantic-core's own JSON serializer (the same number and string formatting as
+# ``model_dump_json``; enums given as their values, which that serializer would look up more slowly). The models
+# stay the one definition of the payloads: ``tests/test_fast_encoding.py`` checks, for every event type, alarm
+# kind and optional part, that these bytes equal ``encode(alarm_event_payload(ev))`` and
+# ``encode(crib_state_payload(st))``, and that the dicts have exactly the models' fields.
+
+_JSON = SchemaSerializer(core_schema.any_schema())
+_ALARM_QOS, _STATE_QOS = int(ALARM_EVENT.qos), int(CRIB_STATE.qos)
+_PRIORITY_LABEL = {p: p.label for p in Priority}
+
+
+def alarm_event_fields(ev: AlarmEvent) -> dict[str, Any]:
+    """An alarm event as :class:`AlarmEventPayload`'s fields, in its order, unset ones as ``None``."""
+    trigger = ev.trigger
+    return {
+        "v": SCHEMA_VERSION,
+        "seq": ev.seq,
+        "gw_run": ev.run,
+        "event": ev.type.value,
+        "alarm_id": ev.alarm_id,
+        "kind": ev.kind.value,
+        "priority": _PRIORITY_LABEL[ev.priority],
+        "site": ev.site_id,
+        "room": ev.room_id,
+        "crib": ev.crib_id,
+        "room_label": ev.room_label,
+        "crib_label": ev.crib_label,
+        "ts": ev.at,
+        "raised_at": ev.raised_at,
+        "by": ev.by,
+        "device": ev.device,
+        "trigger": None if trigger is None else {"sensor": trigger.sensor_id, "boot": trigger.boot, "seq": trigger.seq},
+        "latch_opened_at": ev.latch_opened_at,
+        "acknowledged_at": ev.acknowledged_at,
+        "acknowledged_by": ev.acknowledged_by,
+        "resolution": None if ev.resolution is None else ev.resolution.value,
+        "test": ev.test,
+        "escalation_level": ev.escalation_level,
+        "maintenance": ev.maintenance,
+        "flaps": ev.flaps,
+    }
+
+
+def crib_state_fields(st: CribState, gw_run: int) -> dict[str, Any]:
+    """A crib state as :class:`CribStatePayload`'s fields, in its order, unset ones as ``None``."""
+    m = st.maintenance
+    return {
+        "v": SCHEMA_VERSION,
+        "seq": st.seq,
+        "gw_run": gw_run,
+        "site": st.site_id,
+        "room": st.room_id,
+        "crib": st.crib_id,
+        "room_label": st.room_label,
+        "crib_label": st.crib_label,
+        "latch": "unknown" if st.latch is None else st.latch.value,
+        "sensor_online": st.sensor_online,
+        "battery_pct": st.battery_pct,
+        "alarms": [
+            {
+                "alarm_id": a.alarm_id,
+                "kind": a.kind.value,
+                "priority": _PRIORITY_LABEL[a.priority],
+                "state": "raised" if a.acknowledged_by is None else "acknowledged",
+                "raised_at": a.raised_at,
+                "acknowledged_by": a.acknowledged_by,
+                "acknowledged_at": a.acknowledged_at,
+                "latch_opened_at": a.latch_opened_at,
+                "test": a.test,
+                "escalation_level": a.escalation_level,
+                "maintenance": a.maintenance,
+                "flaps": a.flaps,
+            }
+            for a in st.alarms
+        ],
+        "latch_opened_at": st.latch_opened_at,
+        "maintenance": None if m is None else {"reason": m.reason, "since": m.since, "until": m.until, "by": m.by},
+        "ts": st.at,
+    }
+
+
+def _present(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def alarm_event_json(ev: AlarmEvent) -> bytes:
+    """``encode(alarm_event_payload(ev))``, without building and validating the model again."""
+    return _JSON.to_json(_present(alarm_event_fields(ev)))
+
+
+def crib_state_json(st: CribState, gw_run: int) -> bytes:
+    """``encode(crib_state_payload(st, gw_run))``, without building and validating the models again."""
+    fields = _present(crib_state_fields(st, gw_run))
+    fields["alarms"] = [_present(a) for a in fields["alarms"]]
+    return _JSON.to_json(fields)
