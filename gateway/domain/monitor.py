@@ -189,15 +189,14 @@ class _Crib:
     """Monotonic times of the latest latch changes (within the flapping window)."""
     flapping: bool = False
 
+    wired: bool = False
+    """``config.wired``, kept as a plain field (read several times in every step)."""
+
     def open_alarms(self) -> list[_Alarm]:
         alarms = list(self.alarms.values())
         if self.test_alarm is not None:
             alarms.append(self.test_alarm)
         return alarms
-
-    @property
-    def wired(self) -> bool:
-        return self.config.wired
 
 
 class CribMonitor:
@@ -213,6 +212,7 @@ class CribMonitor:
         alarm_prefix: str | None = None,
     ) -> None:
         self._settings = settings
+        self._site_id = settings.site.id
         self._alarm_cfg = settings.alarms
         self._alerting = settings.alerting
         self.maintenance_changes: list[MaintenanceChange] = []
@@ -235,7 +235,9 @@ class CribMonitor:
         self._by_sensor: dict[str, _Crib] = {}
         for room, crib_cfg in settings.cribs():
             debounce_ms = self._alarm_cfg.debounce_gpio_ms if crib_cfg.wired else self._alarm_cfg.debounce_mqtt_ms
-            crib = _Crib(room=room, config=crib_cfg, debounce_s=debounce_ms / 1000.0, silent_since=now)
+            crib = _Crib(
+                room=room, config=crib_cfg, debounce_s=debounce_ms / 1000.0, silent_since=now, wired=crib_cfg.wired
+            )
             self._cribs[crib_cfg.id] = crib
             self._by_sensor[crib_cfg.sensor_key] = crib
         self._alarms_by_id: dict[str, tuple[_Crib, _Alarm]] = {}
@@ -248,7 +250,7 @@ class CribMonitor:
 
     @property
     def site_id(self) -> str:
-        return self._settings.site.id
+        return self._site_id
 
     def crib_states(self) -> list[CribState]:
         """The current state of every crib, each as a new event (to publish again after a reconnect)."""
@@ -1100,7 +1102,8 @@ class CribMonitor:
         device: str | None = None,
         resolution: Resolution | None = None,
     ) -> AlarmEvent:
-        where = _Where(crib.room.id, crib.config.id, crib.room.label, crib.config.label)
+        room, config = crib.room, crib.config
+        where = _Where(room.id, config.id, room.label, config.label)
         return self._alarm_event(where, alarm, type_, at, by=by, device=device, resolution=resolution)
 
     def _alarm_event(
@@ -1120,7 +1123,7 @@ class CribMonitor:
             alarm_id=alarm.id,
             kind=alarm.kind,
             priority=PRIORITY_OF[alarm.kind],
-            site_id=self.site_id,
+            site_id=self._site_id,
             room_id=where.room_id,
             crib_id=where.crib_id,
             room_label=where.room_label,
@@ -1153,9 +1156,13 @@ class CribMonitor:
         return step.out
 
     def _state_of(self, crib: _Crib, at: float, seq: int | None = None) -> CribState:
+        if crib.alarms or crib.test_alarm is not None:
+            alarms = tuple(_summary(a) for a in sorted(crib.open_alarms(), key=_raised_at))
+        else:
+            alarms = ()
         return CribState(
             seq=self._seq if seq is None else seq,
-            site_id=self.site_id,
+            site_id=self._site_id,
             room_id=crib.room.id,
             crib_id=crib.config.id,
             room_label=crib.room.label,
@@ -1163,7 +1170,7 @@ class CribMonitor:
             latch=crib.latch,
             sensor_online=None if crib.wired else crib.health.online,
             battery_pct=crib.health.battery_pct,
-            alarms=tuple(_summary(a) for a in sorted(crib.open_alarms(), key=lambda a: a.raised_at)),
+            alarms=alarms,
             at=at,
             latch_opened_at=crib.latch_opened_at,
             maintenance=_maintenance_view(crib.maintenance),
@@ -1191,6 +1198,10 @@ def _alarm_of(record: OpenAlarmRecord) -> _Alarm:
         maintenance=record.maintenance,
         flaps=record.flaps,
     )
+
+
+def _raised_at(alarm: _Alarm) -> float:
+    return alarm.raised_at
 
 
 def _maintenance_view(m: _Maintenance | None) -> MaintenanceView | None:
