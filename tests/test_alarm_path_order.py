@@ -76,3 +76,34 @@ async def test_an_alarm_is_on_the_socket_and_the_buzzer_before_the_record_and_th
         assert buzzer_note[3]  # when the buzzer channel returned, it sounded
         states = [note[0] for note in notes if note[1] == "CribState"]
         assert states[:2] == ["MqttChannel", "BuzzerChannel"]  # the crib state too, after the alarm, in order
+
+
+async def test_the_alert_policy_takes_the_alarm_after_the_socket_the_buzzer_and_the_record(
+    mqtt_endpoint: BrokerEndpoint,
+) -> None:
+    """The policy's take (its notices, its steps on the incident's timeline) waits like the record: the submit
+    returns with only the socket and the buzzer served, and the policy comes after the deferred channels, so the
+    store holds the alarm before the policy's first step on it (none refused for a missing alarm)."""
+    settings = make_settings(mqtt_endpoint)
+    async with running(settings, MockFactory()) as gw:
+        dispatcher = gw.dispatcher
+        assert dispatcher is not None
+        notes: list[tuple[str, str, bool, bool]] = []
+        dispatcher.channels = [Watched(channel, notes, lambda: (True, True)) for channel in dispatcher.channels]
+        take = gw.policy.take
+
+        def noted_take(events: Any) -> Any:
+            notes.extend(("AlertPolicy", type(ev).__name__, True, True) for ev in events)
+            return take(events)
+
+        gw.policy.take = noted_take  # type: ignore[method-assign]
+        reading = LatchReading("s-1", LatchState.OPEN, boot=1, seq=1, sensor_ts=time.time(), source=Source.MQTT)
+        assert gw.submit(reading).accepted
+        assert [note[0] for note in notes] == ["MqttChannel", "BuzzerChannel"]
+        await asyncio.sleep(0.05)
+        order = [note[0] for note in notes if note[1] == "AlarmEvent"]
+        assert order[:6] == ["MqttChannel", "BuzzerChannel", "StoreRecorder", "ChannelRouter", "LogChannel",
+                             "AlertPolicy"]  # fmt: skip
+        assert await asyncio.to_thread(gw.writer.flush, 5.0)
+        health = gw.writer.health
+        assert (health.pending, health.dropped, health.last_error) == (0, 0, None)
