@@ -17,7 +17,10 @@ the machine; the end-to-end benchmarks show the disturbed figures):
   closing (resolves it).
 * **encode** - ``encode_outbound`` of the alarm event and of the crib state.
 * **publish + write** - paho's ``publish`` (QoS 1) and ``_packet_write`` of the alarm to a socket.
-* **after the alarm** - the log line (a ``StreamHandler`` on ``/dev/null``) and the store writer's queue.
+* **encode** also through the validated payload models (``encode_outbound_validated``), the reference the fast
+  encoding must equal.
+* **after the alarm** - the log line (a ``StreamHandler`` on ``/dev/null``), and the alert policy's ``take`` of each
+  alarm's raise and crib state (the gateway runs it after the socket, the buzzer and the deferred channels).
 
 Then the sums: per heartbeat (read, hand-on, decode, decide) and per alarm (the same for the latch message, then
 encode, publish and write of the alarm; the crib state and log line after it). Timings only: no assertion, no goal.
@@ -40,15 +43,21 @@ import aiomqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alerts.policy import AlertPolicy
 from bench.latency import site_toml
 from bench.sensors import sensor_ids
 from gateway.domain.clock import FakeClock
 from gateway.domain.events import AlarmEvent, CribState, LatchReading, TelemetryReading
 from gateway.domain.monitor import CribMonitor
-from gateway.domain.vocab import LatchState, Source
+from gateway.domain.vocab import AlarmEventType, LatchState, Source
 from gateway.mqtt.connection import BufferedSocket, _Inbox
 from gateway.protocol import LatchPayload, SensorChannel, TelemetryPayload, Topics, encode
 from gateway.protocol.codec import decode_inbound, decode_sensor, encode_outbound, screen_inbound, screen_payload
+
+try:  # the validated encoding, beside the fast one (absent before the fast one came)
+    from gateway.protocol.codec import encode_outbound_validated as validated
+except ImportError:  # pragma: no cover - an older tree run with this bench
+    validated = None  # type: ignore[assignment]
 from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, settings_from_mapping
 
 SITE = "bench"
@@ -276,6 +285,32 @@ def measure(cribs: int, repeat: int) -> dict[str, float]:
 
     out["encode_alarm_us"] = best_us(encoded(alarm), repeat)
     out["encode_crib_state_us"] = best_us(encoded(state), repeat)
+    if validated is not None:  # the reference the fast encoding must equal (tests/test_fast_encoding.py)
+
+        def encoded_validated(event: AlarmEvent | CribState) -> Callable[[], int]:
+            def run() -> int:
+                for _ in range(batch):
+                    validated(topics, event, 1)
+                return batch
+
+            return run
+
+        out["encode_alarm_validated_us"] = best_us(encoded_validated(alarm), repeat)
+        out["encode_crib_state_validated_us"] = best_us(encoded_validated(state), repeat)
+
+    # -- after the alarm: the alert policy's take of the alarm's events (each alarm's raise and its crib state)
+    policy = AlertPolicy(settings.alerting, clock)
+    raised = [(a, s) for a, s in zip(alarms, states, strict=False) if a.type is AlarmEventType.RAISED]
+    chunk = max(1, len(raised) // repeat)
+    chunks = iter([raised[i : i + chunk] for i in range(0, chunk * repeat, chunk)])
+
+    def policy_takes() -> int:
+        part = next(chunks)
+        for pair in part:
+            policy.take(pair)
+        return len(part)
+
+    out["policy_take_us"] = best_us(policy_takes, repeat)
 
     # -- publish + write (paho to a socket pair, QoS 1; the other end drained between runs)
     payload = encode_outbound(topics, alarm, 1).payload
@@ -364,9 +399,15 @@ def table(m: dict[str, float], cribs: int) -> str:
         f"{'decide: CribMonitor.decide (latch: the opening)':58} {m['decide_heartbeat_us']:10.1f} "
         f"{m['decide_latch_open_us']:10.1f}",
         f"{'encode the alarm event':58} {'':>10} {m['encode_alarm_us']:10.1f}",
+        *(
+            [f"{'  (through the validated payload models)':58} {'':>10} {m['encode_alarm_validated_us']:10.1f}"]
+            if "encode_alarm_validated_us" in m
+            else []
+        ),
         f"{'publish + write the alarm (paho, QoS 1)':58} {'':>10} {m['publish_and_write_alarm_us']:10.1f}",
         f"{'TOTAL to the socket':58} {per_heartbeat:10.1f} {before_write:10.1f}",
         f"{'after: crib state encoded and written, log line':58} {'':>10} {after_write:10.1f}",
+        f"{'after: the alert policy takes the alarm and its crib state':58} {'':>10} {m['policy_take_us']:10.1f}",
         f"{'  (decide the closing, which resolves it)':58} {'':>10} {m['decide_latch_close_us']:10.1f}",
     ]
     return "\n".join(rows)
