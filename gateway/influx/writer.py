@@ -57,6 +57,8 @@ class TargetHealth:
     rejected_alarm: int = 0
     """Of ``rejected``, alarm points (alarm steps, deliveries, maintenance): each logged CRITICAL."""
     last_error: str | None = None
+    retry_in_s: float | None = None
+    """After a failure, the wait before the next try (backoff, or the server's Retry-After up to ``retry_max_s``)."""
     last_write_at: float | None = None
     """Wall time of the last confirmed write."""
     position: int = 0
@@ -151,12 +153,16 @@ class InfluxShipper:
             except WriteFailedError as exc:
                 self._failed(str(exc))
                 wait = delay if exc.retry_after_s is None else max(delay, min(exc.retry_after_s, self._retry_max_s))
+                with self._lock:
+                    self._health.retry_in_s = wait
                 self._sleep(wait)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             except Exception as exc:  # noqa: BLE001 - the store or a bug of ours: never end the thread
                 self._close_store()
                 self._failed(f"{type(exc).__name__}: {exc}", ours=True)
+                with self._lock:
+                    self._health.retry_in_s = delay
                 self._sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
@@ -220,6 +226,7 @@ class InfluxShipper:
                 return
             recovered = h.connected is False
             h.connected = True
+            h.retry_in_s = None
             streak, self._streak = self._streak, 0
         if recovered:
             log.info("InfluxDB target %s writes again after %d failures; backfilling", self.name, streak)

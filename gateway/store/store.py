@@ -541,24 +541,44 @@ class Store:
             self._influx_rows = int(self._conn.execute("SELECT COUNT(*) FROM influx_outbox").fetchone()[0])
         return self._influx_rows
 
-    def influx_trim(self, limit: int) -> tuple[int, int]:
-        """Keep the outbox at ``limit`` points: the oldest telemetry goes first; only when alarm points alone are
-        over the limit (a target blocked for long), the oldest alarm points (each is also in the store's own
-        record: alarm events, incident timeline, deliveries, maintenance). Returns ``(telemetry, alarm points)``
-        dropped, also added to the running counts in ``meta`` (:meth:`influx_dropped`). Inside
-        :meth:`transaction`."""
+    def influx_trim(self, limit: int, targets: Sequence[str] = ()) -> tuple[int, int]:
+        """Keep the outbox at ``limit`` points (a target away for long must not hold the others' points):
+
+        1. telemetry a target (of ``targets``) already has: only the slower ones miss it;
+        2. alarm points a target already has;
+        3. the oldest telemetry;
+        4. the oldest alarm points (each is also in the store's own record: alarm events, incident timeline,
+           deliveries, maintenance).
+
+        Oldest first within each. Returns ``(telemetry, alarm points)`` dropped, also added to the running counts in
+        ``meta`` (:meth:`influx_dropped`). Inside :meth:`transaction`."""
+        lead = 0
+        if targets:
+            marks = ",".join("?" * len(targets))
+            found = self._conn.execute(
+                f"SELECT MAX(position) FROM influx_targets WHERE name IN ({marks})",  # noqa: S608 - marks only
+                tuple(targets),
+            ).fetchone()[0]
+            lead = 0 if found is None else int(found)
         dropped = {"influx_dropped": 0, "influx_alarm_dropped": 0}
-        for key, alarm in (("influx_dropped", 0), ("influx_alarm_dropped", 1)):
+        for key, alarm, upto in (
+            ("influx_dropped", 0, lead),
+            ("influx_alarm_dropped", 1, lead),
+            ("influx_dropped", 0, None),
+            ("influx_alarm_dropped", 1, None),
+        ):
             excess = self.influx_rows() - limit
             if excess <= 0:
                 break
+            if upto is not None and upto <= 0:
+                continue
             count = self._conn.execute(
                 "DELETE FROM influx_outbox WHERE id IN "
-                "(SELECT id FROM influx_outbox WHERE alarm = ? ORDER BY id LIMIT ?)",
-                (alarm, excess),
+                "(SELECT id FROM influx_outbox WHERE alarm = ? AND id <= ? ORDER BY id LIMIT ?)",
+                (alarm, upto if upto is not None else 2**62, excess),
             ).rowcount
             if count:
-                dropped[key] = count
+                dropped[key] += count
                 self._influx_rows = self.influx_rows() - count
                 self._conn.execute(
                     "INSERT INTO meta (key, value) VALUES (?, ?) "

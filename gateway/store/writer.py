@@ -561,7 +561,7 @@ class StoreWriter:
                 pruned += self._apply(store, op)
             if points:
                 store.influx_put(points)
-            trimmed = store.influx_trim(self.influx_limit) if store.influx_rows() > self.influx_limit else (0, 0)
+            trimmed = store.influx_trim(self.influx_limit, self.influx_targets) if store.influx_rows() > self.influx_limit else (0, 0)
         if any(trimmed):
             self._trimmed(*trimmed)
         return pruned
