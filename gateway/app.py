@@ -760,7 +760,8 @@ class Gateway:
             "store_size_bytes": None if store is None else store.size_bytes,
             "store_failures": None if store is None else store.failures,
             "influx_waiting": waiting,
-            "influx_dropped": max((t.dropped for t in stats.influx or ()), default=0),
+            "influx_dropped": max((t.dropped for t in stats.influx or ()), default=0),  # store-wide
+            "influx_alarm_dropped": max((t.alarm_dropped for t in stats.influx or ()), default=0),
             "loop_lag_ms": round(self._loop_lag_s * 1000.0, 3),
             "alert_latency_ms": None
             if self._alert_latency_max_s is None
