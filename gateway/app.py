@@ -736,6 +736,7 @@ class Gateway:
                 dropped=dropped,
                 rejected_alarm=h.rejected_alarm,
                 alarm_dropped=alarm_dropped,
+                retry_in_s=h.retry_in_s,
                 last_error=h.last_error,
             )
             for h in self.influx.health()

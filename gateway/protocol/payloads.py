@@ -367,6 +367,9 @@ class InfluxTargetHealthPayload(_Part):
         ge=0,
         description="Store-wide: alarm points dropped when they alone filled the outbox (each logged CRITICAL).",
     )
+    retry_in_s: float | None = Field(
+        default=None, description="After a failure, the wait before the next try (backoff or the server's Retry-After)."
+    )
     last_error: str | None = None
 
 

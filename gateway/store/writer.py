@@ -561,7 +561,11 @@ class StoreWriter:
                 pruned += self._apply(store, op)
             if points:
                 store.influx_put(points)
-            trimmed = store.influx_trim(self.influx_limit, self.influx_targets) if store.influx_rows() > self.influx_limit else (0, 0)
+            trimmed = (
+                store.influx_trim(self.influx_limit, self.influx_targets)
+                if store.influx_rows() > self.influx_limit
+                else (0, 0)
+            )
         if any(trimmed):
             self._trimmed(*trimmed)
         return pruned
@@ -577,8 +581,9 @@ class StoreWriter:
             self._influx_alarm_store_dropped += alarm_points
         if alarm_points:  # every time: an alarm point is never given up silently
             log.critical(
-                "the InfluxDB outbox is full of alarm points (%d): the oldest %d are dropped (%d in all); the store "
-                "keeps the alarms themselves. A target has not taken points for long (gateway stats: influx)",
+                "the InfluxDB outbox is full (%d points): %d ALARM points dropped (%d in all), those a target already "
+                "had first; the store keeps the alarms themselves. A target has not taken points for long (gateway "
+                "stats: influx)",
                 self.influx_limit,
                 alarm_points,
                 self._influx_alarm_store_dropped,
@@ -590,7 +595,7 @@ class StoreWriter:
             self._last_trim_log = now
             log.error(
                 "the InfluxDB outbox is full (%d points): the oldest telemetry is dropped (%d points this time, %d "
-                "in all); alarm points are kept. Is InfluxDB reachable? (gateway stats: influx)",
+                "in all); alarm points only when they alone fill it. Is InfluxDB reachable? (gateway stats: influx)",
                 self.influx_limit,
                 dropped,
                 self._influx_store_dropped + self._influx_memory_dropped,
