@@ -218,12 +218,12 @@ class InfluxShipper:
         self._confirm(self.name, upto, now)
         with self._lock:
             h = self._health
-            h.sent += count
             h.position = upto
-            h.last_write_at = now
             h.waiting = max(0, h.waiting - count)
             if not written:  # a refusal moves the position past the point, but is no confirmed write
                 return
+            h.sent += count
+            h.last_write_at = now
             recovered = h.connected is False
             h.connected = True
             h.retry_in_s = None
@@ -245,7 +245,7 @@ class InfluxShipper:
             self._health.rejected += 1
             self._health.rejected_alarm += int(alarm)
             self._health.last_error = error
-        self._confirmed(row[0], 0, written=False)
+        self._confirmed(row[0], 1, written=False)
 
     def _failed(self, error: str, *, ours: bool = False) -> None:
         with self._lock:
