@@ -571,9 +571,18 @@ class StoreWriter:
         return pruned
 
     def _unwritable(self, point: Any, exc: ValueError) -> None:
-        log.error("store writer: an InfluxDB point cannot be written, dropped: %s (%r)", exc, point)
+        alarm = bool(getattr(point, "alarm", False))
+        log.log(
+            logging.CRITICAL if alarm else logging.ERROR,
+            "store writer: an InfluxDB %spoint cannot be written, dropped: %s (%r)",
+            "ALARM " if alarm else "",
+            exc,
+            point,
+        )
         with self._cond:
             self._health.dropped += 1
+            if alarm:
+                self._influx_alarm_memory_dropped += 1
 
     def _trimmed(self, dropped: int, alarm_points: int = 0) -> None:
         with self._cond:
