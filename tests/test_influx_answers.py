@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devtools.influx import InfluxdServer
-from gateway.influx.client import InfluxClient, V1Client, V2Client, WriteFailedError
+from gateway.influx.client import InfluxClient, V1Client, V2Client, WriteFailedError, names_points
 from tests.test_influx_v1 import Pipeline, database, influxd, raised, reading, v1  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
@@ -271,3 +271,22 @@ def test_the_order_a_backfill_leaves_in(tmp_path: Path, server: Server) -> None:
     assert server.taken == [p.line() for p in points]
     assert failed[1] == failed[0][: len(failed[1])] or failed[1][: len(failed[0])] == failed[0]
     assert server.bodies[2][: len(failed[0])] == failed[0], "the failed batch, before anything newer"
+
+
+@pytest.mark.parametrize(
+    ("answer", "names"),
+    [
+        (b'{"error":"partial write: field type conflict: input field \\"v\\" is type float dropped=1"}', True),
+        (b'{"error":"unable to parse \'sensor seq=\': missing field value"}', True),
+        (b'{"code":"unprocessable entity","message":"failure writing points: points beyond retention policy"}', True),
+        (b'{"code":"invalid","message":"write has been rejected: dropped=2"}', True),
+        (b'{"error":"partial write of line protocol occurred","data":[{"line_number":2}]}', True),
+        (b'{"error":"database not found: \\"cribwatch\\""}', False),
+        (b'{"code":"unauthorized","message":"unauthorized access"}', False),
+        (HTML_400, False),
+        (b"", False),
+        (b'["partial write"]', False),
+    ],
+)
+def test_which_answers_name_points(answer: bytes, names: bool) -> None:
+    assert names_points(answer) is names

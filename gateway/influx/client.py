@@ -39,7 +39,7 @@ HTTP_TOO_LARGE = 413
 HTTP_UNPROCESSABLE = 422
 """InfluxDB 2.x: "some or all of the data rejected" (points beyond the bucket's retention, field type conflicts)."""
 RETRY_AFTER_STATUSES = frozenset({429, 503})
-NAMES_POINTS = ("partial write", "unable to parse", "points beyond retention", "field type conflict")
+NAMES_POINTS = ("partial write", "unable to parse", "points beyond retention", "field type conflict", "dropped=")
 """What InfluxDB 1.x and 2.x say (in ``error`` or ``message`` of their JSON answer) when they refuse points of a
 body for what they are; a 400 or 422 without any of these is not taken as a refusal of points."""
 _HINTS = {
