@@ -316,7 +316,8 @@ class Gateway:
                     notice_id=rec.notice_id,
                     alarm_id=rec.alarm_id,
                     attempts=rec.attempt,
-                    seconds=0.0 if rec.latency_ms is None else rec.latency_ms / 1000.0,
+                    seconds=_delivery_seconds(rec),
+                    room=rec.room,
                     error=rec.error,
                 ),
             )
@@ -450,7 +451,7 @@ class Gateway:
             self.writer.record_step(notice.alarm.alarm_id, self.core.gw_run, number, notice.at, notice.step, detail)
             if notice.kind is not NoticeKind.RESOLVED and self.dispatcher is not None:
                 self.dispatcher.dispatch(self.core.escalate(notice.alarm.alarm_id, notice.step))
-                if self.influx is not None and notice.kind is not NoticeKind.ALARM:  # the raised point has step 0
+                if self.influx is not None and notice.kind in _CHAIN_POINTS:  # raised, reminded: the core's points
                     self._escalation_point(notice)
 
     def _record_maintenance(self) -> None:
@@ -466,12 +467,12 @@ class Gateway:
                 self.writer.audit(change.at, "gateway", "gateway", "maintenance_off", detail)
 
     def _escalation_point(self, notice: Notice) -> None:
-        """An escalation, repeat or reminder as an InfluxDB point (a failure is logged and counted: influx)."""
+        """An escalation or a repeat of the chain as an InfluxDB point (a failure is logged and counted: influx)."""
         if self.influx is None or self.dispatcher is None:
             return
-        feed, reminder = self.influx.feed, notice.kind is NoticeKind.REMINDER
+        feed, repeat = self.influx.feed, notice.kind is NoticeKind.REPEAT
         self.dispatcher.call(
-            feed, "escalated", lambda: feed.escalated(notice.alarm, level=notice.step, at=notice.at, reminder=reminder)
+            feed, "escalated", lambda: feed.escalated(notice.alarm, level=notice.step, at=notice.at, repeat=repeat)
         )
 
     def _maintenance_point(self, change: MaintenanceChange) -> None:
@@ -701,7 +702,7 @@ class Gateway:
             resynced=dict(self.stats.resynced),
             internal_errors=self.stats.internal_errors,
             store=store,
-            influx=self._influx_health(health.influx_dropped),
+            influx=self._influx_health(health.influx_dropped, health.influx_alarm_dropped),
             channels={
                 name: ChannelHealthPayload(
                     state="failing" if ch.state == "failing" else "ok",
@@ -719,7 +720,7 @@ class Gateway:
             notices={**self.notice_stats, **{f"skipped_{k}": v for k, v in self.policy.skipped.items()}},
         )
 
-    def _influx_health(self, dropped: int) -> tuple[InfluxTargetHealthPayload, ...] | None:
+    def _influx_health(self, dropped: int, alarm_dropped: int = 0) -> tuple[InfluxTargetHealthPayload, ...] | None:
         if self.influx is None:
             return None
         now = self.clock.time()
@@ -733,6 +734,9 @@ class Gateway:
                 failures=h.failures,
                 rejected=h.rejected,
                 dropped=dropped,
+                rejected_alarm=h.rejected_alarm,
+                alarm_dropped=alarm_dropped,
+                retry_in_s=h.retry_in_s,
                 last_error=h.last_error,
             )
             for h in self.influx.health()
@@ -757,7 +761,8 @@ class Gateway:
             "store_size_bytes": None if store is None else store.size_bytes,
             "store_failures": None if store is None else store.failures,
             "influx_waiting": waiting,
-            "influx_dropped": max((t.dropped for t in stats.influx or ()), default=0),
+            "influx_dropped": max((t.dropped for t in stats.influx or ()), default=0),  # store-wide
+            "influx_alarm_dropped": max((t.alarm_dropped for t in stats.influx or ()), default=0),
             "loop_lag_ms": round(self._loop_lag_s * 1000.0, 3),
             "alert_latency_ms": None
             if self._alert_latency_max_s is None
@@ -768,6 +773,7 @@ class Gateway:
             feed = self.influx.feed
             health = (stats.ts, fields, stats.rejected, stats.ignored, stats.refused, stats.resynced)
             self.dispatcher.call(feed, "health", lambda: feed.health(*health))
+            self.dispatcher.call(feed, "nuisance", lambda: feed.nuisance(stats.ts, stats.nuisance))
 
     def _nuisance(self) -> dict[str, dict[str, int]]:
         """Per sensor with any: flaps, offline periods and alarms resolved within seconds (for technicians)."""
@@ -810,3 +816,15 @@ class Gateway:
         while True:
             self.writer.prune(self.clock.time(), keep_s)
             await asyncio.sleep(PRUNE_INTERVAL_S)
+
+
+_CHAIN_POINTS = frozenset({NoticeKind.ESCALATION, NoticeKind.REPEAT})
+"""The notices written as InfluxDB ``alarm`` points by the gateway (``escalated``, ``repeated``): the first notice
+(``raised``) and a reminder (``reminded``) are the core's own alarm events, written once by the feed."""
+
+
+def _delivery_seconds(rec: DeliveryRecord) -> float:
+    """From the notice to this attempt's outcome; the attempt's own duration when the record has no notice time."""
+    if rec.notice_at is not None:
+        return max(0.0, rec.at - rec.notice_at)
+    return 0.0 if rec.latency_ms is None else rec.latency_ms / 1000.0

@@ -115,7 +115,8 @@ class Record:
     def __call__(self, rec: DeliveryRecord) -> None:
         with self._lock:
             self.taken.append(rec)
-        self.writer.delivery(DeliveryRow(**dataclasses.asdict(rec)))
+        columns = {f.name for f in dataclasses.fields(DeliveryRow)}  # the record carries more (notice_at, room)
+        self.writer.delivery(DeliveryRow(**{k: v for k, v in dataclasses.asdict(rec).items() if k in columns}))
 
     def results(self, channel: str) -> list[str]:
         with self._lock:

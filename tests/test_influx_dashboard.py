@@ -50,8 +50,19 @@ def site_points() -> list[schema.Point]:
             SITE, "baby", "c-1", TelemetryReading("s-1", 1, 5, at, 81, -60, "1.4.2", 60, 30.0), at=at + 1
         ),
         schema.sensor_online_point(SITE, "baby", "c-2", "s-2", online=False, at=at + 5),
-        schema.delivery_point(
-            SITE, "webhook", "alarm", "failed", at + 11, notice_id="9-1/1", alarm_id="9-1", attempts=3, seconds=1.0
+        *(
+            schema.delivery_point(
+                SITE,
+                "webhook",
+                "alarm",
+                outcome,
+                at + 11 + n,
+                notice_id="9-1/1",
+                alarm_id="9-1",
+                attempts=n,
+                seconds=1.0,
+            )
+            for n, outcome in enumerate(("failed", "buffered", "skipped", "delivered", "gave_up", "dropped", "gave_up"))
         ),
         schema.gateway_point(SITE, at + 20, {"influx_waiting": 0, "loop_lag_ms": 0.3, "alert_latency_ms": 1.2}),
     ]
@@ -78,3 +89,8 @@ def test_every_query_of_the_dashboard_answers_from_the_gateways_points(tmp_path:
             [result] = influxd.query(grafana(target["query"]), db=database)
             assert result.get("series"), f"panel {panel['title']!r} shows nothing: {target['query']}"
     assert "_label" not in DASHBOARD.read_text(), "cribs and rooms by id: their labels are not in InfluxDB"
+
+    [undelivered] = [p for p in panels if p["title"] == "Notices not delivered, by channel"]
+    [result] = influxd.query(grafana(undelivered["targets"][0]["query"]), db=database)
+    counts = [v[1] for series in result["series"] for v in series["values"]]
+    assert sum(counts) == 3, "only the final failures (gave_up, dropped): not a retried attempt, buffered, skipped"

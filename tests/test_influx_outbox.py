@@ -3,7 +3,10 @@ position, deletion only when every target confirmed, and the size limit that dro
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from gateway.influx import schema
 from gateway.influx.schema import Point
@@ -81,7 +84,9 @@ def test_ids_never_come_back_once_the_outbox_is_empty(tmp_path: Path) -> None:
         writer.stop()
 
 
-def test_a_full_outbox_drops_the_oldest_telemetry_never_an_alarm_and_counts_it(tmp_path: Path) -> None:
+def test_a_full_outbox_drops_the_oldest_telemetry_first_and_counts_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "s.sqlite3"
     writer = writer_for(path, influx_limit=20, influx_targets=("site",))
     try:
@@ -89,27 +94,60 @@ def test_a_full_outbox_drops_the_oldest_telemetry_never_an_alarm_and_counts_it(t
             writer.influx_put(alarm(i) if i % 3 == 0 else telemetry(i))  # 10 alarms, 20 telemetry
         writer.influx_put(telemetry(100))
         assert writer.flush()
-        for i in range(15):
-            writer.influx_put(alarm(200 + i))  # alarms alone beyond the limit: all kept
-        assert writer.flush()
         store = Store.open(path, site_id=SITE)
         lines = [line for _, line in store.influx_batch(0, 1000)]
-        assert sum(line.startswith("alarm,") for line in lines) == 25
-        kept = [line for line in lines if line.startswith("sensor,")]
-        assert kept == [], "telemetry goes before any alarm"
+        assert sum(line.startswith("alarm,") for line in lines) == 10, "telemetry goes before any alarm point"
+        assert store.influx_dropped() == 11
+        assert store.influx_dropped(alarm=True) == 0
+        with caplog.at_level(logging.CRITICAL, logger="cribwatch.store"):
+            for i in range(15):
+                writer.influx_put(alarm(200 + i))  # alarm points alone beyond the limit: the limit still holds
+            assert writer.flush()
+        lines = [line for _, line in store.influx_batch(0, 1000)]
+        assert len(lines) == 20
+        assert [line for line in lines if line.startswith("sensor,")] == [], "telemetry went first"
+        assert lines == [alarm(i).line() for i in (*range(15, 30, 3), *range(200, 215))], "the oldest alarm points"
         assert store.influx_dropped() == 21
-        assert writer.health.influx_dropped == 21
+        assert store.influx_dropped(alarm=True) == 5
+        health = writer.health
+        assert (health.influx_dropped, health.influx_alarm_dropped) == (21, 5)
+        assert any("ALARM" in r.getMessage() or "alarm points" in r.getMessage() for r in caplog.records)
         store.close()
     finally:
         writer.stop()
-    # The count survives a restart of the writer (the store keeps it).
+    # The counts survive a restart of the writer (the store keeps them).
     again = writer_for(path)
     try:
         again.audit(0.0, "test", "test", "nothing")  # a write: the store is open once it is done
         assert again.flush()
-        assert again.health.influx_dropped == 21
+        assert (again.health.influx_dropped, again.health.influx_alarm_dropped) == (21, 5)
     finally:
         again.stop()
+
+
+def test_a_target_that_takes_nothing_never_holds_the_outbox_beyond_its_limit(tmp_path: Path) -> None:
+    """Two targets: the city's server refuses everything for weeks; the site's takes every point. The outbox (shared)
+    keeps its limit, alarm points included; the site's target still gets every point."""
+    path = tmp_path / "s.sqlite3"
+    writer = writer_for(path, influx_limit=10, influx_targets=("site", "city"))
+    reader = Store.open(path, site_id=SITE)
+    try:
+        reader.influx_position("site", 0.0)
+        reader.influx_position("city", 0.0)
+        site_got: list[str] = []
+        for i in range(40):
+            writer.influx_put(alarm(i) if i % 2 else telemetry(i))
+            assert writer.flush()
+            batch = reader.influx_batch(reader.influx_position("site", 0.0), 100)
+            site_got += [line for _, line in batch]
+            writer.influx_confirmed("site", batch[-1][0], float(i))
+            assert writer.flush()
+            assert reader.influx_rows() <= 10
+        assert site_got == [(alarm(i) if i % 2 else telemetry(i)).line() for i in range(40)]
+        assert writer.health.influx_alarm_dropped == 10
+    finally:
+        reader.close()
+        writer.stop()
 
 
 def test_the_newest_telemetry_is_kept_while_the_oldest_goes(tmp_path: Path) -> None:

@@ -104,8 +104,8 @@ def test_escalations_and_deliveries_take_plain_values() -> None:
     assert "event=escalated" in esc.line()
     assert "seconds=60.0" in esc.line()
     assert "level=2i" in esc.line()
-    rem = schema.escalation_point(raised, level=0, at=700.0, reminder=True)
-    assert "event=reminded" in rem.line()
+    rep = schema.escalation_point(raised, level=0, at=700.0, repeat=True)
+    assert "event=repeated" in rep.line()
     d = schema.delivery_point(
         "kids-f", "webhook", "alarm", "failed", 101.0, notice_id="3-12/1", alarm_id="3-12", attempts=3, seconds=1.0,
         error="HTTP 503",

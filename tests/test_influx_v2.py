@@ -37,6 +37,8 @@ def test_the_2x_write_path_over_the_wire(tmp_path: Path, victoria: VictoriaMetri
         pipe.put(points)
         pipe.wait(lambda: pipe.shipped("city"), "written")
         health = pipe.shippers["city"].health
+        sent = pipe.confirmed_lines("city")
+    assert sent == [p.line() for p in points], "sent oldest first (the server's export is sorted by time anyway)"
     assert health.connected is True
     assert health.sent == 1001
     [seq] = victoria.export('sensor_seq{sensor="s-v2"}')

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.domain.vocab import LatchState
+from gateway.influx import schema
 from gateway.store import Store, StoreError, StoreWriter
 from tests.store_helpers import SITE, T0, acked_event, crib_state, raised_event, resolved_event
 
@@ -361,4 +362,42 @@ def test_a_bad_statement_is_given_up_alone_not_retried_for_ever(path: Path, writ
     assert (h.dropped, h.written, h.failing) == (1, 2, False)
     s = read(path)
     assert {i.alarm_id for i in s.incidents()} == {"5-1", "5-2"}
+    s.close()
+
+
+def test_influx_telemetry_goes_first_and_alarm_points_before_alarm_events(
+    path: Path, writers: list[StoreWriter]
+) -> None:
+    """Found by a review: beyond the limit the acknowledgements' audit rows went before InfluxDB telemetry (queue
+    order). Telemetry is the lowest rank of all; InfluxDB alarm points (a copy of the alarm events) are kept to
+    twice the limit, and there they go before any alarm event is lost."""
+    gate = Gate(path)
+    w = start(writers, gate, limit=100)
+    for i in range(30):
+        w.audit(T0 + i, "staff-1", "mqtt:pager-1", "acknowledge")
+    for i in range(200):
+        w.influx_put(schema.point("sensor", T0 + i, {"site": SITE}, {"seq": i}))
+    h = w.health
+    assert (h.dropped, h.influx_dropped, h.pending) == (130, 130, 100), "telemetry only: the audit rows are kept"
+    for i in range(70):
+        w.record_alarm_event(raised_event(f"1-{i}", at=T0 + i))
+    h = w.health
+    assert (h.dropped, h.influx_dropped, h.pending) == (200, 200, 100), "the rest of the telemetry, audit kept"
+    alarm_points = [
+        schema.alarm_step_point(
+            SITE, "r", "c-1", "crib_open", "high", "raised", T0 + i, alarm_id=f"1-{i}", raised_at=T0
+        )
+        for i in range(100)
+    ]
+    for p in alarm_points:
+        w.influx_put(p)
+    for i in range(70, 140):
+        w.record_alarm_event(raised_event(f"1-{i}", at=T0 + i))
+    h = w.health
+    assert (h.lost, h.influx_alarm_dropped, h.pending) == (0, 40, 200), "alarm points went, no alarm event"
+    gate.release.set()
+    assert w.flush()
+    s = read(path)
+    assert {i.alarm_id for i in s.incidents()} == {f"1-{i}" for i in range(140)}
+    assert [line for _, line in s.influx_batch(0, 1000)] == [p.line() for p in alarm_points[40:]]
     s.close()

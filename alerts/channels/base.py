@@ -68,6 +68,10 @@ class DeliveryRecord:
     latency_ms: float | None
     error: str | None
     test: bool
+    notice_at: float | None = None
+    """When the notice was decided (wall clock): ``at - notice_at`` is how long it took to this outcome."""
+    room: str | None = None
+    """The alarm's room."""
 
 
 class ChannelError(Exception):
@@ -386,4 +390,6 @@ def delivery_record(  # noqa: PLR0917 - one row's columns
         latency_ms=latency_ms,
         error=error,
         test=notice.test,
+        notice_at=notice.at,
+        room=notice.alarm.room_id,
     )

@@ -45,6 +45,7 @@ class InfluxFeed:
         self._ignored: dict[str, int] = {}
         self._refused: dict[str, int] = {}
         self._resynced: dict[str, int] = {}
+        self._nuisance: dict[str, dict[str, int]] = {}
         self.points = 0
         """Points handed to ``put`` since the start."""
 
@@ -126,9 +127,19 @@ class InfluxFeed:
 
     # ------------------------------------------------------------------------------------------ later steps
 
-    def escalated(self, event: AlarmEvent, *, level: int, at: float, reminder: bool = False) -> None:
-        """An escalation or reminder of the alert policy (wired when the policy lands)."""
-        self._emit(schema.escalation_point(event, level=level, at=at, reminder=reminder))
+    def escalated(self, event: AlarmEvent, *, level: int, at: float, repeat: bool = False) -> None:
+        """An escalation (or a repeat of the chain) of the alert policy."""
+        self._emit(schema.escalation_point(event, level=level, at=at, repeat=repeat))
+
+    def nuisance(self, at: float, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """Per sensor, its nuisance counts (flaps, offline periods, quick resolves), each sensor only when its
+        counts changed since the last time."""
+        changed = {sensor: dict(c) for sensor, c in counts.items() if self._nuisance.get(sensor) != dict(c)}
+        if not changed:
+            return
+        self._nuisance.update(changed)
+        for point in schema.nuisance_points(self._site, at, changed, self._crib_of):
+            self._emit(point)
 
     def maintenance(
         self, room: str, crib: str | None, at: float, *, on: bool, by: str | None = None, reason: str | None = None

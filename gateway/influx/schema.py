@@ -32,7 +32,7 @@ SENSOR = "sensor"
 SENSOR_ONLINE = "sensor_online"
 """A sensor went offline or came back: ``online`` 1 or 0."""
 ALARM = "alarm"
-"""One step of an alarm's life (tag ``event``: raised, escalated, reminded, acknowledged, resolved)."""
+"""One step of an alarm's life (tag ``event``: raised, escalated, repeated, reminded, acknowledged, resolved)."""
 DELIVERY = "delivery"
 """One notice's delivery on one channel: delivered, failed or given up, after how many attempts and seconds."""
 SENSOR_REFUSED = "sensor_refused"
@@ -43,12 +43,33 @@ GATEWAY = "gateway"
 """The gateway's own health at each stats interval."""
 MAINTENANCE = "maintenance"
 """A crib (or a room) put in or out of maintenance: ``on`` 1 or 0, by whom."""
+SENSOR_NUISANCE = "sensor_nuisance"
+"""Per sensor, flaps, offline periods and alarms resolved within seconds: running counts (for technicians)."""
 
-MEASUREMENTS = (LATCH, SENSOR, SENSOR_ONLINE, ALARM, DELIVERY, SENSOR_REFUSED, INPUT, GATEWAY, MAINTENANCE)
+MEASUREMENTS = (
+    LATCH,
+    SENSOR,
+    SENSOR_ONLINE,
+    ALARM,
+    DELIVERY,
+    SENSOR_REFUSED,
+    INPUT,
+    GATEWAY,
+    MAINTENANCE,
+    SENSOR_NUISANCE,
+)
 
 ESCALATED = "escalated"
+REPEATED = "repeated"
 REMINDED = "reminded"
-ALARM_STEPS = (str(AlarmEventType.RAISED), ESCALATED, REMINDED, str(AlarmEventType.ACKNOWLEDGED), "resolved")
+ALARM_STEPS = (
+    str(AlarmEventType.RAISED),
+    ESCALATED,
+    REPEATED,
+    REMINDED,
+    str(AlarmEventType.ACKNOWLEDGED),
+    "resolved",
+)
 """The values of the ``alarm`` measurement's ``event`` tag."""
 
 
@@ -274,15 +295,16 @@ def alarm_point(ev: AlarmEvent) -> Point:
     )
 
 
-def escalation_point(ev: AlarmEvent, *, level: int, at: float, reminder: bool = False) -> Point:
-    """An escalation (or a reminder) of an alarm, decided by the alert policy at ``at``."""
+def escalation_point(ev: AlarmEvent, *, level: int, at: float, repeat: bool = False) -> Point:
+    """An escalation of an alarm to step ``level`` (``repeat``: the chain repeated from that step, still nobody
+    acknowledged), decided by the alert policy at ``at``. A reminder is the core's own ``reminded`` event."""
     return alarm_step_point(
         ev.site_id,
         ev.room_id,
         ev.crib_id,
         str(ev.kind),
         ev.priority.label,
-        REMINDED if reminder else ESCALATED,
+        REPEATED if repeat else ESCALATED,
         at,
         alarm_id=ev.alarm_id,
         raised_at=ev.raised_at,
@@ -355,6 +377,22 @@ def sensor_refused_points(
         fields = {"refused": refused.get(sensor, 0), "resynced": resynced.get(sensor, 0)}
         out.append(point(SENSOR_REFUSED, at, tags, fields))
     return out
+
+
+def nuisance_points(
+    site: str, at: float, counts: Mapping[str, Mapping[str, int]], crib_of: Mapping[str, str]
+) -> list[Point]:
+    """Running counts per sensor: ``flaps``, ``offline_periods``, ``quick_resolves`` (``Gateway.stats_payload``'s
+    ``nuisance``)."""
+    out = []
+    for sensor in sorted(counts):
+        tags = {"site": site, "sensor": sensor, "crib": crib_of.get(sensor)}
+        fields: dict[str, FieldValue | None] = {k: counts[sensor].get(k, 0) for k in NUISANCE_FIELDS}
+        out.append(point(SENSOR_NUISANCE, at, tags, fields))
+    return out
+
+
+NUISANCE_FIELDS = ("flaps", "offline_periods", "quick_resolves")
 
 
 def input_points(site: str, at: float, rejected: Mapping[str, int], ignored: Mapping[str, int]) -> list[Point]:

@@ -7,11 +7,15 @@ moves the position and deletes what every target has. So nothing here touches th
 that hangs holds up this thread alone (for at most ``timeout_s`` a write).
 
 * Order: oldest first, batch after batch; a batch that failed is sent again, whole, before anything newer.
-* Backoff: ``retry_min_s`` doubling up to ``retry_max_s`` while the server is away or failing.
+* Backoff: ``retry_min_s`` doubling up to ``retry_max_s`` while the server is away or failing; a ``Retry-After``
+  of a 429 or 503 is honoured, up to ``retry_max_s``.
 * Batches: a full batch leaves at once (a backfill runs at the server's pace); a partial one at most every
   ``flush_interval_s``.
-* A body the server refuses for what it is (400) is halved until the refused point is alone; that point is given
-  up (counted in ``rejected``, logged with its line); the others are written. A body too large (413) is halved.
+* A body the server refuses for what it is (400 or 422 whose answer names points: see
+  :func:`gateway.influx.client.names_points`) is halved until the refused point is alone; that point is given up
+  (counted in ``rejected``, logged with its line; an alarm point also in ``rejected_alarm``, logged CRITICAL); the
+  others are written. A 400 that names no point (a proxy, a firewall) is a failure: nothing is given up. A body too
+  large (413) is halved.
 """
 
 from __future__ import annotations
@@ -49,8 +53,12 @@ class TargetHealth:
     failures: int = 0
     """Writes that failed (each is retried)."""
     rejected: int = 0
-    """Points the server refused for what they are (400): given up, logged."""
+    """Points the server refused for what they are (400/422 naming them): given up, logged."""
+    rejected_alarm: int = 0
+    """Of ``rejected``, alarm points (alarm steps, deliveries, maintenance): each logged CRITICAL."""
     last_error: str | None = None
+    retry_in_s: float | None = None
+    """After a failure, the wait before the next try (backoff, or the server's Retry-After up to ``retry_max_s``)."""
     last_write_at: float | None = None
     """Wall time of the last confirmed write."""
     position: int = 0
@@ -144,12 +152,17 @@ class InfluxShipper:
                 self._send(rows)
             except WriteFailedError as exc:
                 self._failed(str(exc))
-                self._sleep(delay)
+                wait = delay if exc.retry_after_s is None else max(delay, min(exc.retry_after_s, self._retry_max_s))
+                with self._lock:
+                    self._health.retry_in_s = wait
+                self._sleep(wait)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             except Exception as exc:  # noqa: BLE001 - the store or a bug of ours: never end the thread
                 self._close_store()
                 self._failed(f"{type(exc).__name__}: {exc}", ours=True)
+                with self._lock:
+                    self._health.retry_in_s = delay
                 self._sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
@@ -199,28 +212,40 @@ class InfluxShipper:
             return
         self._confirmed(rows[-1][0], len(rows))
 
-    def _confirmed(self, upto: int, count: int) -> None:
+    def _confirmed(self, upto: int, count: int, *, written: bool = True) -> None:
         self._position = upto
         now = self._wall()
         self._confirm(self.name, upto, now)
         with self._lock:
             h = self._health
-            h.sent += count
             h.position = upto
-            h.last_write_at = now
             h.waiting = max(0, h.waiting - count)
+            if not written:  # a refusal moves the position past the point, but is no confirmed write
+                return
+            h.sent += count
+            h.last_write_at = now
             recovered = h.connected is False
             h.connected = True
+            h.retry_in_s = None
             streak, self._streak = self._streak, 0
         if recovered:
             log.info("InfluxDB target %s writes again after %d failures; backfilling", self.name, streak)
 
     def _refused(self, row: tuple[int, str], error: str) -> None:
-        log.error("InfluxDB target %s refuses a point, given up: %s: %s", self.name, error, row[1][:300])
+        alarm = self._store is not None and self._store.influx_is_alarm(row[0])
+        log.log(
+            logging.CRITICAL if alarm else logging.ERROR,
+            "InfluxDB target %s refuses %s, given up: %s: %s",
+            self.name,
+            "an ALARM point" if alarm else "a point",
+            error,
+            row[1][:300],
+        )
         with self._lock:
             self._health.rejected += 1
+            self._health.rejected_alarm += int(alarm)
             self._health.last_error = error
-        self._confirmed(row[0], 0)
+        self._confirmed(row[0], 1, written=False)
 
     def _failed(self, error: str, *, ours: bool = False) -> None:
         with self._lock:

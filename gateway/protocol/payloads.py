@@ -278,6 +278,8 @@ class ChannelHealthPayload(_Part):
     dropped: int = Field(default=0, ge=0, description="Deliveries dropped: the queue was full, or at shutdown.")
     consecutive_failures: int = Field(ge=0, description="Attempts failed in a row since the last success.")
     last_error: str | None = Field(default=None, description="The last failure, as the channel said it.")
+
+
 CommandName = Literal["test_alarm", "maintenance_on", "maintenance_off"]
 
 
@@ -351,9 +353,22 @@ class InfluxTargetHealthPayload(_Part):
     oldest_waiting_s: float | None = Field(default=None, description="Age of the oldest of them, in seconds.")
     sent: int = Field(ge=0, description="Points the server confirmed since the gateway started.")
     failures: int = Field(ge=0, description="Writes that failed (each retried).")
-    rejected: int = Field(ge=0, description="Points the server refused for what they are (400): given up, logged.")
+    rejected: int = Field(
+        ge=0, description="Points the server refused, naming them (400/422, partial write): given up, logged."
+    )
     dropped: int = Field(
-        ge=0, description="Telemetry points dropped: the outbox was full (for every target), never an alarm point."
+        ge=0,
+        description="Store-wide, the same on every target: telemetry points dropped before at least one target had "
+        "them (the shared outbox was full, or the store's writer far behind).",
+    )
+    rejected_alarm: int = Field(default=0, ge=0, description="Of rejected, alarm points (each logged CRITICAL).")
+    alarm_dropped: int = Field(
+        default=0,
+        ge=0,
+        description="Store-wide: alarm points dropped when they alone filled the outbox (each logged CRITICAL).",
+    )
+    retry_in_s: float | None = Field(
+        default=None, description="After a failure, the wait before the next try (backoff or the server's Retry-After)."
     )
     last_error: str | None = None
 

@@ -541,30 +541,62 @@ class Store:
             self._influx_rows = int(self._conn.execute("SELECT COUNT(*) FROM influx_outbox").fetchone()[0])
         return self._influx_rows
 
-    def influx_trim(self, limit: int) -> int:
-        """Keep the outbox at ``limit`` points: the oldest telemetry goes first, alarm points never (the outbox may
-        stay above the limit when they alone fill it). Returns the points dropped, also added to the running count
-        in ``meta`` (:meth:`influx_dropped`). Inside :meth:`transaction`."""
-        excess = self.influx_rows() - limit
-        if excess <= 0:
-            return 0
-        dropped = self._conn.execute(
-            "DELETE FROM influx_outbox WHERE id IN (SELECT id FROM influx_outbox WHERE alarm = 0 ORDER BY id LIMIT ?)",
-            (excess,),
-        ).rowcount
-        if dropped:
-            self._influx_rows = self.influx_rows() - dropped
-            self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('influx_dropped', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
-                (str(dropped),),
-            )
-        return dropped
+    def influx_trim(self, limit: int, targets: Sequence[str] = ()) -> tuple[int, int]:
+        """Keep the outbox at ``limit`` points (a target away for long must not hold the others' points):
 
-    def influx_dropped(self) -> int:
-        """Telemetry points dropped from the full outbox since the store began."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'influx_dropped'").fetchone()
+        1. telemetry a target (of ``targets``) already has: only the slower ones miss it;
+        2. alarm points a target already has;
+        3. the oldest telemetry;
+        4. the oldest alarm points (each is also in the store's own record: alarm events, incident timeline,
+           deliveries, maintenance).
+
+        Oldest first within each. Returns ``(telemetry, alarm points)`` dropped, also added to the running counts in
+        ``meta`` (:meth:`influx_dropped`). Inside :meth:`transaction`."""
+        lead = 0
+        if targets:
+            marks = ",".join("?" * len(targets))
+            found = self._conn.execute(
+                f"SELECT MAX(position) FROM influx_targets WHERE name IN ({marks})",  # noqa: S608 - marks only
+                tuple(targets),
+            ).fetchone()[0]
+            lead = 0 if found is None else int(found)
+        dropped = {"influx_dropped": 0, "influx_alarm_dropped": 0}
+        for key, alarm, upto in (
+            ("influx_dropped", 0, lead),
+            ("influx_alarm_dropped", 1, lead),
+            ("influx_dropped", 0, None),
+            ("influx_alarm_dropped", 1, None),
+        ):
+            excess = self.influx_rows() - limit
+            if excess <= 0:
+                break
+            if upto is not None and upto <= 0:
+                continue
+            count = self._conn.execute(
+                "DELETE FROM influx_outbox WHERE id IN "
+                "(SELECT id FROM influx_outbox WHERE alarm = ? AND id <= ? ORDER BY id LIMIT ?)",
+                (alarm, upto if upto is not None else 2**62, excess),
+            ).rowcount
+            if count:
+                dropped[key] += count
+                self._influx_rows = self.influx_rows() - count
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+                    (key, str(count)),
+                )
+        return dropped["influx_dropped"], dropped["influx_alarm_dropped"]
+
+    def influx_dropped(self, *, alarm: bool = False) -> int:
+        """Telemetry points (``alarm``: alarm points) dropped from the full outbox since the store began."""
+        key = "influx_alarm_dropped" if alarm else "influx_dropped"
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return 0 if row is None else int(row[0])
+
+    def influx_is_alarm(self, row_id: int) -> bool:
+        """The outbox row ``row_id`` is an alarm point (False: telemetry, or gone)."""
+        row = self._conn.execute("SELECT alarm FROM influx_outbox WHERE id = ?", (row_id,)).fetchone()
+        return row is not None and bool(row[0])
 
     def influx_position(self, target: str, at: float) -> int:
         """The last outbox id ``target`` confirmed. A target new to this store starts before the oldest point

@@ -8,12 +8,14 @@ A disk that fails or fills stops nothing: a batch that cannot be committed is ro
 retried with exponential backoff (``retry_min_s`` doubling up to ``retry_max_s``), logged on ``cribwatch.store``
 (CRITICAL the first time, then at most once a minute with the count; INFO when writes succeed again). A store that
 cannot be opened (the factory raises) is retried the same way. Memory is bounded by ``limit``: beyond it the
-oldest crib states (a projection, rebuilt by the next state), audit and sensor rows and InfluxDB telemetry points
-are dropped; alarm events and outbox messages are kept up to twice the limit.
+oldest InfluxDB telemetry points go first, then the oldest crib states (a projection, rebuilt by the next state),
+audit, sensor and delivery rows; alarm events, outbox messages and InfluxDB alarm points are kept up to twice the
+limit, and beyond that the oldest InfluxDB alarm points go first (a copy of what the alarm events say), then the
+oldest writes of any kind (``lost``). See docs/store.md.
 
 InfluxDB points (``influx_put``) are serialised here and go to the store's ``influx_outbox``, kept at
-``influx_limit`` points (the oldest telemetry goes, alarm points never); ``influx_confirmed`` moves a target's
-position and deletes what every target has (docs/influx-schema.md).
+``influx_limit`` points (the oldest telemetry first; alarm points only when they alone fill it);
+``influx_confirmed`` moves a target's position and deletes what every target has (docs/influx-schema.md).
 """
 
 from __future__ import annotations
@@ -63,12 +65,15 @@ class WriterHealth:
     """Points in the InfluxDB outbox after the last batch (for every target)."""
     influx_dropped: int = 0
     """Telemetry points dropped for InfluxDB: from the full outbox since the store began, and from memory in this
-    run while the writer was ``limit`` behind. Never an alarm point."""
+    run while the writer was ``limit`` behind (store-wide: every target misses them, unless it had them)."""
+    influx_alarm_dropped: int = 0
+    """Alarm points dropped for InfluxDB (store-wide): from the outbox when alarm points alone filled it (since the
+    store began), and from memory in this run beyond twice ``limit``. Each time logged CRITICAL."""
 
 
-_SECOND_RANK = frozenset({"audit", "sensor_event", "influx", "delivery"})
-"""Writes dropped, like crib states, when the writer is ``limit`` behind: the incident timeline keeps who
-acknowledged what; alarm events and the outbox are kept."""
+_SECOND_RANK = frozenset({"audit", "sensor_event", "delivery"})
+"""Writes dropped, like crib states, when the writer is ``limit`` behind (after InfluxDB telemetry, which goes
+first): the incident timeline keeps who acknowledged what; alarm events and the outbox are kept."""
 
 
 class _Op:
@@ -159,6 +164,8 @@ class StoreWriter:
         self._cond = threading.Condition()
         self._queue: collections.deque[_Op] = collections.deque()
         self._droppable: collections.deque[_Op] = collections.deque()  # crib states in queue order
+        self._droppable_points: collections.deque[_Op] = collections.deque()  # InfluxDB telemetry: dropped first
+        self._alarm_points: collections.deque[_Op] = collections.deque()  # InfluxDB alarm points: first beyond 2x
         self._crib_waiting: dict[str, _Op] = {}
         self._inflight: list[_Op] = []
         self._live = 0  # waiting in the queue (not dropped, not taken)
@@ -177,9 +184,13 @@ class StoreWriter:
         self._last_trim_log = float("-inf")
         self._influx_store_dropped = 0  # from the store's meta (since the store began), kept up to date
         self._influx_memory_dropped = 0  # dropped from memory in this run
+        self._influx_alarm_store_dropped = 0
+        self._influx_alarm_memory_dropped = 0
+        self._last_alarm_point_log = float("-inf")
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._influx_store_dropped = self._store.influx_dropped()
+                self._influx_alarm_store_dropped = self._store.influx_dropped(alarm=True)
 
     # ------------------------------------------------------------------------------------------ life
 
@@ -226,6 +237,7 @@ class StoreWriter:
                 self._health,
                 pending=self._live + len(self._inflight),
                 influx_dropped=self._influx_store_dropped + self._influx_memory_dropped,
+                influx_alarm_dropped=self._influx_alarm_store_dropped + self._influx_alarm_memory_dropped,
             )
 
     @property
@@ -290,8 +302,8 @@ class StoreWriter:
 
     def influx_put(self, point: Any) -> None:
         """A point for InfluxDB (a :class:`gateway.influx.schema.Point`: ``line()``, ``alarm``, ``time_ns``), into
-        the durable outbox; serialised here, in the writer thread. Telemetry is second rank (dropped like audit rows
-        when the writer is ``limit`` behind); alarm points are kept."""
+        the durable outbox; serialised here, in the writer thread. Telemetry is the lowest rank (the first dropped
+        when the writer is ``limit`` behind); alarm points are kept up to twice the limit."""
         if point.alarm:
             self._put("influx_alarm", (point,))
         else:
@@ -303,8 +315,7 @@ class StoreWriter:
             with self._cond:
                 for point in points:
                     op = self._append("influx_alarm" if point.alarm else "influx", (point,))
-                    if not point.alarm:
-                        self._droppable.append(op)
+                    (self._alarm_points if point.alarm else self._droppable_points).append(op)
                 self._bound()
                 self._wake()
         except Exception:  # never raise into the event loop
@@ -323,7 +334,11 @@ class StoreWriter:
         try:
             with self._cond:
                 op = self._append(kind, args)
-                if kind in _SECOND_RANK:
+                if kind == "influx":
+                    self._droppable_points.append(op)
+                elif kind == "influx_alarm":
+                    self._alarm_points.append(op)
+                elif kind in _SECOND_RANK:
                     self._droppable.append(op)
                 self._bound()
                 self._wake()
@@ -338,18 +353,40 @@ class StoreWriter:
         return op
 
     def _bound(self) -> None:
-        """Above ``limit``, drop the oldest crib states, audit and sensor rows; above twice the limit (memory must
-        not run out: the gateway would stop alarming), the oldest writes of any kind (held: the lock)."""
+        """Above ``limit``, drop the oldest InfluxDB telemetry, then the oldest crib states, audit, sensor and
+        delivery rows; above twice the limit (memory must not run out: the gateway would stop alarming), the
+        oldest InfluxDB alarm points (a copy of alarm events), then the oldest writes of any kind (held: the
+        lock)."""
         dropped = 0
-        while self._live + len(self._inflight) > self._limit and self._droppable:
-            op = self._droppable.popleft()
+        for queue in (self._droppable_points, self._droppable):
+            while self._live + len(self._inflight) > self._limit and queue:
+                op = queue.popleft()
+                if op.state != _WAITING:
+                    continue
+                self._drop(op)
+                dropped += 1
+                if op.kind == "influx":
+                    self._influx_memory_dropped += 1
+        hard = 2 * self._limit
+        alarm_points = 0
+        while self._live + len(self._inflight) > hard and self._alarm_points:
+            op = self._alarm_points.popleft()
             if op.state != _WAITING:
                 continue
             self._drop(op)
             dropped += 1
-            if op.kind == "influx":
-                self._influx_memory_dropped += 1
-        hard = 2 * self._limit
+            alarm_points += 1
+        if alarm_points:
+            self._influx_alarm_memory_dropped += alarm_points
+            now = self._monotonic()
+            if now - self._last_alarm_point_log >= LOG_EVERY_S:
+                self._last_alarm_point_log = now
+                log.critical(
+                    "store writes are %d behind: dropping the oldest InfluxDB ALARM points (%d so far; the alarm "
+                    "events themselves are kept) so that memory lasts; the disk must be fixed",
+                    self._live + len(self._inflight),
+                    self._influx_alarm_memory_dropped,
+                )
         if self._live + len(self._inflight) > hard:
             for op in self._queue:
                 if self._live + len(self._inflight) <= hard:
@@ -467,8 +504,9 @@ class StoreWriter:
                 if op.crib_id is not None and self._crib_waiting.get(op.crib_id) is op:
                     del self._crib_waiting[op.crib_id]
                 self._inflight.append(op)
-            while self._droppable and self._droppable[0].state != _WAITING:
-                self._droppable.popleft()
+            for queue in (self._droppable, self._droppable_points, self._alarm_points):
+                while queue and queue[0].state != _WAITING:
+                    queue.popleft()
             if self._inflight:
                 break
             if self._stopping:
@@ -523,25 +561,50 @@ class StoreWriter:
                 pruned += self._apply(store, op)
             if points:
                 store.influx_put(points)
-            trimmed = store.influx_trim(self.influx_limit) if store.influx_rows() > self.influx_limit else 0
-        if trimmed:
-            self._trimmed(trimmed)
+            trimmed = (
+                store.influx_trim(self.influx_limit, self.influx_targets)
+                if store.influx_rows() > self.influx_limit
+                else (0, 0)
+            )
+        if any(trimmed):
+            self._trimmed(*trimmed)
         return pruned
 
     def _unwritable(self, point: Any, exc: ValueError) -> None:
-        log.error("store writer: an InfluxDB point cannot be written, dropped: %s (%r)", exc, point)
+        alarm = bool(getattr(point, "alarm", False))
+        log.log(
+            logging.CRITICAL if alarm else logging.ERROR,
+            "store writer: an InfluxDB %spoint cannot be written, dropped: %s (%r)",
+            "ALARM " if alarm else "",
+            exc,
+            point,
+        )
         with self._cond:
             self._health.dropped += 1
+            if alarm:
+                self._influx_alarm_memory_dropped += 1
 
-    def _trimmed(self, dropped: int) -> None:
+    def _trimmed(self, dropped: int, alarm_points: int = 0) -> None:
         with self._cond:
             self._influx_store_dropped += dropped
+            self._influx_alarm_store_dropped += alarm_points
+        if alarm_points:  # every time: an alarm point is never given up silently
+            log.critical(
+                "the InfluxDB outbox is full (%d points): %d ALARM points dropped (%d in all), those a target already "
+                "had first; the store keeps the alarms themselves. A target has not taken points for long (gateway "
+                "stats: influx)",
+                self.influx_limit,
+                alarm_points,
+                self._influx_alarm_store_dropped,
+            )
+        if not dropped:
+            return
         now = self._monotonic()
         if now - self._last_trim_log >= LOG_EVERY_S:
             self._last_trim_log = now
             log.error(
                 "the InfluxDB outbox is full (%d points): the oldest telemetry is dropped (%d points this time, %d "
-                "in all); alarm points are kept. Is InfluxDB reachable? (gateway stats: influx)",
+                "in all); alarm points only when they alone fill it. Is InfluxDB reachable? (gateway stats: influx)",
                 self.influx_limit,
                 dropped,
                 self._influx_store_dropped + self._influx_memory_dropped,
@@ -606,8 +669,10 @@ class StoreWriter:
             assert self._factory is not None
             self._store = self._factory()
             dropped = self._store.influx_dropped()
+            alarm_dropped = self._store.influx_dropped(alarm=True)
             with self._cond:
                 self._influx_store_dropped = dropped
+                self._influx_alarm_store_dropped = alarm_dropped
         return self._store
 
     def _close_store(self) -> None:
