@@ -17,6 +17,7 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from alerts.channels.base import DeliveryRecord
@@ -26,7 +27,7 @@ from alerts.channels.mqtt import MqttChannel
 from alerts.channels.router import ChannelRouter, build_channels
 from alerts.dispatch import Dispatcher, EventSink
 from alerts.notices import Notice, NoticeKind, NoticeSink
-from alerts.policy import AlertPolicy, StepReached
+from alerts.policy import AlertPolicy, Roster, StepReached
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.events import (
     AckRequest,
@@ -68,6 +69,8 @@ from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
 
 log = logging.getLogger("cribwatch.gateway")
+_NOT_A_STEP = frozenset({NoticeKind.RESOLVED, NoticeKind.ACKNOWLEDGED})
+"""Notices that tell, without moving the alarm's escalation step."""
 
 PRUNE_INTERVAL_S = 6 * 3600.0
 """How often resolved incidents past the retention time are pruned (and once at start)."""
@@ -138,6 +141,8 @@ class Gateway:
         self.core = CribMonitor(settings, self.clock, self.stats, run=run, alarm_prefix=prefix)
         self._take_back(record)
         self.policy = AlertPolicy(settings.alerting, self.clock)
+        self.roster = Roster(settings.alerting)
+        """The staff groups, asked whose an acknowledging device is (:meth:`identify`)."""
         self.notice_stats: Counter[str] = Counter()
         """Notices sent by kind, and ``unaddressed`` (nobody to tell), ``failed`` (the sink raised)."""
         self.ack_button: AckButton | None = None
@@ -331,6 +336,9 @@ class Gateway:
         ``call_soon_threadsafe``), and later by the web board. An ack is answered on MQTT to its device, after
         the alarm events it caused, and recorded in the audit log.
         """
+        claim = None
+        if isinstance(event, AckRequest) and not event.every:
+            event, claim = self.identify(event)
         try:
             decision = self.core.decide(event)
         except Exception as exc:  # noqa: BLE001 - the core guards each crib; this is the last line: fail loud
@@ -338,7 +346,7 @@ class Gateway:
             return FAULT_OUTCOME
         self._deliver(decision.events)
         if isinstance(event, AckRequest):
-            self._answer(event, decision.outcome)
+            self._answer(event, decision.outcome, claim)
         if self.influx is not None:  # after the channels: the points wait for the alarm, never the other way
             self._measure_alert(event, decision.events)
             if self.dispatcher is not None:  # a failure is logged and counted (channel_failures: influx)
@@ -361,17 +369,30 @@ class Gateway:
         """Every crib, open alarm and sensor's health now (read-only; for the web board and the console)."""
         return self.core.snapshot()
 
-    def _answer(self, ack: AckRequest, outcome: Outcome) -> None:
+    def identify(self, ack: AckRequest, *, login: str | None = None) -> tuple[AckRequest, str | None]:
+        """Who acknowledged, from facts: the ack's ``device`` is its topic's (the broker lets only that device's
+        account write it) and ``by`` is the member the roster says the device belongs to (else the device id); what
+        the payload said ``by`` was, when it names someone else, is returned as a claim (recorded in the audit log,
+        counted ``ack_by_claim``), never taken. ``login``: the hook for the staff alarm board, whose web login
+        authenticates the staff member on a shared tablet (that staff id is then the fact)."""
+        by, claim = self.roster.identify(ack.device, ack.by, login=login)
+        if claim is not None:
+            self.stats.ignore("ack_by_claim", f"{ack.device!r} said by={claim!r}; recorded by={by!r} (the roster's)")
+        return (ack if by == ack.by else replace(ack, by=by)), claim
+
+    def _answer(self, ack: AckRequest, outcome: Outcome, claim: str | None = None) -> None:
         at = self.clock.time()
         answer = ack_answer(self.topics, ack, outcome, self.core.gw_run, at)
         if answer is not None and not ack.every:  # the gateway's own button has no screen to answer to
             self.mqtt.send(answer)
-        detail = {
+        detail: dict[str, object] = {
             "result": "accepted" if outcome.accepted else (outcome.reason or "refused"),
             "alarm_id": ack.alarm_id,
             "crib": ack.crib_id,
             "alarms": list(outcome.alarm_ids),
         }
+        if claim is not None:
+            detail["claimed_by"] = claim
         source = "gpio:ack_button" if ack.device == BUTTON_DEVICE and ack.every else f"mqtt:{ack.device}"
         self.writer.audit(at, ack.by, source, "acknowledge", json.dumps(detail, sort_keys=True))
 
@@ -430,9 +451,15 @@ class Gateway:
             }
             if notice.test:
                 detail["test"] = True
+            if self.dispatcher is not None:
+                # The alarm event that called for this notice is on the record first (the recorder is a deferred
+                # channel): its incident row must exist before the notice's timeline row (a foreign key), and the
+                # timeline reads raised, notice; acknowledged, notice; resolved, notice. The notice itself is queued
+                # already, and the socket and the buzzer had the event before the policy ran.
+                self.dispatcher.flush()
             number = int(notice.notice_id.rpartition("/")[2])
             self.writer.record_step(notice.alarm.alarm_id, self.core.gw_run, number, notice.at, notice.step, detail)
-            if notice.kind is not NoticeKind.RESOLVED and self.dispatcher is not None:
+            if notice.kind not in _NOT_A_STEP and self.dispatcher is not None:
                 self.dispatcher.dispatch(self.core.escalate(notice.alarm.alarm_id, notice.step))
                 if self.influx is not None and notice.kind is not NoticeKind.ALARM:  # the raised point has step 0
                     self._escalation_point(notice)

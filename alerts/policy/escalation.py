@@ -10,7 +10,8 @@ Per alarm::
 
     raised ──▶ step 0 (ALARM) ─after_s─▶ step 1 (ESCALATION) ─▶ ... ─▶ last step ─repeat_every_s─▶ step repeat_from
                   │                                                                          (REPEAT) ─▶ ...
-    acknowledged ─┴▶ the chain stops (no escalation, no repeat); the alarm stays open
+    acknowledged ─┴▶ the chain stops (no escalation, no repeat); the alarm stays open; ACKNOWLEDGED (who has it) to
+                     everyone who was told
     reminded (the crib still open long after the ack) ─▶ REMINDER to step 0's groups, then the chain again
     resolved ─▶ RESOLVED to everyone who was told
 
@@ -181,6 +182,14 @@ class AlertPolicy:
         if event.type is AlarmEventType.ACKNOWLEDGED:
             chain.acknowledged = True
             self._timers.set(alarm_id, None)
+            # Everyone told hears who has it (the alarm event says who and which device): a pager of the site
+            # reads its own notify topic only, not the room's alarm topic. Not the siren: the ack silences it.
+            told = tuple(r for r in chain.told if r.channel != SIREN.channel)
+            if told:
+                groups = tuple(dict.fromkeys(r.group for r in told))
+                out.append(
+                    StepReached(self._notice(chain, NoticeKind.ACKNOWLEDGED, chain.reached, told), groups, "told")
+                )
         elif event.type is AlarmEventType.REMINDED:
             chain.acknowledged = False
             chain.passes = 0
