@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -451,18 +452,23 @@ class Gateway:
             }
             if notice.test:
                 detail["test"] = True
-            if self.dispatcher is not None:
-                # The alarm event that called for this notice is on the record first (the recorder is a deferred
-                # channel): its incident row must exist before the notice's timeline row (a foreign key), and the
-                # timeline reads raised, notice; acknowledged, notice; resolved, notice. The notice itself is queued
-                # already, and the socket and the buzzer had the event before the policy ran.
-                self.dispatcher.flush()
-            number = int(notice.notice_id.rpartition("/")[2])
-            self.writer.record_step(notice.alarm.alarm_id, self.core.gw_run, number, notice.at, notice.step, detail)
-            if notice.kind not in _NOT_A_STEP and self.dispatcher is not None:
-                self.dispatcher.dispatch(self.core.escalate(notice.alarm.alarm_id, notice.step))
-                if self.influx is not None and notice.kind is not NoticeKind.ALARM:  # the raised point has step 0
-                    self._escalation_point(notice)
+            if self.dispatcher is None:
+                self._record_step(notice, detail)
+            else:
+                # After the alarm event that called for it (the recorder is a deferred channel): its incident row
+                # must exist before the notice's timeline row (a foreign key), and the timeline reads raised,
+                # notice; acknowledged, notice; resolved, notice. The notice itself is queued already.
+                self.dispatcher.then(functools.partial(self._record_step, notice, detail))
+
+    def _record_step(self, notice: Notice, detail: dict[str, object]) -> None:
+        """A notice on its incident's timeline, and the step reached on the alarm (shown in its crib's state)."""
+        number = int(notice.notice_id.rpartition("/")[2])
+        self.writer.record_step(notice.alarm.alarm_id, self.core.gw_run, number, notice.at, notice.step, detail)
+        if notice.kind not in _NOT_A_STEP and self.dispatcher is not None:
+            if events := self.core.escalate(notice.alarm.alarm_id, notice.step):
+                self.dispatcher.dispatch(events)
+            if self.influx is not None and notice.kind is not NoticeKind.ALARM:  # the raised point has step 0
+                self._escalation_point(notice)
 
     def _record_maintenance(self) -> None:
         for change in self.core.take_maintenance_changes():

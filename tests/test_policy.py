@@ -109,7 +109,15 @@ def test_an_ack_stops_escalation_and_repeats_and_the_resolved_notice_goes_to_eve
     rig.run(31)  # room, then site + siren
     rig.take(rig.h.ack(crib_id=FAST_WIRELESS, by="staff-7", device="pager-f1"))
     rig.run(200)
-    assert [k for k, _, _ in rig.kinds()] == ["alarm", "escalation"]
+    # The ack stops the chain; everyone told (not the siren: the ack silences it) hears who has it.
+    assert rig.kinds() == [
+        ("alarm", 0, ("fast-room",)),
+        ("escalation", 1, ("floor", "siren")),
+        ("acknowledged", 1, ("fast-room", "floor")),
+    ]
+    told = next(s.notice for s in rig.steps if s.notice.kind is NoticeKind.ACKNOWLEDGED)
+    assert (told.alarm.acknowledged_by, told.alarm.device) == ("staff-7", "pager-f1")
+    assert {r.member for r in told.recipients} == {"pager-f1", "pager-floor"}
     rig.take(rig.h.latch(FAST_WIRELESS, CLOSED))
     resolved = next(s.notice for s in reversed(rig.steps) if s.notice.alarm.kind is AlarmKind.CRIB_OPEN)
     assert resolved.kind is NoticeKind.RESOLVED
