@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 import typing
@@ -30,6 +31,7 @@ from gateway.protocol import NotifyPayload, decode
 from gateway.protocol.payloads import NoticeKindName
 from gateway.settings import ConfigError, settings_from_mapping
 from gateway.store import DeliveryRow, Store, StoreWriter
+from gateway.store.schema import MIGRATIONS
 from tests.channel_helpers import WAIT_S, HttpEndpoint
 from tests.helpers import site_mapping
 
@@ -500,6 +502,8 @@ def test_a_store_of_schema_version_1_gains_the_deliveries_table_and_keeps_its_ro
     for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
         if table not in V1_TABLES:
             conn.execute(f"DROP TABLE {table}")
+    for table, column in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", "\n".join(map(str, MIGRATIONS[1:]))):
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # nor any column it added
     conn.execute("PRAGMA user_version = 1")
     store.close()
     store = Store.open(path, site_id=SITE)
