@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from alerts.notices import NoticeKind
-from alerts.policy import AlertPolicy, StepReached, on_shift
+from alerts.policy import AlertPolicy, Roster, StepReached, on_shift
 from gateway.domain.events import AckRequest, AlarmEvent, OutboundEvent
 from gateway.domain.vocab import AlarmEventType, AlarmKind, Priority, Resolution
 from gateway.settings import ConfigError, ShiftConfig, settings_from_mapping
@@ -408,3 +408,37 @@ def test_a_restart_keeps_a_maintenance_and_never_a_recorded_only_alarm_without_o
     assert h2.monitor.crib_state(FAST_WIRELESS).maintenance is not None
     out = h2.advance(61)  # ends on time, after the restart too: the crib still open alarms at once
     assert [e.maintenance for e in alarm_events(out, AlarmEventType.RAISED, AlarmKind.CRIB_OPEN)] == [False]
+
+
+# ----------------------------------------------------------------------------------- who acknowledged
+
+
+def test_who_acknowledged_is_the_roster_s_member_of_the_device_and_a_payload_s_by_only_a_claim() -> None:
+    groups = [
+        {
+            "id": "fast-room",
+            "kind": "room",
+            "rooms": ["fast"],
+            "members": [
+                {"id": "staff-07", "channels": [{"channel": "mqtt", "address": "pager-7"}]},  # staff-07's pager
+                {"id": "staff-08", "channels": [{"channel": "mqtt", "address": "tablet-room"}]},
+                {"id": "staff-09", "channels": [{"channel": "mqtt", "address": "tablet-room"}]},  # shared
+            ],
+        },
+        {
+            "id": "floor",
+            "kind": "site",
+            "members": [{"id": "pager-floor", "channels": [{"channel": "mqtt", "address": "pager-floor"}]}],
+        },
+    ]
+    roster = Roster(settings_from_mapping(site_mapping(alerting={"groups": groups})).alerting)
+    assert roster.identify("pager-7", None) == ("staff-07", None)
+    assert roster.identify("pager-7", "pager-7") == ("staff-07", None)  # the device naming itself claims no one
+    assert roster.identify("pager-7", "staff-07") == ("staff-07", None)
+    assert roster.identify("pager-7", "staff-99") == ("staff-07", "staff-99")
+    assert roster.identify("pager-floor", "staff-99") == ("pager-floor", "staff-99")  # a member that is a device
+    assert roster.identify("tablet-room", "staff-08") == ("tablet-room", "staff-08")  # shared: no one's own
+    assert roster.identify("pager-x", "staff-07") == ("pager-x", "staff-07")  # a device the roster does not know
+    assert roster.identify("tablet-room", "staff-08", login="staff-08") == ("staff-08", None)  # the web login's
+    assert roster.owner("tablet-room") is None
+    assert roster.owner("pager-7") == "staff-07"
