@@ -330,16 +330,18 @@ class Gateway:
 
     # ------------------------------------------------------------------------------------------ input
 
-    def submit(self, event: InboundEvent) -> Outcome:
+    def submit(self, event: InboundEvent, *, login: str | None = None) -> Outcome:
         """Hand an inbound event to the core and its consequences to the channels, at once; return its outcome.
 
         Called on the event loop's thread by the adapters (MQTT directly, GPIO through
         ``call_soon_threadsafe``), and later by the web board. An ack is answered on MQTT to its device, after
-        the alarm events it caused, and recorded in the audit log.
+        the alarm events it caused, and recorded in the audit log. Who acknowledged is decided here
+        (:meth:`identify`): ``login`` is the staff id of the web board's authenticated login, for an ack it
+        submits (the hook for issue 11's shared tablets); the MQTT adapter gives none.
         """
         claim = None
         if isinstance(event, AckRequest) and not event.every:
-            event, claim = self.identify(event)
+            event, claim = self.identify(event, login=login)
         try:
             decision = self.core.decide(event)
         except Exception as exc:  # noqa: BLE001 - the core guards each crib; this is the last line: fail loud
