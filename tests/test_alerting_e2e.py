@@ -195,7 +195,7 @@ async def test_nobody_acknowledges_then_the_room_s_pager_does_and_everyone_told_
         # (a) Nobody acknowledges: the room's pager gets the alarm, then the floor's pager (and Apprise) the
         # escalation at step 1, then repeats of step 1.
         await s.floor.until(lambda: len(s.notices(s.floor, "pager-site", alarm_id)) >= 2)
-        (first,) = s.notices(s.room, "pager-room", alarm_id)
+        (first,) = await s.room.until(lambda: s.notices(s.room, "pager-room", alarm_id))
         assert (first.kind, first.step, first.group, first.member, first.test) == (
             "alarm", 0, "nursery-staff", "staff-07", False,
         )  # fmt: skip

@@ -21,7 +21,6 @@ chain and their notices say test.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -33,8 +32,6 @@ from gateway.domain.events import AlarmEvent, CribState, OutboundEvent
 from gateway.domain.timers import DeadlineHeap
 from gateway.domain.vocab import AlarmEventType
 from gateway.settings import AlertingConfig, PolicyConfig
-
-log = logging.getLogger("cribwatch.notices")
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,30 +249,3 @@ class AlertPolicy:
             chain.passes += 1
             wait = policy.repeat_every_s
         self._timers.set(chain.alarm.alarm_id, now + wait)
-
-
-class LogNoticeSink:
-    """The notice sink until the channels' router is wired: each notice as one INFO line, counted by kind."""
-
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._log = logger or log
-        self.sent: Counter[str] = Counter()
-        self.notices: list[Notice] = []
-        """The last notices sent (at most 1000), for tests and the console."""
-
-    def send(self, notice: Notice) -> None:
-        self.sent[notice.kind.value] += 1
-        self.notices.append(notice)
-        del self.notices[:-1000]
-        who = ", ".join(f"{r.member}@{r.channel}" for r in notice.recipients) or "nobody"
-        self._log.info(
-            "notice %s %s%s step %d of alarm %s (%s, crib %s): %s",
-            notice.notice_id,
-            notice.kind.value,
-            " [TEST]" if notice.test else "",
-            notice.step,
-            notice.alarm.alarm_id,
-            notice.alarm.kind.value,
-            notice.alarm.crib_id,
-            who,
-        )
