@@ -444,10 +444,11 @@ def test_who_acknowledged_is_the_roster_s_member_of_the_device_and_a_payload_s_b
     assert roster.owner("pager-7") == "staff-07"
 
 
-def test_a_sensor_whose_availability_flaps_becomes_one_sensor_offline_incident_with_a_count() -> None:
-    """A sensor with a loose battery contact: offline, back, offline... Every change counts (offline periods, in the
-    store's sensor history); after the flapping threshold its sensor_offline alarm stays one incident, counting the
-    flaps, and ends once the sensor has stayed back for a whole window."""
+
+def test_a_sensor_whose_availability_flaps_raises_each_offline_and_counts_the_periods() -> None:
+    """A sensor with a loose battery contact: offline, back, offline... Each offline is its own sensor_offline alarm
+    (an unwatched crib; a real heartbeat always ends it: test_core_property), counted as offline periods for the
+    technician; availability changes do not fold into one incident as a flapping latch does (docs/alerting.md)."""
     h = CoreHarness(settings_from_mapping(site_mapping(alarms={"offline_grace_s": 0})))
     h.latch(FAST_WIRELESS, CLOSED)
     out: list[OutboundEvent] = []
@@ -456,16 +457,9 @@ def test_a_sensor_whose_availability_flaps_becomes_one_sensor_offline_incident_w
         h.advance(0.5)
         out += h.availability(FAST_WIRELESS, online=True, boot=boot)
         h.advance(0.5)
-    offline = [e for e in alarm_events(out, AlarmEventType.RAISED) if e.kind is AlarmKind.SENSOR_OFFLINE]
-    # Six changes make it flapping (default): three alarms raised and ended before, then one that holds.
-    assert len(offline) == 3
-    (still,) = [a for a in h.monitor.crib_state(FAST_WIRELESS).alarms if a.kind is AlarmKind.SENSOR_OFFLINE]
+    raised = [e for e in alarm_events(out, AlarmEventType.RAISED) if e.kind is AlarmKind.SENSOR_OFFLINE]
+    ended = [e for e in alarm_events(out, AlarmEventType.RESOLVED) if e.kind is AlarmKind.SENSOR_OFFLINE]
+    assert (len(raised), len(ended)) == (20, 20)
+    assert {e.resolution for e in ended} == {Resolution.SENSOR_BACK}
     view = next(v for v in h.monitor.snapshot().cribs if v.state.crib_id == FAST_WIRELESS)
-    assert (view.health.online, view.health.flaps, view.health.offline_periods) == (True, 1, 20)
-    out = h.advance(61)  # back, and quiet a whole window: the one incident ends, with its count
-    (ended,) = [e for e in alarm_events(out, AlarmEventType.RESOLVED) if e.kind is AlarmKind.SENSOR_OFFLINE]
-    assert (ended.alarm_id, ended.resolution) == (still.alarm_id, Resolution.SENSOR_BACK)
-    assert ended.flaps >= 14
-    # Flapping again later starts afresh: a new first offline is an alarm of its own.
-    out = h.availability(FAST_WIRELESS, online=False, boot=21)
-    assert [e.kind for e in alarm_events(out, AlarmEventType.RAISED)] == [AlarmKind.SENSOR_OFFLINE]
+    assert (view.health.online, view.health.offline_periods, view.health.flaps) == (True, 20, 0)

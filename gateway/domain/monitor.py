@@ -188,9 +188,6 @@ class _Crib:
     transitions: deque[float] = field(default_factory=deque)
     """Monotonic times of the latest latch changes (within the flapping window)."""
     flapping: bool = False
-    presence: deque[float] = field(default_factory=deque)
-    """Monotonic times of the latest availability changes (offline, back), for flapping the same way."""
-    presence_flapping: bool = False
 
     def open_alarms(self) -> list[_Alarm]:
         alarms = list(self.alarms.values())
@@ -556,13 +553,6 @@ class CribMonitor:
             crib.transitions.clear()
             if crib.latch is LatchState.CLOSED and AlarmKind.CRIB_OPEN in crib.alarms:
                 self._resolve(crib, AlarmKind.CRIB_OPEN, step, Resolution.LATCH_CLOSED)
-        if crib.presence_flapping and (
-            not crib.presence or now >= crib.presence[-1] + self._alerting.flapping.window_s
-        ):
-            crib.presence_flapping = False  # back and quiet for a whole window: the one incident ends
-            crib.presence.clear()
-            if crib.health.online is True and AlarmKind.SENSOR_OFFLINE in crib.alarms:
-                self._resolve(crib, AlarmKind.SENSOR_OFFLINE, step, Resolution.SENSOR_BACK)
         reminder = self._reminder_due(crib)
         if reminder is not None and now >= reminder:
             self._remind(crib, crib.alarms[AlarmKind.CRIB_OPEN], step)
@@ -582,9 +572,7 @@ class CribMonitor:
             crib.health.online = False
             crib.health.offline_periods += 1
             crib.offline_since = now
-            self._presence_flapped(crib, now)
-            if AlarmKind.SENSOR_OFFLINE not in crib.alarms:  # (a flapping sensor's alarm stays open while back)
-                self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
+            self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
         if (
             crib.offline_since is not None
             and AlarmKind.SENSOR_OFFLINE not in crib.alarms
@@ -709,7 +697,6 @@ class CribMonitor:
             crib.health.online = False
             crib.health.offline_periods += 1
             crib.offline_since = now
-            self._presence_flapped(crib, now)
             step.dirty[crib.config.id] = crib
         if self._alarm_cfg.offline_grace_s == 0 and AlarmKind.SENSOR_OFFLINE not in crib.alarms:
             self._raise(crib, AlarmKind.SENSOR_OFFLINE, None, step)
@@ -814,21 +801,6 @@ class CribMonitor:
         if len(transitions) > cfg.transitions:  # bounded: the window's start is all flapping needs
             transitions.popleft()
         return crib.flapping
-
-    def _presence_flapped(self, crib: _Crib, at: float) -> bool:
-        """Count one availability change (offline, or back) at ``at``; True while the sensor's availability is
-        flapping (it may start now): its sensor_offline alarm then stays one incident, counting the flaps."""
-        cfg = self._alerting.flapping
-        changes = crib.presence
-        changes.append(at)
-        while changes and changes[0] < at - cfg.window_s:
-            changes.popleft()
-        if not crib.presence_flapping and len(changes) >= cfg.transitions:
-            crib.presence_flapping = True
-            crib.health.flaps += 1  # (the technicians' nuisance count; its alarm counts the flaps)
-        if len(changes) > cfg.transitions:  # bounded, as the latch's
-            changes.popleft()
-        return crib.presence_flapping
 
     def _end_test(self, crib: _Crib, step: _Step) -> None:
         alarm = crib.test_alarm
@@ -1009,14 +981,10 @@ class CribMonitor:
         if crib.wired:
             return
         if crib.health.online is not True:
-            back = crib.health.online is False
             crib.health.online = True
             crib.offline_since = None
             step.dirty[crib.config.id] = crib
-            if back and self._presence_flapped(crib, now) and (alarm := crib.alarms.get(AlarmKind.SENSOR_OFFLINE)):
-                alarm.flaps += 1  # flapping: one incident, counting; it ends once the sensor stays for a window
-                return
-        if AlarmKind.SENSOR_OFFLINE in crib.alarms and not crib.presence_flapping:
+        if AlarmKind.SENSOR_OFFLINE in crib.alarms:
             self._resolve(crib, AlarmKind.SENSOR_OFFLINE, step, Resolution.SENSOR_BACK)
 
     def _silence_deadline(self, crib: _Crib) -> float:
@@ -1040,8 +1008,6 @@ class CribMonitor:
             due.append(test.raised_mono + self._alerting.test_alarm_s)
         if crib.flapping and crib.transitions:
             due.append(crib.transitions[-1] + self._alerting.flapping.window_s)
-        if crib.presence_flapping and crib.presence:
-            due.append(crib.presence[-1] + self._alerting.flapping.window_s)
         if crib.pending is not None:
             due.append(crib.pending.since + crib.debounce_s)
         if crib.open_since is not None and AlarmKind.CRIB_OPEN not in crib.alarms:
