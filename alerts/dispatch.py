@@ -55,7 +55,9 @@ class Dispatcher:
         self.delivered = 0
         self.urgent = urgent
         self._defer = defer
-        self._later: collections.deque[tuple[OutboundEvent, Sequence[EventSink]]] = collections.deque()
+        self._later: collections.deque[tuple[OutboundEvent, Sequence[EventSink]] | Callable[[], None]] = (
+            collections.deque()
+        )
         self._flush_asked = False
         self.on_flushed: Callable[[], None] | None = None
         """Called after a flush that delivered what waited (the gateway's alert policy: after the record)."""
@@ -90,17 +92,36 @@ class Dispatcher:
             self._flush_asked = True
             self._defer(self._flush_when_asked)
 
+    def then(self, call: Callable[[], None]) -> None:
+        """Call ``call`` once every event that waits now has been delivered (at once when none waits): what follows
+        from an event (the alert policy's notice on the incident's timeline) is recorded after the event itself."""
+        if self._later:
+            self._later.append(call)
+        else:
+            self._call(call)
+
     def flush(self) -> None:
         """Deliver what waits, in order."""
         later = self._later
         if not later:
             return
         while later:
-            event, channels = later.popleft()
-            for channel in channels:
-                self._deliver(channel, event)
+            item = later.popleft()
+            if isinstance(item, tuple):
+                event, channels = item
+                for channel in channels:
+                    self._deliver(channel, event)
+            else:
+                self._call(item)
         if self.on_flushed is not None:
             self.on_flushed()
+
+    def _call(self, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except Exception:  # what follows an event must not stop the events after it
+            self.failures["then"] += 1
+            log.exception("a call after the alarm events failed")
 
     def _flush_when_asked(self) -> None:
         self._flush_asked = False

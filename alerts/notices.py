@@ -20,6 +20,7 @@ class NoticeKind(enum.StrEnum):
     ALARM = "alarm"  # the first step of an alarm's chain (raised)
     ESCALATION = "escalation"  # a later step: nobody acknowledged in time
     REPEAT = "repeat"  # the chain repeats from a step: still nobody acknowledged
+    ACKNOWLEDGED = "acknowledged"  # someone has it: to everyone who was told (who has it, which device)
     REMINDER = "reminder"  # acknowledged, but the crib is still open after the configured time
     RESOLVED = "resolved"  # the alarm ended: to everyone who was told
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from alerts.channels.base import DeliveryRecord
@@ -26,7 +28,7 @@ from alerts.channels.mqtt import MqttChannel
 from alerts.channels.router import ChannelRouter, build_channels
 from alerts.dispatch import Dispatcher, EventSink
 from alerts.notices import Notice, NoticeKind, NoticeSink
-from alerts.policy import AlertPolicy, StepReached
+from alerts.policy import AlertPolicy, Roster, StepReached
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.events import (
     AckRequest,
@@ -68,6 +70,8 @@ from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
 
 log = logging.getLogger("cribwatch.gateway")
+_NOT_A_STEP = frozenset({NoticeKind.RESOLVED, NoticeKind.ACKNOWLEDGED})
+"""Notices that tell, without moving the alarm's escalation step."""
 
 PRUNE_INTERVAL_S = 6 * 3600.0
 """How often resolved incidents past the retention time are pruned (and once at start)."""
@@ -137,11 +141,7 @@ class Gateway:
         run, prefix = self._run_id(record)
         self.core = CribMonitor(settings, self.clock, self.stats, run=run, alarm_prefix=prefix)
         self._take_back(record)
-        self.policy = AlertPolicy(settings.alerting, self.clock, siren=settings.channels.siren.pin is not None)
-        self.notice_stats: Counter[str] = Counter()
-        """Notices sent by kind, and ``unaddressed`` (nobody to tell), ``failed`` (the sink raised)."""
-        self.ack_button: AckButton | None = None
-        self._notices_sent = record.notices_sent
+        self._open_policy(record)
         self.topics = Topics(settings.site.id, settings.mqtt.base_topic)
         self.ready = asyncio.Event()
         self._timers_changed = asyncio.Event()
@@ -200,6 +200,17 @@ class Gateway:
         return self.sim_pins.factory
 
     # ------------------------------------------------------------------------------------- the record
+
+    def _open_policy(self, record: _Record) -> None:
+        """The alert policy and the staff roster (after the core has taken back the store's open alarms)."""
+        alerting = self.settings.alerting
+        self.policy = AlertPolicy(alerting, self.clock, siren=self.settings.channels.siren.pin is not None)
+        self.roster = Roster(alerting)
+        """The staff groups, asked whose an acknowledging device is (:meth:`identify`)."""
+        self.notice_stats: Counter[str] = Counter()
+        """Notices sent by kind, and ``unaddressed`` (nobody to tell), ``failed`` (the sink raised)."""
+        self.ack_button: AckButton | None = None
+        self._notices_sent = record.notices_sent
 
     def _take_back(self, record: _Record) -> None:
         """The core takes back what the store held open (before any adapter starts)."""
@@ -327,13 +338,18 @@ class Gateway:
 
     # ------------------------------------------------------------------------------------------ input
 
-    def submit(self, event: InboundEvent) -> Outcome:
+    def submit(self, event: InboundEvent, *, login: str | None = None) -> Outcome:
         """Hand an inbound event to the core and its consequences to the channels, at once; return its outcome.
 
         Called on the event loop's thread by the adapters (MQTT directly, GPIO through
         ``call_soon_threadsafe``), and later by the web board. An ack is answered on MQTT to its device, after
-        the alarm events it caused, and recorded in the audit log.
+        the alarm events it caused, and recorded in the audit log. Who acknowledged is decided here
+        (:meth:`identify`): ``login`` is the staff id of the web board's authenticated login, for an ack it
+        submits (the hook for issue 11's shared tablets); the MQTT adapter gives none.
         """
+        claim = None
+        if isinstance(event, AckRequest) and not event.every:
+            event, claim = self.identify(event, login=login)
         try:
             decision = self.core.decide(event)
         except Exception as exc:  # noqa: BLE001 - the core guards each crib; this is the last line: fail loud
@@ -341,7 +357,7 @@ class Gateway:
             return FAULT_OUTCOME
         self._deliver(decision.events)
         if isinstance(event, AckRequest):
-            self._answer(event, decision.outcome)
+            self._answer(event, decision.outcome, claim)
         if self.influx is not None:  # after the channels: the points wait for the alarm, never the other way
             self._measure_alert(event, decision.events)
             if self.dispatcher is not None:  # a failure is logged and counted (channel_failures: influx)
@@ -364,17 +380,30 @@ class Gateway:
         """Every crib, open alarm and sensor's health now (read-only; for the web board and the console)."""
         return self.core.snapshot()
 
-    def _answer(self, ack: AckRequest, outcome: Outcome) -> None:
+    def identify(self, ack: AckRequest, *, login: str | None = None) -> tuple[AckRequest, str | None]:
+        """Who acknowledged, from facts: the ack's ``device`` is its topic's (the broker lets only that device's
+        account write it) and ``by`` is the member the roster says the device belongs to (else the device id); what
+        the payload said ``by`` was, when it names someone else, is returned as a claim (recorded in the audit log,
+        counted ``ack_by_claim``), never taken. ``login``: the hook for the staff alarm board, whose web login
+        authenticates the staff member on a shared tablet (that staff id is then the fact)."""
+        by, claim = self.roster.identify(ack.device, ack.by, login=login)
+        if claim is not None:
+            self.stats.ignore("ack_by_claim", f"{ack.device!r} said by={claim!r}; recorded by={by!r} (the roster's)")
+        return (ack if by == ack.by else replace(ack, by=by)), claim
+
+    def _answer(self, ack: AckRequest, outcome: Outcome, claim: str | None = None) -> None:
         at = self.clock.time()
         answer = ack_answer(self.topics, ack, outcome, self.core.gw_run, at)
         if answer is not None and not ack.every:  # the gateway's own button has no screen to answer to
             self.mqtt.send(answer)
-        detail = {
+        detail: dict[str, object] = {
             "result": "accepted" if outcome.accepted else (outcome.reason or "refused"),
             "alarm_id": ack.alarm_id,
             "crib": ack.crib_id,
             "alarms": list(outcome.alarm_ids),
         }
+        if claim is not None:
+            detail["claimed_by"] = claim
         source = "gpio:ack_button" if ack.device == BUTTON_DEVICE and ack.every else f"mqtt:{ack.device}"
         self.writer.audit(at, ack.by, source, "acknowledge", json.dumps(detail, sort_keys=True))
 
@@ -447,12 +476,23 @@ class Gateway:
             }
             if notice.test:
                 detail["test"] = True
-            number = int(notice.notice_id.rpartition("/")[2])
-            self.writer.record_step(notice.alarm.alarm_id, self.core.gw_run, number, notice.at, notice.step, detail)
-            if notice.kind is not NoticeKind.RESOLVED and self.dispatcher is not None:
-                self.dispatcher.dispatch(self.core.escalate(notice.alarm.alarm_id, notice.step))
-                if self.influx is not None and notice.kind in _CHAIN_POINTS:  # raised, reminded: the core's points
-                    self._escalation_point(notice)
+            if self.dispatcher is None:
+                self._record_step(notice, detail)
+            else:
+                # After the alarm event that called for it (the recorder is a deferred channel): its incident row
+                # must exist before the notice's timeline row (a foreign key), and the timeline reads raised,
+                # notice; acknowledged, notice; resolved, notice. The notice itself is queued already.
+                self.dispatcher.then(functools.partial(self._record_step, notice, detail))
+
+    def _record_step(self, notice: Notice, detail: dict[str, object]) -> None:
+        """A notice on its incident's timeline, and the step reached on the alarm (shown in its crib's state)."""
+        number = int(notice.notice_id.rpartition("/")[2])
+        self.writer.record_step(notice.alarm.alarm_id, self.core.gw_run, number, notice.at, notice.step, detail)
+        if notice.kind not in _NOT_A_STEP and self.dispatcher is not None:
+            if events := self.core.escalate(notice.alarm.alarm_id, notice.step):
+                self.dispatcher.dispatch(events)
+            if self.influx is not None and notice.kind in _CHAIN_POINTS:  # raised, reminded: the core's points
+                self._escalation_point(notice)
 
     def _record_maintenance(self) -> None:
         for change in self.core.take_maintenance_changes():

@@ -302,6 +302,8 @@ class InfluxConfig(_Model):
         if self.retry_max_s < self.retry_min_s:
             raise ValueError(f"retry_max_s must be >= retry_min_s ({self.retry_min_s})")
         return self
+
+
 ENV_WEBHOOK_URL = "CRIBWATCH_WEBHOOK_URL"
 ENV_WEBHOOK_TOKEN = "CRIBWATCH_WEBHOOK_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 ENV_APPRISE_URLS = "CRIBWATCH_APPRISE_URLS"
@@ -453,7 +455,27 @@ class Settings(_Model):
             for room_id in group.rooms:
                 if room_id not in room_ids:
                     raise ValueError(f"alerting.groups[{i}].rooms: no room {room_id!r} (rooms: {sorted(room_ids)})")
+        self._staff_devices_are_not_sensors({c.sensor_id for _, c in cribs if c.sensor_id is not None})
         return self
+
+    def _staff_devices_are_not_sensors(self, sensor_ids: set[str]) -> None:
+        """A staff device's id is its broker account: one equal to a sensor's id would be that sensor's account
+        (which may write the sensor's readings), one equal to a reserved account is no staff device's; the gateway
+        refuses acks from both, so such a device could never acknowledge."""
+        for i, group in enumerate(self.alerting.groups):
+            for j, member in enumerate(group.members):
+                devices = [(f"alerting.groups[{i}].members[{j}].id", member.id)]
+                devices += [
+                    (f"alerting.groups[{i}].members[{j}].channels[{k}].address", a.address)
+                    for k, a in enumerate(member.channels)
+                    if a.channel == MQTT_CHANNEL
+                ]
+                for at, device in devices:
+                    if device in sensor_ids:
+                        raise ValueError(f"{at}: {device!r} is a sensor's id: a staff device needs its own id")
+                    if device in RESERVED_DEVICE_IDS:
+                        names = ", ".join(RESERVED_DEVICE_IDS)
+                        raise ValueError(f"{at}: {device!r} is reserved ({names}): a staff device needs its own id")
 
     @property
     def needs_credentials(self) -> bool:
@@ -806,6 +828,11 @@ GROUP_SELECTORS = ("room", "site", "managers")
 managers group. No group may have one of these ids."""
 SIREN_CHANNEL = "siren"
 """The channel name of the site's siren: a step with ``siren = true`` adds it as a recipient."""
+MQTT_CHANNEL = "mqtt"
+"""The channel name of staff devices: a member's ``mqtt`` address is a staff device id (its broker account)."""
+RESERVED_DEVICE_IDS = ("gateway", "staff", "technician", "answer")
+"""Ids no staff device may have: the broker accounts that are not staff devices' (the ACL's ``ack/%u`` pattern
+applies to every account) and ``answer`` (``ack/answer/...`` are the gateway's answers)."""
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 

@@ -1,18 +1,25 @@
 """Issue 7 end to end on the real broker, with scaled-down times: escalation in order, a reminder after an ack,
-maintenance and test alarms by the technicians' command topic, and a restart that resumes a chain."""
+maintenance and test alarms by the technicians' command topic, and a restart that resumes a chain. The notices go
+to the gateway's real channel router; :class:`Seen` notes each on its way there (what the staff devices receive,
+with each device's own account, is tests/test_alerting_e2e.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
-from alerts.policy import LogNoticeSink
+from alerts.channels.router import ChannelRouter
+from alerts.notices import Notice
 from devtools.brokers import BrokerEndpoint
+from gateway.app import Gateway
 from gateway.domain.vocab import AlarmEventType, AlarmKind
 from gateway.mqtt.command import send_command
 from gateway.mqtt.connection import broker_address
@@ -21,7 +28,7 @@ from gateway.protocol.payloads import CommandPayload
 from gateway.settings import Settings
 from gateway.store import Store
 from tests.test_cli import cli_env
-from tests.test_gateway_integration import WAIT_S, make_settings, running, sensor, staff_device
+from tests.test_gateway_integration import WAIT_S, make_settings, sensor, staff_device
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +58,34 @@ ALERTING: dict[str, Any] = {
 }
 
 
+class Seen:
+    """The gateway's notice sink for these tests: notes each notice, then hands it to the real channel router."""
+
+    def __init__(self, router: ChannelRouter) -> None:
+        self.router = router
+        self.notices: list[Notice] = []
+
+    def send(self, notice: Notice) -> None:
+        self.notices.append(notice)
+        self.router.send(notice)
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Gateway]:
+    """The gateway running, its notices seen (:class:`Seen`, in ``gw.notices``) from its first one."""
+    gateway = Gateway(settings, pin_factory=MockFactory())
+    gateway.notices = Seen(gateway.channels)
+    task = asyncio.create_task(gateway.run(), name="gateway-under-test")
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await gateway.mqtt.connected.wait()
+        yield gateway
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 def alerting_settings(endpoint: BrokerEndpoint, **alerting: Any) -> Settings:
     return make_settings(endpoint, alerting={**ALERTING, **alerting})
 
@@ -63,7 +98,7 @@ async def until(check: Any) -> Any:
         return result
 
 
-def kinds(sink: LogNoticeSink, alarm_id: str) -> list[tuple[str, int, tuple[str, ...]]]:
+def kinds(sink: Seen, alarm_id: str) -> list[tuple[str, int, tuple[str, ...]]]:
     return [
         (n.kind.value, n.step, tuple(dict.fromkeys(r.group for r in n.recipients)))
         for n in sink.notices
@@ -82,7 +117,7 @@ async def test_nobody_acknowledges_the_room_then_the_site_then_an_ack_stops_it_a
         sensor(mqtt_endpoint, topics, "s-1") as s1,
     ):
         sink = gw.notices
-        assert isinstance(sink, LogNoticeSink)
+        assert isinstance(sink, Seen)
         await s1.open()
         raised = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.RAISED)
         await until(lambda: len(kinds(sink, raised.alarm_id)) >= 3)
@@ -99,12 +134,17 @@ async def test_nobody_acknowledges_the_room_then_the_site_then_an_ack_stops_it_a
         await staff.ack(alarm_id=raised.alarm_id, by="staff-07", device="pager-n1")
         acked = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.ACKNOWLEDGED)
         reminded = await staff.event("n-1", AlarmKind.CRIB_OPEN, AlarmEventType.REMINDED)
-        assert (reminded.alarm_id, reminded.by) == (raised.alarm_id, "staff-07")
+        # pager-n1 is a member of its own (the roster's): it acknowledged, whatever its payload said (a claim).
+        assert (reminded.alarm_id, reminded.by) == (raised.alarm_id, "pager-n1")
+        assert (acked.by, acked.device) == ("pager-n1", "pager-n1")
+        assert gw.stats.ignored["ack_by_claim"] == 1
         assert reminded.acknowledged_by is None
         ours = [n for n in sink.notices if n.alarm.alarm_id == raised.alarm_id]
-        after_ack = [(n.kind.value, n.step) for n in ours if n.at > acked.ts]
-        assert after_ack[0] == ("reminder", 0)  # no repeat between the ack and the reminder
-        assert next(n for n in ours if n.at > acked.ts).recipients[0].group == "nursery-staff"
+        after_ack = [n for n in ours if n.at >= acked.ts]
+        # Everyone told hears who has it (not the siren), then no repeat until the reminder.
+        assert [(n.kind.value, n.step) for n in after_ack[:2]] == [("acknowledged", 1), ("reminder", 0)]
+        assert {r.member for r in after_ack[0].recipients} == {"pager-n1", "pager-floor"}
+        assert after_ack[1].recipients[0].group == "nursery-staff"
         assert gw.buzzer is not None
         await until(lambda: gw.buzzer is not None and gw.buzzer.sounding)  # sounds again
 
@@ -201,7 +241,7 @@ async def test_a_restart_keeps_maintenance_and_resumes_the_chain_of_an_open_alar
         gw.maintenance_on("n-3", reason="sensor swap", until=time.time() + 120, by="tech-1")
     async with running(settings) as again:
         sink = again.notices
-        assert isinstance(sink, LogNoticeSink)
+        assert isinstance(sink, Seen)
         # The open alarm, unacknowledged, repeats the step it had reached at once, and goes on from there.
         first = await until(lambda: kinds(sink, alarm_id))
         assert first[0] == ("repeat", 1, ("floor", "siren"))

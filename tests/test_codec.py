@@ -165,7 +165,7 @@ class TestDecodeValid:
             decode_inbound(TOPICS, TOPICS.ack("pager-9"), raw(ACK))
         assert err.value.reason == "ack_device"
 
-    @pytest.mark.parametrize("device", [SENSOR, "gateway", "staff", "answer"])
+    @pytest.mark.parametrize("device", [SENSOR, "gateway", "staff", "technician", "answer"])
     def test_an_ack_from_an_account_that_is_no_staff_device_is_refused(self, device: str) -> None:
         """The ACL's ack/%u pattern lets every account write its own ack topic, sensors too."""
         with pytest.raises(ProtocolError) as err:
@@ -176,6 +176,12 @@ class TestDecodeValid:
         with pytest.raises(ProtocolError) as err:
             screen_inbound(TOPICS, TOPICS.legacy_ack, raw(ACK), wireless={SENSOR})
         assert err.value.reason == "legacy_ack"
+
+    def test_an_ack_without_by_is_the_device_s_own(self) -> None:
+        """``by`` is optional (the gateway takes who acknowledged from its roster): absent, the device's id."""
+        ev = decode_inbound(TOPICS, ACK_TOPIC, raw(without(ACK, "by")))
+        assert isinstance(ev, AckRequest)
+        assert (ev.by, ev.device) == ("pager-2", "pager-2")
 
     def test_ack_by_crib_without_ts(self) -> None:
         payload = without(without(ACK, "alarm_id"), "ts") | {"crib": "vl-1"}
@@ -244,7 +250,6 @@ BAD_INBOUND: dict[str, tuple[str, bytes, str]] = {
     "latch: missing state": (LATCH_TOPIC, raw(without(LATCH, "state")), "bad_payload"),
     "telemetry: missing battery": (TELEMETRY_TOPIC, raw(without(TELEMETRY, "battery_pct")), "bad_payload"),
     "availability: missing boot": (AVAILABILITY_TOPIC, raw(without(AVAILABILITY, "boot")), "bad_payload"),
-    "ack: missing by": (ACK_TOPIC, raw(without(ACK, "by")), "bad_payload"),
     "latch: extra field": (LATCH_TOPIC, raw(LATCH | {"child": "x"}), "bad_payload"),
     "telemetry: extra field": (TELEMETRY_TOPIC, raw(TELEMETRY | {"temp_c": 21}), "bad_payload"),
     "availability: extra field": (AVAILABILITY_TOPIC, raw(AVAILABILITY | {"reason": "x"}), "bad_payload"),

@@ -688,3 +688,32 @@ def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "cannot read" in result.stderr
+
+
+# ----------------------------------------------------------------------------------- staff device ids
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("alerting.groups[0].members[0].channels[0].address", "s-0101"),  # a sensor's account
+        ("alerting.groups[0].members[0].id", "s-0102"),
+        ("alerting.groups[3].members[0].channels[0].address", "gateway"),
+        ("alerting.groups[3].members[0].channels[0].address", "technician"),
+        ("alerting.groups[3].members[0].id", "answer"),
+    ],
+)
+def test_a_staff_device_id_that_is_a_sensor_s_or_reserved_is_refused(path: str, value: str) -> None:
+    """A staff device's id is its broker account: a sensor's id would be that sensor's account, a reserved one no
+    staff device's; the gateway refuses acks from both, so such a device could never acknowledge."""
+    error = config_error(mutated(_set(path, value)))
+    assert len(error.problems) == 1, error.problems
+    assert f"{path}: {value!r} is " in error.problems[0]
+    assert "a staff device needs its own id" in error.problems[0]
+
+
+def test_an_address_of_another_channel_may_be_anything() -> None:
+    """Only mqtt addresses are device ids: an Apprise tag may be a sensor's id without harm."""
+    change = _set("alerting.groups[0].members[0].channels", [{"channel": "apprise", "address": "s-0101"}])
+    settings = settings_from_mapping(mutated(change), env=CREDS)
+    assert settings.alerting.groups[0].members[0].channels[0].address == "s-0101"

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from alerts.notices import NoticeKind
-from alerts.policy import AlertPolicy, StepReached, on_shift
+from alerts.policy import AlertPolicy, Roster, StepReached, on_shift
 from gateway.domain.events import AckRequest, AlarmEvent, OutboundEvent
 from gateway.domain.vocab import AlarmEventType, AlarmKind, Priority, Resolution
 from gateway.settings import ConfigError, ShiftConfig, settings_from_mapping
@@ -109,7 +109,15 @@ def test_an_ack_stops_escalation_and_repeats_and_the_resolved_notice_goes_to_eve
     rig.run(31)  # room, then site + siren
     rig.take(rig.h.ack(crib_id=FAST_WIRELESS, by="staff-7", device="pager-f1"))
     rig.run(200)
-    assert [k for k, _, _ in rig.kinds()] == ["alarm", "escalation"]
+    # The ack stops the chain; everyone told (not the siren: the ack silences it) hears who has it.
+    assert rig.kinds() == [
+        ("alarm", 0, ("fast-room",)),
+        ("escalation", 1, ("floor", "siren")),
+        ("acknowledged", 1, ("fast-room", "floor")),
+    ]
+    told = next(s.notice for s in rig.steps if s.notice.kind is NoticeKind.ACKNOWLEDGED)
+    assert (told.alarm.acknowledged_by, told.alarm.device) == ("staff-7", "pager-f1")
+    assert {r.member for r in told.recipients} == {"pager-f1", "pager-floor"}
     rig.take(rig.h.latch(FAST_WIRELESS, CLOSED))
     resolved = next(s.notice for s in reversed(rig.steps) if s.notice.alarm.kind is AlarmKind.CRIB_OPEN)
     assert resolved.kind is NoticeKind.RESOLVED
@@ -409,3 +417,58 @@ def test_a_site_without_a_siren_channel_gets_the_siren_step_without_a_siren_reci
         rig.take(rig.h.latch(FAST_WIRELESS, OPEN))
         rig.run(30.1)
         assert rig.kinds()[1] == ("escalation", 1, ("floor", "siren") if siren else ("floor",))
+
+
+# ----------------------------------------------------------------------------------- who acknowledged
+
+
+def test_who_acknowledged_is_the_roster_s_member_of_the_device_and_a_payload_s_by_only_a_claim() -> None:
+    groups = [
+        {
+            "id": "fast-room",
+            "kind": "room",
+            "rooms": ["fast"],
+            "members": [
+                {"id": "staff-07", "channels": [{"channel": "mqtt", "address": "pager-7"}]},  # staff-07's pager
+                {"id": "staff-08", "channels": [{"channel": "mqtt", "address": "tablet-room"}]},
+                {"id": "staff-09", "channels": [{"channel": "mqtt", "address": "tablet-room"}]},  # shared
+            ],
+        },
+        {
+            "id": "floor",
+            "kind": "site",
+            "members": [{"id": "pager-floor", "channels": [{"channel": "mqtt", "address": "pager-floor"}]}],
+        },
+    ]
+    roster = Roster(settings_from_mapping(site_mapping(alerting={"groups": groups})).alerting)
+    assert roster.identify("pager-7", None) == ("staff-07", None)
+    assert roster.identify("pager-7", "pager-7") == ("staff-07", None)  # the device naming itself claims no one
+    assert roster.identify("pager-7", "staff-07") == ("staff-07", None)
+    assert roster.identify("pager-7", "staff-99") == ("staff-07", "staff-99")
+    assert roster.identify("pager-floor", "staff-99") == ("pager-floor", "staff-99")  # a member that is a device
+    assert roster.identify("tablet-room", "staff-08") == ("tablet-room", "staff-08")  # shared: no one's own
+    assert roster.identify("pager-x", "staff-07") == ("pager-x", "staff-07")  # a device the roster does not know
+    assert roster.identify("tablet-room", "staff-08", login="staff-08") == ("staff-08", None)  # the web login's
+    assert roster.owner("tablet-room") is None
+    assert roster.owner("pager-7") == "staff-07"
+
+
+
+def test_a_sensor_whose_availability_flaps_raises_each_offline_and_counts_the_periods() -> None:
+    """A sensor with a loose battery contact: offline, back, offline... Each offline is its own sensor_offline alarm
+    (an unwatched crib; a real heartbeat always ends it: test_core_property), counted as offline periods for the
+    technician; availability changes do not fold into one incident as a flapping latch does (docs/alerting.md)."""
+    h = CoreHarness(settings_from_mapping(site_mapping(alarms={"offline_grace_s": 0})))
+    h.latch(FAST_WIRELESS, CLOSED)
+    out: list[OutboundEvent] = []
+    for boot in range(2, 22):
+        out += h.availability(FAST_WIRELESS, online=False, boot=boot - 1)
+        h.advance(0.5)
+        out += h.availability(FAST_WIRELESS, online=True, boot=boot)
+        h.advance(0.5)
+    raised = [e for e in alarm_events(out, AlarmEventType.RAISED) if e.kind is AlarmKind.SENSOR_OFFLINE]
+    ended = [e for e in alarm_events(out, AlarmEventType.RESOLVED) if e.kind is AlarmKind.SENSOR_OFFLINE]
+    assert (len(raised), len(ended)) == (20, 20)
+    assert {e.resolution for e in ended} == {Resolution.SENSOR_BACK}
+    view = next(v for v in h.monitor.snapshot().cribs if v.state.crib_id == FAST_WIRELESS)
+    assert (view.health.online, view.health.offline_periods, view.health.flaps) == (True, 20, 0)

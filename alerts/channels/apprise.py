@@ -28,6 +28,8 @@ def _notify_type(kind: NoticeKind) -> Any:
 
     if kind is NoticeKind.RESOLVED:
         return apprise.NotifyType.SUCCESS
+    if kind is NoticeKind.ACKNOWLEDGED:
+        return apprise.NotifyType.INFO
     if kind is NoticeKind.REMINDER:
         return apprise.NotifyType.WARNING
     return apprise.NotifyType.FAILURE

@@ -145,6 +145,7 @@ _KIND_WORDS = {
     NoticeKind.ESCALATION: "escalated",
     NoticeKind.REPEAT: "still not acknowledged",
     NoticeKind.REMINDER: "reminder: acknowledged, still open",
+    NoticeKind.ACKNOWLEDGED: "acknowledged",
     NoticeKind.RESOLVED: "resolved",
 }
 

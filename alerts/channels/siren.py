@@ -50,6 +50,8 @@ class SirenTransport:
         notice = delivery.notice
         alarm_id = notice.alarm.alarm_id
         with self._lock:
+            if notice.kind is NoticeKind.ACKNOWLEDGED:
+                raise Skipped(f"alarm {alarm_id} is acknowledged: nothing to sound")
             if notice.kind is NoticeKind.RESOLVED:
                 self._end(alarm_id)
                 self._drive()
@@ -71,6 +73,8 @@ class SirenTransport:
             if event.type is AlarmEventType.ACKNOWLEDGED:
                 self._acknowledged[event.alarm_id] = event.at
                 self._sounding.discard(event.alarm_id)
+            elif event.type is AlarmEventType.REMINDED:
+                return  # the alarm is back, not ended: the reminder's chain sounds it again (notices after the ack)
             else:
                 self._end(event.alarm_id)
             self._drive()

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from alerts.notices import Recipient
 from gateway.settings import (
+    MQTT_CHANNEL,
     SIREN_CHANNEL,
     WEEKDAYS,
     AlertingConfig,
@@ -46,6 +47,31 @@ class Roster:
     def __init__(self, config: AlertingConfig) -> None:
         self._groups = config.groups
         self._zone = ZoneInfo(config.time_zone)
+        owners: dict[str, set[str]] = {}
+        for group in config.groups:
+            for member in group.members:
+                for address in member.channels:
+                    if address.channel == MQTT_CHANNEL:
+                        owners.setdefault(address.address, set()).add(member.id)
+        self._owners = {device: next(iter(ids)) for device, ids in owners.items() if len(ids) == 1}
+        """Staff device id -> the one member whose device it is (a device several members list is shared)."""
+
+    def owner(self, device: str) -> str | None:
+        """The member (a staff id, or the device's own id) a staff device belongs to; None for a device the roster
+        does not know, or one that several members share (a room tablet)."""
+        return self._owners.get(device)
+
+    def identify(self, device: str, claimed: str | None, *, login: str | None = None) -> tuple[str, str | None]:
+        """Who acknowledged on ``device`` (a fact the broker vouches for: the ack topic's device), as ``(by, claim)``.
+
+        ``by``: the staff id of an authenticated web login (``login``: the staff alarm board, for a shared tablet),
+        else the member the device belongs to, else the device id itself (a device the roster does not know, or a
+        shared one). ``claim``: what the ack's payload said ``by`` was, when it says someone else (neither ``by``
+        nor the device): recorded as a claim only, never as who acknowledged.
+        """
+        by = login or self._owners.get(device) or device
+        claim = claimed if claimed is not None and claimed not in (by, device) else None
+        return by, claim
 
     @property
     def empty(self) -> bool:

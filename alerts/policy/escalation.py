@@ -10,7 +10,8 @@ Per alarm::
 
     raised ──▶ step 0 (ALARM) ─after_s─▶ step 1 (ESCALATION) ─▶ ... ─▶ last step ─repeat_every_s─▶ step repeat_from
                   │                                                                          (REPEAT) ─▶ ...
-    acknowledged ─┴▶ the chain stops (no escalation, no repeat); the alarm stays open
+    acknowledged ─┴▶ the chain stops (no escalation, no repeat); the alarm stays open; ACKNOWLEDGED (who has it) to
+                     everyone who was told
     reminded (the crib still open long after the ack) ─▶ REMINDER to step 0's groups, then the chain again
     resolved ─▶ RESOLVED to everyone who was told
 
@@ -20,7 +21,6 @@ chain and their notices say test.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -32,8 +32,6 @@ from gateway.domain.events import AlarmEvent, CribState, OutboundEvent
 from gateway.domain.timers import DeadlineHeap
 from gateway.domain.vocab import AlarmEventType
 from gateway.settings import AlertingConfig, PolicyConfig
-
-log = logging.getLogger("cribwatch.notices")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +182,14 @@ class AlertPolicy:
         if event.type is AlarmEventType.ACKNOWLEDGED:
             chain.acknowledged = True
             self._timers.set(alarm_id, None)
+            # Everyone told hears who has it (the alarm event says who and which device): a pager of the site
+            # reads its own notify topic only, not the room's alarm topic. Not the siren: the ack silences it.
+            told = tuple(r for r in chain.told if r.channel != SIREN.channel)
+            if told:
+                groups = tuple(dict.fromkeys(r.group for r in told))
+                out.append(
+                    StepReached(self._notice(chain, NoticeKind.ACKNOWLEDGED, chain.reached, told), groups, "told")
+                )
         elif event.type is AlarmEventType.REMINDED:
             chain.acknowledged = False
             chain.passes = 0
@@ -246,30 +252,3 @@ class AlertPolicy:
             chain.passes += 1
             wait = policy.repeat_every_s
         self._timers.set(chain.alarm.alarm_id, now + wait)
-
-
-class LogNoticeSink:
-    """The notice sink until the channels' router is wired: each notice as one INFO line, counted by kind."""
-
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._log = logger or log
-        self.sent: Counter[str] = Counter()
-        self.notices: list[Notice] = []
-        """The last notices sent (at most 1000), for tests and the console."""
-
-    def send(self, notice: Notice) -> None:
-        self.sent[notice.kind.value] += 1
-        self.notices.append(notice)
-        del self.notices[:-1000]
-        who = ", ".join(f"{r.member}@{r.channel}" for r in notice.recipients) or "nobody"
-        self._log.info(
-            "notice %s %s%s step %d of alarm %s (%s, crib %s): %s",
-            notice.notice_id,
-            notice.kind.value,
-            " [TEST]" if notice.test else "",
-            notice.step,
-            notice.alarm.alarm_id,
-            notice.alarm.kind.value,
-            notice.alarm.crib_id,
-            who,
-        )

@@ -70,9 +70,10 @@ _JSON_VALUE_STARTS = frozenset(b'{["-0123456789tfn')
 _JSON_WHITESPACE = b" \t\n\r"
 
 
-RESERVED_DEVICE_IDS = ("gateway", "staff", "answer")
-"""Device ids no ack may come from: the broker accounts of the gateway and of the read-only staff board (the ACL's
-``ack/%u`` pattern applies to every account), and ``answer`` (``ack/answer/...`` are the gateway's answers)."""
+RESERVED_DEVICE_IDS = ("gateway", "staff", "technician", "answer")
+"""Device ids no ack may come from: the broker accounts of the gateway, the technicians' tools and the read-only
+staff board (the ACL's ``ack/%u`` pattern applies to every account), and ``answer`` (``ack/answer/...`` are the
+gateway's answers). The site file refuses them as staff device ids (gateway/settings.py, the same list)."""
 LEGACY_ACK = (
     "the shared ack topic <base>/<site>/ack is no longer taken: each device acknowledges on ack/<device> with its "
     "own broker account (docs/protocol.md)"
@@ -145,7 +146,7 @@ def decode_inbound(
                 "ack_device", f"the ack says device {ack.device!r} on {device!r}'s topic: a device acks as itself"
             )
         return AckRequest(
-            by=ack.by,
+            by=ack.by if ack.by is not None else device,
             device=device,
             alarm_id=ack.alarm_id,
             crib_id=ack.crib,

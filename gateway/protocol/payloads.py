@@ -122,7 +122,11 @@ class AckPayload(_Payload):
 
     alarm_id: str | None = Field(default=None, min_length=1, max_length=64)
     crib: Identifier | None = None
-    by: Identifier = Field(description="The staff account that acknowledged.")
+    by: Identifier | None = Field(
+        default=None,
+        description="Who the device says acknowledged: a claim. The gateway records the member the site's roster "
+        "says the device belongs to (else the device id); a different by is kept as a claim only (ack_by_claim).",
+    )
     device: Identifier | None = Field(
         default=None, description="The pager, tablet or board that sent it: if given, the topic's device."
     )
@@ -241,7 +245,7 @@ class AckAnswerPayload(_Payload):
     ts: float = Field(description="When the gateway decided, Unix seconds.")
 
 
-NoticeKindName = Literal["alarm", "escalation", "repeat", "reminder", "resolved"]
+NoticeKindName = Literal["alarm", "escalation", "repeat", "reminder", "acknowledged", "resolved"]
 
 
 class NotifyPayload(_Payload):
