@@ -66,6 +66,7 @@ from gateway.protocol.topics import COMMAND
 from gateway.settings import Settings
 from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
+from gateway.web.live import BoardChanges
 
 log = logging.getLogger("cribwatch.gateway")
 
@@ -189,6 +190,8 @@ class Gateway:
         self.dispatcher: Dispatcher | None = None
         self.buzzer: BuzzerChannel | None = None
         self.gpio: GpioLatchInputs | None = None
+        self.web_changes = BoardChanges()
+        """Wakes the web app's open boards on every outbound event (the last channel: docs/web.md)."""
 
     def _pins(self, simulate: bool, pin_factory: Any) -> Any:
         """The pin factory: the one given (None: gpiozero's own), or in simulation mode the mock pins of
@@ -562,7 +565,7 @@ class Gateway:
             self.influx.feed.seed([view.state for view in self.core.snapshot().cribs])
             channels.append(self.influx.feed)
         # The channels of notices follow alarm events too (the siren stops on an acknowledgement), after the record.
-        channels += [self.channels, LogChannel(), *self._extra_channels]
+        channels += [self.channels, LogChannel(), *self._extra_channels, self.web_changes]
         # Alarm events go to the socket and the buzzer at once; the rest a moment later (alerts.dispatch).
         loop = asyncio.get_running_loop()
         dispatcher = Dispatcher(
@@ -620,6 +623,10 @@ class Gateway:
                 tg.create_task(self._timer_loop(), name="alarm-timers")
                 tg.create_task(self._stats_loop(), name="stats")
                 tg.create_task(self._prune_loop(), name="store-pruning")
+                if self.settings.web is not None:
+                    from gateway.web.server import serve_web  # noqa: PLC0415 - only a site with [web] loads FastAPI
+
+                    tg.create_task(serve_web(self), name="web")
                 self.ready.set()
                 if self.sim_pins is not None:
                     log.warning(

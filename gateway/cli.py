@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import csv
 import gc
+import getpass
 import logging
 import os
 import re
@@ -331,6 +332,49 @@ def _command_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer")
 
 
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A web account's name: a staff id such as ``m042`` (never a person's name, docs/web.md)."""
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """Web accounts in the site's store: ``add`` (the first admin, then anyone) and ``list``."""
+    from gateway.store.accounts import AccountExistsError, AccountStore  # noqa: PLC0415 - only this command
+    from gateway.web.auth import hash_password  # noqa: PLC0415 - argon2 only for this command
+
+    settings = _load(args.config, require_credentials=False)
+    if settings is None:
+        return 2
+    try:
+        accounts = AccountStore.open(settings.store_path, site_id=settings.site.id)
+    except StoreError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        if args.action == "list":
+            for user in accounts.users():
+                print("\t".join([user.username, user.role, *(["disabled"] if user.disabled else [])]))
+            return 0
+        if not USERNAME.fullmatch(args.username):
+            print(f"user name {args.username!r}: expected a staff id (letters, digits, '.', '_', '-')", file=sys.stderr)
+            return 2
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                print("the two passwords differ", file=sys.stderr)
+                return 2
+        try:
+            accounts.add_user(args.username, args.role, hash_password(password), time.time())
+        except (ValueError, AccountExistsError) as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"account {args.username} ({args.role}) added")
+        return 0
+    finally:
+        accounts.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cribwatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -383,6 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="on: why (required)")
     p.add_argument("--until", type=_until, help="on: when it ends (required): 2h, 30m, or 2026-03-01T17:00")
     p.set_defaults(func=cmd_maintenance)
+
+    p = sub.add_parser("user", help="web accounts (docs/web.md): add one, or list them")
+    p.add_argument("action", choices=("add", "list"))
+    p.add_argument("username", nargs="?", default="", help="add: a staff id (never a person's name)")
+    p.add_argument("--config", required=True, help="the site's TOML file (its store holds the accounts)")
+    p.add_argument("--role", default="staff", choices=("staff", "manager", "technician", "coordinator", "admin"))
+    p.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
+    p.set_defaults(func=cmd_user)
 
     p = sub.add_parser("sim", help="simulated crib-latch sensors (a technician's test tool)")
     from firmware_sim.cli import add_arguments  # noqa: PLC0415

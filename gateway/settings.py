@@ -415,6 +415,21 @@ class RoomConfig(_Model):
     cribs: tuple[CribConfig, ...] = Field(min_length=1, strict=False)
 
 
+class WebConfig(_Model):
+    """The web app served by the gateway (docs/web.md): the staff alarm board and the technician console."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0: every interface).")
+    port: int = Field(default=8080, ge=1, le=65535, description="TCP port.")
+    secure_cookies: bool = Field(
+        default=False, description="Mark the session cookie Secure (set it when a TLS proxy serves the app)."
+    )
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="A login lasts this long.")
+    login_failures: int = Field(
+        default=5, ge=1, le=100, description="Failed logins per account or per address before a lock-out."
+    )
+    lockout_s: float = Field(default=300.0, gt=0, le=86400, description="How long a lock-out lasts.")
+
+
 class Settings(_Model):
     site: SiteConfig
     mqtt: MqttConfig = MqttConfig()
@@ -423,6 +438,7 @@ class Settings(_Model):
     store: StoreConfig = StoreConfig()
     influx: InfluxConfig | None = Field(default=None, description="InfluxDB targets (optional).")
     channels: ChannelsConfig = ChannelsConfig()
+    web: WebConfig | None = Field(default=None, description="The web app (docs/web.md); off when absent.")
     rooms: tuple[RoomConfig, ...] = Field(min_length=1, strict=False)  # a TOML array (see RoomConfig.cribs)
     alerting: AlertingConfig = Field(
         default_factory=lambda: AlertingConfig(),  # noqa: PLW0108 - defined further down

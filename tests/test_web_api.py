@@ -1,0 +1,333 @@
+"""The web app's API and pages on the app factory (FastAPI's TestClient), with a real gateway object (its core,
+not started: no broker needed) and real accounts in the site's SQLite store."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from gpiozero.pins.mock import MockFactory
+
+from gateway.app import Gateway
+from gateway.domain.clock import FakeClock
+from gateway.domain.events import LatchReading, TelemetryReading
+from gateway.domain.vocab import LatchState, Source
+from gateway.store.accounts import AccountStore
+from gateway.web.app import SESSION_COOKIE, create_app, wrap
+from gateway.web.auth import Role, Throttle
+from gateway.web.i18n import LANGUAGES, catalogue, pick_language
+from gateway.web.live import board_state
+from gateway.web.server import GatewayAdapter
+from tests.helpers import FAST_WIRELESS, SLOW_WIRELESS, make_settings, site_mapping
+from tests.web_helpers import PASSWORD, USERS, add_users, csrf_of, login
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "gateway" / "web"
+
+
+class Site:
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = FakeClock()
+        self.settings = make_settings(data=site_mapping(web={"port": 8099, "login_failures": 3, "lockout_s": 60}))
+        self.gateway = Gateway(self.settings, clock=self.clock, pin_factory=MockFactory())
+        self.accounts = AccountStore.open(tmp_path / "site.sqlite3", site_id=self.settings.site.id)
+        add_users(self.accounts)
+        self.app = create_app(
+            self.settings,
+            GatewayAdapter(self.gateway),
+            self.accounts,
+            self.gateway.web_changes,
+            now=self.clock.time,
+        )
+        self.client_app = wrap(self.app)
+
+    def client(self, role: Role | None = None) -> TestClient:
+        client = TestClient(self.client_app)
+        if role is not None:
+            answer = login(client, USERS[role])
+            assert answer.status_code == 303, answer.text
+        return client
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    yield s
+    s.accounts.close()
+
+
+def _routes(app: Any) -> list[APIRoute]:
+    return [r for r in app.routes if isinstance(r, APIRoute) and not r.path.startswith("/api/docs")]
+
+
+SAMPLE = {"alarm_id": "1-1", "crib": FAST_WIRELESS, "code": "en"}
+
+
+def _path(route: APIRoute) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: SAMPLE[m.group(1)], route.path)
+
+
+# ------------------------------------------------------------------------------------------ roles
+
+
+def test_every_route_declares_its_roles(site: Site) -> None:
+    routes = _routes(site.app)
+    assert len(routes) >= 12
+    for route in routes:
+        roles = (route.openapi_extra or {}).get("x-roles")
+        assert roles, f"{route.path} declares no roles"
+        assert set(roles) <= {r.value for r in Role} | {"anonymous"}, route.path
+    documented = site.client().get("/api/openapi.json").json()
+    assert documented["paths"]["/api/alarms/{alarm_id}/ack"]["post"]["x-roles"] == ["admin", "manager", "staff"]
+
+
+def test_each_route_refuses_every_other_role_and_anonymous(site: Site) -> None:
+    clients = {role: site.client(role) for role in Role}
+    csrf = {role: csrf_of(client) for role, client in clients.items()}
+    anonymous = site.client()
+    checked = 0
+    for route in _routes(site.app):
+        allowed = set((route.openapi_extra or {})["x-roles"])
+        if allowed == {"anonymous"}:
+            continue
+        method = next(iter(route.methods))
+        path = _path(route)
+        refused = anonymous.request(method, path, follow_redirects=False)
+        if method == "GET" and not path.startswith("/api/"):
+            assert (refused.status_code, refused.headers["location"]) == (303, "/login"), path
+        else:
+            assert refused.status_code == 401, path
+        for role in Role:
+            if role.value in allowed:
+                continue
+            answer = clients[role].request(
+                method, path, headers={"X-CSRF-Token": csrf[role]}, json={"on": False}, follow_redirects=False
+            )
+            assert answer.status_code == 403, (path, role, answer.text)
+            checked += 1
+    assert checked >= 15
+    # The positive side: the roles a page names get it.
+    assert clients[Role.STAFF].get("/board").status_code == 200
+    assert clients[Role.TECHNICIAN].get("/console").status_code == 200
+    assert clients[Role.STAFF].get("/console").status_code == 403
+
+
+# ------------------------------------------------------------------------------------------ login, CSRF, throttle
+
+
+def test_login_sets_a_strict_httponly_session_cookie_and_logout_ends_it(site: Site) -> None:
+    client = site.client()
+    answer = login(client, USERS[Role.STAFF])
+    assert (answer.status_code, answer.headers["location"]) == (303, "/board")
+    cookie = answer.headers["set-cookie"]
+    assert f"{SESSION_COOKIE}=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie or "samesite=strict" in cookie.lower()
+    assert "Secure" not in cookie  # not configured here: secure_cookies = false
+    assert client.get("/board").status_code == 200
+    assert client.post("/logout", follow_redirects=False).status_code == 403  # no CSRF token
+    assert client.post("/logout", data={"csrf": csrf_of(client)}, follow_redirects=False).status_code == 303
+    assert client.get("/api/board").status_code == 401
+
+
+def test_the_store_keeps_neither_password_nor_session_token(site: Site, tmp_path: Path) -> None:
+    client = site.client(Role.STAFF)
+    token = client.cookies.get(SESSION_COOKIE)
+    raw = (tmp_path / "site.sqlite3").read_bytes() + (tmp_path / "site.sqlite3-wal").read_bytes()
+    assert PASSWORD.encode() not in raw
+    assert token is not None
+    assert token.encode() not in raw
+    assert b"$argon2id$" in raw
+
+
+def test_a_wrong_password_and_an_unknown_account_read_the_same(site: Site) -> None:
+    wrong = login(site.client(), USERS[Role.STAFF], "not the password")
+    unknown = login(site.client(), "nobody", PASSWORD)
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Onjuist medewerkernummer of wachtwoord" in wrong.text  # Dutch by default
+    assert SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
+
+
+def test_login_without_its_csrf_token_is_refused(site: Site) -> None:
+    client = site.client()
+    client.get("/login")
+    answer = client.post("/login", data={"username": USERS[Role.STAFF], "password": PASSWORD, "csrf": "forged"})
+    assert answer.status_code == 403
+    fresh = TestClient(site.client_app)  # no cookie from the login page at all (a cross-site form post)
+    answer = fresh.post("/login", data={"username": USERS[Role.STAFF], "password": PASSWORD, "csrf": "x"})
+    assert answer.status_code == 403
+
+
+def test_posts_without_the_session_csrf_token_are_refused(site: Site) -> None:
+    tech = site.client(Role.TECHNICIAN)
+    assert tech.post(f"/api/cribs/{FAST_WIRELESS}/test-alarm").status_code == 403
+    forged = tech.post(f"/api/cribs/{FAST_WIRELESS}/test-alarm", headers={"X-CSRF-Token": "forged"})
+    assert forged.status_code == 403
+    assert not site.gateway.snapshot().open_alarms  # nothing happened
+
+
+def test_login_throttling_per_account_then_per_address(site: Site) -> None:
+    staff = USERS[Role.STAFF]
+    for _ in range(3):
+        assert login(site.client(), staff, "wrong password!").status_code == 401
+    locked = login(site.client(), staff)  # the right password, but the account is locked
+    assert locked.status_code == 429
+    assert "Te veel mislukte pogingen" in locked.text
+    site.clock.advance(61)
+    assert login(site.client(), staff).status_code == 303
+    # The address guessing across accounts: locked too (its failures counted beside the account's).
+    for name in ("x1", "x2", "x3"):
+        login(site.client(), name, "guess guess guess")
+    assert login(site.client(), USERS[Role.MANAGER]).status_code == 429
+    assert site.app.state.throttle.refused == 2
+
+
+def test_throttle_forgets_failures_outside_its_window() -> None:
+    throttle = Throttle(3, window_s=10, lockout_s=100)
+    keys = ["user:a"]
+    throttle.failed(keys, 0)
+    throttle.failed(keys, 1)
+    throttle.failed(keys, 20)  # the first two are out of the window
+    assert throttle.locked(keys, 21) is None
+    throttle.failed(keys, 22)
+    throttle.failed(keys, 23)
+    assert throttle.locked(keys, 24) == pytest.approx(99)
+    assert throttle.locked(keys, 124) is None
+
+
+# ------------------------------------------------------------------------------------------ the board
+
+
+def _tile(client: TestClient, crib: str) -> dict[str, Any]:
+    tiles = client.get("/api/board").json()["tiles"]
+    return next(t for t in tiles if t["crib_id"] == crib)
+
+
+def test_a_test_alarm_from_the_console_shows_on_the_board_and_ends_with_its_ack(site: Site) -> None:
+    tech, staff = site.client(Role.TECHNICIAN), site.client(Role.STAFF)
+    started = tech.post(f"/api/cribs/{FAST_WIRELESS}/test-alarm", headers={"X-CSRF-Token": csrf_of(tech)})
+    assert started.status_code == 200, started.text
+    tile = _tile(staff, FAST_WIRELESS)
+    assert (tile["status"], tile["test"], tile["priority"]) == ("alarm", True, "high")
+    (alarm,) = tile["alarms"]
+    mine = staff.post(f"/api/alarms/{alarm['alarm_id']}/ack", headers={"X-CSRF-Token": csrf_of(staff)})
+    assert mine.json()["result"] == "yours"
+    assert _tile(staff, FAST_WIRELESS)["alarms"] == []
+
+
+def test_acknowledge_from_the_board_answers_yours_then_taken_by_whom(site: Site) -> None:
+    staff, manager = site.client(Role.STAFF), site.client(Role.MANAGER)
+    site.gateway.submit(
+        LatchReading(
+            sensor_id="s-f1", state=LatchState.OPEN, boot=1, seq=1, sensor_ts=site.clock.time(), source=Source.MQTT
+        )
+    )
+    site.clock.advance(1)
+    site.gateway.core.advance()  # the running gateway's timer loop does this
+    tile = _tile(staff, FAST_WIRELESS)
+    assert (tile["status"], tile["latch"], tile["test"]) == ("alarm", "open", False)
+    (alarm,) = tile["alarms"]
+    assert alarm["acknowledged_by"] is None
+
+    mine = staff.post(f"/api/alarms/{alarm['alarm_id']}/ack", headers={"X-CSRF-Token": csrf_of(staff)})
+    assert mine.status_code == 200
+    assert mine.json()["result"] == "yours"
+    taken = manager.post(f"/api/alarms/{alarm['alarm_id']}/ack", headers={"X-CSRF-Token": csrf_of(manager)})
+    assert taken.status_code == 409
+    assert (taken.json()["result"], taken.json()["acknowledged_by"]) == ("taken", USERS[Role.STAFF])
+    tile = _tile(manager, FAST_WIRELESS)
+    assert tile["status"] == "acknowledged"
+    assert tile["alarms"][0]["acknowledged_by"] == USERS[Role.STAFF]
+    unknown = staff.post("/api/alarms/no-such/ack", headers={"X-CSRF-Token": csrf_of(staff)})
+    assert (unknown.status_code, unknown.json()["result"]) == (404, "refused")
+
+
+def test_the_board_shows_low_battery_and_filters_a_room(site: Site) -> None:
+    site.gateway.submit(
+        TelemetryReading(
+            sensor_id="s-s1",
+            boot=1,
+            seq=1,
+            sensor_ts=site.clock.time(),
+            battery_pct=9,
+            rssi_dbm=-70,
+            firmware="1.2.0",
+            uptime_s=5,
+            interval_s=30,
+        )
+    )
+    staff = site.client(Role.STAFF)
+    tile = _tile(staff, SLOW_WIRELESS)
+    assert tile["low_battery"] is True
+    assert tile["battery_pct"] == 9
+    slow = staff.get("/api/board", params={"room": "slow"}).json()["tiles"]
+    assert {t["room_id"] for t in slow} == {"slow"}
+    assert staff.get("/board", params={"room": "nope"}).status_code == 404
+    state = board_state(site.gateway.snapshot(), battery_low_pct=20)
+    assert json.loads(json.dumps(state))["tiles"][0]["crib_id"] == FAST_WIRELESS
+
+
+def test_maintenance_on_and_off_from_the_console(site: Site) -> None:
+    tech = site.client(Role.TECHNICIAN)
+    headers = {"X-CSRF-Token": csrf_of(tech)}
+    url = f"/api/cribs/{FAST_WIRELESS}/maintenance"
+    assert tech.post(url, headers=headers, json={"on": True, "reason": " ", "hours": 2}).status_code == 422
+    assert tech.post(url, headers=headers, json={"on": True, "reason": "battery", "hours": 9999}).status_code == 422
+    assert tech.post(url, headers=headers, json={"on": "yes"}).status_code == 422
+    assert tech.post("/api/cribs/nope/maintenance", headers=headers, json={"on": False}).status_code == 404
+    on = tech.post(url, headers=headers, json={"on": True, "reason": "new battery", "hours": 2})
+    assert on.status_code == 200, on.text
+    tile = _tile(tech, FAST_WIRELESS)
+    assert (tile["status"], tile["maintenance_reason"]) == ("maintenance", "new battery")
+    assert tile["maintenance_until"] == pytest.approx(site.clock.time() + 7200)
+    console = tech.get("/api/console").json()
+    row = next(s for s in console["sensors"] if s["crib_id"] == FAST_WIRELESS)
+    assert row["maintenance"]["by"] == USERS[Role.TECHNICIAN]
+    assert "accepted" in console["stats"]
+    assert tech.post(url, headers=headers, json={"on": False}).status_code == 200
+    assert _tile(tech, FAST_WIRELESS)["status"] != "maintenance"
+    again = tech.post(url, headers=headers, json={"on": False})
+    assert (again.status_code, again.json()["reason"]) == (409, "not_in_maintenance")
+
+
+# ------------------------------------------------------------------------------------------ pages, languages
+
+
+def test_pages_carry_the_security_headers(site: Site) -> None:
+    answer = site.client().get("/login")
+    csp = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert "<script>" not in answer.text  # no inline script: only src= and a JSON data block
+
+
+def test_language_follows_the_browser_and_the_switch(site: Site) -> None:
+    client = site.client()
+    assert "Inloggen" in client.get("/login").text
+    assert "Log in" in client.get("/login", headers={"Accept-Language": "en-GB,en;q=0.9,nl;q=0.5"}).text
+    client.get("/lang/nl", follow_redirects=False)
+    assert "Inloggen" in client.get("/login", headers={"Accept-Language": "en"}).text
+    assert client.get("/lang/fr", follow_redirects=False).status_code == 404
+    assert pick_language(None, "de-DE, en;q=0.3, nl;q=0.8") == "nl"
+    assert pick_language(None, "fr") == "nl"
+
+
+def test_catalogues_have_the_same_keys_and_every_key_the_pages_use() -> None:
+    keys = {lang: set(catalogue(lang)) for lang in LANGUAGES}
+    assert keys["nl"] == keys["en"]
+    used: set[str] = set()
+    for path in [*WEB_DIR.joinpath("templates").glob("*.html"), *WEB_DIR.joinpath("static").glob("*.js")]:
+        used |= set(re.findall(r"""\bt\(\s*['"]([a-z_]+\.[a-z_.]+|[a-z_]+)['"]""", path.read_text(encoding="utf-8")))
+    dynamic = {f"role.{r.value}" for r in Role}
+    dynamic |= {f"status.{s}" for s in ("alarm", "acknowledged", "closed", "open", "offline", "maintenance", "unknown")}
+    dynamic |= {f"priority.{p}" for p in ("high", "medium", "low")}
+    dynamic |= {f"kind.{k}" for k in ("crib_open", "sensor_offline", "battery_low", "gateway_fault")}
+    assert len(used) > 40
+    assert (used | dynamic) - keys["en"] == set()
