@@ -314,7 +314,7 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
         async def stream() -> AsyncIterator[str]:
             yield f"retry: {RETRY_MS}\n\n"
             seen = None
-            while True:
+            while not changes.closed:
                 version = changes.version
                 if version != seen:  # the whole state: first, after every change, and so after every reconnect
                     seen = version

@@ -37,12 +37,15 @@ class BoardChanges:
 
     def __init__(self) -> None:
         self.version = 0
+        self.closed = False
+        """The gateway is stopping: open streams end (so the web server stops at once)."""
         self._wake: asyncio.Event | None = None
 
     def deliver(self, event: OutboundEvent) -> None:
         self.bump()
 
     def close(self) -> None:
+        self.closed = True
         self.bump()
 
     def bump(self) -> None:

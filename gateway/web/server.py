@@ -88,7 +88,7 @@ async def serve_web(gateway: Gateway) -> None:
         log.critical("the web app stopped: no board or console until the gateway restarts (the alarms go on)")
     except asyncio.CancelledError:
         server.should_exit = True
-        gateway.web_changes.bump()
+        gateway.web_changes.close()
         with contextlib.suppress(Exception, SystemExit):
             await asyncio.wait_for(inner, timeout=3)
         raise
