@@ -302,6 +302,8 @@ class InfluxConfig(_Model):
         if self.retry_max_s < self.retry_min_s:
             raise ValueError(f"retry_max_s must be >= retry_min_s ({self.retry_min_s})")
         return self
+
+
 ENV_WEBHOOK_URL = "CRIBWATCH_WEBHOOK_URL"
 ENV_WEBHOOK_TOKEN = "CRIBWATCH_WEBHOOK_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 ENV_APPRISE_URLS = "CRIBWATCH_APPRISE_URLS"
@@ -428,6 +430,20 @@ class WebConfig(_Model):
         default=5, ge=1, le=100, description="Failed logins per account or per address before a lock-out."
     )
     lockout_s: float = Field(default=300.0, gt=0, le=86400, description="How long a lock-out lasts.")
+    plain_http: bool = Field(
+        default=False,
+        description="Serve the site's network over plain HTTP without Secure cookies (passwords cross the network "
+        "unencrypted): refused outside demo mode unless set.",
+    )
+
+    @property
+    def loopback_only(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
 
 class Settings(_Model):
@@ -469,6 +485,21 @@ class Settings(_Model):
             for room_id in group.rooms:
                 if room_id not in room_ids:
                     raise ValueError(f"alerting.groups[{i}].rooms: no room {room_id!r} (rooms: {sorted(room_ids)})")
+        return self
+
+    @model_validator(mode="after")
+    def _web_not_plain_by_default(self) -> Self:
+        web = self.web
+        if (
+            web is not None
+            and not self.site.demo
+            and not web.loopback_only
+            and not (web.secure_cookies or web.plain_http)
+        ):
+            raise ValueError(
+                f"web.host = {web.host!r} serves the site's network over plain HTTP: put a TLS proxy in front and set "
+                "web.secure_cookies = true, or accept unencrypted passwords with web.plain_http = true (docs/web.md)"
+            )
         return self
 
     @property

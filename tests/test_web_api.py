@@ -18,6 +18,7 @@ from gateway.app import Gateway
 from gateway.domain.clock import FakeClock
 from gateway.domain.events import LatchReading, TelemetryReading
 from gateway.domain.vocab import LatchState, Source
+from gateway.settings import ConfigError, settings_from_mapping
 from gateway.store.accounts import AccountStore
 from gateway.web.app import SESSION_COOKIE, create_app, wrap
 from gateway.web.auth import Role, Throttle
@@ -331,3 +332,23 @@ def test_catalogues_have_the_same_keys_and_every_key_the_pages_use() -> None:
     dynamic |= {f"kind.{k}" for k in ("crib_open", "sensor_offline", "battery_low", "gateway_fault")}
     assert len(used) > 40
     assert (used | dynamic) - keys["en"] == set()
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+
+def test_plain_http_on_the_site_network_is_refused_outside_demo_mode() -> None:
+    def settings(*, demo: bool, **web: Any) -> Any:
+        data = site_mapping(web=web)
+        data["site"] = {**data["site"], "demo": demo}
+        env = {"CRIBWATCH_MQTT_USERNAME": "gw", "CRIBWATCH_MQTT_PASSWORD": "pw"}
+        return settings_from_mapping(data, env=env)
+
+    with pytest.raises(ConfigError, match=r"web\.plain_http"):
+        settings(demo=False, host="0.0.0.0")
+    assert settings(demo=False, host="0.0.0.0", secure_cookies=True).web.secure_cookies
+    assert settings(demo=False, host="0.0.0.0", plain_http=True).web.plain_http
+    assert settings(demo=False).web.host == "127.0.0.1"
+    assert settings(demo=True, host="0.0.0.0").web is not None
+    with pytest.raises(ConfigError, match=r"web\.port"):
+        settings(demo=True, port=0)
