@@ -146,7 +146,7 @@ def _gpio_users(settings: Settings) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from devtools.demo import main as demo_main  # noqa: PLC0415
 
-    return demo_main(Path(args.config), pace=args.pace)
+    return demo_main(Path(args.config), pace=args.pace, keep=args.keep)
 
 
 def cmd_sim_load(args: argparse.Namespace) -> int:
@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run broker, gateway and simulated sensors; show an alarm's whole life")
     p.add_argument("--config", default=str(EXAMPLE_CONFIG), help="site file (default: the Kids-F example)")
     p.add_argument("--pace", type=float, default=1.0, help="pause multiplier between steps (0 = no pauses)")
+    p.add_argument(
+        "--keep", action="store_true", help="after the stories, keep the gateway and its web app running (Ctrl-C)"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("gateway", help="run the gateway for one site")

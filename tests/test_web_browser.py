@@ -115,6 +115,23 @@ async def test_an_alarm_appears_live_on_every_board_and_is_acknowledged_from_one
         if os.environ.get("CRIBWATCH_SCREENSHOTS"):
             await manager.screenshot(path=str(SHOTS / "web-board-acknowledged.png"))
 
+        # The technician console: a staff account is refused; a technician sees the sensors and health.
+        refused = await staff.goto(f"{base}/console")
+        assert refused is not None
+        assert refused.status == 403
+        context = await browser.new_context(locale="en", extra_http_headers={"Accept-Language": "en"})
+        tech = await context.new_page()
+        await tech.goto(f"{base}/login")
+        await tech.fill("input[name=username]", USERS[Role.TECHNICIAN])
+        await tech.fill("input[name=password]", PASSWORD)
+        await tech.click("button[type=submit]")
+        await expect(tech).to_have_url(f"{base}/console")
+        row = tech.locator('tr[data-crib="n-1"]')
+        await expect(row).to_contain_text("s-1")
+        await expect(tech.locator("#health")).to_contain_text("Messages accepted")
+        if os.environ.get("CRIBWATCH_SCREENSHOTS"):
+            await tech.screenshot(path=str(SHOTS / "web-console.png"), full_page=True)
+
 
 async def test_the_board_shows_connection_lost_then_the_true_state_after_a_restart(
     mqtt_endpoint: BrokerEndpoint,

@@ -74,7 +74,7 @@
     const items = [
       [t("console.run"), st.gw_run],
       [t("console.accepted"), st.accepted],
-      [t("console.rejected"), JSON.stringify(st.rejected)],
+      [t("console.rejected"), Object.entries(st.rejected).map(([k, v]) => k + ": " + v).join(", ") || "0"],
       [t("console.active_alarms"), st.active_alarms],
       [t("console.internal_errors"), st.internal_errors],
       [t("console.store"), st.store ? (st.store.size_bytes / 1e6).toFixed(1) + " MB, " + st.store.pending + " " + t("console.pending") + (st.store.failing ? " FAILING" : "") : "–"],
