@@ -21,7 +21,7 @@ from gateway.domain.vocab import LatchState, Source
 from gateway.settings import ConfigError, settings_from_mapping
 from gateway.store.accounts import AccountStore
 from gateway.web.app import SESSION_COOKIE, create_app, wrap
-from gateway.web.auth import Role, Throttle
+from gateway.web.auth import Role, Throttle, new_token, token_hash
 from gateway.web.i18n import LANGUAGES, catalogue, pick_language
 from gateway.web.live import board_state
 from gateway.web.server import GatewayAdapter
@@ -34,9 +34,11 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "gateway" / "web"
 class Site:
     def __init__(self, tmp_path: Path) -> None:
         self.clock = FakeClock()
-        self.settings = make_settings(data=site_mapping(web={"port": 8099, "login_failures": 3, "lockout_s": 60}))
+        web = {"port": 8099, "login_failures": 3, "lockout_s": 60}
+        store = {"path": str(tmp_path / "site.sqlite3")}  # never the system's state dir
+        self.settings = make_settings(data=site_mapping(web=web, store=store))
         self.gateway = Gateway(self.settings, clock=self.clock, pin_factory=MockFactory())
-        self.accounts = AccountStore.open(tmp_path / "site.sqlite3", site_id=self.settings.site.id)
+        self.accounts = AccountStore.open(self.settings.store_path, site_id=self.settings.site.id)
         add_users(self.accounts)
         self.app = create_app(
             self.settings,
@@ -46,6 +48,15 @@ class Site:
             now=self.clock.time,
         )
         self.client_app = wrap(self.app)
+
+    def tablet(self, room: str = "fast", name: str = "fast-wall") -> TestClient:
+        """A wall tablet of ``room``, after its one visit to /device/<token>."""
+        token = new_token()
+        self.accounts.add_device(token_hash(token), name, room, "tablet-csrf-" + name, self.clock.time())
+        client = TestClient(self.client_app)
+        answer = client.get(f"/device/{token}", follow_redirects=False)
+        assert (answer.status_code, answer.headers["location"]) == (303, f"/board?room={room}")
+        return client
 
     def client(self, role: Role | None = None) -> TestClient:
         client = TestClient(self.client_app)
@@ -82,15 +93,16 @@ def test_every_route_declares_its_roles(site: Site) -> None:
     for route in routes:
         roles = (route.openapi_extra or {}).get("x-roles")
         assert roles, f"{route.path} declares no roles"
-        assert set(roles) <= {r.value for r in Role} | {"anonymous"}, route.path
+        assert set(roles) <= {r.value for r in Role} | {"anonymous", "device"}, route.path
     documented = site.client().get("/api/openapi.json").json()
-    assert documented["paths"]["/api/alarms/{alarm_id}/ack"]["post"]["x-roles"] == ["admin", "manager", "staff"]
+    assert documented["paths"]["/api/alarms/{alarm_id}/ack"]["post"]["x-roles"] == ["admin", "manager", "staff", "device"]
 
 
 def test_each_route_refuses_every_other_role_and_anonymous(site: Site) -> None:
     clients = {role: site.client(role) for role in Role}
     csrf = {role: csrf_of(client) for role, client in clients.items()}
     anonymous = site.client()
+    tablet = site.tablet()
     checked = 0
     for route in _routes(site.app):
         allowed = set((route.openapi_extra or {})["x-roles"])
@@ -103,6 +115,9 @@ def test_each_route_refuses_every_other_role_and_anonymous(site: Site) -> None:
             assert (refused.status_code, refused.headers["location"]) == (303, "/login"), path
         else:
             assert refused.status_code == 401, path
+        if "device" not in allowed:
+            answer = tablet.request(method, path, headers={"X-CSRF-Token": "tablet-csrf-fast-wall"}, json={"on": False})
+            assert answer.status_code == 403, (path, "tablet", answer.text)
         for role in Role:
             if role.value in allowed:
                 continue
@@ -352,3 +367,54 @@ def test_plain_http_on_the_site_network_is_refused_outside_demo_mode() -> None:
     assert settings(demo=True, host="0.0.0.0").web is not None
     with pytest.raises(ConfigError, match=r"web\.port"):
         settings(demo=True, port=0)
+
+
+# ------------------------------------------------------------------------------------------ wall tablets
+
+
+def _open_crib(site: Site, sensor: str, seq: int = 1) -> None:
+    site.gateway.submit(
+        LatchReading(
+            sensor_id=sensor, state=LatchState.OPEN, boot=1, seq=seq, sensor_ts=site.clock.time(), source=Source.MQTT
+        )
+    )
+    site.clock.advance(11)  # past the slow room's grace too
+    site.gateway.core.advance()
+
+
+def test_a_wall_tablet_shows_its_room_only_and_acknowledges_for_the_person_picked(site: Site) -> None:
+    tablet = site.tablet("fast")
+    headers = {"X-CSRF-Token": "tablet-csrf-fast-wall"}
+    assert tablet.get("/board").status_code == 200
+    assert {t["room_id"] for t in tablet.get("/api/board").json()["tiles"]} == {"fast"}
+    assert tablet.get("/api/board", params={"room": "slow"}).status_code == 403
+    assert tablet.get("/console").status_code == 403
+    people = tablet.get("/api/board/people").json()["people"]
+    assert sorted(people) == sorted(USERS[r] for r in (Role.STAFF, Role.MANAGER, Role.ADMIN))
+
+    _open_crib(site, "s-f1")
+    _open_crib(site, "s-s1")
+    alarms = {
+        t["crib_id"]: t["alarms"][0]["alarm_id"]
+        for t in site.client(Role.STAFF).get("/api/board").json()["tiles"]
+        if t["alarms"] and t["crib_id"] in (FAST_WIRELESS, SLOW_WIRELESS)
+    }
+    fast, slow = alarms[FAST_WIRELESS], alarms[SLOW_WIRELESS]
+    assert tablet.post(f"/api/alarms/{fast}/ack", headers=headers).status_code == 422  # nobody picked
+    assert tablet.post(f"/api/alarms/{fast}/ack", headers=headers, json={"by": "nobody"}).status_code == 422
+    tech = USERS[Role.TECHNICIAN]
+    assert tablet.post(f"/api/alarms/{fast}/ack", headers=headers, json={"by": tech}).status_code == 422
+    assert tablet.post(f"/api/alarms/{slow}/ack", headers=headers, json={"by": USERS[Role.STAFF]}).status_code == 403
+    assert tablet.post(f"/api/alarms/{fast}/ack", json={"by": USERS[Role.STAFF]}).status_code == 403  # no CSRF
+    mine = tablet.post(f"/api/alarms/{fast}/ack", headers=headers, json={"by": USERS[Role.STAFF]})
+    assert (mine.status_code, mine.json()["result"]) == (200, "yours")
+    (alarm,) = site.gateway.core.crib_state(FAST_WIRELESS).alarms
+    assert alarm.acknowledged_by == USERS[Role.STAFF]
+
+
+def test_a_removed_tablet_token_opens_nothing(site: Site) -> None:
+    tablet = site.tablet("slow", name="slow-wall")
+    assert tablet.get("/api/board").status_code == 200
+    assert site.accounts.remove_device("slow-wall")
+    assert tablet.get("/api/board").status_code == 401
+    assert TestClient(site.client_app).get("/device/forged", follow_redirects=False).status_code == 404

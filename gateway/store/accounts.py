@@ -34,6 +34,14 @@ class SessionRow:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    name: str
+    room_id: str
+    csrf: str
+    created_at: float
+
+
 class AccountExistsError(Exception):
     """An account of that name exists already."""
 
@@ -115,3 +123,33 @@ class AccountStore:
     def prune_sessions(self, now: float) -> int:
         with self._lock:
             return self._conn.execute("DELETE FROM web_sessions WHERE expires_at <= ?", (now,)).rowcount
+
+    # ------------------------------------------------------------------------------------------ wall tablets
+
+    def add_device(self, token_hash: str, name: str, room_id: str, csrf: str, at: float) -> None:
+        with self._lock:
+            try:
+                self._conn.execute(
+                    "INSERT INTO web_devices (token_hash, name, room_id, csrf, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (token_hash, name, room_id, csrf, at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise AccountExistsError(f"a device {name!r} exists already") from exc
+
+    def device(self, token_hash: str) -> DeviceRow | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT name, room_id, csrf, created_at FROM web_devices WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+        return None if row is None else DeviceRow(row[0], row[1], row[2], row[3])
+
+    def devices(self) -> list[DeviceRow]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name, room_id, csrf, created_at FROM web_devices ORDER BY name"
+            ).fetchall()
+        return [DeviceRow(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def remove_device(self, name: str) -> bool:
+        with self._lock:
+            return self._conn.execute("DELETE FROM web_devices WHERE name = ?", (name,)).rowcount > 0

@@ -178,9 +178,18 @@ CREATE TABLE web_sessions (
     expires_at REAL NOT NULL
 );
 CREATE INDEX web_sessions_expires ON web_sessions (expires_at);
+
+CREATE TABLE web_devices (
+    token_hash TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    room_id    TEXT NOT NULL,
+    csrf       TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 """
 """Version 3: the web app's accounts (docs/web.md): a staff id (never a person's name) with its role and argon2
-hash, and the logins (the SHA-256 of each session token, never the token itself, with its CSRF token)."""
+hash, the logins (the SHA-256 of each session token, never the token itself, with its CSRF token), and the wall tablets
+(a per-device token, as its SHA-256, that opens one room's board)."""
 
 Migration = str | Callable[[sqlite3.Connection], None]
 

@@ -44,6 +44,10 @@ from gateway.web.live import BoardChanges, GatewayPort, board_state
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "cw_session"
+DEVICE_COOKIE = "cw_device"
+"""A wall tablet's device token (set by visiting ``/device/<token>`` once)."""
+TABLETS = "device"
+"""The ``x-roles`` entry of the routes a wall tablet may use."""
 LOGIN_COOKIE = "cw_login"
 """The login form's CSRF token (double submit: the cookie and the form field must match)."""
 HEARTBEAT_S = 5.0
@@ -63,12 +67,21 @@ CSP = (
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The logged-in person: a staff id (never a name) and a role."""
+    """The logged-in person (a staff id, never a name, and a role), or a wall tablet (``device``: its name, and the
+    one ``room`` whose board it may show; ``role`` None)."""
 
     username: str
-    role: Role
+    role: Role | None
     csrf: str
     token_hash: str
+    device: str | None = None
+    room: str | None = None
+
+
+class AckIn(BaseModel):
+    """An acknowledgement from a wall tablet names the person (a staff id picked on the tablet)."""
+
+    by: str | None = Field(default=None, max_length=64)
 
 
 class MaintenanceIn(BaseModel):
@@ -85,13 +98,25 @@ class Access:
     """The dependency that lets a route's roles in: 401 without a login (an HTML page redirects to /login), 403
     for another role, 403 for a POST without the session's CSRF token (header ``X-CSRF-Token`` or form ``csrf``)."""
 
-    def __init__(self, roles: frozenset[Role], accounts: AccountStore, now: Callable[[], float]) -> None:
+    def __init__(
+        self, roles: frozenset[Role], accounts: AccountStore, now: Callable[[], float], *, tablets: bool = False
+    ) -> None:
         self.roles = roles
         self.accounts = accounts
         self.now = now
+        self.tablets = tablets
+        """A wall tablet's device token is let in too (the board routes of its room)."""
 
     def __call__(self, request: Request) -> Principal:  # sync: FastAPI runs it in a worker thread (SQLite)
         token = request.cookies.get(SESSION_COOKIE)
+        device_token = request.cookies.get(DEVICE_COOKIE)
+        if token is None and device_token is not None:
+            device = self.accounts.device(token_hash(device_token))
+            if device is None:
+                raise HTTPException(status_code=401, detail="this tablet's token is unknown or withdrawn")
+            if not self.tablets:
+                raise HTTPException(status_code=403, detail="a wall tablet shows its room's board only")
+            return Principal(f"device:{device.name}", None, device.csrf, "", device=device.name, room=device.room_id)
         session = self.accounts.session(token_hash(token), self.now()) if token else None
         user = self.accounts.user(session.username) if session else None
         if session is None or user is None or user.disabled:
@@ -99,6 +124,15 @@ class Access:
         if user.role not in self.roles:
             raise HTTPException(status_code=403, detail="your role may not use this")
         return Principal(user.username, Role(user.role), session.csrf, token_hash(token or ""))
+
+
+def _room_for(who: Principal, asked: str | None) -> str | None:
+    """The room a board shows: a tablet's own room (403 for another), else the one asked for (None: the site)."""
+    if who.room is None:
+        return asked
+    if asked not in (None, who.room):
+        raise HTTPException(status_code=403, detail="this tablet shows its own room only")
+    return who.room
 
 
 async def check_csrf(request: Request, principal: Principal) -> None:
@@ -169,11 +203,13 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
 
-    def access(roles: frozenset[Role]) -> Any:
-        return Depends(Access(roles, accounts, now))
+    def access(roles: frozenset[Role], *, tablets: bool = False) -> Any:
+        return Depends(Access(roles, accounts, now, tablets=tablets))
 
-    def roles_of(roles: frozenset[Role] | None) -> dict[str, Any]:
-        return {"x-roles": [ANONYMOUS] if roles is None else sorted(r.value for r in roles)}
+    def roles_of(roles: frozenset[Role] | None, *, tablets: bool = False) -> dict[str, Any]:
+        if roles is None:
+            return {"x-roles": [ANONYMOUS]}
+        return {"x-roles": sorted(r.value for r in roles) + ([TABLETS] if tablets else [])}
 
     def lang_of(request: Request) -> str:
         return pick_language(request.cookies.get("lang"), request.headers.get("accept-language"))
@@ -291,26 +327,49 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
 
     # ------------------------------------------------------------------------------------------ the board
 
-    @app.get("/board", response_class=HTMLResponse, openapi_extra=roles_of(BOARD_VIEWERS))
+    @app.get("/device/{token}", openapi_extra=roles_of(None))
+    def device_login(token: str) -> Response:
+        """A wall tablet's one visit with its token (``cribwatch device add``): the token goes into a long-lived
+        cookie, and the tablet shows its room's board from then on."""
+        device = accounts.device(token_hash(token))
+        if device is None:
+            raise HTTPException(status_code=404, detail="unknown or withdrawn device token")
+        response = RedirectResponse(f"/board?room={device.room_id}", status_code=303)
+        response.set_cookie(
+            DEVICE_COOKIE, token, max_age=10 * 365 * 86400, httponly=True, samesite="strict", secure=web.secure_cookies
+        )
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    @app.get("/board", response_class=HTMLResponse, openapi_extra=roles_of(BOARD_VIEWERS, tablets=True))
     def board_page(
-        request: Request, who: Annotated[Principal, access(BOARD_VIEWERS)], room: str | None = None
+        request: Request, who: Annotated[Principal, access(BOARD_VIEWERS, tablets=True)], room: str | None = None
     ) -> HTMLResponse:
         if room is not None and room not in {r for r, _ in rooms}:
             raise HTTPException(status_code=404, detail=f"no room {room!r}")
-        return page(request, "board.html", who, room=room, rooms=rooms, can_ack=who.role in ACKNOWLEDGERS)
+        room = _room_for(who, room)
+        shown = rooms if who.room is None else [(r, label) for r, label in rooms if r == who.room]
+        can_ack = who.device is not None or who.role in ACKNOWLEDGERS
+        return page(request, "board.html", who, room=room, rooms=shown, can_ack=can_ack)
 
-    @app.get("/api/board", openapi_extra=roles_of(BOARD_VIEWERS))
+    @app.get("/api/board", openapi_extra=roles_of(BOARD_VIEWERS, tablets=True))
     async def board_json(
-        who: Annotated[Principal, access(BOARD_VIEWERS)],
-        room: str | None = None,
+        who: Annotated[Principal, access(BOARD_VIEWERS, tablets=True)], room: str | None = None
     ) -> dict[str, object]:
-        return board_state(gateway.snapshot(), battery_low_pct=battery_low, room=room)
+        return board_state(gateway.snapshot(), battery_low_pct=battery_low, room=_room_for(who, room))
 
-    @app.get("/api/board/events", openapi_extra=roles_of(BOARD_VIEWERS))
+    @app.get("/api/board/people", openapi_extra=roles_of(frozenset(), tablets=True))
+    def board_people(who: Annotated[Principal, access(frozenset(), tablets=True)]) -> dict[str, object]:
+        """The staff ids a wall tablet offers to pick from when someone acknowledges."""
+        people = [u.username for u in accounts.users() if not u.disabled and u.role in ACKNOWLEDGERS]
+        return {"people": people}
+
+    @app.get("/api/board/events", openapi_extra=roles_of(BOARD_VIEWERS, tablets=True))
     async def board_events(
-        who: Annotated[Principal, access(BOARD_VIEWERS)],
-        room: str | None = None,
+        who: Annotated[Principal, access(BOARD_VIEWERS, tablets=True)], room: str | None = None
     ) -> StreamingResponse:
+        room = _room_for(who, room)
+
         async def stream() -> AsyncIterator[str]:
             yield f"retry: {RETRY_MS}\n\n"
             seen = None
@@ -327,12 +386,18 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
             stream(), media_type="text/event-stream", headers={"cache-control": "no-store", "x-accel-buffering": "no"}
         )
 
-    @app.post("/api/alarms/{alarm_id}/ack", openapi_extra=roles_of(ACKNOWLEDGERS))
+    @app.post("/api/alarms/{alarm_id}/ack", openapi_extra=roles_of(ACKNOWLEDGERS, tablets=True))
     async def acknowledge(
-        alarm_id: str, request: Request, who: Annotated[Principal, access(ACKNOWLEDGERS)]
+        alarm_id: str,
+        request: Request,
+        who: Annotated[Principal, access(ACKNOWLEDGERS, tablets=True)],
+        picked: AckIn | None = None,
     ) -> JSONResponse:
         await check_csrf(request, who)
-        outcome = gateway.acknowledge(AckRequest(by=who.username, device=BOARD_DEVICE, alarm_id=alarm_id))
+        by, device = who.username, BOARD_DEVICE
+        if who.device is not None:  # a wall tablet: the person picked their staff id; the record says both
+            by, device = await _tablet_ack(alarm_id, who, picked)
+        outcome = gateway.acknowledge(AckRequest(by=by, device=device, alarm_id=alarm_id))
         body = _answer(outcome)
         if outcome.accepted:
             body["result"] = "yours"
@@ -342,6 +407,17 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
             return JSONResponse(body, status_code=409)
         body["result"] = "refused"
         return JSONResponse(body, status_code=404 if outcome.reason == "ack_unknown_alarm" else 409)
+
+    async def _tablet_ack(alarm_id: str, who: Principal, body: AckIn | None) -> tuple[str, str]:
+        if body is None or not body.by:
+            raise HTTPException(status_code=422, detail="pick your staff id to acknowledge on a shared tablet")
+        person = await asyncio.to_thread(accounts.user, body.by)
+        if person is None or person.disabled or person.role not in ACKNOWLEDGERS:
+            raise HTTPException(status_code=422, detail=f"{body.by!r} is not a staff id that may acknowledge")
+        rooms_of = {a.alarm_id: view.state.room_id for view in gateway.snapshot().cribs for a in view.state.alarms}
+        if rooms_of.get(alarm_id, who.room) != who.room:
+            raise HTTPException(status_code=403, detail="this tablet acknowledges its own room's alarms only")
+        return person.username, f"tablet-{who.device}"
 
     # ------------------------------------------------------------------------------------------ the console
 

@@ -10,6 +10,8 @@
   const room = board.dataset.room;
   const csrf = board.dataset.csrf;
   const canAck = board.dataset.canAck === "yes";
+  const tablet = board.dataset.tablet === "yes";
+  const picker = document.getElementById("picker");
   const answers = {}; // alarm_id -> the answer to this board's acknowledge, shown at once
   let lastHeard = 0;
   let tiles = [];
@@ -82,7 +84,7 @@
       } else if (canAck) {
         const btn = el("button", "ack", t("board.acknowledge"));
         btn.type = "button";
-        btn.addEventListener("click", () => acknowledge(alarm.alarm_id, btn));
+        btn.addEventListener("click", () => (tablet ? pickPerson(alarm.alarm_id, btn) : acknowledge(alarm.alarm_id, btn)));
         row.append(btn);
       }
       if (answers[alarm.alarm_id]) row.append(el("span", "answer", answers[alarm.alarm_id]));
@@ -90,13 +92,30 @@
     }
     return div;
   }
-  async function acknowledge(alarmId, btn) {
+  // A shared wall tablet: the person taps their staff id; the record says both the tablet and the person.
+  async function pickPerson(alarmId, btn) {
+    const res = await fetch("/api/board/people", { credentials: "same-origin" });
+    const people = res.ok ? (await res.json()).people : [];
+    const list = document.getElementById("people");
+    list.replaceChildren(...people.map((id) => {
+      const b = el("button", "person", id);
+      b.type = "button";
+      b.addEventListener("click", () => { picker.hidden = true; acknowledge(alarmId, btn, id); });
+      return b;
+    }));
+    picker.hidden = false;
+  }
+  document.getElementById("picker-cancel").addEventListener("click", () => { picker.hidden = true; });
+
+  async function acknowledge(alarmId, btn, person) {
     btn.disabled = true;
     answers[alarmId] = t("board.sending");
     render();
     try {
+      const headers = { "X-CSRF-Token": csrf };
+      if (person) headers["Content-Type"] = "application/json";
       const res = await fetch("/api/alarms/" + encodeURIComponent(alarmId) + "/ack", {
-        method: "POST", headers: { "X-CSRF-Token": csrf }, credentials: "same-origin",
+        method: "POST", headers, credentials: "same-origin", body: person ? JSON.stringify({ by: person }) : undefined,
       });
       const body = await res.json();
       if (body.result === "yours") answers[alarmId] = t("board.ack_yours");
