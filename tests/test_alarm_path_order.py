@@ -18,6 +18,7 @@ from devtools.brokers import BrokerEndpoint
 from gateway.domain.events import LatchReading, OutboundEvent
 from gateway.domain.vocab import LatchState, Source
 from gateway.store.recorder import StoreRecorder
+from gateway.web.live import BoardChanges
 from tests.test_gateway_integration import make_settings, running
 
 
@@ -48,7 +49,8 @@ async def test_an_alarm_is_on_the_socket_and_the_buzzer_before_the_record_and_th
         assert dispatcher is not None
         assert gw.buzzer is not None
         kinds = [type(channel) for channel in dispatcher.channels]
-        assert kinds == [MqttChannel, BuzzerChannel, StoreRecorder, ChannelRouter, LogChannel]
+        # The web app's wake-up of open boards comes last (gateway/web/live.py).
+        assert kinds == [MqttChannel, BuzzerChannel, StoreRecorder, ChannelRouter, LogChannel, BoardChanges]
 
         def state() -> tuple[bool, bool]:
             client = link._client  # noqa: SLF001
