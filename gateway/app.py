@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -190,8 +191,11 @@ class Gateway:
         self.dispatcher: Dispatcher | None = None
         self.buzzer: BuzzerChannel | None = None
         self.gpio: GpioLatchInputs | None = None
-        self.web_changes = BoardChanges()
+
+    @functools.cached_property
+    def web_changes(self) -> BoardChanges:
         """Wakes the web app's open boards on every outbound event (the last channel: docs/web.md)."""
+        return BoardChanges()
 
     def _pins(self, simulate: bool, pin_factory: Any) -> Any:
         """The pin factory: the one given (None: gpiozero's own), or in simulation mode the mock pins of
