@@ -74,6 +74,8 @@ def site(broker: Any, store: Path, port: int) -> Settings:
         "alarms": {"heartbeat_interval_s": 60, "offline_grace_s": 60},
         "store": {"path": str(store)},
         "web": {"host": "127.0.0.1", "port": port},
+        # Every sample opens and closes a crib at once: not a flapping latch here (docs/alerting.md).
+        "alerting": {"flapping": {"transitions": 1000, "window_s": 1}},
         "rooms": [
             {
                 "id": "room",

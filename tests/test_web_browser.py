@@ -151,3 +151,14 @@ async def test_the_board_shows_connection_lost_then_the_true_state_after_a_resta
         async with running(settings):
             await expect(board.locator("#connection")).to_have_class("connection ok", timeout=LIVE_MS)
             await expect(tile).to_have_attribute("data-status", "alarm", timeout=LIVE_MS)
+
+
+async def test_the_board_bench_measures_both_paths_in_one_run() -> None:
+    """``python -m bench.board`` in small: every alarm is timed at the MQTT subscriber and at every board."""
+    from bench.board import run
+
+    figures = await run(boards=2, samples=2, seed=3)
+    assert figures["mqtt"].n == 2
+    assert figures["board"].n == 4
+    assert figures["last_board"].n == 2
+    assert figures["board"].min > 0

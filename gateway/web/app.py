@@ -364,6 +364,19 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
         people = [u.username for u in accounts.users() if not u.disabled and u.role in ACKNOWLEDGERS]
         return {"people": people}
 
+    rendered: dict[str | None, tuple[int, str]] = {}
+    """The last state event per room and the version it was made at: one snapshot per change, however many
+    boards are open."""
+
+    def state_event(version: int, room: str | None) -> str:
+        cached = rendered.get(room)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        state = board_state(gateway.snapshot(), battery_low_pct=battery_low, room=room)
+        text = f"event: state\ndata: {json.dumps(state)}\n\n"
+        rendered[room] = (version, text)
+        return text
+
     @app.get("/api/board/events", openapi_extra=roles_of(BOARD_VIEWERS, tablets=True))
     async def board_events(
         who: Annotated[Principal, access(BOARD_VIEWERS, tablets=True)], room: str | None = None
@@ -377,8 +390,7 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
                 version = changes.version
                 if version != seen:  # the whole state: first, after every change, and so after every reconnect
                     seen = version
-                    state = board_state(gateway.snapshot(), battery_low_pct=battery_low, room=room)
-                    yield f"event: state\ndata: {json.dumps(state)}\n\n"
+                    yield state_event(version, room)
                 if await changes.wait(seen, HEARTBEAT_S) == seen:
                     yield f"event: ping\ndata: {now()}\n\n"
 
