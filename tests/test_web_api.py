@@ -285,6 +285,7 @@ def test_the_board_shows_low_battery_and_filters_a_room(site: Site) -> None:
     slow = staff.get("/api/board", params={"room": "slow"}).json()["tiles"]
     assert {t["room_id"] for t in slow} == {"slow"}
     assert staff.get("/board", params={"room": "nope"}).status_code == 404
+    assert staff.get("/api/board").json()["broker"] is False  # this gateway object never connected
     state = board_state(site.gateway.snapshot(), battery_low_pct=20)
     assert json.loads(json.dumps(state))["tiles"][0]["crib_id"] == FAST_WIRELESS
 

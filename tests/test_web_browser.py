@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from devtools.brokers import BrokerEndpoint, free_port
+from devtools.brokers import BrokerEndpoint, MosquittoBroker, free_port
 from gateway.protocol import Topics
 from gateway.settings import Settings
 from gateway.store.accounts import AccountStore
@@ -93,6 +94,7 @@ async def test_an_alarm_appears_live_on_every_board_and_is_acknowledged_from_one
         manager = await board_of(browser, base, Role.MANAGER, lang="en")
         tiles = [page.locator('[data-crib="n-1"]') for page in (staff, manager)]
         await expect(staff.locator("#sound")).to_have_text("Geluid staat UIT: tik om het aan te zetten")
+        await expect(staff.locator("#broker")).to_be_hidden()  # the gateway is on its broker
 
         await s1.open()
         for tile in tiles:
@@ -162,3 +164,18 @@ async def test_the_board_bench_measures_both_paths_in_one_run() -> None:
     assert figures["board"].n == 4
     assert figures["last_board"].n == 2
     assert figures["board"].min > 0
+
+
+async def test_the_board_warns_while_the_gateway_has_lost_its_broker(tmp_path: Path) -> None:
+    with MosquittoBroker(tmp_path / "broker", users={"gw": secrets.token_urlsafe(8)}) as broker:
+        settings, base = site(broker.endpoint)
+        async with running(settings), chromium() as browser:
+            await web_up(base)
+            board = await board_of(browser, base, Role.STAFF, lang="en")
+            await expect(board.locator("#broker")).to_be_hidden()
+            broker.stop()
+            await expect(board.locator("#broker")).to_be_visible(timeout=LIVE_MS)
+            await expect(board.locator("#broker")).to_contain_text("THE GATEWAY HAS LOST ITS BROKER")
+            await expect(board.locator("#connection")).to_have_class("connection ok")  # the board still hears
+            broker.start()
+            await expect(board.locator("#broker")).to_be_hidden(timeout=LIVE_MS * 2)

@@ -356,7 +356,10 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
     async def board_json(
         who: Annotated[Principal, access(BOARD_VIEWERS, tablets=True)], room: str | None = None
     ) -> dict[str, object]:
-        return board_state(gateway.snapshot(), battery_low_pct=battery_low, room=_room_for(who, room))
+        room = _room_for(who, room)
+        return board_state(
+            gateway.snapshot(), battery_low_pct=battery_low, room=room, broker=gateway.broker_connected()
+        )
 
     @app.get("/api/board/people", openapi_extra=roles_of(frozenset(), tablets=True))
     def board_people(who: Annotated[Principal, access(frozenset(), tablets=True)]) -> dict[str, object]:
@@ -364,17 +367,18 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
         people = [u.username for u in accounts.users() if not u.disabled and u.role in ACKNOWLEDGERS]
         return {"people": people}
 
-    rendered: dict[str | None, tuple[int, str]] = {}
+    rendered: dict[str | None, tuple[tuple[int, bool], str]] = {}
     """The last state event per room and the version it was made at: one snapshot per change, however many
     boards are open."""
 
     def state_event(version: int, room: str | None) -> str:
+        key = (version, gateway.broker_connected())
         cached = rendered.get(room)
-        if cached is not None and cached[0] == version:
+        if cached is not None and cached[0] == key:
             return cached[1]
-        state = board_state(gateway.snapshot(), battery_low_pct=battery_low, room=room)
+        state = board_state(gateway.snapshot(), battery_low_pct=battery_low, room=room, broker=key[1])
         text = f"event: state\ndata: {json.dumps(state)}\n\n"
-        rendered[room] = (version, text)
+        rendered[room] = (key, text)
         return text
 
     @app.get("/api/board/events", openapi_extra=roles_of(BOARD_VIEWERS, tablets=True))
@@ -385,13 +389,15 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
 
         async def stream() -> AsyncIterator[str]:
             yield f"retry: {RETRY_MS}\n\n"
-            seen = None
+            seen: int | None = None
+            broker = gateway.broker_connected()
             while not changes.closed:
                 version = changes.version
-                if version != seen:  # the whole state: first, after every change, and so after every reconnect
-                    seen = version
+                if version != seen or broker != gateway.broker_connected():
+                    # the whole state: first, after every change, and so after every reconnect
+                    seen, broker = version, gateway.broker_connected()
                     yield state_event(version, room)
-                if await changes.wait(seen, HEARTBEAT_S) == seen:
+                if await changes.wait(seen, HEARTBEAT_S) == seen and broker == gateway.broker_connected():
                     yield f"event: ping\ndata: {now()}\n\n"
 
         return StreamingResponse(

@@ -16,6 +16,10 @@ class GatewayPort(Protocol):
 
     def snapshot(self) -> SiteSnapshot: ...
 
+    def broker_connected(self) -> bool:
+        """The gateway is connected to its MQTT broker (without it, wireless sensors cannot reach it)."""
+        ...
+
     def acknowledge(self, ack: AckRequest) -> Outcome: ...
 
     def test_alarm(self, crib: str, *, by: str) -> Outcome: ...
@@ -153,7 +157,16 @@ def board_tiles(snapshot: SiteSnapshot, *, battery_low_pct: int, room: str | Non
     return tiles
 
 
-def board_state(snapshot: SiteSnapshot, *, battery_low_pct: int, room: str | None = None) -> dict[str, object]:
-    """The board's whole state as JSON-ready data (sent on every change and after every reconnect)."""
+def board_state(
+    snapshot: SiteSnapshot, *, battery_low_pct: int, room: str | None = None, broker: bool = True
+) -> dict[str, object]:
+    """The board's whole state as JSON-ready data (sent on every change and after every reconnect). ``broker``:
+    the gateway is connected to its broker (else the board warns that wireless sensors cannot reach it)."""
     tiles = board_tiles(snapshot, battery_low_pct=battery_low_pct, room=room)
-    return {"site": snapshot.site_id, "run": snapshot.run, "at": snapshot.at, "tiles": [asdict(t) for t in tiles]}
+    return {
+        "site": snapshot.site_id,
+        "run": snapshot.run,
+        "at": snapshot.at,
+        "broker": broker,
+        "tiles": [asdict(t) for t in tiles],
+    }

@@ -31,6 +31,9 @@ class GatewayAdapter:
     def snapshot(self) -> SiteSnapshot:
         return self._gw.snapshot()
 
+    def broker_connected(self) -> bool:
+        return self._gw.mqtt.connected.is_set()
+
     def acknowledge(self, ack: AckRequest) -> Outcome:
         return self._gw.submit(ack)
 

@@ -30,7 +30,9 @@
     source.addEventListener("state", (ev) => {
       lastHeard = Date.now();
       setConnected(true);
-      tiles = JSON.parse(ev.data).tiles;
+      const state = JSON.parse(ev.data);
+      tiles = state.tiles;
+      document.getElementById("broker").hidden = state.broker !== false;
       render();
     });
     source.addEventListener("ping", () => { lastHeard = Date.now(); setConnected(true); });
