@@ -333,14 +333,10 @@ def _command_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer")
 
 
-USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-"""A web account's name: a staff id such as ``m042`` (never a person's name, docs/web.md)."""
-
-
 def cmd_user(args: argparse.Namespace) -> int:
     """Web accounts in the site's store: ``add`` (the first admin, then anyone) and ``list``."""
     from gateway.store.accounts import AccountExistsError, AccountStore  # noqa: PLC0415 - only this command
-    from gateway.web.auth import hash_password  # noqa: PLC0415 - argon2 only for this command
+    from gateway.web.auth import STAFF_ID, hash_password  # noqa: PLC0415 - argon2 only for this command
 
     settings = _load(args.config, require_credentials=False)
     if settings is None:
@@ -355,7 +351,7 @@ def cmd_user(args: argparse.Namespace) -> int:
             for user in accounts.users():
                 print("\t".join([user.username, user.role, *(["disabled"] if user.disabled else [])]))
             return 0
-        if not USERNAME.fullmatch(args.username):
+        if not STAFF_ID.fullmatch(args.username):
             print(f"user name {args.username!r}: expected a staff id (letters, digits, '.', '_', '-')", file=sys.stderr)
             return 2
         if args.password_stdin:
@@ -381,7 +377,7 @@ def cmd_device(args: argparse.Namespace) -> int:
     import secrets  # noqa: PLC0415 - only this command
 
     from gateway.store.accounts import AccountExistsError, AccountStore  # noqa: PLC0415 - only this command
-    from gateway.web.auth import new_token, token_hash  # noqa: PLC0415 - only this command
+    from gateway.web.auth import STAFF_ID, new_token, token_hash  # noqa: PLC0415 - only this command
 
     settings = _load(args.config, require_credentials=False)
     if settings is None:
@@ -396,7 +392,7 @@ def cmd_device(args: argparse.Namespace) -> int:
             for device in accounts.devices():
                 print(f"{device.name}\t{device.room_id}")
             return 0
-        if not USERNAME.fullmatch(args.name):
+        if not STAFF_ID.fullmatch(args.name):
             print(f"device name {args.name!r}: expected letters, digits, '.', '_', '-'", file=sys.stderr)
             return 2
         if args.action == "remove":

@@ -77,7 +77,14 @@ def _routes(app: Any) -> list[APIRoute]:
     return [r for r in app.routes if isinstance(r, APIRoute) and not r.path.startswith("/api/docs")]
 
 
-SAMPLE = {"alarm_id": "1-1", "crib": FAST_WIRELESS, "code": "en"}
+SAMPLE = {
+    "alarm_id": "1-1",
+    "crib": FAST_WIRELESS,
+    "code": "en",
+    "username": "mana01",
+    "action": "disable",
+    "name": "fast-wall",
+}
 
 
 def _path(route: APIRoute) -> str:
@@ -420,3 +427,47 @@ def test_a_removed_tablet_token_opens_nothing(site: Site) -> None:
     assert site.accounts.remove_device("slow-wall")
     assert tablet.get("/api/board").status_code == 401
     assert TestClient(site.client_app).get("/device/forged", follow_redirects=False).status_code == 404
+
+
+# ------------------------------------------------------------------------------------------ the admin page
+
+
+def test_an_admin_adds_disables_and_enables_accounts_on_the_admin_page(site: Site) -> None:
+    admin = site.client(Role.ADMIN)
+    csrf = csrf_of(admin)
+    page = admin.get("/admin")
+    assert page.status_code == 200
+    assert 'data-user="staf01"' in page.text
+    bad = admin.post(
+        "/admin/users", data={"csrf": csrf, "username": "Anna de Vries", "role": "staff", "password": "x" * 12}
+    )
+    assert bad.status_code == 422
+    assert 'value="Anna de Vries"' in bad.text  # the input is kept beside the message
+    short = admin.post("/admin/users", data={"csrf": csrf, "username": "m777", "role": "staff", "password": "short"})
+    assert short.status_code == 422
+    forged = admin.post(
+        "/admin/users", data={"csrf": "forged", "username": "m777", "role": "staff", "password": PASSWORD}
+    )
+    assert forged.status_code == 403
+    added = admin.post("/admin/users", data={"csrf": csrf, "username": "m777", "role": "staff", "password": PASSWORD})
+    assert added.status_code == 200, added.text
+    again = admin.post("/admin/users", data={"csrf": csrf, "username": "m777", "role": "staff", "password": PASSWORD})
+    assert again.status_code == 422
+    newcomer = site.client()
+    assert login(newcomer, "m777").status_code == 303
+
+    assert admin.post("/admin/users/m777/disable", data={"csrf": csrf}).status_code == 200
+    assert newcomer.get("/api/board").status_code == 401  # a disabled account's sessions end
+    assert login(site.client(), "m777").status_code == 401
+    assert admin.post("/admin/users/m777/enable", data={"csrf": csrf}).status_code == 200
+    assert login(site.client(), "m777").status_code == 303
+    assert admin.post(f"/admin/users/{USERS[Role.ADMIN]}/disable", data={"csrf": csrf}).status_code == 422
+    assert admin.post("/admin/users/nobody/disable", data={"csrf": csrf}).status_code == 404
+
+
+def test_an_admin_removes_a_wall_tablet(site: Site) -> None:
+    tablet = site.tablet("fast", name="fast-wall")
+    admin = site.client(Role.ADMIN)
+    assert "fast-wall" in admin.get("/admin").text
+    assert admin.post("/admin/devices/fast-wall/remove", data={"csrf": csrf_of(admin)}).status_code == 200
+    assert tablet.get("/api/board").status_code == 401

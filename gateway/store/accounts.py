@@ -153,3 +153,13 @@ class AccountStore:
     def remove_device(self, name: str) -> bool:
         with self._lock:
             return self._conn.execute("DELETE FROM web_devices WHERE name = ?", (name,)).rowcount > 0
+
+    def set_disabled(self, username: str, disabled: bool) -> bool:
+        """Disable an account (its sessions end) or enable it again; False when there is no such account."""
+        with self._lock:
+            changed = self._conn.execute(
+                "UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username)
+            ).rowcount
+            if disabled:
+                self._conn.execute("DELETE FROM web_sessions WHERE username = ?", (username,))
+        return changed > 0

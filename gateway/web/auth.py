@@ -7,6 +7,7 @@ pure: it is given the time, and remembers failures per account and per address.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections import deque
 from enum import StrEnum
@@ -30,6 +31,11 @@ ACKNOWLEDGERS = frozenset({Role.STAFF, Role.MANAGER, Role.ADMIN})
 TECHNICIANS = frozenset({Role.TECHNICIAN, Role.ADMIN})
 """Who may open the technician console, run a test alarm, or put a crib in maintenance."""
 EVERYONE = frozenset(Role)
+ADMINS = frozenset({Role.ADMIN})
+"""Who may manage accounts and tablets."""
+
+STAFF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""An account's name: a staff id such as ``m042`` (never a person's name); a tablet's name alike."""
 
 MIN_PASSWORD = 10
 """The shortest password an account may have."""
