@@ -24,7 +24,7 @@ from devtools.brokers import BrokerEndpoint, MosquittoBroker, free_port
 from gateway.protocol import Topics
 from gateway.settings import Settings
 from gateway.store.accounts import AccountStore
-from gateway.web.auth import Role
+from gateway.web.auth import Role, new_token, token_hash
 from tests.test_gateway_integration import make_settings, running, sensor, staff_device
 from tests.web_helpers import PASSWORD, USERS, add_users
 
@@ -179,3 +179,40 @@ async def test_the_board_warns_while_the_gateway_has_lost_its_broker(tmp_path: P
             await expect(board.locator("#connection")).to_have_class("connection ok")  # the board still hears
             broker.start()
             await expect(board.locator("#broker")).to_be_hidden(timeout=LIVE_MS * 2)
+
+
+async def test_a_wall_tablet_asks_who_acknowledges_and_shows_its_room_only(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings, base = site(mqtt_endpoint)
+    topics = Topics(settings.site.id)
+    token = new_token()
+    accounts = AccountStore.open(settings.store_path, site_id=settings.site.id)
+    accounts.add_device(token_hash(token), "nursery-wall", "nursery", secrets.token_urlsafe(16), 0.0)
+    accounts.close()
+    async with (
+        running(settings) as gw,
+        sensor(mqtt_endpoint, topics, "s-3") as s3,
+        chromium() as browser,
+    ):
+        await web_up(base)
+        context = await browser.new_context(locale="nl", extra_http_headers={"Accept-Language": "nl"})
+        tablet = await context.new_page()
+        await tablet.goto(f"{base}/device/{token}")
+        await expect(tablet).to_have_url(f"{base}/board?room=nursery")
+        await expect(tablet.locator("#connection")).to_have_class("connection ok", timeout=LIVE_MS)
+        await expect(tablet.locator('[data-crib="w-1"]')).to_have_count(0)  # another room's crib
+        tile = tablet.locator('[data-crib="n-3"]')
+        await s3.open()
+        await expect(tile).to_have_attribute("data-status", "alarm", timeout=LIVE_MS)
+        await tile.locator("button.ack").click()
+        await expect(tablet.locator("#picker")).to_be_visible()
+        await expect(tablet.locator("#picker h2")).to_have_text("Wie ben jij? Tik je medewerkernummer")
+        if os.environ.get("CRIBWATCH_SCREENSHOTS"):
+            await tablet.screenshot(path=str(SHOTS / "web-tablet-picker.png"))
+        await tablet.locator("#people button", has_text=USERS[Role.MANAGER]).click()
+        await expect(tile).to_have_attribute("data-status", "acknowledged", timeout=LIVE_MS)
+        await expect(tile.locator(".answer")).to_have_text("Jij hebt hem")
+        (alarm,) = gw.core.crib_state("n-3").alarms
+        assert alarm.acknowledged_by == USERS[Role.MANAGER]
+        refused = await tablet.goto(f"{base}/console")
+        assert refused is not None
+        assert refused.status == 403
