@@ -336,7 +336,7 @@ def _command_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_user(args: argparse.Namespace) -> int:
     """Web accounts in the site's store: ``add`` (the first admin, then anyone) and ``list``."""
     from gateway.store.accounts import AccountExistsError, AccountStore  # noqa: PLC0415 - only this command
-    from gateway.web.auth import STAFF_ID, hash_password  # noqa: PLC0415 - argon2 only for this command
+    from gateway.web.auth import STAFF_ID, hash_password, hash_pin  # noqa: PLC0415 - argon2 only for this command
 
     settings = _load(args.config, require_credentials=False)
     if settings is None:
@@ -354,13 +354,25 @@ def cmd_user(args: argparse.Namespace) -> int:
         if not STAFF_ID.fullmatch(args.username):
             print(f"user name {args.username!r}: expected a staff id (letters, digits, '.', '_', '-')", file=sys.stderr)
             return 2
+        what = "PIN" if args.action == "pin" else "password"
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\n")
         else:
-            password = getpass.getpass("password: ")
+            password = getpass.getpass(f"{what}: ")
             if getpass.getpass("again: ") != password:
-                print("the two passwords differ", file=sys.stderr)
+                print(f"the two {what}s differ", file=sys.stderr)
                 return 2
+        if args.action == "pin":  # the personal PIN for shared wall tablets ([web] tablet_pin)
+            try:
+                found = accounts.set_pin_hash(args.username, hash_pin(password))
+            except ValueError as exc:
+                print(exc, file=sys.stderr)
+                return 2
+            if not found:
+                print(f"no account {args.username!r}", file=sys.stderr)
+                return 1
+            print(f"PIN of {args.username} set")
+            return 0
         try:
             accounts.add_user(args.username, args.role, hash_password(password), time.time())
         except (ValueError, AccountExistsError) as exc:
@@ -423,11 +435,13 @@ def cmd_device(args: argparse.Namespace) -> int:
 def _add_web_commands(sub: Any) -> None:
     """``user`` and ``device``: the web app's accounts and wall tablets, in the site's store."""
     p = sub.add_parser("user", help="web accounts (docs/web.md): add one, or list them")
-    p.add_argument("action", choices=("add", "list"))
-    p.add_argument("username", nargs="?", default="", help="add: a staff id (never a person's name)")
+    p.add_argument("action", choices=("add", "list", "pin"))
+    p.add_argument("username", nargs="?", default="", help="add, pin: a staff id (never a person's name)")
     p.add_argument("--config", required=True, help="the site's TOML file (its store holds the accounts)")
     p.add_argument("--role", default="staff", choices=("staff", "manager", "technician", "coordinator", "admin"))
-    p.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password (pin: the PIN) from one line of stdin"
+    )
     p.set_defaults(func=cmd_user)
 
     p = sub.add_parser("device", help="wall tablets (docs/web.md): add one for a room's board, list, remove")

@@ -430,6 +430,11 @@ class WebConfig(_Model):
         default=5, ge=1, le=100, description="Failed logins per account or per address before a lock-out."
     )
     lockout_s: float = Field(default=300.0, gt=0, le=86400, description="How long a lock-out lasts.")
+    tablet_pin: bool = Field(
+        default=False,
+        description="On a shared wall tablet, the person acknowledging also types their personal PIN "
+        "(`cribwatch user pin`).",
+    )
     plain_http: bool = Field(
         default=False,
         description="Serve the site's network over plain HTTP without Secure cookies (passwords cross the network "

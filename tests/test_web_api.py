@@ -21,7 +21,7 @@ from gateway.domain.vocab import LatchState, Source
 from gateway.settings import ConfigError, settings_from_mapping
 from gateway.store.accounts import AccountStore
 from gateway.web.app import SESSION_COOKIE, create_app, wrap
-from gateway.web.auth import Role, Throttle, new_token, token_hash
+from gateway.web.auth import Role, Throttle, hash_pin, new_token, token_hash
 from gateway.web.i18n import LANGUAGES, catalogue, pick_language
 from gateway.web.live import board_state
 from gateway.web.server import GatewayAdapter
@@ -32,9 +32,9 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "gateway" / "web"
 
 
 class Site:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **more_web: Any) -> None:
         self.clock = FakeClock()
-        web = {"port": 8099, "login_failures": 3, "lockout_s": 60}
+        web = {"port": 8099, "login_failures": 3, "lockout_s": 60, **more_web}
         store = {"path": str(tmp_path / "site.sqlite3")}  # never the system's state dir
         self.settings = make_settings(data=site_mapping(web=web, store=store))
         self.gateway = Gateway(self.settings, clock=self.clock, pin_factory=MockFactory())
@@ -471,3 +471,29 @@ def test_an_admin_removes_a_wall_tablet(site: Site) -> None:
     assert "fast-wall" in admin.get("/admin").text
     assert admin.post("/admin/devices/fast-wall/remove", data={"csrf": csrf_of(admin)}).status_code == 200
     assert tablet.get("/api/board").status_code == 401
+
+
+def test_a_site_that_asks_for_a_pin_on_tablets_checks_it_and_throttles_wrong_ones(tmp_path: Path) -> None:
+    site = Site(tmp_path, tablet_pin=True)
+    try:
+        site.accounts.set_pin_hash(USERS[Role.STAFF], hash_pin("4711"))
+        tablet = site.tablet("fast")
+        headers = {"X-CSRF-Token": "tablet-csrf-fast-wall"}
+        assert 'data-pin="yes"' in tablet.get("/board").text
+        _open_crib(site, "s-f1")
+        (alarm,) = site.gateway.core.crib_state(FAST_WIRELESS).alarms
+        url = f"/api/alarms/{alarm.alarm_id}/ack"
+        staff, manager = USERS[Role.STAFF], USERS[Role.MANAGER]
+        assert tablet.post(url, headers=headers, json={"by": manager, "pin": "1234"}).status_code == 422  # no PIN
+        assert tablet.post(url, headers=headers, json={"by": staff}).status_code == 403
+        for _ in range(2):
+            assert tablet.post(url, headers=headers, json={"by": staff, "pin": "0000"}).status_code == 403
+        assert tablet.post(url, headers=headers, json={"by": staff, "pin": "4711"}).status_code == 429  # locked
+        site.clock.advance(61)
+        mine = tablet.post(url, headers=headers, json={"by": staff, "pin": "4711"})
+        assert (mine.status_code, mine.json()["result"]) == (200, "yours")
+        assert site.gateway.core.crib_state(FAST_WIRELESS).alarms[0].acknowledged_by == staff
+        with pytest.raises(ValueError, match="4 to 8 digits"):
+            hash_pin("12ab")
+    finally:
+        site.accounts.close()

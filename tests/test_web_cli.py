@@ -70,6 +70,10 @@ def test_user_add_makes_the_first_admin_with_an_argon2_hash(tmp_path: Path) -> N
     assert (short.returncode, "at least 10" in short.stderr) == (2, True)
     named = cribwatch("user", "add", "Anna de Vries", "--config", str(site), "--password-stdin", stdin="x" * 12)
     assert (named.returncode, "staff id" in named.stderr) == (2, True)
+    pin = cribwatch("user", "pin", "a001", "--config", str(site), "--password-stdin", stdin="4711\n")
+    assert pin.returncode == 0, pin.stderr
+    assert cribwatch("user", "pin", "a001", "--config", str(site), "--password-stdin", stdin="47\n").returncode == 2
+    assert cribwatch("user", "pin", "zz9", "--config", str(site), "--password-stdin", stdin="4711\n").returncode == 1
     listed = cribwatch("user", "list", "--config", str(site))
     assert listed.stdout.split() == ["a001", "admin"]
     accounts = AccountStore.open(store, site_id="cli-web")
@@ -78,6 +82,8 @@ def test_user_add_makes_the_first_admin_with_an_argon2_hash(tmp_path: Path) -> N
         assert user is not None
         assert user.role == "admin"
         assert PasswordHasher().verify(user.password_hash, "a long enough password")
+        assert user.pin_hash is not None
+        assert PasswordHasher().verify(user.pin_hash, "4711")
     finally:
         accounts.close()
 

@@ -24,6 +24,8 @@ class UserRow:
     password_hash: str
     created_at: float
     disabled: bool
+    pin_hash: str | None = None
+    """The personal PIN's argon2 hash (for acknowledging on a shared wall tablet), if one is set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +82,10 @@ class AccountStore:
     def user(self, username: str) -> UserRow | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT username, role, password_hash, created_at, disabled FROM users WHERE username = ?",
+                "SELECT username, role, password_hash, created_at, disabled, pin_hash FROM users WHERE username = ?",
                 (username,),
             ).fetchone()
-        return None if row is None else UserRow(row[0], row[1], row[2], row[3], bool(row[4]))
+        return None if row is None else UserRow(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
 
     def users(self) -> list[UserRow]:
         with self._lock:
@@ -91,6 +93,13 @@ class AccountStore:
                 "SELECT username, role, password_hash, created_at, disabled FROM users ORDER BY username"
             ).fetchall()
         return [UserRow(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    def set_pin_hash(self, username: str, pin_hash: str) -> bool:
+        with self._lock:
+            return (
+                self._conn.execute("UPDATE users SET pin_hash = ? WHERE username = ?", (pin_hash, username)).rowcount
+                > 0
+            )
 
     def set_password_hash(self, username: str, password_hash: str) -> None:
         """A new hash (argon2's rehash on login, or a password change)."""

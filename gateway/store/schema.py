@@ -167,7 +167,8 @@ CREATE TABLE users (
     role          TEXT NOT NULL CHECK (role IN ('staff', 'manager', 'technician', 'coordinator', 'admin')),
     password_hash TEXT NOT NULL,
     created_at    REAL NOT NULL,
-    disabled      INTEGER NOT NULL DEFAULT 0
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    pin_hash      TEXT
 );
 
 CREATE TABLE web_sessions (

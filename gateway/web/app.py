@@ -85,6 +85,8 @@ class AckIn(BaseModel):
     """An acknowledgement from a wall tablet names the person (a staff id picked on the tablet)."""
 
     by: str | None = Field(default=None, max_length=64)
+    pin: str | None = Field(default=None, max_length=16)
+    """The person's PIN, where the site asks for one (``[web] tablet_pin``)."""
 
 
 class MaintenanceIn(BaseModel):
@@ -353,7 +355,7 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
         room = _room_for(who, room)
         shown = rooms if who.room is None else [(r, label) for r, label in rooms if r == who.room]
         can_ack = who.device is not None or who.role in ACKNOWLEDGERS
-        return page(request, "board.html", who, room=room, rooms=shown, can_ack=can_ack)
+        return page(request, "board.html", who, room=room, rooms=shown, can_ack=can_ack, ask_pin=web.tablet_pin)
 
     @app.get("/api/board", openapi_extra=roles_of(BOARD_VIEWERS, tablets=True))
     async def board_json(
@@ -438,7 +440,22 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
         rooms_of = {a.alarm_id: view.state.room_id for view in gateway.snapshot().cribs for a in view.state.alarms}
         if rooms_of.get(alarm_id, who.room) != who.room:
             raise HTTPException(status_code=403, detail="this tablet acknowledges its own room's alarms only")
+        if web.tablet_pin:
+            await _check_pin(person.username, person.pin_hash, body.pin or "")
         return person.username, f"tablet-{who.device}"
+
+    async def _check_pin(username: str, pin_hash: str | None, pin: str) -> None:
+        """The site asks for a personal PIN on shared tablets: wrong PINs are throttled per account."""
+        if pin_hash is None:
+            raise HTTPException(status_code=422, detail=f"{username} has no PIN yet: ask the manager to set one")
+        keys = [f"pin:{username}"]
+        if throttle.locked(keys, now()) is not None:
+            raise HTTPException(status_code=429, detail="too many wrong PINs: wait a few minutes, or use your pager")
+        ok, _ = await asyncio.to_thread(verify_password, pin_hash, pin)
+        if not ok:
+            throttle.failed(keys, now())
+            raise HTTPException(status_code=403, detail="wrong PIN")
+        throttle.succeeded(keys[0])
 
     # ------------------------------------------------------------------------------------------ the console
 

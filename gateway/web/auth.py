@@ -49,6 +49,16 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+PIN = re.compile(r"[0-9]{4,8}")
+"""A personal PIN for a shared wall tablet: 4 to 8 digits."""
+
+
+def hash_pin(pin: str) -> str:
+    if not PIN.fullmatch(pin):
+        raise ValueError("a PIN has 4 to 8 digits")
+    return _hasher.hash(pin)
+
+
 def verify_password(password_hash: str, password: str) -> tuple[bool, str | None]:
     """(matches, a new hash to store when argon2's parameters changed since this one was made)."""
     try:

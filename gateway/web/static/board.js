@@ -12,6 +12,10 @@
   const canAck = board.dataset.canAck === "yes";
   const tablet = board.dataset.tablet === "yes";
   const picker = document.getElementById("picker");
+  const askPin = board.dataset.pin === "yes";
+  const pinForm = document.getElementById("pin-form");
+  const pinInput = document.getElementById("pin");
+  let pinFor = null; // [alarmId, btn, person] while the PIN is typed
   const answers = {}; // alarm_id -> the answer to this board's acknowledge, shown at once
   let lastHeard = 0;
   let tiles = [];
@@ -102,14 +106,25 @@
     list.replaceChildren(...people.map((id) => {
       const b = el("button", "person", id);
       b.type = "button";
-      b.addEventListener("click", () => { picker.hidden = true; acknowledge(alarmId, btn, id); });
+      b.addEventListener("click", () => {
+        if (askPin) { pinFor = [alarmId, btn, id]; pinInput.value = ""; pinForm.hidden = false; pinInput.focus(); return; }
+        picker.hidden = true;
+        acknowledge(alarmId, btn, id);
+      });
       return b;
     }));
+    pinForm.hidden = true;
     picker.hidden = false;
   }
+  pinForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    picker.hidden = true;
+    if (pinFor) acknowledge(pinFor[0], pinFor[1], pinFor[2], pinInput.value);
+    pinFor = null;
+  });
   document.getElementById("picker-cancel").addEventListener("click", () => { picker.hidden = true; });
 
-  async function acknowledge(alarmId, btn, person) {
+  async function acknowledge(alarmId, btn, person, pin) {
     btn.disabled = true;
     answers[alarmId] = t("board.sending");
     render();
@@ -117,7 +132,7 @@
       const headers = { "X-CSRF-Token": csrf };
       if (person) headers["Content-Type"] = "application/json";
       const res = await fetch("/api/alarms/" + encodeURIComponent(alarmId) + "/ack", {
-        method: "POST", headers, credentials: "same-origin", body: person ? JSON.stringify({ by: person }) : undefined,
+        method: "POST", headers, credentials: "same-origin", body: person ? JSON.stringify({ by: person, pin: pin || null }) : undefined,
       });
       const body = await res.json();
       if (body.result === "yours") answers[alarmId] = t("board.ack_yours");
