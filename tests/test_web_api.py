@@ -169,6 +169,20 @@ def test_the_store_keeps_neither_password_nor_session_token(site: Site, tmp_path
     assert b"$argon2id$" in raw
 
 
+def test_each_role_lands_where_it_works(site: Site) -> None:
+    landing = {role: login(site.client(), USERS[role]).headers["location"] for role in Role}
+    assert landing == {
+        Role.STAFF: "/board",
+        Role.MANAGER: "/board",
+        Role.TECHNICIAN: "/console",
+        Role.COORDINATOR: "/welcome",
+        Role.ADMIN: "/board",
+    }
+    coordinator = site.client(Role.COORDINATOR)
+    assert coordinator.get("/", follow_redirects=False).headers["location"] == "/welcome"
+    assert coordinator.get("/welcome").status_code == 200
+
+
 def test_a_wrong_password_and_an_unknown_account_read_the_same(site: Site) -> None:
     wrong = login(site.client(), USERS[Role.STAFF], "not the password")
     unknown = login(site.client(), "nobody", PASSWORD)

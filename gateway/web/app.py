@@ -131,6 +131,16 @@ class Access:
         return Principal(user.username, Role(user.role), session.csrf, token_hash(token or ""))
 
 
+def _home_of(role: Role) -> str:
+    """Where a role lands after logging in: technicians on the console, board viewers on the board, the rest on a
+    welcome page."""
+    if role == Role.TECHNICIAN:
+        return "/console"
+    if role in BOARD_VIEWERS:
+        return "/board"
+    return "/welcome"
+
+
 def _room_for(who: Principal, asked: str | None) -> str | None:
     """The room a board shows: a tablet's own room (403 for another), else the one asked for (None: the site)."""
     if who.room is None:
@@ -288,8 +298,7 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
         token = new_token()
         accounts.add_session(token_hash(token), user.username, new_token(), at, at + web.session_hours * 3600.0)
         accounts.prune_sessions(at)
-        home = "/console" if user.role == Role.TECHNICIAN else "/board"
-        redirect = RedirectResponse(home, status_code=303)
+        redirect = RedirectResponse(_home_of(Role(user.role)), status_code=303)
         redirect.set_cookie(
             SESSION_COOKIE,
             token,
@@ -320,11 +329,7 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
 
     @app.get("/", openapi_extra=roles_of(EVERYONE))
     def home(who: Annotated[Principal, access(EVERYONE)]) -> Response:
-        if who.role in TECHNICIANS:
-            return RedirectResponse("/console", status_code=303)
-        if who.role in BOARD_VIEWERS:
-            return RedirectResponse("/board", status_code=303)
-        return RedirectResponse("/welcome", status_code=303)
+        return RedirectResponse(_home_of(who.role) if who.role else "/board", status_code=303)
 
     @app.get("/welcome", response_class=HTMLResponse, openapi_extra=roles_of(EVERYONE))
     def welcome(request: Request, who: Annotated[Principal, access(EVERYONE)]) -> HTMLResponse:

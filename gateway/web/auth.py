@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 from collections import deque
 from enum import StrEnum
 
@@ -94,11 +95,16 @@ class Throttle:
         self.lockout_s = lockout_s
         self._failures: dict[str, deque[float]] = {}
         self._locked_until: dict[str, float] = {}
+        self._lock = threading.Lock()  # logins are checked in the web app's worker threads
         self.refused = 0
         """Logins refused because their account or address was locked (shown in the console's health)."""
 
     def locked(self, keys: list[str], now: float) -> float | None:
         """Seconds until the last of ``keys`` unlocks, or None when none is locked."""
+        with self._lock:
+            return self._locked(keys, now)
+
+    def _locked(self, keys: list[str], now: float) -> float | None:
         waits = [until - now for key in keys if (until := self._locked_until.get(key, 0.0)) > now]
         if waits:
             self.refused += 1
@@ -106,6 +112,10 @@ class Throttle:
         return None
 
     def failed(self, keys: list[str], now: float) -> None:
+        with self._lock:
+            self._failed(keys, now)
+
+    def _failed(self, keys: list[str], now: float) -> None:
         for key in keys:
             seen = self._failures.setdefault(key, deque())
             seen.append(now)
@@ -121,4 +131,5 @@ class Throttle:
     def succeeded(self, user_key: str) -> None:
         """A good password clears its account's failures (never an address's: one good login must not unlock
         an address that guesses other accounts)."""
-        self._failures.pop(user_key, None)
+        with self._lock:
+            self._failures.pop(user_key, None)
