@@ -216,3 +216,16 @@ async def test_a_wall_tablet_asks_who_acknowledges_and_shows_its_room_only(mqtt_
         refused = await tablet.goto(f"{base}/console")
         assert refused is not None
         assert refused.status == 403
+
+
+async def test_a_board_of_a_disabled_account_goes_back_to_the_login_page(mqtt_endpoint: BrokerEndpoint) -> None:
+    settings, base = site(mqtt_endpoint)
+    async with running(settings), chromium() as browser:
+        await web_up(base)
+        board = await board_of(browser, base, Role.STAFF)
+        accounts = AccountStore.open(settings.store_path, site_id=settings.site.id)
+        try:
+            assert accounts.set_disabled(USERS[Role.STAFF], disabled=True)
+        finally:
+            accounts.close()
+        await expect(board).to_have_url(f"{base}/login", timeout=LIVE_MS * 2)

@@ -163,7 +163,7 @@ class AccountStore:
         with self._lock:
             return self._conn.execute("DELETE FROM web_devices WHERE name = ?", (name,)).rowcount > 0
 
-    def set_disabled(self, username: str, disabled: bool) -> bool:
+    def set_disabled(self, username: str, *, disabled: bool) -> bool:
         """Disable an account (its sessions end) or enable it again; False when there is no such account."""
         with self._lock:
             changed = self._conn.execute(

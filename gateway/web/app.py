@@ -393,9 +393,10 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
 
     @app.get("/api/board/events", openapi_extra=roles_of(BOARD_VIEWERS, tablets=True))
     async def board_events(
-        who: Annotated[Principal, access(BOARD_VIEWERS, tablets=True)], room: str | None = None
+        request: Request, who: Annotated[Principal, access(BOARD_VIEWERS, tablets=True)], room: str | None = None
     ) -> StreamingResponse:
         room = _room_for(who, room)
+        still_allowed = Access(BOARD_VIEWERS, accounts, now, tablets=True)
 
         async def stream() -> AsyncIterator[str]:
             yield f"retry: {RETRY_MS}\n\n"
@@ -408,6 +409,10 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
                     seen, broker = version, gateway.broker_connected()
                     yield state_event(version, room)
                 if await changes.wait(seen, HEARTBEAT_S) == seen and broker == gateway.broker_connected():
+                    try:  # a logout, an expired session, a disabled account or a removed tablet ends the stream
+                        await asyncio.to_thread(still_allowed, request)
+                    except HTTPException:
+                        return
                     yield f"event: ping\ndata: {now()}\n\n"
 
         return StreamingResponse(
@@ -589,7 +594,7 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
             raise HTTPException(status_code=404, detail=f"no action {action!r}")
         if username == who.username:
             return await admin_page(request, who, t("admin.not_yourself"), error=True)
-        if not await asyncio.to_thread(accounts.set_disabled, username, action == "disable"):
+        if not await asyncio.to_thread(accounts.set_disabled, username, disabled=action == "disable"):
             raise HTTPException(status_code=404, detail=f"no account {username!r}")
         gateway.audit(now(), who.username, "web", f"account_{action}d", json.dumps({"account": username}))
         return await admin_page(request, who, t("admin.changed", name=username))

@@ -40,9 +40,14 @@
       render();
     });
     source.addEventListener("ping", () => { lastHeard = Date.now(); setConnected(true); });
-    source.onerror = () => {
+    source.onerror = async () => {
       setConnected(false);
-      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 2000); // e.g. a 502 from a proxy
+      if (source.readyState !== EventSource.CLOSED) return; // it reconnects by itself
+      try { // refused (logged out, session over, tablet removed): to the login page; else try again
+        const res = await fetch("/api/board", { credentials: "same-origin" });
+        if (res.status === 401) { window.location.href = "/login"; return; }
+      } catch (e) { /* the gateway is away: keep trying */ }
+      setTimeout(connect, 2000);
     };
   }
   setInterval(() => {
