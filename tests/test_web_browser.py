@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -229,3 +230,25 @@ async def test_a_board_of_a_disabled_account_goes_back_to_the_login_page(mqtt_en
         finally:
             accounts.close()
         await expect(board).to_have_url(f"{base}/login", timeout=LIVE_MS * 2)
+
+
+async def test_a_web_app_that_cannot_bind_its_port_leaves_the_gateway_alarming(
+    mqtt_endpoint: BrokerEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(mqtt_endpoint, web={"host": "127.0.0.1", "port": port})
+        topics = Topics(settings.site.id)
+        async with (
+            running(settings) as gw,
+            staff_device(mqtt_endpoint, topics) as pager,
+            sensor(mqtt_endpoint, topics, "s-1") as s1,
+        ):
+            await s1.open()
+            raised = await pager.until(
+                lambda: next((e for e in pager.events if e.event == "raised" and e.crib == "n-1"), None)
+            )
+            assert raised.alarm_id in {a.alarm_id for a in gw.core.active_alarms()}
+        assert any("the web app failed" in r.getMessage() for r in caplog.records)

@@ -62,6 +62,19 @@ class _Server(uvicorn.Server):
         yield
 
 
+class WebServerError(Exception):
+    """uvicorn gave up (it calls ``sys.exit`` when it cannot bind its port)."""
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    """``server.serve()``, with uvicorn's SystemExit turned into an exception of this task: a SystemExit in a task
+    would leave the event loop itself and stop the gateway."""
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise WebServerError(f"the web server exited (code {exc.code}): is web.port taken?") from None
+
+
 async def serve_web(gateway: Gateway) -> None:
     """Serve the web app until cancelled (``[web]`` must be set). A failure (the port taken, the store unreadable)
     is logged CRITICAL and ends this task alone: the alarm path goes on without a board."""
@@ -85,17 +98,17 @@ async def serve_web(gateway: Gateway) -> None:
         server_header=False,
     )
     server = _Server(config)
-    inner = asyncio.create_task(server.serve(), name="web-server")
+    inner = asyncio.create_task(_serve(server), name="web-server")
     try:
         await asyncio.shield(inner)
         log.critical("the web app stopped: no board or console until the gateway restarts (the alarms go on)")
     except asyncio.CancelledError:
         server.should_exit = True
         gateway.web_changes.close()
-        with contextlib.suppress(Exception, SystemExit):
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(inner, timeout=3)
         raise
-    except (Exception, SystemExit):  # uvicorn exits when it cannot bind its port
+    except Exception:
         log.critical(
             "the web app failed: no board or console until the gateway restarts (the alarms go on)", exc_info=True
         )
