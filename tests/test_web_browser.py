@@ -96,6 +96,8 @@ async def test_an_alarm_appears_live_on_every_board_and_is_acknowledged_from_one
         tiles = [page.locator('[data-crib="n-1"]') for page in (staff, manager)]
         await expect(staff.locator("#sound")).to_have_text("Geluid staat UIT: tik om het aan te zetten")
         await expect(staff.locator("#broker")).to_be_hidden()  # the gateway is on its broker
+        await manager.locator("#sound").click()  # one tap: the browser lets the page play sound from now on
+        await expect(manager.locator("#sound")).to_have_text("Sound on")
 
         await s1.open()
         for tile in tiles:
