@@ -399,20 +399,25 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
         still_allowed = Access(BOARD_VIEWERS, accounts, now, tablets=True)
 
         async def stream() -> AsyncIterator[str]:
+            loop = asyncio.get_running_loop()
             yield f"retry: {RETRY_MS}\n\n"
             seen: int | None = None
             broker = gateway.broker_connected()
+            checked = loop.time()
             while not changes.closed:
                 version = changes.version
                 if version != seen or broker != gateway.broker_connected():
                     # the whole state: first, after every change, and so after every reconnect
                     seen, broker = version, gateway.broker_connected()
                     yield state_event(version, room)
-                if await changes.wait(seen, HEARTBEAT_S) == seen and broker == gateway.broker_connected():
+                quiet = await changes.wait(seen, HEARTBEAT_S) == seen and broker == gateway.broker_connected()
+                if loop.time() - checked >= HEARTBEAT_S:
+                    checked = loop.time()
                     try:  # a logout, an expired session, a disabled account or a removed tablet ends the stream
                         await asyncio.to_thread(still_allowed, request)
                     except HTTPException:
                         return
+                if quiet:
                     yield f"event: ping\ndata: {now()}\n\n"
 
         return StreamingResponse(
