@@ -104,8 +104,8 @@ async def test_the_alert_policy_takes_the_alarm_after_the_socket_the_buzzer_and_
         assert [note[0] for note in notes] == ["MqttChannel", "BuzzerChannel"]
         await asyncio.sleep(0.05)
         order = [note[0] for note in notes if note[1] == "AlarmEvent"]
-        assert order[:6] == ["MqttChannel", "BuzzerChannel", "StoreRecorder", "ChannelRouter", "LogChannel",
-                             "AlertPolicy"]  # fmt: skip
+        assert order[:7] == ["MqttChannel", "BuzzerChannel", "StoreRecorder", "ChannelRouter", "LogChannel",
+                             "BoardChanges", "AlertPolicy"]  # fmt: skip
         assert await asyncio.to_thread(gw.writer.flush, 5.0)
         health = gw.writer.health
         assert (health.pending, health.dropped, health.last_error) == (0, 0, None)
