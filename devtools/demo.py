@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -23,7 +25,7 @@ from typing import Any
 import aiomqtt
 from gpiozero.pins.mock import MockFactory
 
-from devtools.brokers import start_embedded_broker
+from devtools.brokers import free_port, start_embedded_broker
 from firmware_sim.fleet import Fleet
 from gateway.app import Gateway
 from gateway.domain.vocab import AlarmEventType, AlarmKind
@@ -38,6 +40,8 @@ from gateway.settings import (
     settings_from_mapping,
 )
 from gateway.store import Store
+from gateway.store.accounts import AccountStore
+from gateway.web.auth import hash_password
 
 DEMO_GRACE_S = 2.0
 STEP_TIMEOUT_S = 20.0
@@ -106,6 +110,9 @@ class Cast:
     """A wireless crib whose sensor loses power: the first one of another room, else another one, else the same."""
 
 
+DEMO_WEB_PORT = 8080
+
+
 def cast_of(settings: Settings) -> Cast:
     wireless = [(room, crib) for room, crib in settings.cribs() if not crib.wired]
     wired = next((crib for _, crib in settings.cribs() if crib.wired), None)
@@ -117,10 +124,12 @@ def cast_of(settings: Settings) -> Cast:
     return Cast(left_open=first, wired=wired, power_loss=(elsewhere or others or [first])[0])
 
 
-def demo_settings(config: Path, broker: BrokerAddress, store_path: Path) -> Settings:
+def demo_settings(config: Path, broker: BrokerAddress, store_path: Path, *, web_port: int | None = None) -> Settings:
     """A valid site file in demo mode, on the embedded broker, with short timers to watch, and its store at
-    ``store_path`` (a temporary file: a demo leaves no record behind)."""
+    ``store_path`` (a temporary file: a demo leaves no record behind); the web app on ``web_port`` of this machine."""
     data = read_site_file(config)
+    if web_port is not None:
+        data["web"] = {**data.get("web", {}), "host": "127.0.0.1", "port": web_port}
     data["site"] = {**data["site"], "demo": True}
     data["mqtt"] = {**data.get("mqtt", {}), "host": broker.host, "port": broker.port}
     data["alarms"] = {**data.get("alarms", {}), "offline_grace_s": 1.0, "heartbeat_interval_s": 5.0}
@@ -131,7 +140,7 @@ def demo_settings(config: Path, broker: BrokerAddress, store_path: Path) -> Sett
     return settings_from_mapping(data, env={}, source=f"{config} (demo)")
 
 
-def main(config: Path, *, pace: float = 1.0) -> int:
+def main(config: Path, *, pace: float = 1.0, keep: bool = False) -> int:
     """``cribwatch demo``: :func:`run_demo` in a process of its own.
 
     SIGINT (Ctrl-C) or SIGTERM stops it cleanly: the sensors, the gateway and then the broker go down in order,
@@ -161,7 +170,7 @@ def main(config: Path, *, pace: float = 1.0) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop, sig)
         try:
-            code = await run_demo(config, pace=pace)
+            code = await run_demo(config, pace=pace, keep=keep)
         except asyncio.CancelledError:
             if not received:
                 raise
@@ -174,7 +183,7 @@ def main(config: Path, *, pace: float = 1.0) -> int:
     return asyncio.run(until_signalled())
 
 
-async def run_demo(config: Path, *, pace: float = 1.0) -> int:
+async def run_demo(config: Path, *, pace: float = 1.0, keep: bool = False) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("cribwatch.alarm").setLevel(logging.ERROR)  # the pager below shows every alarm
     logging.getLogger("devtools.brokers").setLevel(logging.INFO)  # which broker the demo runs on
@@ -189,7 +198,7 @@ async def run_demo(config: Path, *, pace: float = 1.0) -> int:
             console.say("demo", f"broker on {endpoint.host}:{endpoint.port}")
             store_path = Path(tmp) / "demo.sqlite3"
             try:
-                site_id = await _run(config, endpoint, console, pace, store_path)
+                site_id = await _run(config, endpoint, console, pace, store_path, keep=keep)
             except TimeoutError:
                 console.say("demo", "FAILED: an expected alarm event did not arrive in time")
                 return 1
@@ -285,9 +294,13 @@ class _Scenario:
         await self.pager.wait_for(crib, AlarmKind.SENSOR_OFFLINE, AlarmEventType.RESOLVED)
 
 
-async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: float, store_path: Path) -> str:
-    """The demo's stories on one gateway; returns the site id (its store's owner)."""
-    settings = demo_settings(config, broker, store_path)
+async def _run(
+    config: Path, broker: BrokerAddress, console: _Console, pace: float, store_path: Path, *, keep: bool = False
+) -> str:
+    """The demo's stories on one gateway; returns the site id (its store's owner). ``keep``: the gateway, its web
+    app and the sensors stay up after the stories until the demo is stopped (Ctrl-C)."""
+    settings = demo_settings(config, broker, store_path, web_port=_web_port())
+    login = _demo_accounts(settings)
     topics = Topics(settings.site.id, settings.mqtt.base_topic)
     pins = MockFactory()
     gateway = Gateway(settings, pin_factory=pins)
@@ -299,6 +312,8 @@ async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: flo
             if crib_cfg.gpio_pin is not None:
                 pins.pin(crib_cfg.gpio_pin).drive_low()
         console.say("gateway", f"running for {settings.site.label}: {len(settings.cribs())} cribs")
+        if settings.web is not None:
+            console.say("web", f"the alarm board on http://{settings.web.host}:{settings.web.port}/ ({login})")
         async with (
             new_client(broker, identifier="demo-pager") as pager_client,
             Fleet.from_settings(settings, broker=broker, interval_s=5.0) as fleet,
@@ -324,6 +339,9 @@ async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: flo
                     await scenario.wired_crib_left_open(cast.wired)
                 if cast.power_loss is not None:
                     await scenario.sensor_loses_power(cast.power_loss)
+                if keep:
+                    console.say("demo", "the stories are done; still running for you to try (Ctrl-C stops it)")
+                    await asyncio.Event().wait()
                 stats = gateway.stats_payload()
                 console.say(
                     "gateway",
@@ -337,6 +355,29 @@ async def _run(config: Path, broker: BrokerAddress, console: _Console, pace: flo
                 await asyncio.wait({pager_task})
         gw_task.cancel()
     return settings.site.id
+
+
+def _web_port() -> int:
+    """8080 when it is free (an address easy to type), else any free port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", DEMO_WEB_PORT))
+        except OSError:
+            return free_port()
+    return DEMO_WEB_PORT
+
+
+def _demo_accounts(settings: Settings) -> str:
+    """A staff and a technician account in the demo's (temporary) store, one random password: what to log in with."""
+    password = secrets.token_urlsafe(9)
+    hashed = hash_password(password)
+    accounts = AccountStore.open(settings.store_path, site_id=settings.site.id)
+    try:
+        for name, role in (("demo-staff", "staff"), ("demo-tech", "technician")):
+            accounts.add_user(name, role, hashed, time.time())
+    finally:
+        accounts.close()
+    return f"log in as demo-staff or demo-tech, password {password}"
 
 
 async def _bounce(up: Callable[[], None], down: Callable[[], None], *, times: int) -> None:

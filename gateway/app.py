@@ -68,6 +68,7 @@ from gateway.protocol.topics import COMMAND
 from gateway.settings import Settings
 from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
+from gateway.web.live import BoardChanges
 
 log = logging.getLogger("cribwatch.gateway")
 _NOT_A_STEP = frozenset({NoticeKind.RESOLVED, NoticeKind.ACKNOWLEDGED})
@@ -189,6 +190,11 @@ class Gateway:
         self.dispatcher: Dispatcher | None = None
         self.buzzer: BuzzerChannel | None = None
         self.gpio: GpioLatchInputs | None = None
+
+    @functools.cached_property
+    def web_changes(self) -> BoardChanges:
+        """Wakes the web app's open boards on every outbound event (the last channel: docs/web.md)."""
+        return BoardChanges()
 
     def _pins(self, simulate: bool, pin_factory: Any) -> Any:
         """The pin factory: the one given (None: gpiozero's own), or in simulation mode the mock pins of
@@ -602,7 +608,7 @@ class Gateway:
             self.influx.feed.seed([view.state for view in self.core.snapshot().cribs])
             channels.append(self.influx.feed)
         # The channels of notices follow alarm events too (the siren stops on an acknowledgement), after the record.
-        channels += [self.channels, LogChannel(), *self._extra_channels]
+        channels += [self.channels, LogChannel(), *self._extra_channels, self.web_changes]
         # Alarm events go to the socket and the buzzer at once; the rest a moment later (alerts.dispatch).
         loop = asyncio.get_running_loop()
         dispatcher = Dispatcher(
@@ -660,6 +666,10 @@ class Gateway:
                 tg.create_task(self._timer_loop(), name="alarm-timers")
                 tg.create_task(self._stats_loop(), name="stats")
                 tg.create_task(self._prune_loop(), name="store-pruning")
+                if self.settings.web is not None:
+                    from gateway.web.server import serve_web  # noqa: PLC0415 - only a site with [web] loads FastAPI
+
+                    tg.create_task(serve_web(self), name="web")
                 self.ready.set()
                 if self.sim_pins is not None:
                     log.warning(

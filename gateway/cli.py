@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import csv
 import gc
+import getpass
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ import time
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from gateway.gpio.pins import MOCK_PINS_ADVICE, GpioUnavailableError
 from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, ConfigError, Settings, load_settings
@@ -145,7 +147,7 @@ def _gpio_users(settings: Settings) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from devtools.demo import main as demo_main  # noqa: PLC0415
 
-    return demo_main(Path(args.config), pace=args.pace)
+    return demo_main(Path(args.config), pace=args.pace, keep=args.keep)
 
 
 def cmd_sim_load(args: argparse.Namespace) -> int:
@@ -331,6 +333,125 @@ def _command_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer")
 
 
+def cmd_user(args: argparse.Namespace) -> int:
+    """Web accounts in the site's store: ``add`` (the first admin, then anyone) and ``list``."""
+    from gateway.store.accounts import AccountExistsError, AccountStore  # noqa: PLC0415 - only this command
+    from gateway.web.auth import STAFF_ID, hash_password, hash_pin  # noqa: PLC0415 - argon2 only for this command
+
+    settings = _load(args.config, require_credentials=False)
+    if settings is None:
+        return 2
+    try:
+        accounts = AccountStore.open(settings.store_path, site_id=settings.site.id)
+    except StoreError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        if args.action == "list":
+            for user in accounts.users():
+                print("\t".join([user.username, user.role, *(["disabled"] if user.disabled else [])]))
+            return 0
+        if not STAFF_ID.fullmatch(args.username):
+            print(f"user name {args.username!r}: expected a staff id (letters, digits, '.', '_', '-')", file=sys.stderr)
+            return 2
+        what = "PIN" if args.action == "pin" else "password"
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass(f"{what}: ")
+            if getpass.getpass("again: ") != password:
+                print(f"the two {what}s differ", file=sys.stderr)
+                return 2
+        if args.action == "pin":  # the personal PIN for shared wall tablets ([web] tablet_pin)
+            try:
+                found = accounts.set_pin_hash(args.username, hash_pin(password))
+            except ValueError as exc:
+                print(exc, file=sys.stderr)
+                return 2
+            if not found:
+                print(f"no account {args.username!r}", file=sys.stderr)
+                return 1
+            print(f"PIN of {args.username} set")
+            return 0
+        try:
+            accounts.add_user(args.username, args.role, hash_password(password), time.time())
+        except (ValueError, AccountExistsError) as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"account {args.username} ({args.role}) added")
+        return 0
+    finally:
+        accounts.close()
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    """Wall tablets: ``add`` (prints the address the tablet opens once), ``list``, ``remove``."""
+    import secrets  # noqa: PLC0415 - only this command
+
+    from gateway.store.accounts import AccountExistsError, AccountStore  # noqa: PLC0415 - only this command
+    from gateway.web.auth import STAFF_ID, new_token, token_hash  # noqa: PLC0415 - only this command
+
+    settings = _load(args.config, require_credentials=False)
+    if settings is None:
+        return 2
+    try:
+        accounts = AccountStore.open(settings.store_path, site_id=settings.site.id)
+    except StoreError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        if args.action == "list":
+            for device in accounts.devices():
+                print(f"{device.name}\t{device.room_id}")
+            return 0
+        if not STAFF_ID.fullmatch(args.name):
+            print(f"device name {args.name!r}: expected letters, digits, '.', '_', '-'", file=sys.stderr)
+            return 2
+        if args.action == "remove":
+            if not accounts.remove_device(args.name):
+                print(f"no device {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"device {args.name} removed: its token opens nothing any more")
+            return 0
+        rooms = {room.id for room in settings.rooms}
+        if args.room not in rooms:
+            print(f"--room {args.room!r}: expected one of {', '.join(sorted(rooms))}", file=sys.stderr)
+            return 2
+        token = new_token()
+        try:
+            accounts.add_device(token_hash(token), args.name, args.room, secrets.token_urlsafe(32), time.time())
+        except AccountExistsError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        web = settings.web
+        where = f"http://{web.host}:{web.port}" if web is not None else "http://GATEWAY:8080"
+        print(f"device {args.name} shows room {args.room}; open this once on the tablet (keep it secret):")
+        print(f"{where}/device/{token}")
+        return 0
+    finally:
+        accounts.close()
+
+
+def _add_web_commands(sub: Any) -> None:
+    """``user`` and ``device``: the web app's accounts and wall tablets, in the site's store."""
+    p = sub.add_parser("user", help="web accounts (docs/web.md): add one, or list them")
+    p.add_argument("action", choices=("add", "list", "pin"))
+    p.add_argument("username", nargs="?", default="", help="add, pin: a staff id (never a person's name)")
+    p.add_argument("--config", required=True, help="the site's TOML file (its store holds the accounts)")
+    p.add_argument("--role", default="staff", choices=("staff", "manager", "technician", "coordinator", "admin"))
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password (pin: the PIN) from one line of stdin"
+    )
+    p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("device", help="wall tablets (docs/web.md): add one for a room's board, list, remove")
+    p.add_argument("action", choices=("add", "list", "remove"))
+    p.add_argument("name", nargs="?", default="", help="the tablet's name, e.g. vlinders-wall")
+    p.add_argument("--config", required=True, help="the site's TOML file (its store holds the devices)")
+    p.add_argument("--room", help="add: the room whose board it shows")
+    p.set_defaults(func=cmd_device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cribwatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -338,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run broker, gateway and simulated sensors; show an alarm's whole life")
     p.add_argument("--config", default=str(EXAMPLE_CONFIG), help="site file (default: the Kids-F example)")
     p.add_argument("--pace", type=float, default=1.0, help="pause multiplier between steps (0 = no pauses)")
+    p.add_argument(
+        "--keep", action="store_true", help="after the stories, keep the gateway and its web app running (Ctrl-C)"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("gateway", help="run the gateway for one site")
@@ -383,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="on: why (required)")
     p.add_argument("--until", type=_until, help="on: when it ends (required): 2h, 30m, or 2026-03-01T17:00")
     p.set_defaults(func=cmd_maintenance)
+
+    _add_web_commands(sub)
 
     p = sub.add_parser("sim", help="simulated crib-latch sensors (a technician's test tool)")
     from firmware_sim.cli import add_arguments  # noqa: PLC0415

@@ -417,6 +417,40 @@ class RoomConfig(_Model):
     cribs: tuple[CribConfig, ...] = Field(min_length=1, strict=False)
 
 
+class WebConfig(_Model):
+    """The web app served by the gateway (docs/web.md): the staff alarm board and the technician console."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0: every interface).")
+    port: int = Field(default=8080, ge=1, le=65535, description="TCP port.")
+    secure_cookies: bool = Field(
+        default=False, description="Mark the session cookie Secure (set it when a TLS proxy serves the app)."
+    )
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="A login lasts this long.")
+    login_failures: int = Field(
+        default=5, ge=1, le=100, description="Failed logins per account or per address before a lock-out."
+    )
+    lockout_s: float = Field(default=300.0, gt=0, le=86400, description="How long a lock-out lasts.")
+    tablet_pin: bool = Field(
+        default=False,
+        description="On a shared wall tablet, the person acknowledging also types their personal PIN "
+        "(`cribwatch user pin`).",
+    )
+    plain_http: bool = Field(
+        default=False,
+        description="Serve the site's network over plain HTTP without Secure cookies (passwords cross the network "
+        "unencrypted): refused outside demo mode unless set.",
+    )
+
+    @property
+    def loopback_only(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
 class Settings(_Model):
     site: SiteConfig
     mqtt: MqttConfig = MqttConfig()
@@ -425,6 +459,7 @@ class Settings(_Model):
     store: StoreConfig = StoreConfig()
     influx: InfluxConfig | None = Field(default=None, description="InfluxDB targets (optional).")
     channels: ChannelsConfig = ChannelsConfig()
+    web: WebConfig | None = Field(default=None, description="The web app (docs/web.md); off when absent.")
     rooms: tuple[RoomConfig, ...] = Field(min_length=1, strict=False)  # a TOML array (see RoomConfig.cribs)
     alerting: AlertingConfig = Field(
         default_factory=lambda: AlertingConfig(),  # noqa: PLW0108 - defined further down
@@ -476,6 +511,21 @@ class Settings(_Model):
                     if device in RESERVED_DEVICE_IDS:
                         names = ", ".join(RESERVED_DEVICE_IDS)
                         raise ValueError(f"{at}: {device!r} is reserved ({names}): a staff device needs its own id")
+
+    @model_validator(mode="after")
+    def _web_not_plain_by_default(self) -> Self:
+        web = self.web
+        if (
+            web is not None
+            and not self.site.demo
+            and not web.loopback_only
+            and not (web.secure_cookies or web.plain_http)
+        ):
+            raise ValueError(
+                f"web.host = {web.host!r} serves the site's network over plain HTTP: put a TLS proxy in front and set "
+                "web.secure_cookies = true, or accept unencrypted passwords with web.plain_http = true (docs/web.md)"
+            )
+        return self
 
     @property
     def needs_credentials(self) -> bool:

@@ -18,6 +18,7 @@ from devtools.brokers import BrokerEndpoint
 from gateway.domain.events import LatchReading, OutboundEvent
 from gateway.domain.vocab import LatchState, Source
 from gateway.store.recorder import StoreRecorder
+from gateway.web.live import BoardChanges
 from tests.test_gateway_integration import make_settings, running
 
 
@@ -48,7 +49,8 @@ async def test_an_alarm_is_on_the_socket_and_the_buzzer_before_the_record_and_th
         assert dispatcher is not None
         assert gw.buzzer is not None
         kinds = [type(channel) for channel in dispatcher.channels]
-        assert kinds == [MqttChannel, BuzzerChannel, StoreRecorder, ChannelRouter, LogChannel]
+        # The web app's wake-up of open boards comes last (gateway/web/live.py).
+        assert kinds == [MqttChannel, BuzzerChannel, StoreRecorder, ChannelRouter, LogChannel, BoardChanges]
 
         def state() -> tuple[bool, bool]:
             client = link._client  # noqa: SLF001
@@ -102,8 +104,8 @@ async def test_the_alert_policy_takes_the_alarm_after_the_socket_the_buzzer_and_
         assert [note[0] for note in notes] == ["MqttChannel", "BuzzerChannel"]
         await asyncio.sleep(0.05)
         order = [note[0] for note in notes if note[1] == "AlarmEvent"]
-        assert order[:6] == ["MqttChannel", "BuzzerChannel", "StoreRecorder", "ChannelRouter", "LogChannel",
-                             "AlertPolicy"]  # fmt: skip
+        assert order[:7] == ["MqttChannel", "BuzzerChannel", "StoreRecorder", "ChannelRouter", "LogChannel",
+                             "BoardChanges", "AlertPolicy"]  # fmt: skip
         assert await asyncio.to_thread(gw.writer.flush, 5.0)
         health = gw.writer.health
         assert (health.pending, health.dropped, health.last_error) == (0, 0, None)

@@ -52,6 +52,8 @@ def test_demo_command_shows_the_alarm_life_cycle() -> None:
     assert out.count("resolved (latch_closed)") == 2
     assert "resolved (sensor_back)" in out
     assert "Mosquitto" in result.stderr  # it said which broker it chose
+    web = r"the alarm board on http://127\.0\.0\.1:\d+/ \(log in as demo-staff or demo-tech, password \S+\)"
+    assert re.search(web, out)  # the demo serves the web app too
 
 
 async def test_demo_runs_on_the_embedded_broker_without_mosquitto(

@@ -161,9 +161,40 @@ target's position (the last id its server confirmed); a row goes once every conf
 (docs/alerting.md): alarms raised in maintenance are marked, a flapping crib's alarm keeps its count, and the cribs
 in maintenance survive a restart (each step of an alarm's chain is a ``notice`` row of the timeline)."""
 
+V3 = """
+CREATE TABLE users (
+    username      TEXT PRIMARY KEY,
+    role          TEXT NOT NULL CHECK (role IN ('staff', 'manager', 'technician', 'coordinator', 'admin')),
+    password_hash TEXT NOT NULL,
+    created_at    REAL NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    pin_hash      TEXT
+);
+
+CREATE TABLE web_sessions (
+    token_hash TEXT PRIMARY KEY,
+    username   TEXT NOT NULL REFERENCES users (username) ON DELETE CASCADE,
+    csrf       TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX web_sessions_expires ON web_sessions (expires_at);
+
+CREATE TABLE web_devices (
+    token_hash TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    room_id    TEXT NOT NULL,
+    csrf       TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+"""Version 3: the web app's accounts (docs/web.md): a staff id (never a person's name) with its role and argon2
+hash, the logins (the SHA-256 of each session token, never the token itself, with its CSRF token), and the wall tablets
+(a per-device token, as its SHA-256, that opens one room's board)."""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [V1, V2]
+MIGRATIONS: list[Migration] = [V1, V2, V3]
 """Entry ``i`` brings a file from version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
