@@ -363,7 +363,7 @@ class Gateway:
             return FAULT_OUTCOME
         self._deliver(decision.events)
         if isinstance(event, AckRequest):
-            self._answer(event, decision.outcome, claim)
+            self._answer(event, decision.outcome, claim, web=login is not None)
         if self.influx is not None:  # after the channels: the points wait for the alarm, never the other way
             self._measure_alert(event, decision.events)
             if self.dispatcher is not None:  # a failure is logged and counted (channel_failures: influx)
@@ -397,10 +397,11 @@ class Gateway:
             self.stats.ignore("ack_by_claim", f"{ack.device!r} said by={claim!r}; recorded by={by!r} (the roster's)")
         return (ack if by == ack.by else replace(ack, by=by)), claim
 
-    def _answer(self, ack: AckRequest, outcome: Outcome, claim: str | None = None) -> None:
+    def _answer(self, ack: AckRequest, outcome: Outcome, claim: str | None = None, *, web: bool = False) -> None:
+        """``web``: from the staff alarm board, which shows the outcome itself (no MQTT answer)."""
         at = self.clock.time()
         answer = ack_answer(self.topics, ack, outcome, self.core.gw_run, at)
-        if answer is not None and not ack.every:  # the gateway's own button has no screen to answer to
+        if answer is not None and not ack.every and not web:  # the gateway's own button has no screen to answer to
             self.mqtt.send(answer)
         detail: dict[str, object] = {
             "result": "accepted" if outcome.accepted else (outcome.reason or "refused"),
@@ -410,7 +411,12 @@ class Gateway:
         }
         if claim is not None:
             detail["claimed_by"] = claim
-        source = "gpio:ack_button" if ack.device == BUTTON_DEVICE and ack.every else f"mqtt:{ack.device}"
+        if web:
+            source = f"web:{ack.device}"
+        elif ack.device == BUTTON_DEVICE and ack.every:
+            source = "gpio:ack_button"
+        else:
+            source = f"mqtt:{ack.device}"
         self.writer.audit(at, ack.by, source, "acknowledge", json.dumps(detail, sort_keys=True))
 
     def _fault(self, detail: str, exc: Exception) -> None:

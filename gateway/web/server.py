@@ -35,7 +35,9 @@ class GatewayAdapter:
         return self._gw.mqtt.connected.is_set()
 
     def acknowledge(self, ack: AckRequest) -> Outcome:
-        return self._gw.submit(ack)
+        """``ack.by`` is the staff id the board authenticated (its login, or the person picked on a wall tablet):
+        the fact the gateway records, with the board or tablet as the device."""
+        return self._gw.submit(ack, login=ack.by)
 
     def test_alarm(self, crib: str, *, by: str) -> Outcome:
         return self._gw.test_alarm(crib, by=by)
