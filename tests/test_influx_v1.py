@@ -323,6 +323,8 @@ def test_two_targets_each_at_their_own_pace(tmp_path: Path, influxd: InfluxdServ
         with Pipeline(tmp_path / "s.sqlite3", targets, batch_size=100) as pipe:
             pipe.put([reading(i) for i in range(500)])
             pipe.wait(lambda: pipe.shipped("site"), "the site's written")
+            # The city's shipper has tried (and failed) by itself: its first attempt may come after the site's.
+            pipe.wait(lambda: pipe.shippers["city"].health.failures > 0, "the city's first attempt failed")
             assert pipe.shippers["city"].health.connected is False
             assert pipe.writer.health.influx_rows == 500, "kept for the city"
             city.start()
