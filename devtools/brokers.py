@@ -55,6 +55,26 @@ _LOG_TAIL_LINES = 40
 _PORT_ATTEMPTS = 3
 
 
+def stop_child(proc: subprocess.Popen[Any] | None, what: str, timeout: float) -> None:
+    """SIGTERM a server this module started, SIGKILL if it is still there after ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("%s (pid %d) ignored SIGTERM: killing it", what, proc.pid)
+        proc.kill()
+        proc.wait()
+
+
+def kill_child(proc: subprocess.Popen[Any] | None) -> None:
+    """SIGKILL a server, as a crash or a pulled plug would."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -227,23 +247,12 @@ class MosquittoBroker:
 
     def stop(self) -> None:
         """Stop Mosquitto with SIGTERM (it saves its persistence database), SIGKILL after 5 s."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log.warning("Mosquitto (pid %d) ignored SIGTERM: killing it", proc.pid)
-                proc.kill()
-                proc.wait()
+        stop_child(self._proc, "Mosquitto", _STOP_TIMEOUT_S)
         self._reap()
 
     def kill(self) -> None:
         """SIGKILL Mosquitto, as a crash would (for fault tests). :meth:`start` brings it back."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        kill_child(self._proc)
         self._reap()
 
     def restart(self) -> BrokerEndpoint:

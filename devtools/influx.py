@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -31,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from devtools.brokers import LOCALHOST, free_port
+from devtools.brokers import LOCALHOST, free_port, kill_child, stop_child
 
 log = logging.getLogger(__name__)
 
@@ -141,22 +140,12 @@ class _Server:
 
     def stop(self) -> None:
         """SIGTERM, SIGKILL after 10 s."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_child(self._proc, "influxd", _STOP_TIMEOUT_S)
         self._reap()
 
     def kill(self) -> None:
         """SIGKILL, as a crash or a pulled plug would (what the server had confirmed must survive)."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        kill_child(self._proc)
         self._reap()
 
     def _reap(self) -> None:
