@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -337,3 +338,28 @@ def test_size_counts_the_file_and_its_log(store: Store) -> None:
         for i in range(200):
             store.audit(T0 + i, "gateway", "test", "fill", "x" * 500)
     assert store.size_bytes() > before
+
+
+def test_threads_opening_a_new_file_at_once_all_get_it(tmp_path: Path) -> None:
+    """The gateway's writer and its InfluxDB shippers open the same new file at start; SQLite refuses a second
+    switch to WAL at once ("database is locked", without its busy handler), so the open waits instead."""
+    for attempt in range(40):
+        path = tmp_path / f"s{attempt}.sqlite3"
+        errors: list[BaseException] = []
+        opened: list[Store] = []
+
+        def open_it(path: Path = path, errors: list[BaseException] = errors, opened: list[Store] = opened) -> None:
+            try:
+                opened.append(Store.open(path, site_id=SITE))
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for store in opened:
+            assert store.schema_version == SCHEMA_VERSION
+            store.close()
+        assert errors == [], f"attempt {attempt}: {errors!r}"

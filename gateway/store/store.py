@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,10 +197,30 @@ class Store:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         if not readonly:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = Store._switch_to_wal(conn)
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot switch the store to WAL (journal mode stays {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
+
+    @staticmethod
+    def _switch_to_wal(conn: sqlite3.Connection) -> object:
+        """``PRAGMA journal_mode = WAL``, waiting for another opener as long as the busy timeout.
+
+        SQLite answers this pragma "database is locked" at once, without its busy handler, while another
+        connection is switching the same new file (two threads of one gateway opening it at start): retried here.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.002
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @staticmethod
     def _claim(conn: sqlite3.Connection, where: str, site_id: str, *, readonly: bool) -> None:
