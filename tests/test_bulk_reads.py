@@ -346,6 +346,7 @@ async def test_a_connection_that_lets_its_turn_go_still_reads_what_it_had_buffer
 
 def test_an_alarm_published_from_a_message_handler_leaves_before_that_message_s_puback() -> None:
     """publish_now puts the alarm ahead of the PUBACKs paho queued while parsing (not ahead of anything else)."""
+
     def packet(command: int, name: str, pos: int = 0) -> dict[str, object]:
         return {"command": command, "name": name, "pos": pos}
 

@@ -453,7 +453,6 @@ def test_who_acknowledged_is_the_roster_s_member_of_the_device_and_a_payload_s_b
     assert roster.owner("pager-7") == "staff-07"
 
 
-
 def test_a_sensor_whose_availability_flaps_raises_each_offline_and_counts_the_periods() -> None:
     """A sensor with a loose battery contact: offline, back, offline... Each offline is its own sensor_offline alarm
     (an unwatched crib; a real heartbeat always ends it: test_core_property), counted as offline periods for the

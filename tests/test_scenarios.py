@@ -67,9 +67,7 @@ def site_settings(tmp_path: Path, endpoint: BrokerEndpoint) -> Settings:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(p.stem for p in SCENARIOS.glob("*.toml")))
-async def test_shipped_scenario_passes_against_the_gateway(
-    name: str, tmp_path: Path, site_env: BrokerEndpoint
-) -> None:
+async def test_shipped_scenario_passes_against_the_gateway(name: str, tmp_path: Path, site_env: BrokerEndpoint) -> None:
     settings = site_settings(tmp_path, site_env)
     scenario, text = load_scenario(SCENARIOS / f"{name}.toml")
     resolved = resolve(scenario, settings, text)

@@ -112,9 +112,7 @@ def test_cli_reads_crib_ids_and_several_commands_per_line_from_stdin(
     data = KIDS_F.read_text().replace('id = "kids-f"', f'id = "cli-{uuid.uuid4().hex[:12]}"', 1)
     site = tmp_path / "site.toml"
     site.write_text(data)
-    first_wired = next(
-        crib for room in tomllib.loads(data)["rooms"] for crib in room["cribs"] if "gpio_pin" in crib
-    )
+    first_wired = next(crib for room in tomllib.loads(data)["rooms"] for crib in room["cribs"] if "gpio_pin" in crib)
     monkeypatch.setenv("CRIBWATCH_MQTT_USERNAME", mqtt_endpoint.username or "")
     monkeypatch.setenv("CRIBWATCH_MQTT_PASSWORD", mqtt_endpoint.password or "")
     monkeypatch.setattr("sys.stdin", io.StringIO(f"open vl-1; open s-0102\nopen {first_wired['id']}; status\n"))

@@ -166,4 +166,3 @@ class SequenceTracker:
         messages of other boots, are still judged against the mark and the recent keys."""
         if self.mark is None or boot != self.mark[0]:
             self.announced_boot = boot
-

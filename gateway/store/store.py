@@ -669,6 +669,7 @@ class Store:
             "SELECT at FROM influx_outbox WHERE id > ? ORDER BY id LIMIT 1", (after,)
         ).fetchone()
         return int(count), None if oldest is None else float(oldest[0])
+
     def record_delivery(self, row: DeliveryRow) -> None:
         """One attempt of an alert channel (docs/channels.md)."""
         self._conn.execute(
