@@ -61,6 +61,11 @@ class AccountStore:
         """Open (create, migrate) the site's store for its accounts (StoreError as :meth:`Store.open`)."""
         return cls(Store.open(path, site_id=site_id))
 
+    @property
+    def path(self) -> Path:
+        """The site's SQLite file."""
+        return self._store.path
+
     def close(self) -> None:
         with self._lock:
             self._store.close()

@@ -14,7 +14,6 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,23 +25,22 @@ from pydantic import BaseModel, Field
 
 from gateway.domain.events import AckRequest, Outcome
 from gateway.settings import Settings, WebConfig
-from gateway.store.accounts import AccountExistsError, AccountStore
+from gateway.store.accounts import AccountStore
+from gateway.web import admin as admin_pages
 from gateway.web.auth import (
     ACKNOWLEDGERS,
-    ADMINS,
     BOARD_VIEWERS,
     EVERYONE,
-    STAFF_ID,
     TECHNICIANS,
     Role,
     Throttle,
     burn_time,
-    hash_password,
     new_token,
     token_hash,
     verify_password,
 )
 from gateway.web.i18n import LANGUAGES, Translator, catalogue, pick_language
+from gateway.web.kit import Principal, WebKit, check_csrf
 from gateway.web.live import BoardChanges, GatewayPort, board_state
 
 HERE = Path(__file__).resolve().parent
@@ -66,19 +64,6 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The logged-in person (a staff id, never a name, and a role), or a wall tablet (``device``: its name, and the
-    one ``room`` whose board it may show; ``role`` None)."""
-
-    username: str
-    role: Role | None
-    csrf: str
-    token_hash: str
-    device: str | None = None
-    room: str | None = None
 
 
 class AckIn(BaseModel):
@@ -148,14 +133,6 @@ def _room_for(who: Principal, asked: str | None) -> str | None:
     if asked not in (None, who.room):
         raise HTTPException(status_code=403, detail="this tablet shows its own room only")
     return who.room
-
-
-async def check_csrf(request: Request, principal: Principal) -> None:
-    sent = request.headers.get("x-csrf-token")
-    if sent is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        sent = str((await request.form()).get("csrf", ""))
-    if not sent or not secrets.compare_digest(sent, principal.csrf):
-        raise HTTPException(status_code=403, detail="missing or wrong CSRF token: reload the page")
 
 
 class SecurityHeaders:
@@ -542,77 +519,8 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
         gateway.audit(now(), who.username, "web", action, json.dumps(detail, sort_keys=True))
         return JSONResponse(_answer(outcome), status_code=_command_status(outcome))
 
-    # ------------------------------------------------------------------------------------------ the admin page
-
-    async def admin_page(
-        request: Request, who: Principal, message: str | None = None, *, error: bool = False, **form: str
-    ) -> HTMLResponse:
-        users, devices = await asyncio.to_thread(lambda: (accounts.users(), accounts.devices()))
-        response = page(
-            request,
-            "admin.html",
-            who,
-            accounts=users,
-            devices=devices,
-            roles=[r.value for r in Role],
-            message=message,
-            error=error,
-            form=form,
-        )
-        if error:
-            response.status_code = 422
-        return response
-
-    @app.get("/admin", response_class=HTMLResponse, openapi_extra=roles_of(ADMINS))
-    async def admin(request: Request, who: Annotated[Principal, access(ADMINS)]) -> HTMLResponse:
-        return await admin_page(request, who)
-
-    @app.post("/admin/users", response_class=HTMLResponse, openapi_extra=roles_of(ADMINS))
-    async def admin_add_user(
-        request: Request,
-        who: Annotated[Principal, access(ADMINS)],
-        username: Annotated[str, Form(max_length=64)],
-        role: Annotated[Role, Form()],
-        password: Annotated[str, Form(max_length=256)],
-    ) -> HTMLResponse:
-        await check_csrf(request, who)
-        t = Translator(lang_of(request))
-        if not STAFF_ID.fullmatch(username):
-            return await admin_page(request, who, t("admin.bad_name"), error=True, username=username, role=role)
-        try:
-            hashed = await asyncio.to_thread(hash_password, password)
-            await asyncio.to_thread(accounts.add_user, username, role.value, hashed, now())
-        except ValueError:
-            return await admin_page(request, who, t("admin.short"), error=True, username=username, role=role)
-        except AccountExistsError:
-            return await admin_page(request, who, t("admin.exists"), error=True, username=username, role=role)
-        gateway.audit(now(), who.username, "web", "account_added", json.dumps({"account": username, "role": role}))
-        return await admin_page(request, who, t("admin.added", name=username))
-
-    @app.post("/admin/users/{username}/{action}", response_class=HTMLResponse, openapi_extra=roles_of(ADMINS))
-    async def admin_user_state(
-        username: str, action: str, request: Request, who: Annotated[Principal, access(ADMINS)]
-    ) -> HTMLResponse:
-        await check_csrf(request, who)
-        t = Translator(lang_of(request))
-        if action not in {"enable", "disable"}:
-            raise HTTPException(status_code=404, detail=f"no action {action!r}")
-        if username == who.username:
-            return await admin_page(request, who, t("admin.not_yourself"), error=True)
-        if not await asyncio.to_thread(accounts.set_disabled, username, disabled=action == "disable"):
-            raise HTTPException(status_code=404, detail=f"no account {username!r}")
-        gateway.audit(now(), who.username, "web", f"account_{action}d", json.dumps({"account": username}))
-        return await admin_page(request, who, t("admin.changed", name=username))
-
-    @app.post("/admin/devices/{name}/remove", response_class=HTMLResponse, openapi_extra=roles_of(ADMINS))
-    async def admin_remove_device(
-        name: str, request: Request, who: Annotated[Principal, access(ADMINS)]
-    ) -> HTMLResponse:
-        await check_csrf(request, who)
-        if not await asyncio.to_thread(accounts.remove_device, name):
-            raise HTTPException(status_code=404, detail=f"no tablet {name!r}")
-        gateway.audit(now(), who.username, "web", "tablet_removed", json.dumps({"tablet": name}))
-        return await admin_page(request, who, Translator(lang_of(request))("admin.removed", name=name))
+    kit = WebKit(settings, web, gateway, accounts, templates, now, access, roles_of, page, lang_of)
+    admin_pages.register(app, kit)
 
     return app
 

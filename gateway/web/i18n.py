@@ -1,4 +1,5 @@
-"""The web app's words in Dutch and English, from one JSON message catalogue per language (locales/*.json).
+"""The web app's words in Dutch and English, from JSON message catalogues per language
+(locales/<lang>.json, and locales/<module>.<lang>.json for the page modules).
 
 The language is the ``lang`` cookie (the switch on every page), else the browser's Accept-Language, else Dutch.
 """
@@ -15,9 +16,20 @@ DEFAULT = "nl"
 
 @cache
 def catalogue(lang: str) -> dict[str, str]:
-    text = resources.files("gateway.web").joinpath("locales", f"{lang}.json").read_text(encoding="utf-8")
-    data: dict[str, str] = json.loads(text)
-    return data
+    """The language's messages: ``locales/<lang>.json`` and each page module's ``locales/<module>.<lang>.json``
+    (a key in two files is a mistake, refused)."""
+    merged: dict[str, str] = {}
+    folder = resources.files("gateway.web").joinpath("locales")
+    names = sorted(
+        entry.name for entry in folder.iterdir() if entry.name == f"{lang}.json" or entry.name.endswith(f".{lang}.json")
+    )
+    for name in names:
+        data: dict[str, str] = json.loads(folder.joinpath(name).read_text(encoding="utf-8"))
+        twice = merged.keys() & data.keys()
+        if twice:
+            raise ValueError(f"locales/{name}: keys already in another catalogue: {', '.join(sorted(twice))}")
+        merged.update(data)
+    return merged
 
 
 def pick_language(cookie: str | None, accept_language: str | None) -> str:
