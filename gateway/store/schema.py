@@ -192,9 +192,20 @@ CREATE TABLE web_devices (
 hash, the logins (the SHA-256 of each session token, never the token itself, with its CSRF token), and the wall tablets
 (a per-device token, as its SHA-256, that opens one room's board)."""
 
+V4_INCIDENT_LOG = """
+CREATE INDEX incidents_log ON incidents (raised_at, alarm_id);
+CREATE INDEX incidents_log_kind ON incidents (kind, raised_at, alarm_id);
+CREATE INDEX incidents_log_priority ON incidents (priority, raised_at, alarm_id);
+CREATE INDEX timeline_acks ON timeline (alarm_id, at) WHERE type = 'acknowledged';
+"""
+"""Version 4: the incident log's pages (gateway/store/incident_log.py, docs/managers.md): newest first with a keyset
+``(raised_at, alarm_id)``, so a page deep in a year of incidents is an index range, not an OFFSET; the kind and the
+priority filters walk their own index; each incident's first acknowledgement (its response time) is one index
+probe."""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [V1, V2, V3]
+MIGRATIONS: list[Migration] = [V1, V2, V3, V4_INCIDENT_LOG]
 """Entry ``i`` brings a file from version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

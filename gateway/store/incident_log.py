@@ -1,0 +1,267 @@
+"""The incident log's reads for people (the web app's manager pages, ``python -m bench.store``): one filtered page
+of incidents at a time, newest first, by keyset; one incident with its whole timeline and deliveries; the facts the
+response-time statistics need (gateway/reports/response.py).
+
+Keyset paging: a page ends at an ``(raised_at, alarm_id)`` key and the next one starts strictly after it, so a page
+deep in a year of incidents costs what the first one does (an index range, schema version 4), and an incident
+raised meanwhile never shifts the pages already shown. Plain synchronous code on a read-only :class:`Store`, called
+from the web app's worker threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.domain.vocab import AlarmKind
+from gateway.reports.response import IncidentFacts, OfflinePeriod
+from gateway.store.store import DeliveryRow, Incident, Store, TimelineEntry
+
+_COLUMNS = (
+    "alarm_id, run, kind, priority, site_id, room_id, crib_id, room_label, crib_label, raised_at, latch_opened_at, "
+    "acknowledged_at, acknowledged_by, acknowledged_device, resolved_at, resolution, test, escalation_level, "
+    "maintenance, flaps"
+)
+_FIRST_ACK = "(SELECT MIN(t.at) FROM timeline t WHERE t.alarm_id = incidents.alarm_id AND t.type = 'acknowledged')"
+
+MAX_PAGE = 200
+
+
+class CursorError(ValueError):
+    """A paging cursor this code did not make."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What the manager asked for; None: any. ``since`` inclusive, ``until`` exclusive, on the time raised."""
+
+    room: str | None = None
+    crib: str | None = None
+    kind: str | None = None
+    priority: str | None = None
+    since: float | None = None
+    until: float | None = None
+    tests: bool = True
+    """Show test alarms."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One incident of a page, with its first acknowledgement (its response time)."""
+
+    incident: Incident
+    first_ack_at: float | None
+
+    @property
+    def ack_s(self) -> float | None:
+        return None if self.first_ack_at is None else self.first_ack_at - self.incident.raised_at
+
+    @property
+    def resolve_s(self) -> float | None:
+        inc = self.incident
+        return None if inc.resolved_at is None else inc.resolved_at - inc.raised_at
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[LogRow]
+    older: str | None
+    """The cursor of the next page (older incidents); None: this is the last."""
+    newer: str | None
+    """The cursor of the page before (newer incidents); None: this is the first."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    row: LogRow
+    timeline: list[TimelineEntry]
+    deliveries: list[DeliveryRow]
+
+
+def encode_cursor(raised_at: float, alarm_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{raised_at!r}|{alarm_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """``(raised_at, alarm_id)`` of a cursor; CursorError for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, sep, alarm_id = text.partition("|")
+        value = float(at)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise CursorError(f"not a page cursor: {cursor[:40]!r}") from None
+    if not sep or not alarm_id or value != value or value in (float("inf"), float("-inf")):  # noqa: PLR0124 - NaN
+        raise CursorError(f"not a page cursor: {cursor[:40]!r}")
+    return value, alarm_id
+
+
+def _where(f: Filters) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for clause, value in (
+        ("room_id = ?", f.room),
+        ("crib_id = ?", f.crib),
+        ("kind = ?", f.kind),
+        ("priority = ?", f.priority),
+        ("raised_at >= ?", f.since),
+        ("raised_at < ?", f.until),
+    ):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    if not f.tests:
+        where.append("test = 0")
+    return where, args
+
+
+def _incident(r: Any) -> Incident:
+    return Incident(
+        alarm_id=r[0],
+        run=r[1],
+        kind=AlarmKind(r[2]),
+        priority=r[3],
+        site_id=r[4],
+        room_id=r[5],
+        crib_id=r[6],
+        room_label=r[7],
+        crib_label=r[8],
+        raised_at=r[9],
+        latch_opened_at=r[10],
+        acknowledged_at=r[11],
+        acknowledged_by=r[12],
+        acknowledged_device=r[13],
+        resolved_at=r[14],
+        resolution=r[15],
+        test=bool(r[16]),
+        escalation_level=r[17],
+        maintenance=bool(r[18]),
+        flaps=r[19],
+    )
+
+
+def page(store: Store, f: Filters, *, limit: int = 50, older: str | None = None, newer: str | None = None) -> Page:
+    """One page of incidents, newest first: the first one, the one after ``older`` or the one before ``newer``.
+
+    CursorError for a cursor this code did not make; ValueError for a limit out of 1..MAX_PAGE."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"a page holds 1 to {MAX_PAGE} incidents")
+    where, args = _where(f)
+    backwards = newer is not None
+    if older is not None or newer is not None:
+        at, alarm_id = decode_cursor(older if older is not None else newer or "")
+        op = "<" if older is not None else ">"
+        # An index range on raised_at first, the tie on the alarm id after (row values would not narrow the range).
+        eq = "<=" if op == "<" else ">="
+        where.append(f"raised_at {eq} ? AND (raised_at {op} ? OR alarm_id {op} ?)")
+        args += [at, at, alarm_id]
+    order = "ASC" if backwards else "DESC"
+    sql = f"SELECT {_COLUMNS}, {_FIRST_ACK} FROM incidents"  # noqa: S608 - fixed columns and clauses
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY raised_at {order}, alarm_id {order} LIMIT ?"
+    args.append(limit + 1)
+    found = store.connection.execute(sql, args).fetchall()
+    more = len(found) > limit
+    found = found[:limit]
+    if backwards:
+        found.reverse()
+    rows = [LogRow(_incident(r), r[20]) for r in found]
+    if not rows:
+        return Page([], None, None)
+    first, last = rows[0].incident, rows[-1].incident
+    has_older = more if not backwards else True
+    has_newer = (older is not None) if not backwards else more
+    return Page(
+        rows,
+        older=encode_cursor(last.raised_at, last.alarm_id) if has_older else None,
+        newer=encode_cursor(first.raised_at, first.alarm_id) if has_newer else None,
+    )
+
+
+def count(store: Store, f: Filters) -> int:
+    """How many incidents the filters match."""
+    where, args = _where(f)
+    sql = "SELECT COUNT(*) FROM incidents"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return int(store.connection.execute(sql, args).fetchone()[0])
+
+
+def iterate(store: Store, f: Filters, *, batch: int = 1000) -> Iterator[LogRow]:
+    """Every incident the filters match, newest first (the CSV export), a page at a time."""
+    cursor: str | None = None
+    while True:
+        found = page(store, f, limit=min(batch, MAX_PAGE), older=cursor)
+        yield from found.rows
+        if found.older is None:
+            return
+        cursor = found.older
+
+
+def record(store: Store, alarm_id: str) -> IncidentRecord | None:
+    """One incident with its whole timeline and every delivery attempt of its notices; None if unknown."""
+    found = store.connection.execute(
+        f"SELECT {_COLUMNS}, {_FIRST_ACK} FROM incidents WHERE alarm_id = ?",  # noqa: S608 - fixed columns
+        (alarm_id,),
+    ).fetchone()
+    if found is None:
+        return None
+    return IncidentRecord(
+        LogRow(_incident(found), found[20]), store.timeline(alarm_id), store.deliveries(alarm_id=alarm_id)
+    )
+
+
+def facts(store: Store, since: float, until: float, *, room: str | None = None) -> list[IncidentFacts]:
+    """What the statistics need of every incident raised in ``[since, until)`` (tests included, marked)."""
+    sql = (
+        "SELECT alarm_id, kind, room_id, room_label, crib_id, crib_label, trigger_sensor, raised_at, "  # noqa: S608
+        f"{_FIRST_ACK}, resolved_at, test, maintenance, flaps FROM incidents WHERE raised_at >= ? AND raised_at < ?"
+    )
+    args: list[Any] = [since, until]
+    if room is not None:
+        sql += " AND room_id = ?"
+        args.append(room)
+    return [
+        IncidentFacts(
+            alarm_id=r[0],
+            kind=r[1],
+            room_id=r[2],
+            room_label=r[3],
+            crib_id=r[4],
+            crib_label=r[5],
+            sensor_id=r[6],
+            raised_at=r[7],
+            first_ack_at=r[8],
+            resolved_at=r[9],
+            test=bool(r[10]),
+            maintenance=bool(r[11]),
+            flaps=r[12],
+        )
+        for r in store.connection.execute(sql + " ORDER BY raised_at", args).fetchall()
+    ]
+
+
+def offline_periods(store: Store, since: float, until: float) -> list[OfflinePeriod]:
+    """Every time a sensor went offline in ``[since, until)`` (``sensor_events``)."""
+    rows = store.connection.execute(
+        "SELECT sensor_id, crib_id, at FROM sensor_events WHERE kind = 'offline' AND at >= ? AND at < ? ORDER BY at",
+        (since, until),
+    ).fetchall()
+    return [OfflinePeriod(r[0], r[1], r[2]) for r in rows]
+
+
+def rooms_and_cribs(store: Store) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Every room and crib the log has seen, ``(id, latest label)``, for the filters' choices."""
+    conn = store.connection
+    rooms = conn.execute(
+        "SELECT room_id, room_label FROM incidents WHERE rowid IN "
+        "(SELECT MAX(rowid) FROM incidents GROUP BY room_id) ORDER BY room_label, room_id"
+    ).fetchall()
+    cribs = conn.execute(
+        "SELECT crib_id, crib_label FROM incidents WHERE rowid IN "
+        "(SELECT MAX(rowid) FROM incidents GROUP BY crib_id) ORDER BY crib_label, crib_id"
+    ).fetchall()
+    return [(r[0], r[1]) for r in rooms], [(r[0], r[1]) for r in cribs]
