@@ -158,3 +158,25 @@ def small_log(path: Path, site_id: str, now: float) -> LogWriter:
     finally:
         store.close()
     return w
+
+
+def busy_log(path: Path, site_id: str, now: float, *, weeks: int = 13, seed: int = 5) -> LogWriter:
+    """:func:`small_log` and a quarter of ordinary days before it (a few alarms a day in both rooms, answered in
+    seconds to minutes): something to page through and to chart."""
+    import random
+
+    w = small_log(path, site_id, now)
+    rng = random.Random(seed)
+    store = Store.open(path, site_id=site_id)
+    lw = LogWriter(store, site_id, run=2)
+    try:
+        with store.transaction():
+            for day in range(weeks * 7, 11, -1):
+                for _ in range(rng.randrange(0, 3)):
+                    room, crib = rng.choice([(FAST, F1), (SLOW, S1), (SLOW, S2)])
+                    ack = rng.lognormvariate(3.2, 0.6)
+                    lw.incident(room, crib, now - day * DAY + rng.uniform(8, 17) * 3600, ack_s=ack, resolve_s=ack * 3)
+    finally:
+        store.close()
+    w.made.extend(lw.made)
+    return w

@@ -116,3 +116,12 @@ def test_only_the_influx_client_speaks_to_influxdb(library: str) -> None:
     assert offenders(("gateway", "alerts"), (library,), allow=("gateway.influx.client",)) == []
     io = ("asyncio", "socket", "sqlite3", "time", "gateway.store", "gateway.mqtt", "alerts")
     assert offenders(("gateway.influx.schema", "gateway.influx.feed"), io) == []
+
+
+def test_the_reports_are_pure() -> None:
+    """gateway/reports/ (the incident log's statistics and charts) computes on plain data: no files, no store, no
+    clock, no event loop, no web framework; the web app and the store hand it the facts."""
+    io = ("asyncio", "socket", "sqlite3", "time", "gateway.store", "gateway.web", "gateway.mqtt", "gateway.app")
+    io += ("fastapi", "starlette", "alerts")
+    assert offenders(("gateway.reports",), io) == []
+    assert "gateway.reports.response" in MODULES
