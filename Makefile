@@ -12,6 +12,8 @@
 #   make bench-throughput  rate steps of sensor messages: accepted, CPU and alarm p99 at each step
 #   make bench-influx  points/s into a real influxd through the outbox, its size on disk, and the alarm latency
 #                 beside the floor while it runs
+#   make bench-store  the incident log's pages with 100,000 incidents (with timelines) in a real store file:
+#                 first, filtered and deep pages, a timeline, the statistics, beside the welcome page as the floor
 #   make clean    remove the venv, caches and build output
 
 SHELL := /bin/bash
@@ -24,7 +26,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx clean
+.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx bench-store clean
 
 # -- environment ------------------------------------------------------------------------------------
 
@@ -69,6 +71,9 @@ bench-throughput: venv system-deps
 	$(BIN)/python -m bench.throughput
 bench-influx: venv system-deps
 	$(BIN)/python -m bench.influx
+
+bench-store: venv
+	$(BIN)/python -m bench.store
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

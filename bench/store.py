@@ -15,9 +15,12 @@ one manager's session, requests one at a time, the routes interleaved round by r
 * ``deep``: a page 90,000 incidents deep (a keyset cursor: no OFFSET);
 * ``timeline``: one incident's page with its whole timeline;
 * ``api``: the JSON of the first page;
-* ``stats``: the response times of the default 13 weeks (every incident's first acknowledgement, medians, p90s,
-  three SVG charts, nuisance per sensor);
-* ``stats_year``: the same per month over the whole year (fewer samples: ``--samples`` / 10).
+* ``stats``: the response times of 13 weeks, computed afresh (every incident's first acknowledgement, medians,
+  p90s, three SVG charts, nuisance per sensor): each request a range that ends one day earlier than the last, so the
+  app's cache of figures never has it;
+* ``stats_warm``: the default 13 weeks asked again while the record stands still (the app keeps the figures of the
+  last ranges it computed until the record moves: a page, then its CSV, then the report);
+* ``stats_year``: per month over a whole year, computed afresh (fewer samples: ``--samples`` / 10).
 
 Percentiles by nearest rank (bench/stats.py). The goal (issue 12): the log's pages under 200 ms. Figures:
 docs/performance.md#the-incident-log-with-a-year-of-incidents. ``--store PATH`` keeps the filled file to reuse.
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,8 @@ ROOMS = [(f"r{i}", f"Groep {i}") for i in range(1, 7)]
 CRIBS_PER_ROOM = 8
 DAY = 86_400.0
 GOAL_MS = 200.0
+GOAL_ROUTES = frozenset({"first", "filtered", "rare", "deep", "timeline", "api"})
+"""The incident log's pages (the goal of issue 12); the statistics are shown beside them, without a goal."""
 KIND_WEIGHTS = [
     (AlarmKind.CRIB_OPEN, 0.868),
     (AlarmKind.SENSOR_OFFLINE, 0.08),
@@ -217,13 +223,22 @@ def _login(client: httpx.Client, password: str) -> None:
     assert answer.status_code == 303, answer.text
 
 
-def measure(base: str, password: str, routes: dict[str, str], samples: int) -> dict[str, Summary]:
-    """Each route's answer times in ms, round-robin (every route once per round, in a shuffled order)."""
+def measure(
+    base: str, password: str, routes: dict[str, str | Callable[[int], str]], samples: int
+) -> dict[str, Summary]:
+    """Each route's answer times in ms, round-robin (every route once per round, in a shuffled order). A route given
+    as a function gets the round's number (a new range each time)."""
+
+    def path_of(name: str, round_: int) -> str:
+        route = routes[name]
+        return route if isinstance(route, str) else route(round_)
+
     times: dict[str, list[float]] = {name: [] for name in routes}
     rng = random.Random(7)
     with httpx.Client(base_url=base, timeout=30, follow_redirects=False) as client:
         _login(client, password)
-        for name, path in routes.items():  # warm up: the first answer of each also checks it works
+        for name in routes:  # warm up: the first answer of each also checks it works
+            path = path_of(name, -1)
             answer = client.get(path)
             if answer.status_code != 200:
                 raise RuntimeError(f"{name}: {path} answered {answer.status_code}: {answer.text[:200]}")
@@ -234,7 +249,7 @@ def measure(base: str, password: str, routes: dict[str, str], samples: int) -> d
                 if name == "stats_year" and round_ % 10:
                     continue
                 began = time.perf_counter()
-                answer = client.get(routes[name])
+                answer = client.get(path_of(name, round_))
                 elapsed = (time.perf_counter() - began) * 1000
                 if answer.status_code != 200:
                     raise RuntimeError(f"{name} answered {answer.status_code}")
@@ -260,10 +275,12 @@ def run(incidents: int, samples: int, store_path: Path | None, seed: int) -> dic
         info_file.write_text(json.dumps(info))
     password = secrets.token_urlsafe(12)
     server, thread = _serve(settings, password)
-    month_end = time.strftime("%Y-%m-%d", time.localtime(end - 30 * DAY))
-    month_start = time.strftime("%Y-%m-%d", time.localtime(end - 60 * DAY))
-    year_start = time.strftime("%Y-%m-%d", time.localtime(end - 364 * DAY))
-    routes = {
+
+    def day(ago: float) -> str:
+        return time.strftime("%Y-%m-%d", time.localtime(end - ago * DAY))
+
+    month_end, month_start = day(30), day(60)
+    routes: dict[str, str | Callable[[int], str]] = {
         "baseline": "/welcome",
         "first": "/incidents",
         "filtered": f"/incidents?room=r3&kind=crib_open&tests=hide&since={month_start}&until={month_end}",
@@ -271,8 +288,9 @@ def run(incidents: int, samples: int, store_path: Path | None, seed: int) -> dic
         "deep": f"/incidents?older={info['deep_cursor']}",
         "timeline": f"/incidents/{info['sample_id']}",
         "api": "/api/incidents",
-        "stats": "/incidents/stats",
-        "stats_year": f"/incidents/stats?by=month&since={year_start}",
+        "stats": lambda n: f"/incidents/stats?since={day(n % 200 + 91)}&until={day(n % 200)}",
+        "stats_warm": "/incidents/stats",
+        "stats_year": lambda n: f"/incidents/stats?by=month&since={day(n + 366)}&until={day(n + 2)}",
     }
     try:
         figures = measure(f"http://127.0.0.1:{port}", password, routes, samples)
@@ -285,7 +303,7 @@ def run(incidents: int, samples: int, store_path: Path | None, seed: int) -> dic
         "rows": info["rows"],
         "filled_s": filled_s,
         "store_mb": size / 1e6,
-        "routes": routes,
+        "routes": {k: v if isinstance(v, str) else v(0) for k, v in routes.items()},
         "figures": figures,
         "load": os.getloadavg(),
     }
@@ -301,7 +319,7 @@ def to_table(result: dict[str, Any]) -> str:
         f"{'route':<11} {'n':>4} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p50 - floor':>12}  goal",
     ]
     for name, s in figures.items():
-        goal = "" if name == "baseline" else ("ok" if s.p99 < GOAL_MS else "OVER 200 ms at p99")
+        goal = "" if name not in GOAL_ROUTES else ("ok" if s.p99 < GOAL_MS else "OVER 200 ms at p99")
         lines.append(
             f"{name:<11} {s.n:>4} {s.p50:>8.1f} {s.p90:>8.1f} {s.p99:>8.1f} {s.max:>8.1f} {s.p50 - base.p50:>12.1f}"
             f"  {goal}"
@@ -328,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
     else:
         print(to_table(result))
-    over = [n for n, s in result["figures"].items() if n not in {"baseline", "stats_year"} and s.p99 >= GOAL_MS]
+    over = [n for n, s in result["figures"].items() if n in GOAL_ROUTES and s.p99 >= GOAL_MS]
     return 1 if over else 0
 
 

@@ -328,3 +328,28 @@ def test_the_board_links_managers_and_admins_to_the_incident_log(site: tuple[Sit
             continue  # no board
         board = client.get("/board").text
         assert ('href="/incidents"' in board) == (role in INCIDENT_READERS), role
+
+
+def test_the_statistics_follow_the_record_as_it_grows(site: tuple[Site, LogWriter]) -> None:
+    """The figures of a range are kept while the record stands still, and computed again when it moves: a new
+    acknowledgement, a new sensor offline period."""
+    from gateway.store.store import Store
+    from tests.incident_helpers import F1, FAST
+
+    s, _ = site
+    client = s.client(Role.MANAGER)
+    before = client.get("/api/incidents/stats").json()
+    assert client.get("/api/incidents/stats").json() == before
+    store = Store.open(s.settings.store_path, site_id=s.settings.site.id)
+    with store.transaction():
+        LogWriter(store, s.settings.site.id, run=3).incident(FAST, F1, s.clock.time() - 3600, ack_s=5, resolve_s=6)
+    store.close()
+    after = client.get("/api/incidents/stats").json()
+    assert after["total"]["incidents"] == before["total"]["incidents"] + 1
+    assert after["total"]["time_to_acknowledge"]["n"] == 8
+    store = Store.open(s.settings.store_path, site_id=s.settings.site.id)
+    with store.transaction():
+        store.sensor_event(s.clock.time() - 60, "s-f1", "f-1", "offline")
+    store.close()
+    noisy = {n["crib_id"]: n for n in client.get("/api/incidents/stats").json()["nuisance"]}
+    assert noisy["f-1"]["offline_periods"] == 1

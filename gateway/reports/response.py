@@ -18,10 +18,12 @@ Definitions (docs/managers.md):
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Bucket(StrEnum):
@@ -29,9 +31,10 @@ class Bucket(StrEnum):
     MONTH = "month"
 
 
-@dataclass(frozen=True, slots=True)
-class IncidentFacts:
-    """What the statistics need of one incident (no staff id: figures are per room and period, not per person)."""
+class IncidentFacts(NamedTuple):
+    """What the statistics need of one incident (no staff id: figures are per room and period, not per person).
+
+    A named tuple: a year of incidents is 100,000 of them, made in a fraction of a frozen dataclass's time."""
 
     alarm_id: str
     kind: str
@@ -69,7 +72,10 @@ def median(values: Sequence[float]) -> float:
     """The median of ``values`` (unsorted is fine): the middle one, or the mean of the two middle ones."""
     if not values:
         raise ValueError("median of no values")
-    ordered = sorted(values)
+    return _median_sorted(sorted(values))
+
+
+def _median_sorted(ordered: Sequence[float]) -> float:
     mid = len(ordered) // 2
     if len(ordered) % 2:
         return ordered[mid]
@@ -80,7 +86,10 @@ def p90(values: Sequence[float]) -> float:
     """The 90th percentile by nearest rank: the value of rank ``ceil(0.9 * n)`` of the sorted values."""
     if not values:
         raise ValueError("p90 of no values")
-    ordered = sorted(values)
+    return _p90_sorted(sorted(values))
+
+
+def _p90_sorted(ordered: Sequence[float]) -> float:
     rank = (9 * len(ordered) + 9) // 10  # ceil(0.9 n) in integers (0.9 * 70 is 63.00000000000001 in floats)
     return ordered[rank - 1]
 
@@ -98,7 +107,8 @@ class Times:
     def of(cls, values: Sequence[float]) -> Times:
         if not values:
             return cls(0, None, None, None)
-        return cls(len(values), median(values), p90(values), max(values))
+        ordered = sorted(values)
+        return cls(len(ordered), _median_sorted(ordered), _p90_sorted(ordered), ordered[-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,34 +160,63 @@ def period_of(at: float, tz: tzinfo, bucket: Bucket) -> str:
 
 def periods_between(since: float, until: float, tz: tzinfo, bucket: Bucket) -> list[str]:
     """Every period touching ``[since, until)``, in order."""
+    return period_starts(since, until, tz, bucket)[1]
+
+
+def period_starts(since: float, until: float, tz: tzinfo, bucket: Bucket) -> tuple[list[float], list[str]]:
+    """The start (local midnight, Unix seconds) and the key of every period touching ``[since, until)``, in order:
+    an incident's period is then one bisection instead of a time-zone conversion."""
+    starts: list[float] = []
+    keys: list[str] = []
     if until <= since:
-        return []
-    out: list[str] = []
+        return starts, keys
     day = datetime.fromtimestamp(since, tz).date()
     last = datetime.fromtimestamp(until - 1e-6, tz).date()
     while day <= last:
         noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC).timestamp()  # a date's period, tz-free
         key = period_of(noon, UTC, bucket)
-        if not out or out[-1] != key:
-            out.append(key)
+        if not keys or keys[-1] != key:
+            keys.append(key)
+            starts.append(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp())
         day += timedelta(days=1)
-    return out
+    return starts, keys
 
 
-def _row(period: str | None, room: tuple[str, str] | None, group: Sequence[IncidentFacts]) -> ResponseRow:
-    acks = [a for i in group if (a := i.ack_s) is not None]
-    resolves = [r for i in group if (r := i.resolve_s) is not None]
-    return ResponseRow(
-        period=period,
-        room_id=None if room is None else room[0],
-        room_label=None if room is None else room[1],
-        incidents=len(group),
-        acknowledged=len(acks),
-        unacknowledged=sum(1 for i in group if i.first_ack_at is None and i.resolved_at is not None),
-        open=sum(1 for i in group if i.resolved_at is None),
-        ack=Times.of(acks),
-        resolve=Times.of(resolves),
-    )
+class _Group:
+    """The times of one group while they are gathered."""
+
+    __slots__ = ("acks", "incidents", "open", "resolves", "unacknowledged")
+
+    def __init__(self) -> None:
+        self.incidents = 0
+        self.acks: list[float] = []
+        self.resolves: list[float] = []
+        self.unacknowledged = 0
+        self.open = 0
+
+    def add(self, ack: float | None, resolve: float | None) -> None:
+        self.incidents += 1
+        if ack is not None:
+            self.acks.append(ack)
+        if resolve is None:
+            self.open += 1
+        else:
+            self.resolves.append(resolve)
+            if ack is None:
+                self.unacknowledged += 1
+
+    def row(self, period: str | None, room: tuple[str, str] | None) -> ResponseRow:
+        return ResponseRow(
+            period=period,
+            room_id=None if room is None else room[0],
+            room_label=None if room is None else room[1],
+            incidents=self.incidents,
+            acknowledged=len(self.acks),
+            unacknowledged=self.unacknowledged,
+            open=self.open,
+            ack=Times.of(self.acks),
+            resolve=Times.of(self.resolves),
+        )
 
 
 def response_times(
@@ -201,30 +240,39 @@ def response_times(
             maintenance += 1
         else:
             counted.append(inc)
-    periods = periods_between(since, until, tz, bucket)
-    per_period: dict[str, list[IncidentFacts]] = {p: [] for p in periods}
-    per_room: dict[str, list[IncidentFacts]] = {}
+    starts, periods = period_starts(since, until, tz, bucket)
+    per_period: dict[str, _Group] = {p: _Group() for p in periods}
+    per_room: dict[str, _Group] = {}
     labels: dict[str, str] = {}
-    per_room_period: dict[tuple[str, str], list[IncidentFacts]] = {}
+    per_room_period: dict[tuple[str, str], _Group] = {}
+    total = _Group()
     for inc in counted:
-        key = period_of(inc.raised_at, tz, bucket)
-        per_period.setdefault(key, []).append(inc)
-        per_room.setdefault(inc.room_id, []).append(inc)
-        labels.setdefault(inc.room_id, inc.room_label)
-        per_room_period.setdefault((inc.room_id, key), []).append(inc)
+        key = periods[bisect_right(starts, inc.raised_at) - 1]
+        ack, resolve = inc.ack_s, inc.resolve_s
+        total.add(ack, resolve)
+        per_period[key].add(ack, resolve)
+        room = per_room.get(inc.room_id)
+        if room is None:
+            room = per_room[inc.room_id] = _Group()
+            labels[inc.room_id] = inc.room_label
+        room.add(ack, resolve)
+        cell = per_room_period.get((inc.room_id, key))
+        if cell is None:
+            cell = per_room_period[(inc.room_id, key)] = _Group()
+        cell.add(ack, resolve)
     order = {p: i for i, p in enumerate(periods)}
     rooms = sorted(per_room, key=lambda r: (labels[r], r))
     return ResponseReport(
         bucket=bucket,
         periods=periods,
-        by_period=[_row(p, None, per_period[p]) for p in sorted(per_period, key=lambda p: order.get(p, len(order)))],
-        by_room=[_row(None, (r, labels[r]), per_room[r]) for r in rooms],
+        by_period=[per_period[p].row(p, None) for p in periods],
+        by_room=[per_room[r].row(None, (r, labels[r])) for r in rooms],
         by_room_period=[
-            _row(p, (r, labels[r]), per_room_period[(r, p)])
+            per_room_period[(r, p)].row(p, (r, labels[r]))
             for r in rooms
-            for p in sorted({p for (rr, p) in per_room_period if rr == r}, key=lambda p: order.get(p, len(order)))
+            for p in sorted({p for (rr, p) in per_room_period if rr == r}, key=order.__getitem__)
         ],
-        total=_row(None, None, counted),
+        total=total.row(None, None),
         tests=tests,
         maintenance=maintenance,
     )

@@ -215,33 +215,32 @@ def record(store: Store, alarm_id: str) -> IncidentRecord | None:
 
 
 def facts(store: Store, since: float, until: float, *, room: str | None = None) -> list[IncidentFacts]:
-    """What the statistics need of every incident raised in ``[since, until)`` (tests included, marked)."""
+    """What the statistics need of every incident raised in ``[since, until)`` (tests included, marked).
+
+    The first acknowledgement is ``incidents.acknowledged_at`` (the first one stands) except for an alarm that was
+    reminded (a reminder clears it until the next one): those few are looked up on the timeline."""
+    conn = store.connection
+    firsts = dict(
+        conn.execute(
+            "SELECT r.alarm_id, (SELECT MIN(a.at) FROM timeline a WHERE a.alarm_id = r.alarm_id "
+            "AND a.type = 'acknowledged') FROM timeline r WHERE r.type = 'reminded' AND r.at >= ? GROUP BY r.alarm_id",
+            (since,),
+        ).fetchall()
+    )
     sql = (
-        "SELECT alarm_id, kind, room_id, room_label, crib_id, crib_label, trigger_sensor, raised_at, "  # noqa: S608
-        f"{_FIRST_ACK}, resolved_at, test, maintenance, flaps FROM incidents WHERE raised_at >= ? AND raised_at < ?"
+        "SELECT alarm_id, kind, room_id, room_label, crib_id, crib_label, trigger_sensor, raised_at, "
+        "acknowledged_at, resolved_at, test, maintenance, flaps FROM incidents WHERE raised_at >= ? AND raised_at < ?"
     )
     args: list[Any] = [since, until]
     if room is not None:
         sql += " AND room_id = ?"
         args.append(room)
-    return [
-        IncidentFacts(
-            alarm_id=r[0],
-            kind=r[1],
-            room_id=r[2],
-            room_label=r[3],
-            crib_id=r[4],
-            crib_label=r[5],
-            sensor_id=r[6],
-            raised_at=r[7],
-            first_ack_at=r[8],
-            resolved_at=r[9],
-            test=bool(r[10]),
-            maintenance=bool(r[11]),
-            flaps=r[12],
-        )
-        for r in store.connection.execute(sql + " ORDER BY raised_at", args).fetchall()
-    ]
+    out: list[IncidentFacts] = []
+    make = IncidentFacts
+    for r in conn.execute(sql + " ORDER BY raised_at", args):
+        ack = firsts.get(r[0], r[8]) if firsts else r[8]
+        out.append(make(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], ack, r[9], bool(r[10]), bool(r[11]), r[12]))
+    return out
 
 
 def offline_periods(store: Store, since: float, until: float) -> list[OfflinePeriod]:
@@ -253,15 +252,36 @@ def offline_periods(store: Store, since: float, until: float) -> list[OfflinePer
     return [OfflinePeriod(r[0], r[1], r[2]) for r in rows]
 
 
+def _distinct(store: Store, column: str, label: str) -> list[tuple[str, str]]:
+    """Every value of ``column`` (an indexed one) with its latest ``label``: a skip scan, one index probe per
+    value, not a scan of the table."""
+    conn = store.connection
+    found = conn.execute(
+        f"WITH RECURSIVE v(id) AS (SELECT MIN({column}) FROM incidents UNION ALL "  # noqa: S608 - fixed names
+        f"SELECT (SELECT MIN({column}) FROM incidents WHERE {column} > v.id) FROM v WHERE v.id IS NOT NULL) "
+        "SELECT id FROM v WHERE id IS NOT NULL"
+    ).fetchall()
+    out: list[tuple[str, str]] = []
+    for (value,) in found:
+        row = conn.execute(
+            f"SELECT {label} FROM incidents WHERE {column} = ? ORDER BY raised_at DESC LIMIT 1",  # noqa: S608
+            (value,),
+        ).fetchone()
+        out.append((value, row[0]))
+    return sorted(out, key=lambda r: (r[1], r[0]))
+
+
 def rooms_and_cribs(store: Store) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Every room and crib the log has seen, ``(id, latest label)``, for the filters' choices."""
-    conn = store.connection
-    rooms = conn.execute(
-        "SELECT room_id, room_label FROM incidents WHERE rowid IN "
-        "(SELECT MAX(rowid) FROM incidents GROUP BY room_id) ORDER BY room_label, room_id"
-    ).fetchall()
-    cribs = conn.execute(
-        "SELECT crib_id, crib_label FROM incidents WHERE rowid IN "
-        "(SELECT MAX(rowid) FROM incidents GROUP BY crib_id) ORDER BY crib_label, crib_id"
-    ).fetchall()
-    return [(r[0], r[1]) for r in rooms], [(r[0], r[1]) for r in cribs]
+    return _distinct(store, "room_id", "room_label"), _distinct(store, "crib_id", "crib_label")
+
+
+def marks(store: Store) -> tuple[int, int, int, int]:
+    """Where the record stands: the last row of the incidents, the timeline, the sensor events and the audit (a
+    prune leaves an audit row). Any write the statistics could see moves one of them: a key for a cache of them.
+    Four index probes."""
+    row = store.connection.execute(
+        "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM incidents), (SELECT COALESCE(MAX(id), 0) FROM timeline), "
+        "(SELECT COALESCE(MAX(id), 0) FROM sensor_events), (SELECT COALESCE(MAX(id), 0) FROM audit)"
+    ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])

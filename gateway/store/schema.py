@@ -197,11 +197,13 @@ CREATE INDEX incidents_log ON incidents (raised_at, alarm_id);
 CREATE INDEX incidents_log_kind ON incidents (kind, raised_at, alarm_id);
 CREATE INDEX incidents_log_priority ON incidents (priority, raised_at, alarm_id);
 CREATE INDEX timeline_acks ON timeline (alarm_id, at) WHERE type = 'acknowledged';
+CREATE INDEX timeline_reminded ON timeline (at) WHERE type = 'reminded';
 """
 """Version 4: the incident log's pages (gateway/store/incident_log.py, docs/managers.md): newest first with a keyset
 ``(raised_at, alarm_id)``, so a page deep in a year of incidents is an index range, not an OFFSET; the kind and the
 priority filters walk their own index; each incident's first acknowledgement (its response time) is one index
-probe."""
+probe, and the statistics look it up only for the alarms that were reminded (the others keep their first one in
+``incidents.acknowledged_at``)."""
 
 Migration = str | Callable[[sqlite3.Connection], None]
 

@@ -10,6 +10,8 @@ statistics are pure functions (gateway/reports/). Bad filters answer 422 naming 
 import asyncio
 import csv
 import io
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
@@ -61,7 +63,18 @@ CSV_COLUMNS = (
     "escalation_level",
     "flaps",
 )
+STATS_CACHED = 16
+"""Statistics kept per app (the last ones asked for), each valid while the record has not moved."""
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """The statistics of one range: response times, nuisance per sensor, alarms per kind (tests left out)."""
+
+    report: ResponseReport
+    noisy: list[SensorNuisance]
+    kinds: dict[str, int]
 
 
 class FilterError(ValueError):
@@ -589,10 +602,19 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
 
     # ------------------------------------------------------------------------------------------ statistics
 
-    async def statistics(
-        since: float, until: float, bucket: Bucket, room: str | None
-    ) -> tuple[ResponseReport, list[SensorNuisance]]:
-        def work(store: Store) -> tuple[ResponseReport, list[SensorNuisance]]:
+    computed: OrderedDict[tuple[object, ...], Figures] = OrderedDict()
+    computed_lock = threading.Lock()
+
+    async def statistics(since: float, until: float, bucket: Bucket, room: str | None) -> Figures:
+        """The statistics of a range, computed again only when the record has moved since the last time they were
+        asked for (a page, then its CSV, then the report: one computation)."""
+
+        def work(store: Store) -> Figures:
+            key = (since, until, bucket, room, incident_log.marks(store))
+            with computed_lock:
+                if key in computed:
+                    computed.move_to_end(key)
+                    return computed[key]
             found = incident_log.facts(store, since, until, room=room)
             offline = incident_log.offline_periods(store, since, until)
             if room is not None:
@@ -602,7 +624,16 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
             report = response_times(found, tz=tz, bucket=bucket, since=since, until=until)
             labels = {c.id: (c.label, r.label) for r in settings.rooms for c in r.cribs}
             noisy = nuisance(found, offline, quick_s=quick_s, since=since, until=until, crib_labels=labels)
-            return report, noisy
+            kinds = dict.fromkeys(KINDS, 0)
+            for f in found:
+                if not f.test:
+                    kinds[f.kind] = kinds.get(f.kind, 0) + 1
+            figures = Figures(report, noisy, kinds)
+            with computed_lock:
+                computed[key] = figures
+                while len(computed) > STATS_CACHED:
+                    computed.popitem(last=False)
+            return figures
 
         return await read(work)
 
@@ -654,7 +685,8 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
             )
             response.status_code = 422
             return response
-        report, noisy = await statistics(query.since, query.until, query.bucket, query.room)
+        figures = await statistics(query.since, query.until, query.bucket, query.room)
+        report, noisy = figures.report, figures.noisy
         csv_link = "/api/incidents/stats.csv?" + "&".join(f"{k}={v}" for k, v in query.form.items() if v)
         return kit.page(
             request,
@@ -678,7 +710,8 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
             query = parse_stats_query(dict(request.query_params), tz, today())
         except FilterError as problem:
             return problem_json(problem)
-        report, noisy = await statistics(query.since, query.until, query.bucket, query.room)
+        figures = await statistics(query.since, query.until, query.bucket, query.room)
+        report, noisy = figures.report, figures.noisy
         body = stats_json(report, noisy)
         body["since"], body["until"] = query.first_day.isoformat(), query.last_day.isoformat()
         body["quick_resolve_s"] = quick_s
@@ -690,7 +723,8 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
             query = parse_stats_query(dict(request.query_params), tz, today())
         except FilterError as problem:
             return problem_json(problem)
-        report, noisy = await statistics(query.since, query.until, query.bucket, query.room)
+        figures = await statistics(query.since, query.until, query.bucket, query.room)
+        report, noisy = figures.report, figures.noisy
         name = f"response-times-{site_id}-{query.first_day.isoformat()}-{query.last_day.isoformat()}.csv"
         return Response(
             stats_csv(report, noisy),
@@ -708,16 +742,8 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
             raise HTTPException(status_code=422, detail=problem_text(request, problem)) from None
         after = next_month(first)
         since, until = start_of(first, tz), start_of(after, tz)
-        report, noisy = await statistics(since, until, Bucket.WEEK, None)
-        kinds = dict.fromkeys(KINDS, 0)
-
-        def by_kind(store: Store) -> dict[str, int]:
-            for f in incident_log.facts(store, since, until):
-                if not f.test:
-                    kinds[f.kind] = kinds.get(f.kind, 0) + 1
-            return kinds
-
-        counts = await read(by_kind)
+        figures = await statistics(since, until, Bucket.WEEK, None)
+        report, noisy, counts = figures.report, figures.noisy, figures.kinds
         previous = (first - timedelta(days=1)).replace(day=1)
         return kit.page(
             request,
