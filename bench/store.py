@@ -174,7 +174,7 @@ def fill(path: Path, count: int, *, end: float, seed: int) -> dict[str, Any]:
                         sample_id = alarm_id
         deep = store.connection.execute(
             "SELECT raised_at, alarm_id FROM incidents ORDER BY raised_at DESC, alarm_id DESC LIMIT 1 OFFSET ?",
-            (min(90_000, count - 1),),
+            (min(90_000, count * 9 // 10),),
         ).fetchone()
         rows = {
             t: store.connection.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed names
