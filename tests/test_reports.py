@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.reports.chart import Bar, bar_chart, duration
+from gateway.reports.chart import Bar, bar_chart, duration, tick
 from gateway.reports.response import (
     Bucket,
     IncidentFacts,
@@ -196,3 +196,8 @@ def test_the_chart_is_escaped_svg_with_a_bar_per_group_and_its_count() -> None:
     assert "n=0" in svg
     assert "script" not in svg
     assert [duration(v) for v in (None, 4.25, 42.0, 150.0, 7200.0)] == ["-", "4.2 s", "42 s", "2.5 min", "2.0 h"]
+    # the y axis runs to a top whose quarters are round: 45 s of p90 -> 0, 15, 30, 45, 60 s
+    for label in ("0 s", "15 s", "30 s", "45 s", "1 min"):
+        assert f">{label}</text>" in svg
+    assert [tick(v) for v in (2.0, 90.0, 300.0, 5400.0)] == ["2 s", "1.5 min", "5 min", "1.5 h"]
+

@@ -29,19 +29,25 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+AXIS_TOPS = (4, 8, 20, 40, 60, 120, 240, 600, 1200, 2400, 3600, 7200, 14400, 28800, 57600, 86400)
+"""Tops of the y axis (seconds): a quarter of each is a round figure (1 s, 5 s, 15 s, 30 s, 1 min, 5 min, ...)."""
+
+
 def _nice_top(value: float) -> float:
-    """The axis' top: 1, 2 or 5 times a power of ten, at least ``value``."""
-    if value <= 0:
-        return 10.0
-    scale = 1.0
-    while scale * 10 < value:
-        scale *= 10
-    while scale > value:
-        scale /= 10
-    for step in (1, 2, 5, 10):
-        if step * scale >= value:
-            return step * scale
-    return 10 * scale
+    """The axis' top: the smallest of :data:`AXIS_TOPS` at least ``value`` (whole days beyond them)."""
+    for top in AXIS_TOPS:
+        if value <= top:
+            return float(top)
+    return 86400.0 * -(-value // 86400)
+
+
+def tick(seconds: float) -> str:
+    """An axis label: ``15 s``, ``2 min``, ``1.5 h`` (no ``.0``)."""
+    if seconds < 60:
+        return f"{seconds:g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
 
 
 def bar_chart(
@@ -66,11 +72,11 @@ def bar_chart(
             f"{escape(p90_label)} {escape(duration(b.p90_s))}, {escape(count_label)} {b.n}</desc>"
         )
     for i in range(5):
-        tick = axis_top * i / 4
+        level = axis_top * i / 4
         y = top + plot_h - plot_h * i / 4
         parts.append(f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}"/>')
         parts.append(
-            f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(duration(tick))}</text>'
+            f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(tick(level))}</text>'
         )
     for i, b in enumerate(bars):
         x = left + slot * i + slot / 2

@@ -347,6 +347,13 @@ def stats_json(report: ResponseReport, noisy: list[SensorNuisance]) -> dict[str,
     }
 
 
+def short(period: str | None) -> str:
+    """A chart's label of a period: ``W09`` for ISO week ``2026-W09`` (the tables keep the year), ``2026-03``."""
+    if period is None:
+        return ""
+    return period.split("-", 1)[1] if "-W" in period else period
+
+
 def _csv(rows: list[list[object]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
@@ -646,14 +653,14 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         return {
             "ack_by_period": Markup(  # noqa: S704 - built by bar_chart, every label escaped there
                 bar_chart(
-                    [Bar(r.period or "", r.ack.median_s, r.ack.p90_s, r.ack.n) for r in report.by_period],
+                    [Bar(short(r.period), r.ack.median_s, r.ack.p90_s, r.ack.n) for r in report.by_period],
                     title=t("incidents.chart_ack_period"),
                     **labels,
                 )
             ),
             "resolve_by_period": Markup(  # noqa: S704 - as above
                 bar_chart(
-                    [Bar(r.period or "", r.resolve.median_s, r.resolve.p90_s, r.resolve.n) for r in report.by_period],
+                    [Bar(short(r.period), r.resolve.median_s, r.resolve.p90_s, r.resolve.n) for r in report.by_period],
                     title=t("incidents.chart_resolve_period"),
                     **labels,
                 )
