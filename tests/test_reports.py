@@ -200,4 +200,3 @@ def test_the_chart_is_escaped_svg_with_a_bar_per_group_and_its_count() -> None:
     for label in ("0 s", "15 s", "30 s", "45 s", "1 min"):
         assert f">{label}</text>" in svg
     assert [tick(v) for v in (2.0, 90.0, 300.0, 5400.0)] == ["2 s", "1.5 min", "5 min", "1.5 h"]
-

@@ -353,3 +353,10 @@ def test_the_statistics_follow_the_record_as_it_grows(site: tuple[Site, LogWrite
     store.close()
     noisy = {n["crib_id"]: n for n in client.get("/api/incidents/stats").json()["nuisance"]}
     assert noisy["f-1"]["offline_periods"] == 1
+
+
+def test_a_label_a_spreadsheet_would_run_as_a_formula_is_written_as_text() -> None:
+    from gateway.web.incidents import _csv
+
+    text = _csv([['=HYPERLINK("x")', "@SUM(1)", "Vlinders", 3, "30.000"]])
+    assert text == '"\'=HYPERLINK(""x"")",\'@SUM(1),Vlinders,3,30.000\r\n'

@@ -354,10 +354,18 @@ def short(period: str | None) -> str:
     return period.split("-", 1)[1] if "-W" in period else period
 
 
+def _cell(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@`` first) gets a ``'`` in front:
+    room and crib labels come from the site file, and a CSV is opened in Excel."""
+    if isinstance(value, str) and value[:1] in {"=", "+", "-", "@", "\t", "\r"}:
+        return "'" + value
+    return value
+
+
 def _csv(rows: list[list[object]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerows(rows)
+    writer.writerows([_cell(v) for v in row] for row in rows)
     return out.getvalue()
 
 
