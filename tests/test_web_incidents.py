@@ -360,3 +360,21 @@ def test_a_label_a_spreadsheet_would_run_as_a_formula_is_written_as_text() -> No
 
     text = _csv([['=HYPERLINK("x")', "@SUM(1)", "Vlinders", 3, "30.000"]])
     assert text == '"\'=HYPERLINK(""x"")",\'@SUM(1),Vlinders,3,30.000\r\n'
+
+
+def test_a_store_the_log_cannot_read_answers_503_and_says_why(site: tuple[Site, LogWriter]) -> None:
+    """A store file of a newer schema (a downgraded gateway): the log says so instead of failing with a 500."""
+    import sqlite3
+
+    from gateway.store.schema import SCHEMA_VERSION
+
+    s, _ = site
+    client = s.client(Role.MANAGER)
+    conn = sqlite3.connect(s.settings.store_path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    answer = client.get("/api/incidents")
+    assert answer.status_code == 503
+    assert "newer than this gateway knows" in answer.json()["detail"]
+    assert client.get("/incidents").status_code == 503

@@ -10,6 +10,7 @@ statistics are pure functions (gateway/reports/). Bad filters answer 422 naming 
 import asyncio
 import csv
 import io
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -27,10 +28,13 @@ from gateway.reports.chart import Bar, bar_chart, duration
 from gateway.reports.response import Bucket, ResponseReport, SensorNuisance, nuisance, response_times
 from gateway.store import incident_log
 from gateway.store.incident_log import CursorError, Filters, IncidentRecord, LogRow, Page
+from gateway.store.schema import StoreError
 from gateway.store.store import Store
 from gateway.web.auth import STAFF_ID, Role
 from gateway.web.i18n import Translator
 from gateway.web.kit import Principal, WebKit
+
+log = logging.getLogger("cribwatch.web")
 
 INCIDENT_READERS = frozenset({Role.MANAGER, Role.ADMIN})
 """Who may read the incident log and its statistics."""
@@ -454,7 +458,11 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         """``work`` on the store, opened read-only in a worker thread (never on the event loop)."""
 
         def run() -> T:
-            store = Store.open(kit.store_path, site_id=site_id, readonly=True)
+            try:
+                store = Store.open(kit.store_path, site_id=site_id, readonly=True)
+            except StoreError as exc:
+                log.error("the incident log cannot read the store: %s", exc)
+                raise HTTPException(status_code=503, detail=f"the incident log cannot be read now: {exc}") from None
             try:
                 return work(store)
             finally:
