@@ -168,6 +168,10 @@ def test_keyset_pages_walk_the_whole_log_both_ways_without_gaps_or_repeats(site:
         ("/api/incidents?limit=0", "limit"),
         ("/api/incidents?limit=201", "limit"),
         ("/api/incidents?limit=ten", "limit"),
+        ("/api/incidents?limit=%C2%B2", "limit"),
+        ("/api/incidents?until=9999-12-31", "until"),
+        ("/api/incidents?since=0001-01-01", "since"),
+        ("/api/incidents?since=%D9%A2026-01-01", "since"),
         ("/api/incidents?older=not-a-cursor", "older"),
         ("/api/incidents?older=MXwx&newer=MXwx", "older"),
         ("/api/incidents?rooom=fast", "rooom"),
@@ -202,7 +206,8 @@ def test_a_bad_filter_on_the_page_is_said_beside_the_form_with_the_input_kept(
     nl = client.get("/incidents?kind=onzin", headers={"Accept-Language": "nl"})
     assert nl.status_code == 422
     assert "Soort: geen van de keuzes" in nl.text
-    assert client.get("/incidents/report?month=2026-3").status_code == 422
+    for month in ("2026-3", "2026-13", "9999-12", "٢٠٢٦-03"):
+        assert client.get("/incidents/report", params={"month": month}).status_code == 422, month
 
 
 def test_an_incidents_timeline_has_every_step_in_order(shared: tuple[Site, LogWriter, TestClient]) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -42,6 +43,11 @@ PAGE_SIZE = 50
 MAX_RANGE_DAYS = 400
 """The longest range the statistics take (the store keeps 400 days by default)."""
 PRIORITIES = ("high", "medium", "low")
+DAY_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+MONTH_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}")
+LIMIT_TEXT = re.compile(r"[0-9]{1,4}")
+FIRST_YEAR, LAST_YEAR = 1970, 9998
+"""Days the log takes (a wall clock before NTP may say 1970; the far side keeps a day after it a valid date)."""
 KINDS = tuple(k.value for k in AlarmKind)
 LOG_PARAMS = frozenset({"room", "crib", "kind", "priority", "since", "until", "tests", "older", "newer", "limit"})
 STATS_PARAMS = frozenset({"room", "since", "until", "by"})
@@ -142,11 +148,14 @@ def _day(params: Mapping[str, str], name: str) -> date | None:
     if not value:
         return None
     try:
-        if len(value) != len("2026-03-01"):
+        if not DAY_TEXT.fullmatch(value):
             raise ValueError(value)
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise FilterError(name, "incidents.bad_date", f"{value[:40]!r} is not a date (YYYY-MM-DD)") from None
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise FilterError(name, "incidents.bad_date", f"{value[:40]!r} is not a date (YYYY-MM-DD)")
+    return day
 
 
 def start_of(day: date, tz: tzinfo) -> float:
@@ -168,7 +177,7 @@ def parse_log_query(params: Mapping[str, str], tz: tzinfo) -> LogQuery:
     first, last = _range(params, tz)
     tests = _choice(params, "tests", ("show", "hide")) or "show"
     limit_text = params.get("limit", "").strip() or str(PAGE_SIZE)
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= incident_log.MAX_PAGE:
+    if not LIMIT_TEXT.fullmatch(limit_text) or not 1 <= int(limit_text) <= incident_log.MAX_PAGE:
         raise FilterError("limit", "incidents.bad_limit", f"a page holds 1 to {incident_log.MAX_PAGE} incidents")
     older = params.get("older", "").strip() or None
     newer = params.get("newer", "").strip() or None
@@ -201,12 +210,10 @@ def parse_stats_query(params: Mapping[str, str], tz: tzinfo, today: date) -> Sta
     first, last = _range(params, tz)
     bucket = Bucket(_choice(params, "by", ("week", "month")) or "week")
     last = last or today
-    if first is None:
-        first = last - timedelta(days=13 * 7 - 1) if bucket is Bucket.WEEK else date(last.year - 1, last.month, 1)
-        if bucket is Bucket.MONTH and last.month == 12:
-            first = date(last.year, 1, 1)
-        elif bucket is Bucket.MONTH:
-            first = date(last.year - 1, last.month + 1, 1)
+    if first is None and bucket is Bucket.WEEK:
+        first = last - timedelta(days=13 * 7 - 1)  # 13 weeks of days, to today
+    elif first is None:
+        first = next_month(date(last.year - 1, last.month, 1))  # 12 calendar months, this one the last
     if (last - first).days + 1 > MAX_RANGE_DAYS:
         raise FilterError("since", "incidents.bad_span", f"at most {MAX_RANGE_DAYS} days at a time")
     room = _id(params, "room")
@@ -219,9 +226,11 @@ def parse_month(value: str | None, today: date) -> date:
     if not value:
         return today.replace(day=1)
     try:
-        if len(value) != len("2026-03"):
+        if not MONTH_TEXT.fullmatch(value):
             raise ValueError(value)
         year, month = (int(part) for part in value.split("-"))
+        if not FIRST_YEAR <= year <= LAST_YEAR:
+            raise ValueError(value)
         return date(year, month, 1)
     except ValueError:
         raise FilterError("month", "incidents.bad_month", f"{value[:40]!r} is not a month (YYYY-MM)") from None
