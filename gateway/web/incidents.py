@@ -282,6 +282,10 @@ class Step:
     device: str | None = None
     detail: str = ""
     result: str | None = None
+    notice: str | None = None
+    """A notice's kind (``alarm``, ``escalation``, ``repeat``, ``reminder``, ``resolved``), or a delivery's."""
+    step: int | None = None
+    """The escalation chain's step of a notice."""
 
 
 def timeline_steps(rec: IncidentRecord) -> list[Step]:
@@ -295,12 +299,15 @@ def timeline_steps(rec: IncidentRecord) -> list[Step]:
         d = entry.detail or {}
         if entry.type == "notice":
             text = (
-                f"{d.get('kind', '')} · step {d.get('step', 0)} · {', '.join(map(str, d.get('groups', [])))} · "
-                f"{d.get('recipients', 0)} → {', '.join(map(str, d.get('channels', [])))}"
+                f"{', '.join(map(str, d.get('groups', [])))} · {d.get('recipients', 0)} → "
+                f"{', '.join(map(str, d.get('channels', [])))}"
             )
             if d.get("how") and d.get("how") != "on_duty":
                 text += f" ({d['how']})"
-        elif entry.type == "raised" and isinstance(d.get("trigger"), dict):
+            step = Step(entry.at, entry.type, None, None, text, None, str(d.get("kind", "")), int(d.get("step", 0)))
+            steps.append((entry.at, 1 + i, step))
+            continue
+        if entry.type == "raised" and isinstance(d.get("trigger"), dict):
             text = f"sensor {d['trigger'].get('sensor_id')}"
         elif entry.type == "resolved":
             text = str(d.get("resolution", ""))
@@ -309,12 +316,12 @@ def timeline_steps(rec: IncidentRecord) -> list[Step]:
         steps.append((entry.at, 1 + i, Step(entry.at, entry.type, entry.by, entry.device, text)))
     base = len(steps) + 1
     for i, dl in enumerate(rec.deliveries):
-        text = f"{dl.channel} → {dl.group}/{dl.member} · {dl.kind} · #{dl.attempt}"
+        text = f"{dl.channel} → {dl.group}/{dl.member} · #{dl.attempt}"
         if dl.latency_ms is not None:
             text += f" · {dl.latency_ms:.0f} ms"
         if dl.error:
             text += f" · {dl.error}"
-        steps.append((dl.at, base + i, Step(dl.at, "delivery", None, dl.address, text, dl.result)))
+        steps.append((dl.at, base + i, Step(dl.at, "delivery", None, dl.address, text, dl.result, dl.kind)))
     return [s for _, _, s in sorted(steps, key=lambda x: (x[0], x[1]))]
 
 
@@ -825,6 +832,8 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
                     "device": s.device,
                     "detail": s.detail,
                     "result": s.result,
+                    "notice": s.notice,
+                    "step": s.step,
                 }
                 for s in timeline_steps(rec)
             ],
