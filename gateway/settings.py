@@ -465,6 +465,10 @@ class Settings(_Model):
         default_factory=lambda: AlertingConfig(),  # noqa: PLW0108 - defined further down
         description="Staff groups, shifts, escalation, maintenance.",
     )
+    helping_hands: HelpingHandsConfig = Field(
+        default_factory=lambda: HelpingHandsConfig(),  # noqa: PLW0108 - defined further down
+        description="The helping-hands requests to the city's coordinators (docs/helping-hands.md).",
+    )
 
     @model_validator(mode="after")
     def _unique_and_safe(self) -> Self:
@@ -511,6 +515,22 @@ class Settings(_Model):
                     if device in RESERVED_DEVICE_IDS:
                         names = ", ".join(RESERVED_DEVICE_IDS)
                         raise ValueError(f"{at}: {device!r} is reserved ({names}): a staff device needs its own id")
+
+    @model_validator(mode="after")
+    def _helping_hands_consistent(self) -> Self:
+        hh = self.helping_hands
+        _unique([(f"helping_hands.partner_sites[{i}].id", p.id) for i, p in enumerate(hh.partner_sites)])
+        for i, partner in enumerate(hh.partner_sites):
+            if partner.id == self.site.id:
+                raise ValueError(f"helping_hands.partner_sites[{i}].id: {partner.id!r} is this site's own id")
+        groups = {g.id for g in self.alerting.groups}
+        for i, group in enumerate(hh.coordinator_groups):
+            if group not in groups:
+                raise ValueError(
+                    f"helping_hands.coordinator_groups[{i}]: no group {group!r} in [alerting] "
+                    f"(groups: {sorted(groups) or 'none'})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _web_not_plain_by_default(self) -> Self:
@@ -1111,6 +1131,44 @@ DEFAULT_POLICIES: dict[str, PolicyConfig] = {
 """The crèche defaults: a crib open (high) goes to its room at once, the whole site and the siren after 30 s, the
 managers after 60 s, repeating every 30 s; a silent sensor (medium) to its room, the site after 2 minutes,
 repeating every 5; a low battery (low) to the managers, again every 4 hours."""
+
+
+SITE_KINDS = ("kdv", "cmww", "bso", "psz", "other")
+"""Kinds of site that may ask for helping hands: a day nursery (kdv), a partner crèche (cmww), out-of-school care
+(bso), a toddler group (psz)."""
+
+
+class PartnerSiteConfig(_Model):
+    """A site that asks for helping hands through this gateway's form (it has no gateway of its own, no cribs)."""
+
+    id: Identifier = Field(description="The partner site's id (in the requests' MQTT payloads).")
+    label: Label = Field(description="Its name as staff and coordinators read it, e.g. 'BSO De Vlinder'.")
+    kind: str = Field(default="other", pattern=f"^({'|'.join(SITE_KINDS)})$", description="kdv, cmww, bso, psz, other.")
+
+
+class HelpingHandsConfig(_Model):
+    """``[helping_hands]``: the request form for extra staff ("handjes hulp") and its coordinators."""
+
+    site_kind: str = Field(default="kdv", pattern=f"^({'|'.join(SITE_KINDS)})$", description="This site's kind.")
+    partner_sites: tuple[PartnerSiteConfig, ...] = Field(
+        default=(), strict=False, description="The other sites this site's staff may ask for (no crib data)."
+    )
+    max_people: int = Field(default=8, ge=1, le=50, description="The most people one request may ask for.")
+    note_max: int = Field(default=300, ge=20, le=2000, description="The longest note on a request, in characters.")
+    days_ahead: int = Field(default=90, ge=1, le=366, description="How far ahead a request may be, in days.")
+    coordinator_groups: tuple[Identifier, ...] = Field(
+        default=(),
+        strict=False,
+        description="[alerting] groups told of new requests (low priority, behind every alarm notice).",
+    )
+    notify: str = Field(
+        default="all",
+        pattern="^(all|urgent)$",
+        description="Tell the coordinators of every new request, or urgent ones.",
+    )
+    phone_region: str = Field(
+        default="NL", pattern="^[A-Z]{2}$", description="The country a phone number without +code is read in."
+    )
 
 
 Settings.model_rebuild()

@@ -84,6 +84,7 @@ SAMPLE = {
     "username": "mana01",
     "action": "disable",
     "name": "fast-wall",
+    "request_id": "1",
 }
 
 

@@ -27,6 +27,7 @@ from gateway.domain.events import AckRequest, Outcome
 from gateway.settings import Settings, WebConfig
 from gateway.store.accounts import AccountStore
 from gateway.web import admin as admin_pages
+from gateway.web import helping as helping_pages
 from gateway.web.auth import (
     ACKNOWLEDGERS,
     BOARD_VIEWERS,
@@ -521,6 +522,7 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
 
     kit = WebKit(settings, web, gateway, accounts, templates, now, access, roles_of, page, lang_of)
     admin_pages.register(app, kit)
+    helping_pages.register(app, kit)
 
     return app
 
