@@ -1156,10 +1156,16 @@ class HelpingHandsConfig(_Model):
     max_people: int = Field(default=8, ge=1, le=50, description="The most people one request may ask for.")
     note_max: int = Field(default=300, ge=20, le=2000, description="The longest note on a request, in characters.")
     days_ahead: int = Field(default=90, ge=1, le=366, description="How far ahead a request may be, in days.")
+    coordinators: tuple[MemberConfig, ...] = Field(
+        default=(),
+        strict=False,
+        description="The coordinators told of new requests (id and channels, as a staff group's members; they get no "
+        "alarms): low priority, behind every alarm notice.",
+    )
     coordinator_groups: tuple[Identifier, ...] = Field(
         default=(),
         strict=False,
-        description="[alerting] groups told of new requests (low priority, behind every alarm notice).",
+        description="[alerting] groups told of new requests too (e.g. the managers).",
     )
     notify: str = Field(
         default="all",

@@ -77,11 +77,22 @@ def site_choices(settings: Settings) -> list[SiteChoice]:
     return [own, *(SiteChoice(p.id, p.label, p.kind) for p in hh.partner_sites)]
 
 
+COORDINATORS_GROUP = "coordinators"
+"""The group name of the ``[helping_hands] coordinators`` in notices and delivery records."""
+
+
 def coordinator_recipients(settings: Settings) -> tuple[Recipient, ...]:
-    """Every channel address of every member of the ``[helping_hands] coordinator_groups`` (any shift: a request is
-    answered in office hours, and it waits low in the channels' queues behind every alarm)."""
-    wanted = set(settings.helping_hands.coordinator_groups)
-    return tuple(
+    """Every channel address of the ``[helping_hands] coordinators`` and of every member of its
+    ``coordinator_groups`` (whatever their shifts: a request is for later, and it waits low in the channels' queues
+    behind every alarm)."""
+    hh = settings.helping_hands
+    wanted = set(hh.coordinator_groups)
+    own = [
+        Recipient(COORDINATORS_GROUP, member.id, address.channel, address.address)
+        for member in hh.coordinators
+        for address in member.channels
+    ]
+    return tuple(own) + tuple(
         Recipient(group.id, member.id, address.channel, address.address)
         for group in settings.alerting.groups
         if group.id in wanted
