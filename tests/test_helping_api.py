@@ -543,3 +543,17 @@ def test_every_status_reason_urgency_kind_and_error_has_words_in_both_languages(
     for path in templates.glob("helping*.html"):
         used |= set(re.findall(r"""t\('(helping\.[a-z_.]+)'""", path.read_text(encoding="utf-8")))
     assert used - keys["en"] == set()
+
+
+def test_requests_past_the_stores_retention_are_deleted_with_their_history(hs: HelpSite) -> None:
+    old = make_request(hs)
+    coordinator = hs.client(Role.COORDINATOR)
+    assert move(coordinator, old, to="cancelled").status_code == 303
+    hs.clock.advance(hs.settings.store.retention_days * 86400.0 + 86400.0)  # a day past its window's end
+    new = make_request(
+        hs, day=dt.datetime.fromtimestamp(hs.clock.time(), ZONE).date().isoformat(), start="23:00", end="23:30"
+    )
+    coordinator = hs.client(Role.COORDINATOR)  # a new login: the first one ended long ago
+    shown = re.findall(r'data-request="(\d+)"', coordinator.get("/helping/requests?status=all").text)
+    assert shown == [str(new)]
+    assert coordinator.get(f"/helping/requests/{old}").status_code == 404

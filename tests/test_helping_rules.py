@@ -5,6 +5,7 @@ dropped from a full queue, never the siren, a phone-readable text with no note."
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from alerts.channels.webhook import WebhookTransport
 from alerts.notices import RequestNotice
 from gateway.domain.helping import TRANSITIONS, Move, MoveError, Status, check_move, moves_for
 from gateway.protocol import Topics
-from gateway.protocol.helping import HelpingHandsNoticePayload, HelpingHandsPayload
+from gateway.protocol.helping import HELPING_HANDS, HelpingHandsNoticePayload, HelpingHandsPayload, helping_hands_topic
 from tests.channel_helpers import HttpEndpoint
 from tests.test_channels import Record, http, notice, record, to, wait_until, worker
 
@@ -190,3 +191,21 @@ def test_apprise_and_mqtt_tell_a_request_without_its_note(http: HttpEndpoint, re
     assert (message.topic, message.qos, message.retain) == ("cribwatch/kids-f/notify/tab-9", 1, False)
     told = HelpingHandsNoticePayload.model_validate_json(message.payload, context={"wire": True})
     assert (told.member, told.request) == ("coord-1", REQUEST)
+
+
+# ------------------------------------------------------------------------------------------ docs/protocol.md
+
+
+def test_the_protocol_doc_describes_the_topic_and_every_field_and_its_example_is_valid() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
+    section = doc.split("### Gateway → coordinators: `helping-hands/<request>`", 1)[1].split("\n### ", 1)[0]
+    example = section.split("```text\n", 1)[1].split("```", 1)[0]
+    parsed = HelpingHandsPayload.model_validate_json(example, context={"wire": True})
+    assert parsed.status == "partly_filled"
+    for name in HelpingHandsPayload.model_fields:
+        if name != "v":
+            assert f"`{name}`" in section, name
+    row = next(line for line in doc.splitlines() if line.startswith("| `<base>/<site>/helping-hands/<request>`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert (cells[2], cells[3]) == (str(int(HELPING_HANDS.qos)), "yes" if HELPING_HANDS.retain else "no")
+    assert helping_hands_topic(Topics("kids-f"), 4) == "cribwatch/kids-f/helping-hands/4"

@@ -195,7 +195,7 @@ class HelpingStore:
         return request, row
 
     def prune(self, now: float, keep_s: float) -> int:
-        """Delete requests ended (done or cancelled) or whose window ended longer than ``keep_s`` ago, with their
+        """Delete the requests whose window ended and that nobody changed for longer than ``keep_s``, with their
         history: they hold staff ids and phone numbers. Returns how many went."""
         with self._lock, self._store.transaction():
             cursor = self._conn.execute(

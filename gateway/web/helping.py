@@ -59,6 +59,8 @@ REQUESTERS = frozenset({Role.STAFF, Role.MANAGER})
 """Who may ask for helping hands: the people who work in the rooms and their managers."""
 COORDINATORS = frozenset({Role.COORDINATOR})
 """Who sees every request and moves it through its statuses: the city's coordinators."""
+PRUNE_EVERY_S = 6 * 3600.0
+"""How often requests past ``[store] retention_days`` are deleted (checked when the pages use the store)."""
 MAX_FORM_BYTES = 16_384
 """A request form is a few hundred bytes; anything far larger is refused before it is parsed."""
 
@@ -129,12 +131,20 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
     recipients = coordinator_recipients(settings)
     opened: list[HelpingStore] = []
     opening = threading.Lock()
+    keep_s = settings.store.retention_days * 86400.0
+    pruned_at = [float("-inf")]
 
     def store() -> HelpingStore:
-        """The requests' store, opened on first use (in a worker thread) and kept."""
+        """The requests' store, opened on first use (in a worker thread) and kept; requests ended longer ago than
+        the store's retention are deleted at most every PRUNE_EVERY_S (they hold staff ids and phone numbers)."""
         with opening:
             if not opened:
                 opened.append(HelpingStore.open(kit.store_path, site_id=settings.site.id))
+            now = kit.now()
+            if now - pruned_at[0] >= PRUNE_EVERY_S:
+                pruned_at[0] = now
+                if gone := opened[0].prune(now, keep_s):
+                    log.info("helping hands: %d requests past the retention of %s days deleted", gone, keep_s / 86400)
             return opened[0]
 
     def payload(request: HelpRequest, change: HelpChange) -> HelpingHandsPayload:
