@@ -557,3 +557,22 @@ def test_requests_past_the_stores_retention_are_deleted_with_their_history(hs: H
     shown = re.findall(r'data-request="(\d+)"', coordinator.get("/helping/requests?status=all").text)
     assert shown == [str(new)]
     assert coordinator.get(f"/helping/requests/{old}").status_code == 404
+
+
+def test_a_store_that_cannot_take_the_request_says_so_and_keeps_the_input(hs: HelpSite) -> None:
+    """Another connection holds the write lock past the busy timeout (as a stuck tool or a failing disk would):
+    nothing is saved, the page says so, the form keeps what was typed, and it goes through once the lock is gone."""
+    staff = hs.client(Role.STAFF)
+    assert staff.get("/helping/mine").status_code == 200  # the pages' store is open (and pruned) before the lock
+    blocker = Store.open(hs.settings.store_path, site_id="test-site")
+    blocker.connection.execute("BEGIN IMMEDIATE")
+    try:
+        answer = submit(staff, good_form(room="Zeepaardjes"))
+    finally:
+        blocker.connection.execute("ROLLBACK")
+        blocker.close()
+    assert answer.status_code == 503
+    assert EN("helping.error.store") in html.unescape(answer.text)
+    assert 'value="Zeepaardjes"' in answer.text
+    assert hs.outbox() == []
+    assert submit(staff, good_form(room="Zeepaardjes")).status_code == 303

@@ -8,14 +8,17 @@ there until the broker has acknowledged it (the gateway's link reports it; a res
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import sqlite3
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.domain.helping import ContactKind, Outcome, Reason, RequestFields, Status, Urgency
+from gateway.store.schema import StoreError
 from gateway.store.store import OutboxRow, Store
 
 
@@ -123,11 +126,21 @@ class HelpingStore:
         with self._lock:
             self._store.close()
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One transaction under the lock; a failing disk (full, read-only, locked too long) is a StoreError."""
+        with self._lock:
+            try:
+                with self._store.transaction():
+                    yield
+            except sqlite3.Error as exc:
+                raise StoreError(f"the store cannot take the request: {exc}") from exc
+
     # ------------------------------------------------------------------------------------------ writes
 
     def create(self, fields: RequestFields, by: str, at: float, message: Message) -> tuple[HelpRequest, OutboxRow]:
         """A new request (status ``new``), its first history line and its MQTT message, in one transaction."""
-        with self._lock, self._store.transaction():
+        with self._writing():
             cursor = self._conn.execute(
                 'INSERT INTO helping_requests (site_id, room, day, start, "end", starts_at, ends_at, people, reason, '
                 "urgency, note, contact_kind, contact, requested_by, created_at, status, filled, updated_at) "
@@ -166,7 +179,7 @@ class HelpingStore:
         """Move a request: ``decide`` is given the request as it is now (under the write lock, BEGIN IMMEDIATE, so
         two coordinators never both move it from the same status) and returns what it becomes, or raises (nothing is
         written). None: no such request."""
-        with self._lock, self._store.transaction():
+        with self._writing():
             current = self._get(request_id)
             if current is None:
                 return None
@@ -197,7 +210,7 @@ class HelpingStore:
     def prune(self, now: float, keep_s: float) -> int:
         """Delete the requests whose window ended and that nobody changed for longer than ``keep_s``, with their
         history: they hold staff ids and phone numbers. Returns how many went."""
-        with self._lock, self._store.transaction():
+        with self._writing():
             cursor = self._conn.execute(
                 "DELETE FROM helping_requests WHERE ends_at < ? AND updated_at < ?", (now - keep_s, now - keep_s)
             )

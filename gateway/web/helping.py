@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -48,12 +48,14 @@ from gateway.protocol.helping import (
 )
 from gateway.settings import Settings
 from gateway.store.helping import HelpChange, HelpingStore, HelpRequest, RequestFilter
+from gateway.store.schema import StoreError
 from gateway.store.store import OutboxRow
 from gateway.web.auth import Role
 from gateway.web.i18n import Translator
 from gateway.web.kit import Principal, WebKit, check_csrf
 
 log = logging.getLogger("cribwatch.web")
+T = TypeVar("T")
 
 REQUESTERS = frozenset({Role.STAFF, Role.MANAGER})
 """Who may ask for helping hands: the people who work in the rooms and their managers."""
@@ -143,9 +145,22 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
             now = kit.now()
             if now - pruned_at[0] >= PRUNE_EVERY_S:
                 pruned_at[0] = now
-                if gone := opened[0].prune(now, keep_s):
-                    log.info("helping hands: %d requests past the retention of %s days deleted", gone, keep_s / 86400)
+                try:
+                    if gone := opened[0].prune(now, keep_s):
+                        log.info(
+                            "helping hands: %d requests past the retention of %s days deleted", gone, keep_s / 86400
+                        )
+                except StoreError:
+                    log.exception("helping hands: could not delete the requests past the retention (tried again later)")
             return opened[0]
+
+    async def in_store(call: Callable[[], T]) -> T:
+        """A read of the store in a worker thread; a store that cannot be read is a 503 that says so."""
+        try:
+            return await asyncio.to_thread(call)
+        except StoreError as exc:
+            log.error("helping hands: %s", exc)
+            raise HTTPException(status_code=503, detail="the site's store cannot be used now: try again") from None
 
     def payload(request: HelpRequest, change: HelpChange) -> HelpingHandsPayload:
         site = site_of.get(request.site_id, SiteChoice(request.site_id, request.site_id, "other"))
@@ -214,7 +229,13 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         return {name: value for name, value in form.items() if isinstance(value, str)}
 
     def form_page(
-        request: Request, who: Principal, values: Mapping[str, str], errors: Mapping[str, str], status_code: int = 200
+        request: Request,
+        who: Principal,
+        values: Mapping[str, str],
+        errors: Mapping[str, str],
+        status_code: int = 200,
+        *,
+        problem: str | None = None,
     ) -> HTMLResponse:
         return page(
             request,
@@ -223,6 +244,7 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
             status_code,
             form=values,
             errors=errors,
+            problem=problem,
             reasons=[r.value for r in Reason],
             urgencies=[u.value for u in Urgency],
             contact_kinds=[k.value for k in ContactKind],
@@ -266,7 +288,11 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         )
         if fields is None:
             return form_page(request, who, kept, errors, status_code=422)
-        made, row = await asyncio.to_thread(lambda: store().create(fields, who.username, at, message))
+        try:
+            made, row = await asyncio.to_thread(lambda: store().create(fields, who.username, at, message))
+        except StoreError as exc:  # a full or failing disk: nothing was saved, the form and its input stay
+            log.error("helping hands: a request could not be saved: %s", exc)
+            return form_page(request, who, kept, {}, status_code=503, problem="helping.error.store")
         publish(row)
         if recipients and (hh.notify == "all" or made.urgency is Urgency.URGENT):
             notice = RequestNotice(f"hh-{made.id}/{row.key.rsplit(':', 1)[1]}", payload_of(row), recipients, at)
@@ -282,7 +308,7 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
     async def helping_mine(
         request: Request, who: Annotated[Principal, kit.access(REQUESTERS)], sent: int | None = None
     ) -> HTMLResponse:
-        mine = await asyncio.to_thread(lambda: store().requests(RequestFilter(requested_by=who.username)))
+        mine = await in_store(lambda: store().requests(RequestFilter(requested_by=who.username)))
         return page(request, "helping_mine.html", who, requests=[view(r) for r in mine], sent=sent)
 
     # ------------------------------------------------------------------------------------------ coordinators
@@ -315,7 +341,7 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
             from_day=_day(from_day, problems, t),
             to_day=_day(to_day, problems, t),
         )
-        found = await asyncio.to_thread(lambda: store().requests(where))
+        found = await in_store(lambda: store().requests(where))
         filters = {
             "status": status,
             "site": site,
@@ -340,7 +366,7 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
     async def detail_page(
         request: Request, who: Principal, request_id: int, message_key: str | None = None, status_code: int = 200
     ) -> HTMLResponse:
-        found, history, users = await asyncio.to_thread(
+        found, history, users = await in_store(
             lambda: (store().get(request_id), store().history(request_id), kit.accounts.users())
         )
         coordinator = who.role in COORDINATORS
@@ -424,6 +450,9 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
             done = None
         except MoveError as exc:
             return await detail_page(request, who, request_id, f"helping.error.move_{exc.code}", 409)
+        except StoreError as exc:
+            log.error("helping hands: a status change could not be saved: %s", exc)
+            return await detail_page(request, who, request_id, "helping.error.store", 503)
         if done is None:
             raise HTTPException(status_code=404, detail=f"no request {request_id}")
         changed, row = done
