@@ -31,7 +31,7 @@ from gateway.domain.vocab import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 GpioPin = Annotated[int, Field(ge=0, le=27, description="BCM pin number of the Raspberry Pi header.")]
 
-RESERVED_SENSOR_IDS = ("gateway", "staff", "technician")
+RESERVED_SENSOR_IDS = ("gateway", "staff", "technician", "coordinator")
 """Ids no wireless sensor may have: the broker accounts of deploy/mosquitto/cribwatch.acl other than sensors.
 
 A sensor's broker account is its sensor id, and the ACL's sensor pattern (``cribwatch/+/sensor/%u/#``) applies
@@ -900,7 +900,7 @@ SIREN_CHANNEL = "siren"
 """The channel name of the site's siren: a step with ``siren = true`` adds it as a recipient."""
 MQTT_CHANNEL = "mqtt"
 """The channel name of staff devices: a member's ``mqtt`` address is a staff device id (its broker account)."""
-RESERVED_DEVICE_IDS = ("gateway", "staff", "technician", "answer")
+RESERVED_DEVICE_IDS = ("gateway", "staff", "technician", "answer", "coordinator")
 """Ids no staff device may have: the broker accounts that are not staff devices' (the ACL's ``ack/%u`` pattern
 applies to every account) and ``answer`` (``ack/answer/...`` are the gateway's answers)."""
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"

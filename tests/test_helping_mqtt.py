@@ -28,6 +28,7 @@ from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.accounts import AccountStore
 from gateway.web.auth import Role
+from tests.test_brokers import SHIPPED_ACL, as_user, client, next_message
 from tests.test_gateway_integration import make_settings, running
 from tests.web_helpers import PASSWORD, USERS, add_users
 
@@ -207,3 +208,35 @@ async def test_a_request_made_while_the_broker_is_away_survives_a_restart_and_re
                 got = await until(lambda: city.requests[0] if city.requests else None, "the request after restart")
                 assert (got.request, got.status, got.urgent) == (request_id, "new", False)
             await until(lambda: outbox_of(settings)[0][1] is not None or None, "the row marked delivered")
+
+
+async def test_the_shipped_acl_lets_the_coordinator_account_read_the_requests_and_nothing_else(tmp_path: Path) -> None:
+    """A denied PUBLISH still succeeds for the client (Mosquitto drops it silently): each forbidden message is
+    followed by an allowed one, and the reader must get the allowed one only."""
+    users = {"gateway": "gw", "coordinator": "co-secret", "staff": "staff-secret"}
+    with MosquittoBroker(tmp_path, users=users, extra_config=f"acl_file {SHIPPED_ACL}") as broker:
+        ep = broker.endpoint
+        async with (
+            client(as_user(ep, "gateway", "gw")) as gateway,
+            client(as_user(ep, "coordinator", "co-secret")) as coordinator,
+            client(as_user(ep, "staff", "staff-secret")) as staff,
+        ):
+            await gateway.subscribe("cribwatch/#", qos=1)
+            await coordinator.subscribe("cribwatch/#", qos=1)  # allowed to subscribe; only requests are delivered
+            await staff.subscribe("cribwatch/+/helping-hands/+", qos=1)
+            await gateway.publish("cribwatch/site1/alarm/room1", b"alarm", qos=1)
+            await gateway.publish("cribwatch/site1/helping-hands/4", b"request", qos=1)
+            got = await next_message(coordinator)
+            assert (got.topic.value, got.payload) == ("cribwatch/site1/helping-hands/4", b"request")
+            for _ in range(2):
+                await next_message(gateway)  # its own two, through cribwatch/#
+            # the coordinator forges no request (its own ack topic, which the ACL's patterns give every account, the
+            # gateway refuses: `coordinator` is a reserved device id, RESERVED_DEVICE_IDS)
+            await coordinator.publish("cribwatch/site1/helping-hands/5", b"forged", qos=1)
+            await gateway.publish("cribwatch/site1/gateway/stats", b"stats", qos=1)
+            got = await next_message(gateway)
+            assert got.topic.value == "cribwatch/site1/gateway/stats"
+            with pytest.raises(TimeoutError):
+                await next_message(coordinator, within=0.3)  # not the alarm, not the stats
+            with pytest.raises(TimeoutError):
+                await next_message(staff, within=0.1)  # the board account reads no requests
