@@ -523,6 +523,15 @@ class Settings(_Model):
         for i, partner in enumerate(hh.partner_sites):
             if partner.id == self.site.id:
                 raise ValueError(f"helping_hands.partner_sites[{i}].id: {partner.id!r} is this site's own id")
+        sensors = {c.sensor_id for _, c in self.cribs() if c.sensor_id is not None}
+        for i, member in enumerate(hh.coordinators):
+            for j, address in enumerate(member.channels):
+                device = address.address or member.id
+                if address.channel == MQTT_CHANNEL and (device in sensors or device in RESERVED_DEVICE_IDS):
+                    raise ValueError(
+                        f"helping_hands.coordinators[{i}].channels[{j}].address: {device!r} is a sensor's id or "
+                        "reserved: a coordinator's device needs its own id"
+                    )
         groups = {g.id for g in self.alerting.groups}
         for i, group in enumerate(hh.coordinator_groups):
             if group not in groups:

@@ -520,6 +520,8 @@ def test_the_helping_hands_section_is_checked() -> None:
         ({"partner_sites": [{"id": "test-site", "label": "Itself"}]}, "this site's own id"),
         ({"partner_sites": [{"id": "p", "label": "P", "kind": "zoo"}]}, "kind"),
         ({"coordinator_groups": ["nobody"]}, "no group 'nobody'"),
+        ({"coordinators": [{"id": "c", "channels": [{"channel": "mqtt", "address": "s-f1"}]}]}, "sensor's id"),
+        ({"coordinators": [{"id": "c", "channels": [{"channel": "mqtt", "address": "gateway"}]}]}, "reserved"),
         ({"max_people": 0}, "max_people"),
         ({"note_max": 5}, "note_max"),
         ({"notify": "sometimes"}, "notify"),
