@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -604,3 +605,20 @@ def test_everyone_changes_their_own_password_with_the_old_one(site: Site) -> Non
     assert coordinator.post("/account/password", data={**form, "old": new}).status_code == 429
     site.gateway.writer.stop()
     assert _audit(site) == [(name, "password_changed", {"account": name})]
+
+
+def test_the_console_shows_the_gateways_version_uptime_broker_and_outbox(site: Site) -> None:
+    tech = site.client(Role.TECHNICIAN)
+    site.clock.advance(3 * 3600)
+    gateway = tech.get("/api/console").json()["gateway"]
+    assert gateway["version"] == version("cribwatch")
+    assert gateway["uptime_s"] == pytest.approx(3 * 3600, abs=1)
+    assert (gateway["broker"], gateway["mqtt_outbox"]) == (False, len(site.gateway.mqtt.offline_buffer))
+    assert gateway["alert_latency_ms"] is None  # no alarm yet
+    site.gateway.recent_alert_latency_s.extend([0.004, 0.002, 0.010])
+    assert tech.get("/api/console").json()["gateway"]["alert_latency_ms"] == {
+        "n": 3,
+        "last": 10.0,
+        "p50": 4.0,
+        "max": 10.0,
+    }

@@ -32,6 +32,20 @@ class GatewayPort(Protocol):
 
     def audit(self, at: float, actor: str, source: str, action: str, detail: str) -> None: ...
 
+    def vitals(self) -> GatewayVitals:
+        """What the technician console shows of the gateway beside its stats."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayVitals:
+    started_at: float
+    """When the gateway started (wall clock): its uptime."""
+    mqtt_outbox: int
+    """Messages waiting for the broker (the MQTT link's offline buffer)."""
+    alert_latencies_s: tuple[float, ...]
+    """The latest raised alarms' latencies, oldest first."""
+
 
 class BoardChanges:
     """An event sink (the last of the gateway's channels): every outbound event wakes the open boards, which then

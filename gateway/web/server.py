@@ -15,6 +15,7 @@ from gateway.domain.events import AckRequest, Outcome, SiteSnapshot
 from gateway.protocol import GatewayStatsPayload
 from gateway.store.accounts import AccountStore
 from gateway.web.app import create_app, wrap
+from gateway.web.live import GatewayVitals
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -53,6 +54,10 @@ class GatewayAdapter:
 
     def audit(self, at: float, actor: str, source: str, action: str, detail: str) -> None:
         self._gw.writer.audit(at, actor, source, action, detail)
+
+    def vitals(self) -> GatewayVitals:
+        gw = self._gw
+        return GatewayVitals(gw.started_at, len(gw.mqtt.offline_buffer), tuple(gw.recent_alert_latency_s))
 
 
 class _Server(uvicorn.Server):
