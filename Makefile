@@ -52,6 +52,9 @@ demo: venv
 test: venv system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+screenshots: venv system-deps  ## the web pages' screenshots in docs/img/ (the browser tests take them)
+	CRIBWATCH_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_web_browser.py
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy

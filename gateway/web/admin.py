@@ -186,7 +186,7 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
     def password_page(
         request: Request, who: Principal, message: str | None = None, *, status: int = 200
     ) -> HTMLResponse:
-        response = kit.page(request, "password.html", who, message=message, error=status != 200, done=False)
+        response = kit.page(request, "password.html", who, message=message, error=status != 200)
         response.status_code = status
         return response
 
@@ -225,4 +225,4 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         await asyncio.to_thread(kit.accounts.set_password_hash, who.username, hashed)
         await asyncio.to_thread(kit.accounts.end_sessions_of, who.username, keep=who.token_hash)
         audit(who, "password_changed", account=who.username)
-        return kit.page(request, "password.html", who, message=t("password.changed"), error=False, done=True)
+        return kit.page(request, "password.html", who, message=t("password.changed"), error=False)
