@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -123,6 +124,7 @@ async def test_an_alarm_appears_live_on_every_board_and_is_acknowledged_from_one
         await expect(staff.locator('[data-crib="n-2"] .battery')).to_have_text("Batterij bijna leeg 12%")
         await expect(staff.locator('[data-crib="n-3"]')).to_have_attribute("data-status", "maintenance")
         await expect(staff.locator('[data-crib="n-3"] .reason')).to_contain_text("nieuwe batterij · tot ")
+        await expect(staff.locator("#board")).to_have_class(re.compile(r"\balarming\b"))  # sound off: it flashes
         await shot(staff, "board-alarm")
 
         await tiles[0].locator("button.ack").click()

@@ -105,8 +105,18 @@
   }
   async function load() {
     if (document.activeElement && document.activeElement.closest && document.activeElement.closest("form.maint")) return;
-    const res = await fetch("/api/console", { credentials: "same-origin" });
+    let res;
+    try {
+      res = await fetch("/api/console", { credentials: "same-origin" });
+    } catch (e) { // the gateway is away: say so, and keep trying
+      msg.textContent = t("board.connection_lost");
+      root.classList.add("stale");
+      return;
+    }
+    if (res.status === 401) { window.location.href = "/login"; return; }
     if (!res.ok) { msg.textContent = t("board.connection_lost"); return; }
+    root.classList.remove("stale");
+    if (msg.textContent === t("board.connection_lost")) msg.textContent = "";
     const data = await res.json();
     rows.replaceChildren(...data.sensors.map((s) => row(s, data.at)));
     showHealth(data);
