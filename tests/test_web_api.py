@@ -560,6 +560,7 @@ def test_an_admin_adds_a_wall_tablet_and_its_address_is_shown_once(site: Site) -
     site.gateway.writer.start()
     admin = site.client(Role.ADMIN)
     csrf = csrf_of(admin)
+    assert admin.post("/admin/devices", data={"csrf": "forged", "name": "w1", "room": "fast"}).status_code == 403
     assert admin.post("/admin/devices", data={"csrf": csrf, "name": "x y", "room": "fast"}).status_code == 422
     assert admin.post("/admin/devices", data={"csrf": csrf, "name": "w1", "room": "attic"}).status_code == 422
     added = admin.post("/admin/devices", data={"csrf": csrf, "name": "fast-wall", "room": "fast"})
