@@ -65,10 +65,36 @@ def grafana(query: str) -> str:
 # ------------------------------------------------------------------------------------------ the schema check
 
 KEYWORDS = frozenset(
-    """select from where and or group by time fill none previous null order desc asc limit as show tag values with
-    key now in""".split()
+    [
+        "select",
+        "from",
+        "where",
+        "and",
+        "or",
+        "group",
+        "by",
+        "time",
+        "fill",
+        "none",
+        "previous",
+        "null",
+        "order",
+        "desc",
+        "asc",
+        "limit",
+        "as",
+        "show",
+        "tag",
+        "values",
+        "with",
+        "key",
+        "now",
+        "in",
+    ]
 )
-FUNCTIONS = frozenset("count mean median max min sum last first percentile non_negative_difference".split())
+FUNCTIONS = frozenset(
+    ["count", "mean", "median", "max", "min", "sum", "last", "first", "percentile", "non_negative_difference"]
+)
 TOKEN = re.compile(
     r"""(?P<ident>"[^"]*")|(?P<string>'[^']*')|(?P<regex>(?<=~)\s*/(?:\\/|[^/])*/)|(?P<macro>\$\w+)"""
     r"""|(?P<number>\d+(?:\.\d+)?[a-z]*)|(?P<word>[A-Za-z_]\w*)|(?P<punct>[(),=<>!~*+-])|(?P<space>\s+)|(?P<bad>.)"""
@@ -106,7 +132,7 @@ def problems(query: str) -> list[str]:
     # GROUP BY and WITH KEY name tags: a field there answers nothing (or an error).
     words = [text.lower() if kind == "word" else text for kind, text in tokens]
     for n, word in enumerate(words):
-        if word == "by" and words[n - 1] == "group" or word == "=" and words[n - 1] == "key":
+        if (word == "by" and words[n - 1] == "group") or (word == "=" and words[n - 1] == "key"):
             for kind, text in tokens[n + 1 :]:
                 if kind == "ident":
                     if text.strip('"') not in tags:
@@ -140,13 +166,35 @@ def test_the_schemas_keys_are_what_the_gateway_writes() -> None:
         schema.sensor_online_point(SITE, ROOM, "c-1", "s-1", online=True, at=at),
         schema.telemetry_point(SITE, ROOM, "c-1", reading, at=at),
         schema.alarm_step_point(
-            SITE, ROOM, "c-1", "crib_open", "high", "resolved", at, alarm_id="1-1", raised_at=at, test=True, level=1,
-            by="staff-1", device="pager-1", resolution="closed", run=1,
-        ),  # fmt: skip
+            SITE,
+            ROOM,
+            "c-1",
+            "crib_open",
+            "high",
+            "resolved",
+            at,
+            alarm_id="1-1",
+            raised_at=at,
+            test=True,
+            level=1,
+            by="staff-1",
+            device="pager-1",
+            resolution="closed",
+            run=1,
+        ),
         schema.delivery_point(
-            SITE, "webhook", "alarm", "failed", at, notice_id="1", alarm_id="1-1", attempts=1, seconds=1.0,
-            room=ROOM, error="timeout",
-        ),  # fmt: skip
+            SITE,
+            "webhook",
+            "alarm",
+            "failed",
+            at,
+            notice_id="1",
+            alarm_id="1-1",
+            attempts=1,
+            seconds=1.0,
+            room=ROOM,
+            error="timeout",
+        ),
         schema.maintenance_point(SITE, ROOM, "c-1", at, on=True, by="tech", reason="magnet"),
         *schema.sensor_refused_points(SITE, at, {"s-1": 1}, {"s-1": 1}, {"s-1": "c-1"}),
         *schema.nuisance_points(SITE, at, {"s-1": {"flaps": 1}}, {"s-1": "c-1"}),
@@ -165,7 +213,9 @@ def test_the_schemas_keys_are_what_the_gateway_writes() -> None:
     # The gateway measurement's fields are filled by Gateway._influx_points: the same names.
     tree = ast.parse((REPO / "gateway" / "app.py").read_text(encoding="utf-8"))
     [method] = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_influx_points"]
-    [fields_dict] = [n.value for n in ast.walk(method) if isinstance(n, ast.AnnAssign) and isinstance(n.value, ast.Dict)]
+    [fields_dict] = [
+        n.value for n in ast.walk(method) if isinstance(n, ast.AnnAssign) and isinstance(n.value, ast.Dict)
+    ]
     assert [k.value for k in fields_dict.keys if isinstance(k, ast.Constant)] == list(schema.GATEWAY_FIELDS)
     docs = (REPO / "docs" / "influx-schema.md").read_text(encoding="utf-8")
     assert set(re.findall(r"`(\w+)`", docs.split("`gateway` fields:")[1].split("\n\n")[0])) >= set(
@@ -217,7 +267,11 @@ def site_points() -> list[schema.Point]:
             schema.latch_point(SITE, ROOM, "c-1", "s-1", open_=False, at=at + 60),
             schema.latch_point(SITE, ROOM, "c-2", "s-2", open_=True, at=at + 70),
             schema.telemetry_point(
-                SITE, ROOM, "c-1", TelemetryReading("s-1", 1, 5 + hour, at, 81 - hour, -60, "1.4.2", 60, 30.0), at=at + 1
+                SITE,
+                ROOM,
+                "c-1",
+                TelemetryReading("s-1", 1, 5 + hour, at, 81 - hour, -60, "1.4.2", 60, 30.0),
+                at=at + 1,
             ),
             schema.sensor_online_point(SITE, ROOM, "c-2", "s-2", online=False, at=at + 5),
             schema.maintenance_point(SITE, ROOM, "c-3", at + 2, on=hour == 0, by="tech-1", reason="new magnet"),
@@ -237,16 +291,33 @@ def site_points() -> list[schema.Point]:
         for step, when in steps:
             out.append(
                 schema.alarm_step_point(
-                    SITE, ROOM, "c-1", "crib_open", "high", step, when, alarm_id=f"9-{hour}", raised_at=raised,
-                    by="staff-07" if step == "acknowledged" else None, run=9,
-                )  # fmt: skip
+                    SITE,
+                    ROOM,
+                    "c-1",
+                    "crib_open",
+                    "high",
+                    step,
+                    when,
+                    alarm_id=f"9-{hour}",
+                    raised_at=raised,
+                    by="staff-07" if step == "acknowledged" else None,
+                    run=9,
+                )
             )
         outcomes = ("failed", "buffered", "skipped", "delivered", "gave_up", "dropped", "gave_up")
         out += [
             schema.delivery_point(
-                SITE, "webhook", "alarm", outcome, raised + 1 + n, notice_id=f"9-{hour}/1", alarm_id=f"9-{hour}",
-                attempts=n, seconds=1.0, room=ROOM,
-            )  # fmt: skip
+                SITE,
+                "webhook",
+                "alarm",
+                outcome,
+                raised + 1 + n,
+                notice_id=f"9-{hour}/1",
+                alarm_id=f"9-{hour}",
+                attempts=n,
+                seconds=1.0,
+                room=ROOM,
+            )
             for n, outcome in enumerate(outcomes)
         ]
     return out
@@ -321,8 +392,9 @@ def test_the_provisioning_names_the_data_source_and_the_dashboards_that_exist() 
 @pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
 def test_each_dashboard_links_the_others_and_filters_by_site(path: Path) -> None:
     board = load(path)
-    assert board["links"][0]["tags"] == [generator.TAG] and generator.TAG in board["tags"]
-    assert [v["name"] for v in board["templating"]["list"]][0] == "site"
+    assert board["links"][0]["tags"] == [generator.TAG]
+    assert generator.TAG in board["tags"]
+    assert next(v["name"] for v in board["templating"]["list"]) == "site"
     for where, query in queries(board):
         if not query.startswith("SHOW"):
             assert '"site" =~ /^$site$/' in query, f"{path.name} {where}: every panel filters by the site"
