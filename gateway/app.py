@@ -65,7 +65,7 @@ from gateway.protocol import (
 from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.protocol.commands import CommandAnswerPayload, CommandPayload, CommandResult
 from gateway.protocol.topics import COMMAND
-from gateway.sdnotify import Notifier, notify_systemd
+from gateway.sdnotify import Notifier, beat, heartbeat_from_env, notify_systemd
 from gateway.settings import Settings
 from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
@@ -681,6 +681,9 @@ class Gateway:
                 notifier = Notifier.from_env()  # systemd's READY=1 and watchdog (deploy/systemd/cribwatch.service)
                 if notifier is not None:
                     tg.create_task(notify_systemd(notifier, self._service_status), name="systemd-notify")
+                heartbeat = heartbeat_from_env()  # Docker's health check (Dockerfile) reads its age
+                if heartbeat is not None:
+                    tg.create_task(beat(heartbeat), name="heartbeat-file")
                 if self.sim_pins is not None:
                     log.warning(
                         "SIMULATION MODE: every GPIO pin is a mock pin; wired cribs (pins %s) move by pin commands "

@@ -6,6 +6,9 @@ period in ``WATCHDOG_USEC`` (for the process ``WATCHDOG_PID``, when set). :func:
 the gateway's TaskGroup: it says READY=1, then WATCHDOG=1 every half period, so a gateway whose event loop hangs
 (the timers, the MQTT link and this task all live on it) misses its pings and systemd kills and restarts it.
 
+Docker has no notify socket: there ``CRIBWATCH_HEARTBEAT_FILE`` names a file that :func:`beat` touches every
+``HEARTBEAT_S`` from the same event loop, and the container's health check (Dockerfile) reads its age.
+
 Nothing here waits: the socket is non-blocking, and a datagram systemd cannot take (it is gone, or its queue is
 full) is counted in :attr:`Notifier.failures` and logged, never raised into the gateway. Without
 ``NOTIFY_SOCKET`` (no systemd, Docker, a test) :meth:`Notifier.from_env` is None and nothing runs.
@@ -18,10 +21,14 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 log = logging.getLogger("cribwatch.systemd")
 
 NOTIFY_SOCKET = "NOTIFY_SOCKET"
+HEARTBEAT_FILE = "CRIBWATCH_HEARTBEAT_FILE"
+HEARTBEAT_S = 10.0
+"""How often :func:`beat` touches the heartbeat file (the Dockerfile's health check allows 45 s)."""
 WATCHDOG_USEC = "WATCHDOG_USEC"
 WATCHDOG_PID = "WATCHDOG_PID"
 
@@ -96,3 +103,28 @@ async def notify_systemd(notifier: Notifier, status: Callable[[], str] | None = 
     finally:
         notifier.send("STOPPING=1")
         notifier.close()
+
+
+def heartbeat_from_env(env: Mapping[str, str] | None = None) -> Path | None:
+    """The heartbeat file ``CRIBWATCH_HEARTBEAT_FILE`` names, or None."""
+    env = os.environ if env is None else env
+    value = env.get(HEARTBEAT_FILE, "")
+    return Path(value) if value else None
+
+
+async def beat(path: Path, period_s: float = HEARTBEAT_S) -> None:
+    """Touch ``path`` now and every ``period_s`` until cancelled; a failure (a full or read-only disk) is logged
+    when it starts and when it ends, never raised: the health check sees the file grow old."""
+    failing = False
+    while True:
+        try:
+            await asyncio.to_thread(path.touch)  # a slow disk never holds the event loop
+        except OSError as exc:
+            if not failing:
+                log.warning("heartbeat file %s cannot be touched: %s (the container will show unhealthy)", path, exc)
+            failing = True
+        else:
+            if failing:
+                log.warning("heartbeat file %s touched again", path)
+            failing = False
+        await asyncio.sleep(period_s)

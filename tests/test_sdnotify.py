@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from devtools.brokers import BrokerEndpoint
-from gateway.sdnotify import Notifier, notify_systemd, socket_address, watchdog_period
+from gateway.sdnotify import Notifier, beat, heartbeat_from_env, notify_systemd, socket_address, watchdog_period
 
 WAIT_S = 10.0
 
@@ -106,15 +106,48 @@ async def test_ready_then_watchdog_pings_then_stopping(listener: Listener) -> No
 
 @pytest.mark.integration
 async def test_the_gateway_notifies_systemd(
-    listener: Listener, mqtt_endpoint: BrokerEndpoint, monkeypatch: pytest.MonkeyPatch
+    listener: Listener, mqtt_endpoint: BrokerEndpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from tests.test_gateway_integration import make_settings, running
 
     monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    heartbeat = tmp_path / "heartbeat"
+    monkeypatch.setenv("CRIBWATCH_HEARTBEAT_FILE", str(heartbeat))
     async with running(make_settings(mqtt_endpoint)):
         got = await listener.until("WATCHDOG=1")
         assert got[0][0] == "READY=1"
         assert got[0][1].startswith("STATUS=0 open alarms; broker ")
+        assert heartbeat.exists()
     assert (await listener.until("STOPPING=1"))[-1] == ["STOPPING=1"]
+
+
+async def test_the_heartbeat_file_is_touched_and_a_failure_is_only_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert heartbeat_from_env({}) is None
+    path = tmp_path / "heartbeat"
+    assert heartbeat_from_env({"CRIBWATCH_HEARTBEAT_FILE": str(path)}) == path
+    task = asyncio.create_task(beat(path, period_s=0.01))
+    async with asyncio.timeout(WAIT_S):
+        while not path.exists():  # noqa: ASYNC110 - a file, which signals nothing
+            await asyncio.sleep(0.01)
+        first = path.stat().st_mtime_ns
+        while path.stat().st_mtime_ns == first:  # noqa: ASYNC110 - touched again
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    nowhere = tmp_path / "missing-dir" / "heartbeat"
+    task = asyncio.create_task(beat(nowhere, period_s=0.01))
+    async with asyncio.timeout(WAIT_S):
+        while "cannot be touched" not in caplog.text:  # noqa: ASYNC110 - the log signals nothing
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # a few more failed beats: logged once
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert caplog.text.count("cannot be touched") == 1
