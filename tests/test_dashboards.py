@@ -372,21 +372,27 @@ def test_the_provisioning_names_the_data_source_and_the_dashboards_that_exist() 
     [providers] = [yaml.safe_load(p.read_text()) for p in sorted((PROVISIONING / "dashboards").glob("*.yaml"))]
     [provider] = providers["providers"]
     assert provider["type"] == "file"
-    # The compose file mounts the repository's dashboards/ at the provider's path.
-    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    mounts = {
-        target: source
-        for volume in compose["services"]["grafana"]["volumes"]
-        for source, target, *_ in [volume.split(":")]
-    }
-    assert (REPO / mounts[provider["options"]["path"]]).resolve() == DASHBOARDS
-    assert (REPO / mounts["/etc/grafana/provisioning"]).resolve() == PROVISIONING
+    # The compose files mount the repository's dashboards/ at the provider's path, and the provisioning.
+    for compose_file in (REPO / "docker-compose.yml", REPO / "deploy" / "central" / "docker-compose.yml"):
+        grafana = yaml.safe_load(compose_file.read_text())["services"]["grafana"]
+        mounts = {
+            target: (compose_file.parent / source).resolve()
+            for volume in grafana["volumes"]
+            for source, target, *_ in [volume.split(":")]
+        }
+        assert mounts[provider["options"]["path"]] == DASHBOARDS, compose_file
+        assert mounts["/etc/grafana/provisioning/dashboards"] == PROVISIONING / "dashboards", compose_file
+        sources = mounts["/etc/grafana/provisioning/datasources"]
+        [provisioned] = [yaml.safe_load(p.read_text()) for p in sorted(sources.glob("*.yaml"))]
+        assert provisioned["datasources"][0]["uid"] == generator.DATASOURCE_UID, compose_file
+        # Every ${VAR} of the provisioning (its values: Grafana expands them) is in Grafana's environment there.
+        for path in [*sources.glob("*.yaml"), *(PROVISIONING / "dashboards").glob("*.yaml")]:
+            values = json.dumps(yaml.safe_load(path.read_text()))
+            for var in re.findall(r"\$\{(\w+)\}", values):
+                assert var in grafana["environment"], f"{path.name}: ${{{var}}} is not in grafana's environment"
+            for named in re.findall(r"\$__file\{([^}]+)\}", values):
+                assert named in mounts, f"{path.name}: {named} is not mounted in grafana"
     assert dashboard_files(), "the provider's directory holds the dashboards"
-    # Every ${VAR} of the provisioning is in Grafana's environment in the compose file.
-    environment = compose["services"]["grafana"]["environment"]
-    for path in PROVISIONING.rglob("*.yaml"):
-        for var in re.findall(r"\$\{(\w+)\}", path.read_text()):
-            assert var in environment, f"{path.name}: ${{{var}}} is not in grafana's environment (docker-compose.yml)"
 
 
 @pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
