@@ -30,8 +30,9 @@ RUN if [ "$TARGETARCH" = "arm64" ]; then pip install '.[pi]'; else pip install .
     && rm -rf /src
 
 # The gateway's own user; its store and the heartbeat file are the only places it writes.
-RUN groupadd --system cribwatch \
-    && useradd --system --gid cribwatch --home-dir /var/lib/cribwatch --shell /usr/sbin/nologin cribwatch \
+# Fixed ids, so that files made for it on the host (site/mqtt-credentials.toml) can be given to it: uid 10001.
+RUN groupadd --system --gid 10001 cribwatch \
+    && useradd --system --uid 10001 --gid cribwatch --home-dir /var/lib/cribwatch --shell /usr/sbin/nologin cribwatch \
     && install -d -o cribwatch -g cribwatch -m 0750 /var/lib/cribwatch /run/cribwatch \
     && install -d -m 0755 /etc/cribwatch
 USER cribwatch
