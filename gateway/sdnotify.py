@@ -90,16 +90,27 @@ class Notifier:
 
 async def notify_systemd(notifier: Notifier, status: Callable[[], str] | None = None) -> None:
     """READY=1 now, then WATCHDOG=1 every half watchdog period (with ``status()`` as STATUS=) until cancelled;
-    STOPPING=1 when cancelled (the gateway is stopping)."""
+    STOPPING=1 when cancelled (the gateway is stopping). Nothing here raises into the gateway's TaskGroup: a
+    ``status`` that fails is logged and shown as such."""
+
+    def status_line() -> str:
+        if status is None:
+            return "STATUS=running"
+        try:
+            return f"STATUS={status()}"
+        except Exception:  # a status line must never stop the gateway (logged with its traceback)
+            log.exception("the service status could not be made")
+            return "STATUS=running (status unavailable: see the log)"
+
     try:
-        notifier.send("READY=1", f"STATUS={status() if status is not None else 'running'}")
+        notifier.send("READY=1", status_line())
         if notifier.watchdog_s is None:
             await asyncio.Event().wait()  # no watchdog asked: only STOPPING=1 to say, at the end
             return
         period = notifier.watchdog_s / 2
         while True:
             await asyncio.sleep(period)
-            notifier.send("WATCHDOG=1", *([f"STATUS={status()}"] if status is not None else []))
+            notifier.send("WATCHDOG=1", status_line())
     finally:
         notifier.send("STOPPING=1")
         notifier.close()

@@ -104,6 +104,20 @@ async def test_ready_then_watchdog_pings_then_stopping(listener: Listener) -> No
     assert (await listener.until("STOPPING=1"))[-1] == ["STOPPING=1"]
 
 
+async def test_a_failing_status_never_stops_the_pings(listener: Listener) -> None:
+    def broken() -> str:
+        raise RuntimeError("a bug in the status line")
+
+    task = asyncio.create_task(notify_systemd(Notifier(listener.address, watchdog_s=0.1), broken))
+    got = await listener.until("WATCHDOG=1")
+    assert got[0] == ["READY=1", "STATUS=running (status unavailable: see the log)"]
+    await listener.until("WATCHDOG=1")
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 @pytest.mark.integration
 async def test_the_gateway_notifies_systemd(
     listener: Listener, mqtt_endpoint: BrokerEndpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
