@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from devtools.brokers import BrokerEndpoint, free_port
 from gateway.settings import DEFAULT_STATE_DIR
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,3 +205,18 @@ def test_the_dockerfile_runs_the_gateway_as_a_user_with_its_state_on_the_volume(
     assert re.search(r'CMD \["gateway", "--config", "(\S+)"\]', text).group(1) in targets  # type: ignore[union-attr]
     for ignored in (".env", ".venv", ".git", "site/"):
         assert ignored in (REPO / ".dockerignore").read_text(encoding="utf-8").split(), f".dockerignore: {ignored}"
+
+
+@pytest.mark.integration
+def test_the_brokers_health_check_tells_a_live_broker_from_none(mqtt_endpoint: BrokerEndpoint) -> None:
+    """The site compose file's health check for Mosquitto, run here against a real one that refuses anonymous
+    clients (healthy), and against a port nobody listens on (unhealthy)."""
+    kind, command = compose(SITE_COMPOSE)["services"]["mosquitto"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    assert "-h 127.0.0.1 -p 1883 " in command
+
+    def run(port: int) -> int:
+        return subprocess.run(["sh", "-c", command.replace("-p 1883 ", f"-p {port} ")], check=False).returncode
+
+    assert run(mqtt_endpoint.port) == 0
+    assert run(free_port()) != 0
