@@ -220,3 +220,12 @@ def test_the_brokers_health_check_tells_a_live_broker_from_none(mqtt_endpoint: B
 
     assert run(mqtt_endpoint.port) == 0
     assert run(free_port()) != 0
+
+
+def test_the_influxdb2_init_script_parses_and_is_documented() -> None:
+    script = REPO / "deploy" / "influxdb2" / "cribwatch-dbrp.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    text = script.read_text(encoding="utf-8")
+    assert "influx v1 dbrp create" in text
+    assert "--db \"${INFLUXDB_DB}\"" in text
+    assert "deploy/influxdb2/cribwatch-dbrp.sh" in DEPLOY_DOC.read_text(encoding="utf-8")
