@@ -9,8 +9,12 @@ named volume; every long-running service restarts and has a health check.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -18,6 +22,7 @@ import pytest
 import yaml
 
 from devtools.brokers import BrokerEndpoint, free_port
+from gateway.sdnotify import HEARTBEAT_S
 from gateway.settings import DEFAULT_STATE_DIR
 
 REPO = Path(__file__).resolve().parent.parent
@@ -227,5 +232,32 @@ def test_the_influxdb2_init_script_parses_and_is_documented() -> None:
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
     text = script.read_text(encoding="utf-8")
     assert "influx v1 dbrp create" in text
-    assert "--db \"${INFLUXDB_DB}\"" in text
+    assert '--db "${INFLUXDB_DB}"' in text
     assert "deploy/influxdb2/cribwatch-dbrp.sh" in DEPLOY_DOC.read_text(encoding="utf-8")
+
+
+def test_the_gateways_health_check_tells_a_fresh_heartbeat_from_an_old_one(tmp_path: Path) -> None:
+    """The Dockerfile's HEALTHCHECK command, run here: healthy while the gateway touches its heartbeat file
+    (gateway/sdnotify.py), unhealthy when the file is 60 s old or missing."""
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    match = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", text, flags=re.MULTILINE)
+    assert match is not None
+    command = json.loads(match.group(1))
+    assert command[0] == "python"
+    [limit] = re.findall(r"st_mtime > (\d+)", command[-1])
+    assert int(limit) >= 3 * HEARTBEAT_S, "a few missed beats, not one late one, make it unhealthy"
+    [path] = re.findall(r"CRIBWATCH_HEARTBEAT_FILE=(\S+)", text)
+    made = rf"install -d -o cribwatch .*{re.escape(str(Path(path).parent))}"
+    assert re.search(made, text), "its directory, the user's"
+    heartbeat = tmp_path / "heartbeat"
+
+    def run() -> int:
+        env = {**os.environ, "CRIBWATCH_HEARTBEAT_FILE": str(heartbeat)}
+        return subprocess.run([sys.executable, *command[1:]], env=env, check=False, capture_output=True).returncode
+
+    assert run() != 0, "no heartbeat yet"
+    heartbeat.touch()
+    assert run() == 0
+    old = time.time() - 60
+    os.utime(heartbeat, (old, old))
+    assert run() != 0
