@@ -65,6 +65,7 @@ from gateway.protocol import (
 from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.protocol.commands import CommandAnswerPayload, CommandPayload, CommandResult
 from gateway.protocol.topics import COMMAND
+from gateway.sdnotify import Notifier, beat, heartbeat_from_env, notify_systemd
 from gateway.settings import Settings
 from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
@@ -685,6 +686,12 @@ class Gateway:
 
                     tg.create_task(serve_web(self), name="web")
                 self.ready.set()
+                notifier = Notifier.from_env()  # systemd's READY=1 and watchdog (deploy/systemd/cribwatch.service)
+                if notifier is not None:
+                    tg.create_task(notify_systemd(notifier, self._service_status), name="systemd-notify")
+                heartbeat = heartbeat_from_env()  # Docker's health check (Dockerfile) reads its age
+                if heartbeat is not None:
+                    tg.create_task(beat(heartbeat), name="heartbeat-file")
                 if self.sim_pins is not None:
                     log.warning(
                         "SIMULATION MODE: every GPIO pin is a mock pin; wired cribs (pins %s) move by pin commands "
@@ -710,6 +717,11 @@ class Gateway:
             if self.influx is not None:
                 self.influx.stop(timeout=2.0)  # their last confirmations go to the writer, stopped next
             self.writer.stop(timeout=5.0)  # what is queued is written before the process ends
+
+    def _service_status(self) -> str:
+        """One line for the service manager (``systemctl status cribwatch``)."""
+        broker = "connected" if self.mqtt.connected.is_set() else "AWAY"
+        return f"{len(self.core.active_alarms())} open alarms; broker {broker}"
 
     async def _timer_loop(self) -> None:
         """Sleep until the core's next deadline (or until an event moves it), then let the core fire it."""
