@@ -12,6 +12,7 @@
 #   make bench-throughput  rate steps of sensor messages: accepted, CPU and alarm p99 at each step
 #   make bench-influx  points/s into a real influxd through the outbox, its size on disk, and the alarm latency
 #                 beside the floor while it runs
+#   make dashboards  write the Grafana dashboards of dashboards/ from devtools/dashboards.py
 #   make clean    remove the venv, caches and build output
 
 SHELL := /bin/bash
@@ -24,7 +25,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx clean
+.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx dashboards clean
 
 # -- environment ------------------------------------------------------------------------------------
 
@@ -52,6 +53,9 @@ demo: venv
 test: venv system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+screenshots: venv system-deps  ## the web pages' screenshots in docs/img/ (the browser tests take them)
+	CRIBWATCH_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_web_browser.py
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -69,6 +73,9 @@ bench-throughput: venv system-deps
 	$(BIN)/python -m bench.throughput
 bench-influx: venv system-deps
 	$(BIN)/python -m bench.influx
+
+dashboards: venv
+	$(BIN)/python -m devtools.dashboards
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -65,6 +65,7 @@ from gateway.protocol import (
 from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.protocol.commands import CommandAnswerPayload, CommandPayload, CommandResult
 from gateway.protocol.topics import COMMAND
+from gateway.sdnotify import Notifier, beat, heartbeat_from_env, notify_systemd
 from gateway.settings import Settings
 from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
@@ -80,6 +81,8 @@ FAULT_OUTCOME = Outcome(accepted=False, reason="fault")
 DEFER_AFTER_ALARM_S = 0.001
 """After an alarm event has gone to the socket and the buzzer, the rest of the delivery (crib state, record, log
 line) waits this long, or until the next dispatch: the broker and staff devices get the CPU first (performance.md)."""
+RECENT_ALERT_LATENCIES = 200
+"""How many of the latest alarms' latencies the technician console summarises."""
 _COMMAND_RESULTS: dict[str, CommandResult] = {
     "unknown_crib": "unknown_crib",
     "maintenance_past": "maintenance_past",
@@ -138,6 +141,11 @@ class Gateway:
         if settings.influx is not None:
             self.influx = InfluxService(settings, settings.influx, self.writer, self._open_store, self.clock)
         self._alert_latency_max_s: float | None = None
+        self.started_at = self.clock.time()
+        """When this gateway was made (the technician console's uptime)."""
+        self.recent_alert_latency_s: deque[float] = deque(maxlen=RECENT_ALERT_LATENCIES)
+        """The latest raised alarms' latencies, oldest first (the technician console): from an adapter seeing the
+        event (or a timer's due time) to the alarm having left every channel."""
         self._loop_lag_s = 0.0
         run, prefix = self._run_id(record)
         self.core = CribMonitor(settings, self.clock, self.stats, run=run, alarm_prefix=prefix)
@@ -364,11 +372,11 @@ class Gateway:
         self._deliver(decision.events)
         if isinstance(event, AckRequest):
             self._answer(event, decision.outcome, claim, web=login is not None)
-        if self.influx is not None:  # after the channels: the points wait for the alarm, never the other way
-            self._measure_alert(event, decision.events)
-            if self.dispatcher is not None:  # a failure is logged and counted (channel_failures: influx)
-                feed, outcome = self.influx.feed, decision.outcome
-                self.dispatcher.call(feed, type(event).__name__, lambda: feed.reading(event, outcome))
+        self._measure_alert(event, decision.events)  # after the channels: it costs the alarm nothing
+        # after the channels: the points wait for the alarm, never the other way; a failure is logged and counted
+        if self.influx is not None and self.dispatcher is not None:  # (channel_failures: influx)
+            feed, outcome = self.influx.feed, decision.outcome
+            self.dispatcher.call(feed, type(event).__name__, lambda: feed.reading(event, outcome))
         return decision.outcome
 
     def _measure_alert(self, event: InboundEvent, out: list[OutboundEvent]) -> None:
@@ -379,6 +387,7 @@ class Gateway:
         ):
             return
         took = self.clock.monotonic() - event.observed_at
+        self.recent_alert_latency_s.append(took)
         if self._alert_latency_max_s is None or took > self._alert_latency_max_s:
             self._alert_latency_max_s = took
 
@@ -677,6 +686,12 @@ class Gateway:
 
                     tg.create_task(serve_web(self), name="web")
                 self.ready.set()
+                notifier = Notifier.from_env()  # systemd's READY=1 and watchdog (deploy/systemd/cribwatch.service)
+                if notifier is not None:
+                    tg.create_task(notify_systemd(notifier, self._service_status), name="systemd-notify")
+                heartbeat = heartbeat_from_env()  # Docker's health check (Dockerfile) reads its age
+                if heartbeat is not None:
+                    tg.create_task(beat(heartbeat), name="heartbeat-file")
                 if self.sim_pins is not None:
                     log.warning(
                         "SIMULATION MODE: every GPIO pin is a mock pin; wired cribs (pins %s) move by pin commands "
@@ -703,6 +718,11 @@ class Gateway:
                 self.influx.stop(timeout=2.0)  # their last confirmations go to the writer, stopped next
             self.writer.stop(timeout=5.0)  # what is queued is written before the process ends
 
+    def _service_status(self) -> str:
+        """One line for the service manager (``systemctl status cribwatch``)."""
+        broker = "connected" if self.mqtt.connected.is_set() else "AWAY"
+        return f"{len(self.core.active_alarms())} open alarms; broker {broker}"
+
     async def _timer_loop(self) -> None:
         """Sleep until the core's next deadline (or until an event moves it), then let the core fire it."""
         core, clock = self.core, self.clock
@@ -724,6 +744,12 @@ class Gateway:
                 await asyncio.sleep(FAULT_RETRY_S)  # no busy loop on a failure that repeats
                 continue
             self._deliver(out)
+            if deadline is not None and any(
+                isinstance(ev, AlarmEvent) and ev.type is AlarmEventType.RAISED for ev in out
+            ):
+                late = clock.monotonic() - deadline  # a timer's alarm (crib open too long): after its due time
+                if late >= 0:
+                    self.recent_alert_latency_s.append(late)
             if self.dispatcher is not None:
                 self.dispatcher.flush()  # the policy has every event (an ack above all) before its timers fire
             try:
