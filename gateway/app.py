@@ -50,7 +50,7 @@ from gateway.gpio.button import BUTTON_DEVICE, AckButton
 from gateway.gpio.latches import GpioLatchInputs
 from gateway.gpio.simulated import NEEDS_DEMO, SimulatedPins, SimulationRefusedError
 from gateway.influx.service import InfluxService
-from gateway.mqtt.connection import broker_address
+from gateway.mqtt.connection import broker_address, intake_address
 from gateway.mqtt.link import MqttLink
 from gateway.protocol import (
     CRIB_STATE,
@@ -168,6 +168,7 @@ class Gateway:
             monotonic=self.clock.monotonic,
             on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
             on_command=self._on_command,
+            intake_broker=intake_address(settings.mqtt),
         )
         self.channels: ChannelRouter = build_channels(
             settings,

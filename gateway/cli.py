@@ -20,6 +20,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway import provision as prov
+from gateway.credentials import read_credentials_file
 from gateway.gpio.pins import MOCK_PINS_ADVICE, GpioUnavailableError
 from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, ConfigError, Settings, load_settings
 from gateway.store import Incident, Store, StoreError
@@ -432,6 +434,90 @@ def cmd_device(args: argparse.Namespace) -> int:
         accounts.close()
 
 
+def cmd_provision(args: argparse.Namespace) -> int:
+    """The site's broker accounts (gateway/provision.py, docs/broker.md)."""
+    paths = prov.Paths(Path(args.credentials), Path(args.password_file), Path(args.acl), Path(args.acl_template))
+    sensors: list[str] = []
+    devices: list[str] = []
+    site_id: str | None = None
+    if args.config is not None:
+        settings = _load(args.config, require_credentials=False)
+        if settings is None:
+            return 2
+        site_id, sensors, devices = settings.site.id, prov.site_sensors(settings), prov.site_devices(settings)
+    elif not paths.credentials.exists():
+        print(f"{paths.credentials} does not exist: provision the site first (--config SITE_FILE)", file=sys.stderr)
+        return 2
+    for kind, _ident in [*(args.add or []), *(args.remove or [])]:
+        if kind not in prov.KINDS:
+            print(f"{kind!r}: the kinds of account are {' and '.join(prov.KINDS)}", file=sys.stderr)
+            return 2
+    for kind, ident in args.add or []:
+        (sensors if kind == "sensor" else devices).append(ident)
+    try:
+        if site_id is None:
+            site_id = read_credentials_file(paths.credentials).site or "site"
+        bridge = None
+        if args.bridge_to is not None:
+            host, _, port_text = args.bridge_to.partition(":")
+            if not host or (port_text and not port_text.isdigit()):
+                print(f"--bridge-to {args.bridge_to!r}: expected HOST or HOST:PORT", file=sys.stderr)
+                return 2
+            bridge = (host, int(port_text or 8883))
+        rotate: list[str] | bool = False if args.rotate is None else (args.rotate or True)
+        outcome = prov.provision(
+            paths,
+            site_id=site_id,
+            sensors=sensors,
+            devices=devices,
+            remove=[(k, i) for k, i in args.remove or []],
+            rotate=rotate,
+            bridge=bridge is not None,
+            from_site_file=args.config is not None,
+        )
+        if bridge is not None:
+            account = read_credentials_file(paths.credentials).single["bridge"]
+            prov.write_bridge(
+                Path(args.bridge_conf),
+                prov.BRIDGE_TEMPLATE.read_text(encoding="utf-8"),
+                prov.Bridge(site_id, bridge[0], bridge[1], account.password, args.bridge_ca),
+            )
+    except (prov.ProvisionError, OSError, ValueError) as exc:
+        print(f"provision: {exc}", file=sys.stderr)
+        return 2
+    print(outcome.summary())
+    print(f"credentials: {paths.credentials} (mode 0600); password file: {paths.password_file}; ACL: {paths.acl}")
+    if bridge is not None:
+        print(f"bridge: {args.bridge_conf}; give the city this line for its broker's password file:")
+        print(f"{site_id}:{prov.hash_password(account.password)}")
+    print("Reload Mosquitto to apply: systemctl reload mosquitto")
+    return 0
+
+
+def _add_provision_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "provision", help="the site's broker accounts: random passwords, Mosquitto's password file and ACL"
+    )
+    p.add_argument("--config", help="the site's TOML file: every sensor and staff device of it gets an account")
+    p.add_argument(
+        "--add", nargs=2, action="append", metavar=("KIND", "ID"), help="one more account: sensor ID or device ID"
+    )
+    p.add_argument("--remove", nargs=2, action="append", metavar=("KIND", "ID"), help="delete one: sensor or device")
+    p.add_argument(
+        "--rotate", nargs="*", metavar="USERNAME", help="new passwords: for these accounts, or every one if none named"
+    )
+    p.add_argument("--credentials", default=prov.DEFAULT_CREDENTIALS, help="the credentials file (mode 0600)")
+    p.add_argument("--password-file", default=prov.DEFAULT_PASSWORD_FILE, help="Mosquitto's password file")
+    p.add_argument("--acl", default=prov.DEFAULT_ACL, help="the ACL to write")
+    p.add_argument("--acl-template", default=str(prov.ACL_TEMPLATE), help="the shipped ACL it starts from")
+    p.add_argument("--bridge-to", metavar="HOST[:PORT]", help="also render bridge.conf for the city's central broker")
+    p.add_argument("--bridge-conf", default=prov.DEFAULT_BRIDGE_CONF, help="where the bridge's config goes")
+    p.add_argument(
+        "--bridge-ca", default="/etc/mosquitto/certs/city-ca.crt", help="the CA of the central broker's certificate"
+    )
+    p.set_defaults(func=cmd_provision)
+
+
 def _add_web_commands(sub: Any) -> None:
     """``user`` and ``device``: the web app's accounts and wall tablets, in the site's store."""
     p = sub.add_parser("user", help="web accounts (docs/web.md): add one, or list them")
@@ -509,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_maintenance)
 
     _add_web_commands(sub)
+    _add_provision_command(sub)
 
     p = sub.add_parser("sim", help="simulated crib-latch sensors (a technician's test tool)")
     from firmware_sim.cli import add_arguments  # noqa: PLC0415
