@@ -584,16 +584,25 @@ class AmqttBroker:
 
 
 @asynccontextmanager
-async def start_embedded_broker(workdir: Path) -> AsyncIterator[BrokerEndpoint]:
-    """A broker for ``cribwatch demo``: Mosquitto (anonymous) if installed, else amqtt in-process.
+async def start_embedded_broker(
+    workdir: Path, *, password_file: Path | None = None, acl_file: Path | None = None
+) -> AsyncIterator[BrokerEndpoint]:
+    """A broker for ``cribwatch demo``: Mosquitto if installed, else amqtt in-process (anonymous: demo mode only).
 
-    Logs at INFO which one it chose. Mosquitto keeps its configuration, log and persistence in ``workdir``.
+    With ``password_file`` (and ``acl_file``), Mosquitto runs the shipped configuration with them (the demo's
+    accounts, made by ``cribwatch provision``'s code); without, it lets anonymous clients in. Logs at INFO which
+    one it chose. Mosquitto keeps its configuration, log and persistence in ``workdir``.
     """
     executable = find_mosquitto()
     if executable is not None:
         # Its own session: Ctrl-C in the terminal would otherwise stop Mosquitto under the running demo, whose
         # gateway and sensors would then retry for seconds before the demo could stop.
-        mosquitto = MosquittoBroker(workdir, own_session=True)
+        if password_file is not None:
+            mosquitto = MosquittoBroker(
+                workdir, own_session=True, shipped=True, password_file=password_file, acl_file=acl_file
+            )
+        else:
+            mosquitto = MosquittoBroker(workdir, own_session=True)
         try:
             endpoint = await asyncio.to_thread(mosquitto.start)
         except RuntimeError as exc:

@@ -23,6 +23,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from devtools.brokers import BrokerTls, MosquittoBroker
+from firmware_sim import cli as sim_cli
 from firmware_sim.fleet import Fleet, load_credentials
 from gateway.app import Gateway
 from gateway.cli import main as cribwatch
@@ -376,3 +377,19 @@ async def test_gateway_simulator_and_staff_device_end_to_end(locked: LockedSite,
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_simulators_command_line_speaks_tls_with_the_provisioned_accounts(locked: LockedSite) -> None:
+    """`cribwatch sim --tls --cafile CA --credentials FILE`: the sensor logs in over TLS with its own account."""
+    assert locked.broker.tls_port is not None
+    argv = ["--sensor", "s-1", "--site", SITE, "--port", str(locked.broker.tls_port), "--tls"]
+    argv += ["--cafile", locked.client_tls.ca_file, "--credentials", str(locked.credentials_file)]
+    args = sim_cli.build_parser().parse_args([*argv, "--script", "heartbeat s-1; quit"])
+    plan = sim_cli.plan_from_args(args, env={})
+    assert plan.broker.tls == TlsOptions(locked.client_tls.ca_file)
+    telemetry = f"{TOPICS.prefix}/sensor/s-1/telemetry"
+    async with listening(locked.login("gateway"), telemetry, identifier="gateway") as gateway:
+        assert await sim_cli.simulate(plan) == 0
+        await gateway.until(telemetry)
+    with pytest.raises(sim_cli.UsageError, match="need --tls"):
+        sim_cli.plan_from_args(sim_cli.build_parser().parse_args(["--count", "1", "--cafile", "x"]), env={})
