@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import provision as prov
-from gateway.credentials import read_credentials_file
+from gateway.credentials import CredentialsFileError, read_credentials_file
 from gateway.gpio.pins import MOCK_PINS_ADVICE, GpioUnavailableError
 from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, ConfigError, Settings, load_settings
 from gateway.store import Incident, Store, StoreError
@@ -482,7 +482,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
                 prov.BRIDGE_TEMPLATE.read_text(encoding="utf-8"),
                 prov.Bridge(site_id, bridge[0], bridge[1], account.password, args.bridge_ca),
             )
-    except (prov.ProvisionError, OSError, ValueError) as exc:
+    except (prov.ProvisionError, CredentialsFileError, OSError, ValueError) as exc:
         print(f"provision: {exc}", file=sys.stderr)
         return 2
     print(outcome.summary())

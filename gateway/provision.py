@@ -174,6 +174,11 @@ def provision(
     if clash:
         raise ProvisionError(f"ids both a sensor and a staff device: {', '.join(sorted(clash))}")
     old = read_credentials_file(paths.credentials) if paths.credentials.exists() else SiteCredentials()
+    if not paths.acl_template.is_file():
+        raise ProvisionError(
+            f"{paths.acl_template}: the shipped ACL is not there: pass --acl-template with the "
+            "deploy/mosquitto/cribwatch.acl of a cribwatch checkout"
+        )
     template = paths.acl_template.read_text(encoding="utf-8")
     outcome = Outcome()
     wanted_rotation = set(rotate) if not isinstance(rotate, bool) else set()
@@ -215,11 +220,20 @@ def provision(
         missing = sorted(wanted_rotation - {a.username for a in new.all_accounts()})
         raise ProvisionError(f"--rotate: no such account: {', '.join(missing)}")
 
-    hashes = _read_password_file(paths.password_file)
+    hashes = _updated_hashes(_read_password_file(paths.password_file), new, outcome)
+    _write_private(paths.credentials, credentials_text(new, site_id), mode=0o600)
+    _write_private(paths.password_file, "".join(f"{u}:{h}\n" for u, h in hashes.items()), mode=0o640, group="mosquitto")
+    _write_private(paths.acl, acl_text(template, site_id, list(new.devices)), mode=0o644)
+    return outcome
+
+
+def _updated_hashes(hashes: dict[str, str], creds: SiteCredentials, outcome: Outcome) -> dict[str, str]:
+    """The password file's users: the removed ones gone, foreign ones kept (and listed), each of ours hashed anew
+    only when its line is missing or does not match its password."""
     for gone in outcome.removed:
         hashes.pop(gone, None)
-    local = [a for table, a in new.single.items() if table != "bridge"]
-    local += [*new.sensors.values(), *new.devices.values()]
+    local = [a for table, a in creds.single.items() if table != "bridge"]  # the bridge's is the city's broker's
+    local += [*creds.sensors.values(), *creds.devices.values()]
     ours = {a.username for a in local}
     outcome.foreign = [user for user in hashes if user not in ours]
     for acc in local:
@@ -228,11 +242,7 @@ def provision(
             if acc.username in outcome.kept:
                 outcome.rehashed.append(acc.username)
             hashes[acc.username] = hash_password(acc.password)
-
-    _write_private(paths.credentials, credentials_text(new, site_id), mode=0o600)
-    _write_private(paths.password_file, "".join(f"{u}:{h}\n" for u, h in hashes.items()), mode=0o640, group="mosquitto")
-    _write_private(paths.acl, acl_text(template, site_id, list(new.devices)), mode=0o644)
-    return outcome
+    return hashes
 
 
 def _read_password_file(path: Path) -> dict[str, str]:

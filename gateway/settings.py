@@ -601,7 +601,8 @@ def _same_label(label: str) -> str:
 
 
 CREDENTIALS_NEEDED = (
-    f"the broker needs credentials: set {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} "
+    f"the broker needs credentials: [mqtt] credentials_file (or {ENV_MQTT_CREDENTIALS}), the file of `cribwatch "
+    f"provision`, or {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} "
     "(an anonymous broker connection is allowed in demo mode only: [site] demo = true)"
 )
 """Why settings without broker credentials cannot run (see :attr:`Settings.needs_credentials`)."""
