@@ -78,8 +78,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if settings.needs_credentials:
         print(
             f"WARNING: {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} are not both set here: `cribwatch gateway` "
-            "will refuse to start until both are set in its environment (unless [site] demo = true, "
-            "never on a site with children)",
+            "will refuse to start until both are set in its environment, or [mqtt] credentials_file names a "
+            "readable file of `cribwatch provision` (unless [site] demo = true, never on a site with children)",
             file=sys.stderr,
         )
     for target in settings.influx.targets if settings.influx is not None and not settings.site.demo else ():
