@@ -3,7 +3,8 @@
 Brokers
     ``mosquitto_broker`` (session): one real Mosquitto for the whole run, password-protected, in a temporary
     directory. It runs the shipped configuration (deploy/mosquitto/mosquitto.conf) without the ACL and the client-id
-    lock: its one account plays every role (tests/test_broker_lockdown.py runs the whole lock-down). ``mqtt_endpoint`` (function): where it listens and the credentials to use.
+    lock: its one account plays every role (tests/test_broker_lockdown.py runs the whole lock-down).
+    ``mqtt_endpoint`` (function): where it listens and the credentials to use.
     Mosquitto is required: ``make test`` installs it (``make system-deps``); a missing one fails, not skips.
     Tests that kill, restart or reconfigure a broker should start their own ``MosquittoBroker`` rather than
     disturb the shared one.
