@@ -474,6 +474,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
             rotate=rotate,
             bridge=bridge is not None,
             from_site_file=args.config is not None,
+            owner=args.owner,
         )
         if bridge is not None:
             account = read_credentials_file(paths.credentials).single["bridge"]
@@ -507,6 +508,7 @@ def _add_provision_command(sub: Any) -> None:
         "--rotate", nargs="*", metavar="USERNAME", help="new passwords: for these accounts, or every one if none named"
     )
     p.add_argument("--credentials", default=prov.DEFAULT_CREDENTIALS, help="the credentials file (mode 0600)")
+    p.add_argument("--owner", metavar="USER", help="who owns the credentials file: the gateway's user (kept once set)")
     p.add_argument("--password-file", default=prov.DEFAULT_PASSWORD_FILE, help="Mosquitto's password file")
     p.add_argument("--acl", default=prov.DEFAULT_ACL, help="the ACL to write")
     p.add_argument("--acl-template", default=str(prov.ACL_TEMPLATE), help="the shipped ACL it starts from")

@@ -21,6 +21,7 @@ import grp
 import hashlib
 import hmac
 import os
+import pwd
 import secrets
 import string
 import tempfile
@@ -161,12 +162,14 @@ def provision(
     rotate: Collection[str] | bool = False,
     bridge: bool = False,
     from_site_file: bool = True,
+    owner: str | None = None,
 ) -> Outcome:
     """Bring the three files in step with the site's accounts: ``sensors`` and ``devices`` (with those the
     credentials file already has), the fixed ones of :data:`SINGLE_USERNAMES`; ``rotate``: True for every account,
     or usernames. Existing passwords are kept otherwise. ``bridge``: also the site's account on the city's central
     broker (``[bridge]``, username = the site id; kept once made). ``from_site_file``: ``sensors`` and ``devices``
-    are all the site's (accounts beyond them are reported as unlisted). Returns what changed."""
+    are all the site's (accounts beyond them are reported as unlisted). ``owner``: the user the credentials file
+    belongs to (the gateway's); by default a rewritten file keeps its owner. Returns what changed."""
     sensors, devices = list(sensors), list(devices)
     for kind, ident in [*(("sensor", s) for s in sensors), *(("device", d) for d in devices), *remove]:
         check_id(kind, ident)
@@ -221,7 +224,7 @@ def provision(
         raise ProvisionError(f"--rotate: no such account: {', '.join(missing)}")
 
     hashes = _updated_hashes(_read_password_file(paths.password_file), new, outcome)
-    _write_private(paths.credentials, credentials_text(new, site_id), mode=0o600)
+    _write_private(paths.credentials, credentials_text(new, site_id), mode=0o600, owner=owner)
     _write_private(paths.password_file, "".join(f"{u}:{h}\n" for u, h in hashes.items()), mode=0o640, group="mosquitto")
     _write_private(paths.acl, acl_text(template, site_id, list(new.devices)), mode=0o644)
     return outcome
@@ -287,16 +290,30 @@ def acl_text(template: str, site_id: str, devices: Iterable[str]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _write_private(path: Path, text: str, *, mode: int, group: str | None = None) -> None:
-    """Write ``text`` to ``path`` atomically, created with ``mode`` (never readable by others first); as root, the
-    file's group becomes ``group`` when that group exists (Mosquitto's user reads the password file)."""
+def _write_private(path: Path, text: str, *, mode: int, group: str | None = None, owner: str | None = None) -> None:
+    """Write ``text`` to ``path`` atomically, created with ``mode`` (never readable by others first). As root, the
+    file keeps the owner and group of the file it replaces; ``owner`` (a user name) sets its owner and group, and
+    ``group`` its group when that group exists (Mosquitto's user reads the password file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    uid = gid = -1
+    if os.geteuid() == 0:
+        with contextlib.suppress(FileNotFoundError):
+            old = path.stat()
+            uid, gid = old.st_uid, old.st_gid
+        if owner is not None:
+            try:
+                user = pwd.getpwnam(owner)
+            except KeyError:
+                raise ProvisionError(f"--owner {owner}: no such user") from None
+            uid, gid = user.pw_uid, user.pw_gid
+        if group is not None:
+            with contextlib.suppress(KeyError):
+                gid = grp.getgrnam(group).gr_gid
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
-        if group is not None and os.geteuid() == 0:
-            with contextlib.suppress(KeyError):
-                os.fchown(fd, 0, grp.getgrnam(group).gr_gid)
+        if (uid, gid) != (-1, -1):
+            os.fchown(fd, uid, gid)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

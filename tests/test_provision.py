@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import re
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,16 @@ def test_the_rendered_bridge_has_every_placeholder_filled() -> None:
     assert "topic helping-hands/# out 1 cribwatch/kids-f/ cribwatch/kids-f/\n" in text
     plain = render_bridge(BRIDGE_TEMPLATE.read_text(), Bridge("kids-f", "127.0.0.1", 1883, "pw", ca_file=None))
     assert "bridge_cafile" not in plain
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_the_credentials_file_belongs_to_the_gateways_user_and_stays_so(tmp_path: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    p = paths(tmp_path)
+    provision(p, site_id="prov", sensors=["s-1"], owner="nobody")
+    assert (p.credentials.stat().st_uid, p.credentials.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    provision(p, site_id="prov", sensors=["s-1", "s-2"])  # rewritten: the owner stays
+    assert p.credentials.stat().st_uid == nobody.pw_uid
+    assert p.credentials.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ProvisionError, match="no such user"):
+        provision(p, site_id="prov", owner="no-such-user-here")
