@@ -12,6 +12,7 @@
 #   make bench-throughput  rate steps of sensor messages: accepted, CPU and alarm p99 at each step
 #   make bench-influx  points/s into a real influxd through the outbox, its size on disk, and the alarm latency
 #                 beside the floor while it runs
+#   make bench-tls  a QoS 1 hop and a connect on the shipped broker, plain beside TLS (docs/broker.md)
 #   make clean    remove the venv, caches and build output
 
 SHELL := /bin/bash
@@ -24,7 +25,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx clean
+.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx bench-tls clean
 
 # -- environment ------------------------------------------------------------------------------------
 
@@ -69,6 +70,9 @@ bench-throughput: venv system-deps
 	$(BIN)/python -m bench.throughput
 bench-influx: venv system-deps
 	$(BIN)/python -m bench.influx
+
+bench-tls: venv system-deps
+	$(BIN)/python -m bench.tls
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

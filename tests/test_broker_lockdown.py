@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
 import subprocess
@@ -22,7 +23,9 @@ import aiomqtt
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from devtools.brokers import BrokerTls, MosquittoBroker
+from bench import tls as tls_bench
+from devtools.brokers import MosquittoBroker
+from devtools.certs import make_test_ca
 from firmware_sim import cli as sim_cli
 from firmware_sim.fleet import Fleet, load_credentials
 from gateway.app import Gateway
@@ -76,33 +79,6 @@ grace_s = 0
   sensor_id = "s-2"
 """
 TOPICS = Topics(SITE)
-
-
-# -- a test CA (openssl) ---------------------------------------------------------------------------------------
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-def make_test_ca(where: Path) -> tuple[BrokerTls, TlsOptions]:
-    """A CA, the broker's certificate for 127.0.0.1 and a client certificate, all made here."""
-    where.mkdir(parents=True, exist_ok=True)
-    ca_key, ca = where / "ca.key", where / "ca.crt"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
-             "-subj", "/CN=cribwatch test CA")  # fmt: skip
-    for name, extension in (("broker", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        key, csr, crt, ext = (where / f"{name}.{s}" for s in ("key", "csr", "crt", "ext"))
-        ext.write_text(extension + "\n")
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
-        _openssl(
-            "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-            "-days", "2", "-out", str(crt), "-extfile", str(ext),
-        )  # fmt: skip
-    return (
-        BrokerTls(ca, where / "broker.crt", where / "broker.key"),
-        TlsOptions(str(ca), str(where / "client.crt"), str(where / "client.key")),
-    )
 
 
 # -- the site: provisioned, and its broker -----------------------------------------------------------------------
@@ -393,3 +369,15 @@ async def test_the_simulators_command_line_speaks_tls_with_the_provisioned_accou
         await gateway.until(telemetry)
     with pytest.raises(sim_cli.UsageError, match="need --tls"):
         sim_cli.plan_from_args(sim_cli.build_parser().parse_args(["--count", "1", "--cafile", "x"]), env={})
+
+
+def test_the_tls_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/tls.py end to end on a few samples (its figures are in docs/broker.md; no timing is asserted)."""
+    assert tls_bench.main(["--samples", "100", "--connects", "2", "--json"]) == 0
+    summaries = json.loads(capsys.readouterr().out)
+    assert {name: s["n"] for name, s in summaries.items()} == {
+        "hop_plain_ms": 100,
+        "hop_tls_ms": 100,
+        "connect_plain_ms": 2,
+        "connect_tls_ms": 2,
+    }
