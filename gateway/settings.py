@@ -45,6 +45,8 @@ ENV_MQTT_PORT = "CRIBWATCH_MQTT_PORT"
 ENV_MQTT_USERNAME = "CRIBWATCH_MQTT_USERNAME"
 ENV_MQTT_PASSWORD = "CRIBWATCH_MQTT_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
 ENV_MQTT_CREDENTIALS = "CRIBWATCH_MQTT_CREDENTIALS"
+ENV_MQTT_INTAKE_USERNAME = "CRIBWATCH_MQTT_INTAKE_USERNAME"
+ENV_MQTT_INTAKE_PASSWORD = "CRIBWATCH_MQTT_INTAKE_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
 """The credentials file of ``cribwatch provision`` (gateway/credentials.py), if not ``[mqtt] credentials_file``."""
 ENV_STORE_PATH = "CRIBWATCH_STORE_PATH"
 ENV_STATE_DIR = "CRIBWATCH_STATE_DIR"
@@ -136,9 +138,13 @@ class MqttConfig(_Model):
         "and [gateway_intake] unless CRIBWATCH_MQTT_USERNAME is set (env CRIBWATCH_MQTT_CREDENTIALS).",
     )
     intake_username: str | None = Field(
-        default=None, description="Only from the credentials file: the account of the second (intake) connection."
+        default=None,
+        description="The second (intake) connection's account: from the credentials file or env "
+        "CRIBWATCH_MQTT_INTAKE_USERNAME; default the main one's.",
     )
-    intake_password: SecretStr | None = Field(default=None, description="Only from the credentials file.")
+    intake_password: SecretStr | None = Field(
+        default=None, description="From the credentials file or env CRIBWATCH_MQTT_INTAKE_PASSWORD."
+    )
     tls: bool = Field(default=False, description="Connect over TLS (the broker's TLS listener, port 8883 usually).")
     tls_ca_file: str | None = Field(
         default=None, min_length=1, description="CA certificate(s) that signed the broker's (default: the system's)."
@@ -708,14 +714,18 @@ def settings_from_mapping(
             raise ConfigError(
                 source,
                 [
-                    f"mqtt.{key}: secrets do not belong in the file; set {ENV_PREFIX}MQTT_{key.upper()}"
-                    if "intake" not in key
-                    else f"mqtt.{key}: secrets do not belong in the file; it comes from mqtt.credentials_file"
+                    f"mqtt.{key}: secrets do not belong in the file; set {ENV_PREFIX}MQTT_{key.upper()} "
+                    "or mqtt.credentials_file"
                 ],
             )
     # The environment's values are text: each is converted here, and a bad one is reported under its variable.
     env_problems: list[str] = []
-    for key, var in (("username", ENV_MQTT_USERNAME), ("password", ENV_MQTT_PASSWORD)):
+    for key, var in (
+        ("username", ENV_MQTT_USERNAME),
+        ("password", ENV_MQTT_PASSWORD),
+        ("intake_username", ENV_MQTT_INTAKE_USERNAME),
+        ("intake_password", ENV_MQTT_INTAKE_PASSWORD),
+    ):
         if env.get(var):
             mqtt[key] = env[var]
     if env.get(ENV_MQTT_HOST):
@@ -794,7 +804,7 @@ def _provisioned_accounts(mqtt: dict[str, Any], env: Mapping[str, str], *, requi
         return [f"mqtt.credentials_file: {path}: no [gateway] account (run `cribwatch provision`)"]
     mqtt["username"], mqtt["password"] = main.username, main.password
     intake = creds.single.get("gateway_intake")
-    if intake is not None:
+    if intake is not None and "intake_username" not in mqtt:  # the environment's wins
         mqtt["intake_username"], mqtt["intake_password"] = intake.username, intake.password
     return []
 

@@ -50,6 +50,10 @@ def test_the_gateway_takes_both_accounts_from_the_credentials_file(tmp_path: Pat
     env = {"CRIBWATCH_MQTT_USERNAME": "u", "CRIBWATCH_MQTT_PASSWORD": "p"}
     settings = settings_from_mapping(with_mqtt(credentials_file=str(tmp_path / "creds.toml")), env=env)
     assert intake_address(settings.mqtt).username == broker_address(settings.mqtt).username == "u"
+    # ... and so does the environment's intake account, the file's main one being kept.
+    env = {"CRIBWATCH_MQTT_INTAKE_USERNAME": "i", "CRIBWATCH_MQTT_INTAKE_PASSWORD": "q"}
+    settings = settings_from_mapping(with_mqtt(credentials_file=str(tmp_path / "creds.toml")), env=env)
+    assert (broker_address(settings.mqtt).username, intake_address(settings.mqtt).username) == ("gateway", "i")
     # ... and CRIBWATCH_MQTT_CREDENTIALS names the file.
     settings = settings_from_mapping(SITE, env={"CRIBWATCH_MQTT_CREDENTIALS": str(tmp_path / "creds.toml")})
     assert settings.mqtt.intake_username == "gateway-intake"
