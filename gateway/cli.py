@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import gc
 import getpass
 import logging
@@ -298,12 +299,25 @@ def _run_command(args: argparse.Namespace, command: str, **fields: object) -> in
     from gateway.protocol import Topics  # noqa: PLC0415
     from gateway.protocol.payloads import CommandPayload  # noqa: PLC0415
 
-    by = args.by or settings.mqtt.username or "technician"
-    device = args.device or settings.mqtt.username or "technician"
+    address = broker_address(settings.mqtt)
+    if not os.environ.get(ENV_MQTT_USERNAME) and settings.mqtt.credentials_file is not None:
+        # The site's credentials file: the tool is the technician, never the gateway (whose account would take the
+        # running gateway's session on the shipped broker, where the client id is the username).
+        try:
+            technician = read_credentials_file(settings.mqtt.credentials_file).single.get("technician")
+        except CredentialsFileError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        if technician is None:
+            print(f"{settings.mqtt.credentials_file}: no [technician] account (cribwatch provision)", file=sys.stderr)
+            return 2
+        address = dataclasses.replace(address, username=technician.username, password=technician.password)
+    by = args.by or address.username or "technician"
+    device = args.device or address.username or "technician"
     payload = CommandPayload(command=command, crib=args.crib, by=by, ts=time.time(), **fields)
     topics = Topics(settings.site.id, settings.mqtt.base_topic)
     try:
-        answer = asyncio.run(send_command(broker_address(settings.mqtt), topics, device, payload, timeout=args.timeout))
+        answer = asyncio.run(send_command(address, topics, device, payload, timeout=args.timeout))
     except Exception as exc:  # noqa: BLE001 - a broker that refuses or is away: one clear line
         print(f"cannot reach the broker {settings.mqtt.host}:{settings.mqtt.port}: {exc}", file=sys.stderr)
         return 1
@@ -329,7 +343,12 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
 
 
 def _command_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="the site's TOML file (broker address; credentials from env)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="the site's TOML file (broker address); the account: env CRIBWATCH_MQTT_USERNAME/_PASSWORD, else "
+        "[technician] of its mqtt.credentials_file",
+    )
     p.add_argument("--by", help="your technician id (default: the broker username)")
     p.add_argument("--device", help="this tool's device id in the topic (default: the broker username)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer")

@@ -317,10 +317,14 @@ async def test_nobody_takes_the_gateways_client_id(locked: LockedSite) -> None:
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-async def test_gateway_simulator_and_staff_device_end_to_end(locked: LockedSite, tls: bool, tmp_path: Path) -> None:
+async def test_gateway_simulator_and_staff_device_end_to_end(
+    locked: LockedSite, tls: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The gateway logs in from the credentials file (two accounts, one per connection), the simulator's sensors
     from the same file, a staff device with its own account: an alarm, its acknowledgement, its answer. Each run has
     its own sensor and crib (a sensor's latch is retained: the next gateway would raise the alarm at its start)."""
+    for var in ("CRIBWATCH_MQTT_USERNAME", "CRIBWATCH_MQTT_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
     sensor, crib = ("s-2", "n-2") if tls else ("s-1", "n-1")
     address = locked.plain(tls=tls)
     site_file = tmp_path / "site.toml"
@@ -349,6 +353,10 @@ async def test_gateway_simulator_and_staff_device_end_to_end(locked: LockedSite,
             await pager.client.publish(TOPICS.ack("pager-a"), ack, qos=1)
             answer = decode(AckAnswerPayload, await pager.until(TOPICS.ack_answer("pager-a")))
             assert answer.result == "accepted"
+            # The technician's tool reads its account from the same file: [technician], never the gateway's (which
+            # would take the gateway's session: the connection counts below would show it).
+            tool = ["test-alarm", "--config", str(site_file), crib, "--timeout", "10"]
+            assert await asyncio.to_thread(cribwatch, tool) == 0
         assert (gw.mqtt.connections, gw.mqtt.intake_connections) == (1, 1)  # nobody knocked a connection off
     finally:
         task.cancel()
