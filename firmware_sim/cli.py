@@ -256,6 +256,14 @@ def plan_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = Non
         )
         topics = Topics(site, base_topic or DEFAULT_BASE_TOPIC)
     broker = _with_tls(broker, args)
+    credentials = _credentials(getattr(args, "credentials", None))
+    if args.config is not None and settings.mqtt.credentials_file is not None and not env.get(ENV_MQTT_USERNAME):
+        # The account the site file leads to is the gateway's: a sensor logging in with it would take the running
+        # gateway's session on the shipped broker (the client id is the username). The sensors take theirs from the
+        # same credentials file instead (unless --credentials names another), and none falls back to the gateway's.
+        broker = dataclasses.replace(broker, username=None, password=None)
+        if credentials is None:
+            credentials = _credentials(settings.mqtt.credentials_file)
     interval = choose_interval(getattr(args, "interval", None), site_interval)
     cribs = cribs_from_settings(settings) if args.config is not None else ()
     return Plan(
@@ -264,7 +272,7 @@ def plan_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = Non
         tuple(ids),
         interval,
         args.script,
-        _credentials(getattr(args, "credentials", None)),
+        credentials,
         cribs=cribs,
         live=getattr(args, "live", False),
         demo=demo,

@@ -389,3 +389,24 @@ def test_the_tls_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
         "connect_plain_ms": 2,
         "connect_tls_ms": 2,
     }
+
+
+async def test_the_simulator_on_a_site_file_never_logs_in_as_the_gateway(
+    locked: LockedSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cribwatch sim --config site.toml`, whose [mqtt] credentials_file gives the gateway's account: the sensors log
+    in with theirs from the same file, and none with the gateway's (which would take the gateway's session)."""
+    for var in ("CRIBWATCH_MQTT_USERNAME", "CRIBWATCH_MQTT_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    site_file = tmp_path / "site.toml"
+    mqtt = f'host = "127.0.0.1"\nport = {locked.broker.endpoint.port}\ncredentials_file = "{locked.credentials_file}"\n'
+    site_file.write_text(SITE_FILE.replace("[mqtt]\n", "[mqtt]\n" + mqtt, 1))
+    args = sim_cli.build_parser().parse_args(["--config", str(site_file), "--script", "heartbeat s-1; quit"])
+    plan = sim_cli.plan_from_args(args, env={})
+    assert plan.broker.username is None
+    assert plan.credentials is not None
+    assert sorted(plan.credentials.sensors) == ["s-1", "s-2"]
+    telemetry = f"{TOPICS.prefix}/sensor/s-1/telemetry"
+    async with listening(locked.login("gateway"), telemetry, identifier="gateway") as gateway:
+        assert await sim_cli.simulate(plan) == 0
+        await gateway.until(telemetry)  # the listener, logged in as the gateway, was never knocked off
