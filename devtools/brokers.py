@@ -356,6 +356,13 @@ class MosquittoBroker:
         kill_child(self._proc)
         self._reap()
 
+    def reload(self) -> None:
+        """SIGHUP, as ``systemctl reload mosquitto``: Mosquitto reads its password file and ACL again."""
+        if self._proc is None or self._proc.poll() is not None:
+            msg = "Mosquitto is not running"
+            raise RuntimeError(msg)
+        self._proc.send_signal(signal.SIGHUP)
+
     def restart(self) -> BrokerEndpoint:
         """Stop (cleanly) and start again on the same port, with the same users and persistence."""
         self.stop()

@@ -410,3 +410,35 @@ async def test_the_simulator_on_a_site_file_never_logs_in_as_the_gateway(
     async with listening(locked.login("gateway"), telemetry, identifier="gateway") as gateway:
         assert await sim_cli.simulate(plan) == 0
         await gateway.until(telemetry)  # the listener, logged in as the gateway, was never knocked off
+
+
+async def test_one_more_sensor_is_one_command_and_a_reload(locked: LockedSite) -> None:
+    """`cribwatch provision --add sensor s-9`, then `systemctl reload mosquitto` (SIGHUP): s-9 logs in, with no
+    restart; everyone else's password is unchanged."""
+    root = locked.credentials_file.parent
+    files = ["--credentials", str(locked.credentials_file), "--password-file", str(root / "cribwatch.passwd")]
+    assert cribwatch(["provision", "--add", "sensor", "s-9", *files, "--acl", str(root / "cribwatch.acl")]) == 0
+    creds = read_credentials_file(locked.credentials_file)
+    assert creds.sensors["s-1"] == locked.creds.sensors["s-1"]
+    s9 = replace(locked.plain(), username="s-9", password=creds.sensors["s-9"].password)
+    assert not await _connects(s9)  # not before the broker reads its files again
+    locked.broker.reload()
+    async with asyncio.timeout(WAIT_S):
+        while not await _connects(s9):  # noqa: ASYNC110 - the broker signals nothing when it has reloaded
+            await asyncio.sleep(0.05)
+
+
+async def test_a_broker_that_asks_for_client_certificates(tmp_path: Path) -> None:
+    """tls.conf with require_certificate true: the gateway's tls_cert_file/tls_key_file get in, no certificate
+    does not (the password is asked all the same)."""
+    broker_tls, client_tls = make_test_ca(tmp_path / "ca")
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"gw:{hash_password('pw')}\n")
+    with MosquittoBroker(
+        tmp_path / "broker", shipped=True, password_file=passwd, tls=replace(broker_tls, require_certificate=True)
+    ) as broker:
+        assert broker.tls_port is not None
+        address = BrokerAddress("127.0.0.1", broker.tls_port, "gw", "pw", tls=client_tls)
+        assert await _connects(address)
+        assert not await _connects(replace(address, tls=TlsOptions(client_tls.ca_file)))
+        assert not await _connects(replace(address, password="wrong"))
