@@ -507,6 +507,12 @@ def cmd_provision(args: argparse.Namespace) -> int:
         return 2
     print(outcome.summary())
     print(f"credentials: {paths.credentials} (mode 0600); password file: {paths.password_file}; ACL: {paths.acl}")
+    if bridge is None and site_id in outcome.rotated:
+        print(
+            "WARNING: the bridge's password changed: run again with --bridge-to HOST:PORT to write bridge.conf, and "
+            "give the city the new line for its password file; until then the bridge cannot log in",
+            file=sys.stderr,
+        )
     if bridge is not None:
         print(f"bridge: {args.bridge_conf}; give the city this line for its broker's password file:")
         print(f"{site_id}:{prov.hash_password(account.password)}")
