@@ -13,6 +13,7 @@
 #   make bench-influx  points/s into a real influxd through the outbox, its size on disk, and the alarm latency
 #                 beside the floor while it runs
 #   make dashboards  write the Grafana dashboards of dashboards/ from devtools/dashboards.py
+#   make bench-tls  a QoS 1 hop and a connect on the shipped broker, plain beside TLS (docs/broker.md)
 #   make clean    remove the venv, caches and build output
 
 SHELL := /bin/bash
@@ -25,7 +26,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx dashboards clean
+.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx dashboards bench-tls clean
 
 # -- environment ------------------------------------------------------------------------------------
 
@@ -76,6 +77,9 @@ bench-influx: venv system-deps
 
 dashboards: venv
 	$(BIN)/python -m devtools.dashboards
+
+bench-tls: venv system-deps
+	$(BIN)/python -m bench.tls
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

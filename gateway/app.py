@@ -50,7 +50,7 @@ from gateway.gpio.button import BUTTON_DEVICE, AckButton
 from gateway.gpio.latches import GpioLatchInputs
 from gateway.gpio.simulated import NEEDS_DEMO, SimulatedPins, SimulationRefusedError
 from gateway.influx.service import InfluxService
-from gateway.mqtt.connection import broker_address
+from gateway.mqtt.connection import broker_address, intake_address
 from gateway.mqtt.link import MqttLink
 from gateway.protocol import (
     CRIB_STATE,
@@ -159,9 +159,17 @@ class Gateway:
         self.sim_pins: SimulatedPins | None = None
         self._pin_factory = pin_factory = self._pins(simulate_pins, pin_factory)
         self._extra_channels = list(extra_channels)
+        main_account, intake_account = broker_address(settings.mqtt), intake_address(settings.mqtt)
+        if main_account.username is not None and intake_account.username == main_account.username:
+            log.warning(
+                "both MQTT connections log in as %r: on a broker that makes the username the client id (the shipped "
+                "one, use_username_as_clientid) they take each other's session in turn; give the intake its own "
+                "account (mqtt.credentials_file of `cribwatch provision`, or CRIBWATCH_MQTT_INTAKE_USERNAME/_PASSWORD)",
+                main_account.username,
+            )
         self.mqtt = MqttLink(
             topics=self.topics,
-            broker=broker_address(settings.mqtt),
+            broker=main_account,
             client_id=settings.gateway_client_id,
             on_event=self.submit,
             stats=self.stats,
@@ -176,6 +184,7 @@ class Gateway:
             monotonic=self.clock.monotonic,
             on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
             on_command=self._on_command,
+            intake_broker=intake_account,
         )
         self.channels: ChannelRouter = build_channels(
             settings,

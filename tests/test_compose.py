@@ -30,9 +30,6 @@ SITE_COMPOSE = REPO / "docker-compose.yml"
 CENTRAL_COMPOSE = REPO / "deploy" / "central" / "docker-compose.yml"
 COMPOSE_FILES = {"site": (SITE_COMPOSE, "site"), "central": (CENTRAL_COMPOSE, "city")}
 """Each compose file, and its directory of install-time files (git-ignored, made as docs/deploy.md says)."""
-FROM_THE_BROKER_WORK = {"deploy/mosquitto/central.conf", "deploy/mosquitto/central.acl"}
-"""The city broker's configuration, written with the broker's lock-down (issue 13, items 1 and 6) in parallel: once
-both are merged these must exist like every other file (the test skips them, saying so, until then)."""
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 PERSISTENT = {
     "gateway": DEFAULT_STATE_DIR,
@@ -83,7 +80,6 @@ def test_every_file_and_directory_named_exists_or_is_an_install_time_file(which:
     path, install_dir = COMPOSE_FILES[which]
     data = compose(path)
     docs = DEPLOY_DOC.read_text(encoding="utf-8")
-    awaiting = []
     for name, service in data["services"].items():
         if "build" in service:
             context = repo_path(path, service["build"]["context"])
@@ -101,8 +97,6 @@ def test_every_file_and_directory_named_exists_or_is_an_install_time_file(which:
                 shown = f"{install_dir}/{found.relative_to(install).as_posix()}"
                 assert shown in docs, f"{name}: {source} is an install-time file docs/deploy.md does not explain"
                 assert mode == "ro", f"{name}: {source} is configuration or secrets: read-only"
-            elif relative in FROM_THE_BROKER_WORK and not found.exists():
-                awaiting.append(relative)
             else:
                 assert found.exists(), f"{name}: {source} (mounted at {target}) is not in the repository"
     ignored = subprocess.run(
@@ -111,8 +105,6 @@ def test_every_file_and_directory_named_exists_or_is_an_install_time_file(which:
         check=False,
     )
     assert ignored.returncode == 0, f"{install_dir}/ must be git-ignored: it holds passwords and certificates"
-    if awaiting:
-        pytest.skip(f"not in this branch yet (the broker's lock-down brings them): {', '.join(awaiting)}")
 
 
 def test_every_variable_is_in_env_example_and_no_secret_is_written(which: str) -> None:
