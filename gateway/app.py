@@ -159,33 +159,7 @@ class Gateway:
         self.sim_pins: SimulatedPins | None = None
         self._pin_factory = pin_factory = self._pins(simulate_pins, pin_factory)
         self._extra_channels = list(extra_channels)
-        main_account, intake_account = broker_address(settings.mqtt), intake_address(settings.mqtt)
-        if main_account.username is not None and intake_account.username == main_account.username:
-            log.warning(
-                "both MQTT connections log in as %r: on a broker that makes the username the client id (the shipped "
-                "one, use_username_as_clientid) they take each other's session in turn; give the intake its own "
-                "account (mqtt.credentials_file of `cribwatch provision`, or CRIBWATCH_MQTT_INTAKE_USERNAME/_PASSWORD)",
-                main_account.username,
-            )
-        self.mqtt = MqttLink(
-            topics=self.topics,
-            broker=main_account,
-            client_id=settings.gateway_client_id,
-            on_event=self.submit,
-            stats=self.stats,
-            gw_run=self.core.gw_run,
-            sensor_ids=[crib.sensor_id for _, crib in settings.cribs() if crib.sensor_id is not None],
-            wired_keys=[crib.sensor_key for _, crib in settings.cribs() if crib.wired],
-            keepalive=settings.mqtt.keepalive_s,
-            reconnect_min_s=settings.mqtt.reconnect_min_s,
-            reconnect_max_s=settings.mqtt.reconnect_max_s,
-            on_connected=self._connected,
-            on_delivered=self._delivered,
-            monotonic=self.clock.monotonic,
-            on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
-            on_command=self._on_command,
-            intake_broker=intake_account,
-        )
+        self.mqtt = self._make_link(settings)
         self.channels: ChannelRouter = build_channels(
             settings,
             send=self.mqtt.send,
@@ -207,6 +181,36 @@ class Gateway:
         self.dispatcher: Dispatcher | None = None
         self.buzzer: BuzzerChannel | None = None
         self.gpio: GpioLatchInputs | None = None
+
+    def _make_link(self, settings: Settings) -> MqttLink:
+        """The MQTT link: the main connection and the intake's, each with its own account when it has one."""
+        main_account, intake_account = broker_address(settings.mqtt), intake_address(settings.mqtt)
+        if main_account.username is not None and intake_account.username == main_account.username:
+            log.warning(
+                "both MQTT connections log in as %r: on a broker that makes the username the client id (the shipped "
+                "one, use_username_as_clientid) they take each other's session in turn; give the intake its own "
+                "account (mqtt.credentials_file of `cribwatch provision`, or CRIBWATCH_MQTT_INTAKE_USERNAME/_PASSWORD)",
+                main_account.username,
+            )
+        return MqttLink(
+            topics=self.topics,
+            broker=main_account,
+            client_id=settings.gateway_client_id,
+            on_event=self.submit,
+            stats=self.stats,
+            gw_run=self.core.gw_run,
+            sensor_ids=[crib.sensor_id for _, crib in settings.cribs() if crib.sensor_id is not None],
+            wired_keys=[crib.sensor_key for _, crib in settings.cribs() if crib.wired],
+            keepalive=settings.mqtt.keepalive_s,
+            reconnect_min_s=settings.mqtt.reconnect_min_s,
+            reconnect_max_s=settings.mqtt.reconnect_max_s,
+            on_connected=self._connected,
+            on_delivered=self._delivered,
+            monotonic=self.clock.monotonic,
+            on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
+            on_command=self._on_command,
+            intake_broker=intake_account,
+        )
 
     @functools.cached_property
     def web_changes(self) -> BoardChanges:

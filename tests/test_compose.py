@@ -90,7 +90,6 @@ def test_every_file_and_directory_named_exists_or_is_an_install_time_file(which:
                 assert source in data["volumes"], f"{name}: named volume {source} is not declared"
                 continue
             found = repo_path(path, source)
-            relative = found.relative_to(REPO).as_posix() if found.is_relative_to(REPO) else str(found)
             install = (path.parent / install_dir).resolve()
             if found.is_relative_to(install):
                 # Made at install: git-ignored, and the deploy guide says how.
