@@ -12,6 +12,8 @@
 #   make bench-throughput  rate steps of sensor messages: accepted, CPU and alarm p99 at each step
 #   make bench-influx  points/s into a real influxd through the outbox, its size on disk, and the alarm latency
 #                 beside the floor while it runs
+#   make dashboards  write the Grafana dashboards of dashboards/ from devtools/dashboards.py
+#   make bench-tls  a QoS 1 hop and a connect on the shipped broker, plain beside TLS (docs/broker.md)
 #   make bench-store  the incident log's pages with 100,000 incidents (with timelines) in a real store file:
 #                 first, filtered and deep pages, a timeline, the statistics, beside the welcome page as the floor
 #   make clean    remove the venv, caches and build output
@@ -26,7 +28,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx bench-store clean
+.PHONY: venv demo system-deps test lint bench bench-flood bench-peers bench-throughput bench-influx dashboards bench-tls bench-store clean
 
 # -- environment ------------------------------------------------------------------------------------
 
@@ -54,6 +56,9 @@ demo: venv
 test: venv system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+screenshots: venv system-deps  ## the web pages' screenshots in docs/img/ (the browser tests take them)
+	CRIBWATCH_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_web_browser.py tests/test_web_incidents_browser.py
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -71,6 +76,12 @@ bench-throughput: venv system-deps
 	$(BIN)/python -m bench.throughput
 bench-influx: venv system-deps
 	$(BIN)/python -m bench.influx
+
+dashboards: venv
+	$(BIN)/python -m devtools.dashboards
+
+bench-tls: venv system-deps
+	$(BIN)/python -m bench.tls
 
 bench-store: venv
 	$(BIN)/python -m bench.store

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.domain.events import AlarmEvent
+from gateway.protocol.helping import HelpingHandsPayload
 
 
 class NoticeKind(enum.StrEnum):
@@ -54,6 +55,24 @@ class Notice:
     @property
     def test(self) -> bool:
         return self.alarm.test
+
+
+@dataclass(frozen=True, slots=True)
+class RequestNotice:
+    """Not an alarm: the coordinators told of a new (or urgent) helping-hands request (docs/helping-hands.md).
+
+    LOW priority on every channel: each channel's worker takes it only when no alarm notice waits, a full queue drops
+    it before any alarm notice, and the siren never sounds for it. Labels and staff ids only, never a child."""
+
+    notice_id: str  # "hh-<request>/<change>"
+    request: HelpingHandsPayload
+    recipients: tuple[Recipient, ...]
+    at: float
+    test: bool = False
+
+    @property
+    def urgent(self) -> bool:
+        return self.request.urgent
 
 
 class NoticeSink(Protocol):

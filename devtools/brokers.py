@@ -28,6 +28,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NoReturn, Self
@@ -35,8 +36,10 @@ from typing import IO, Any, NoReturn, Self
 from gateway.mqtt.connection import BrokerAddress
 
 __all__ = [
+    "SHIPPED_CONFIG",
     "AmqttBroker",
     "BrokerEndpoint",
+    "BrokerTls",
     "MosquittoBroker",
     "find_mosquitto",
     "free_port",
@@ -53,6 +56,85 @@ _POLL_INTERVAL_S = 0.01
 _LOG_TAIL_LINES = 40
 # Attempts at binding a freshly picked free port (another process may grab it in between).
 _PORT_ATTEMPTS = 3
+
+_DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+SHIPPED_CONFIG = _DEPLOY / "mosquitto.conf"
+"""The site broker's configuration (deploy/mosquitto/): what ``shipped=True`` runs, with this machine's paths."""
+SHIPPED_TLS = _DEPLOY / "tls.conf"
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """Certificates for the TLS listener of deploy/mosquitto/tls.conf (``MosquittoBroker(..., tls=...)``)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+
+
+_PLACED = ("pid_file", "user", "listener", "persistence_location", "log_dest", "password_file", "acl_file")
+"""Directives of the shipped files that name this machine's paths, users and ports: replaced, every other kept."""
+
+
+def shipped_config_text(
+    *,
+    port: int,
+    workdir: Path,
+    password_file: Path,
+    acl_file: Path | None,
+    tls: BrokerTls | None = None,
+    tls_port: int | None = None,
+    extra_config: str = "",
+) -> str:
+    """deploy/mosquitto/mosquitto.conf (and tls.conf with ``tls``) for a broker on 127.0.0.1 in ``workdir``: the
+    directives of :data:`_PLACED` point here, ``include_dir`` becomes the TLS listener and ``extra_config`` (a
+    bridge, say), every other line is the shipped one. Without ``acl_file`` the ACL and the client-id lock are
+    left out (a broker whose one account plays every role)."""
+    out = ["# deploy/mosquitto/mosquitto.conf with this machine's paths (devtools.brokers.shipped_config_text)"]
+    for line in SHIPPED_CONFIG.read_text(encoding="utf-8").splitlines():
+        key = line.split(maxsplit=1)[0] if line.strip() and not line.lstrip().startswith("#") else ""
+        if key == "pid_file":
+            continue
+        if key == "user":
+            if os.geteuid() == 0:  # as root Mosquitto drops to `mosquitto`, which cannot write workdir
+                out.append("user root")
+            continue
+        if key == "listener":
+            out.append(f"listener {port} {LOCALHOST}")
+        elif key == "persistence_location":
+            out.append(f"persistence_location {workdir.resolve()}/")
+        elif key == "log_dest":
+            out.append(f"log_dest file {(workdir / 'mosquitto.log').resolve()}")
+        elif key == "password_file":
+            out.append(f"password_file {password_file.resolve()}")
+        elif key in ("acl_file", "use_username_as_clientid"):
+            if acl_file is not None:
+                out.append(f"acl_file {acl_file.resolve()}" if key == "acl_file" else line)
+        elif key == "include_dir":
+            if tls is not None and tls_port is not None:
+                out += ["", "# deploy/mosquitto/tls.conf", *_tls_lines(tls, tls_port)]
+            if extra_config.strip():
+                out += ["", "# extra_config", extra_config.strip()]
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _tls_lines(tls: BrokerTls, port: int) -> list[str]:
+    paths = {"cafile": tls.ca_file, "certfile": tls.cert_file, "keyfile": tls.key_file}
+    lines = []
+    for line in SHIPPED_TLS.read_text(encoding="utf-8").splitlines():
+        key = line.split(maxsplit=1)[0] if line.strip() and not line.lstrip().startswith("#") else ""
+        if key == "listener":
+            lines.append(f"listener {port} {LOCALHOST}")
+        elif key in paths:
+            lines.append(f"{key} {paths[key].resolve()}")
+        elif key == "require_certificate":
+            lines.append(f"require_certificate {'true' if tls.require_certificate else 'false'}")
+        elif key:
+            lines.append(line)
+    return lines
 
 
 def stop_child(proc: subprocess.Popen[Any] | None, what: str, timeout: float) -> None:
@@ -140,6 +222,9 @@ class MosquittoBroker:
     crash) and logs everything to ``workdir/mosquitto.log``.
 
     With ``users`` anonymous clients are refused and the first user's credentials go into :attr:`endpoint`.
+    With ``shipped`` it runs deploy/mosquitto/mosquitto.conf itself (:func:`shipped_config_text`): with ``users``
+    or a ``password_file`` (from ``cribwatch provision``), an ``acl_file``, and a TLS listener on :attr:`tls_port`
+    with ``tls``.
     With ``own_session`` Mosquitto runs in a session (and process group) of its own, so a Ctrl-C in the terminal
     reaches the parent only, which then stops Mosquitto itself, after its clients.
 
@@ -156,8 +241,24 @@ class MosquittoBroker:
         users: Mapping[str, str] | None = None,
         extra_config: str = "",
         own_session: bool = False,
+        shipped: bool = False,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        tls: BrokerTls | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self._shipped = shipped
+        self._given_password_file = password_file
+        self._acl_file = acl_file
+        self._tls = tls
+        self.tls_port: int | None = None
+        """The TLS listener's port once started (with ``tls``); it stays across :meth:`restart`."""
+        if not shipped and (password_file is not None or acl_file is not None or tls is not None):
+            msg = "password_file, acl_file and tls need shipped=True (the shipped configuration)"
+            raise ValueError(msg)
+        if shipped and password_file is None and not users:
+            msg = "the shipped configuration refuses anonymous clients: give users or a password_file"
+            raise ValueError(msg)
         self._own_session = own_session
         self._port: int | None = port
         self._users = dict(users or {})
@@ -226,7 +327,7 @@ class MosquittoBroker:
             msg = "Mosquitto is not installed (not in PATH nor /usr/sbin): run `make system-deps`"
             raise RuntimeError(msg)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self._users:
+        if self._users and self._given_password_file is None:
             self._write_password_file(executable)
 
         # A port we picked ourselves may be taken by someone else before Mosquitto binds it: pick again.
@@ -255,6 +356,13 @@ class MosquittoBroker:
         kill_child(self._proc)
         self._reap()
 
+    def reload(self) -> None:
+        """SIGHUP, as ``systemctl reload mosquitto``: Mosquitto reads its password file and ACL again."""
+        if self._proc is None or self._proc.poll() is not None:
+            msg = "Mosquitto is not running"
+            raise RuntimeError(msg)
+        self._proc.send_signal(signal.SIGHUP)
+
     def restart(self) -> BrokerEndpoint:
         """Stop (cleanly) and start again on the same port, with the same users and persistence."""
         self.stop()
@@ -275,6 +383,18 @@ class MosquittoBroker:
     # -- internals --------------------------------------------------------------------------------
 
     def _config_text(self, port: int) -> str:
+        if self._shipped:
+            if self._tls is not None and self.tls_port is None:
+                self.tls_port = free_port()
+            return shipped_config_text(
+                port=port,
+                workdir=self.workdir,
+                password_file=self._given_password_file or self.password_path,
+                acl_file=self._acl_file,
+                tls=self._tls,
+                tls_port=self.tls_port,
+                extra_config=self._extra_config,
+            )
         workdir = self.workdir.resolve()
         lines = [
             "# Generated by devtools.brokers.MosquittoBroker: a broker for tests and benchmarks.",
@@ -471,16 +591,25 @@ class AmqttBroker:
 
 
 @asynccontextmanager
-async def start_embedded_broker(workdir: Path) -> AsyncIterator[BrokerEndpoint]:
-    """A broker for ``cribwatch demo``: Mosquitto (anonymous) if installed, else amqtt in-process.
+async def start_embedded_broker(
+    workdir: Path, *, password_file: Path | None = None, acl_file: Path | None = None
+) -> AsyncIterator[BrokerEndpoint]:
+    """A broker for ``cribwatch demo``: Mosquitto if installed, else amqtt in-process (anonymous: demo mode only).
 
-    Logs at INFO which one it chose. Mosquitto keeps its configuration, log and persistence in ``workdir``.
+    With ``password_file`` (and ``acl_file``), Mosquitto runs the shipped configuration with them (the demo's
+    accounts, made by ``cribwatch provision``'s code); without, it lets anonymous clients in. Logs at INFO which
+    one it chose. Mosquitto keeps its configuration, log and persistence in ``workdir``.
     """
     executable = find_mosquitto()
     if executable is not None:
         # Its own session: Ctrl-C in the terminal would otherwise stop Mosquitto under the running demo, whose
         # gateway and sensors would then retry for seconds before the demo could stop.
-        mosquitto = MosquittoBroker(workdir, own_session=True)
+        if password_file is not None:
+            mosquitto = MosquittoBroker(
+                workdir, own_session=True, shipped=True, password_file=password_file, acl_file=acl_file
+            )
+        else:
+            mosquitto = MosquittoBroker(workdir, own_session=True)
         try:
             endpoint = await asyncio.to_thread(mosquitto.start)
         except RuntimeError as exc:

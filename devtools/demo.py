@@ -10,6 +10,7 @@ cribs are picked from the site (:func:`cast_of`); a story the site has no crib f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import signal
@@ -26,11 +27,12 @@ import aiomqtt
 from gpiozero.pins.mock import MockFactory
 
 from devtools.brokers import free_port, start_embedded_broker
-from firmware_sim.fleet import Fleet
+from firmware_sim.fleet import Credentials, Fleet, load_credentials
 from gateway.app import Gateway
 from gateway.domain.vocab import AlarmEventType, AlarmKind
 from gateway.mqtt.connection import BrokerAddress, new_client, stop_if_cancelled
 from gateway.protocol import ACK, ALARM_EVENT, AckPayload, AlarmEventPayload, Topics, decode, encode
+from gateway.provision import Paths, provision, site_devices, site_sensors
 from gateway.settings import (
     ConfigError,
     CribConfig,
@@ -58,8 +60,18 @@ class _Console:
 class _Pager:
     """A staff pager subscribed to every alarm of the site: prints and remembers what it receives."""
 
-    def __init__(self, client: aiomqtt.Client, topics: Topics, console: _Console) -> None:
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        topics: Topics,
+        console: _Console,
+        *,
+        broker: BrokerAddress | None = None,
+        devices: Credentials | None = None,
+    ) -> None:
         self._client = client
+        self._broker = broker
+        self._devices = devices
         self._topics = topics
         self._console = console
         self.events: list[AlarmEventPayload] = []
@@ -84,7 +96,14 @@ class _Pager:
     async def ack(self, alarm_id: str, by: str, device: str) -> None:
         self._console.say(by, f"presses acknowledge on {device}")
         payload = encode(AckPayload(alarm_id=alarm_id, by=by, device=device))
-        await self._client.publish(self._topics.ack(device), payload, qos=int(ACK.qos))
+        account = None if self._devices is None else self._devices.devices.get(device)
+        if account is None or self._broker is None:  # the embedded amqtt broker: no accounts
+            await self._client.publish(self._topics.ack(device), payload, qos=int(ACK.qos))
+            return
+        # The device's own account: the shipped ACL lets it acknowledge on its own ack topic only.
+        login = dataclasses.replace(self._broker, username=account.username, password=account.password)
+        async with new_client(login, identifier=device) as client:
+            await client.publish(self._topics.ack(device), payload, qos=int(ACK.qos))
 
     async def wait_for(self, crib: str, kind: AlarmKind, event: AlarmEventType) -> AlarmEventPayload:
         stop_if_cancelled()
@@ -111,6 +130,25 @@ class Cast:
 
 
 DEMO_WEB_PORT = 8080
+DEMO_DEVICES = ("pager-2", "tablet-slaapkamer", "pager-5")
+"""The staff devices the demo's stories acknowledge with (_Scenario), beside the site's own."""
+
+
+@dataclass(frozen=True)
+class DemoAccounts:
+    credentials: Path
+    password_file: Path
+    acl: Path
+
+
+def demo_accounts(settings: Settings, workdir: Path) -> DemoAccounts:
+    """The site's broker accounts as ``cribwatch provision`` makes them, with throw-away passwords in ``workdir``:
+    the demo's Mosquitto runs the shipped configuration with them (no anonymous client)."""
+    paths = Paths(workdir / "mqtt-credentials.toml", workdir / "cribwatch.passwd", workdir / "cribwatch.acl")
+    devices = site_devices(settings)
+    devices += [d for d in DEMO_DEVICES if d not in devices and d not in site_sensors(settings)]
+    provision(paths, site_id=settings.site.id, sensors=site_sensors(settings), devices=devices)
+    return DemoAccounts(paths.credentials, paths.password_file, paths.acl)
 
 
 def cast_of(settings: Settings) -> Cast:
@@ -124,7 +162,14 @@ def cast_of(settings: Settings) -> Cast:
     return Cast(left_open=first, wired=wired, power_loss=(elsewhere or others or [first])[0])
 
 
-def demo_settings(config: Path, broker: BrokerAddress, store_path: Path, *, web_port: int | None = None) -> Settings:
+def demo_settings(
+    config: Path,
+    broker: BrokerAddress,
+    store_path: Path,
+    *,
+    web_port: int | None = None,
+    credentials_file: Path | None = None,
+) -> Settings:
     """A valid site file in demo mode, on the embedded broker, with short timers to watch, and its store at
     ``store_path`` (a temporary file: a demo leaves no record behind); the web app on ``web_port`` of this machine."""
     data = read_site_file(config)
@@ -132,6 +177,8 @@ def demo_settings(config: Path, broker: BrokerAddress, store_path: Path, *, web_
         data["web"] = {**data.get("web", {}), "host": "127.0.0.1", "port": web_port}
     data["site"] = {**data["site"], "demo": True}
     data["mqtt"] = {**data.get("mqtt", {}), "host": broker.host, "port": broker.port}
+    if credentials_file is not None:
+        data["mqtt"]["credentials_file"] = str(credentials_file)
     data["alarms"] = {**data.get("alarms", {}), "offline_grace_s": 1.0, "heartbeat_interval_s": 5.0}
     data["rooms"] = [
         {**room, "grace_s": min(room.get("grace_s", DEMO_GRACE_S), DEMO_GRACE_S)} for room in data["rooms"]
@@ -188,17 +235,22 @@ async def run_demo(config: Path, *, pace: float = 1.0, keep: bool = False) -> in
     logging.getLogger("cribwatch.alarm").setLevel(logging.ERROR)  # the pager below shows every alarm
     logging.getLogger("devtools.brokers").setLevel(logging.INFO)  # which broker the demo runs on
     try:  # the file as written (its own key paths in the messages), before anything is started
-        load_settings(config, env={}, require_credentials=False)
+        written = load_settings(config, env={}, require_credentials=False)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
     console = _Console()
     with tempfile.TemporaryDirectory(prefix="cribwatch-demo-") as tmp:
-        async with start_embedded_broker(Path(tmp)) as endpoint:
+        accounts = demo_accounts(written, Path(tmp))
+        async with start_embedded_broker(
+            Path(tmp), password_file=accounts.password_file, acl_file=accounts.acl
+        ) as endpoint:
             console.say("demo", f"broker on {endpoint.host}:{endpoint.port}")
             store_path = Path(tmp) / "demo.sqlite3"
             try:
-                site_id = await _run(config, endpoint, console, pace, store_path, keep=keep)
+                site_id = await _run(
+                    config, endpoint, console, pace, store_path, keep=keep, accounts=accounts.credentials
+                )
             except TimeoutError:
                 console.say("demo", "FAILED: an expected alarm event did not arrive in time")
                 return 1
@@ -295,11 +347,20 @@ class _Scenario:
 
 
 async def _run(
-    config: Path, broker: BrokerAddress, console: _Console, pace: float, store_path: Path, *, keep: bool = False
+    config: Path,
+    broker: BrokerAddress,
+    console: _Console,
+    pace: float,
+    store_path: Path,
+    *,
+    keep: bool = False,
+    accounts: Path | None = None,
 ) -> str:
     """The demo's stories on one gateway; returns the site id (its store's owner). ``keep``: the gateway, its web
-    app and the sensors stay up after the stories until the demo is stopped (Ctrl-C)."""
-    settings = demo_settings(config, broker, store_path, web_port=_web_port())
+    app and the sensors stay up after the stories until the demo is stopped (Ctrl-C). ``accounts``: the credentials
+    file of :func:`demo_accounts` (the gateway, the sensors and the pager log in with its accounts)."""
+    settings = demo_settings(config, broker, store_path, web_port=_web_port(), credentials_file=accounts)
+    creds = None if accounts is None else load_credentials(accounts)
     login = _demo_accounts(settings)
     topics = Topics(settings.site.id, settings.mqtt.base_topic)
     pins = MockFactory()
@@ -314,12 +375,13 @@ async def _run(
         console.say("gateway", f"running for {settings.site.label}: {len(settings.cribs())} cribs")
         if settings.web is not None:
             console.say("web", f"the alarm board on http://{settings.web.host}:{settings.web.port}/ ({login})")
+        board = broker if creds is None else creds.for_watcher(broker)
         async with (
-            new_client(broker, identifier="demo-pager") as pager_client,
-            Fleet.from_settings(settings, broker=broker, interval_s=5.0) as fleet,
+            new_client(board, identifier="demo-pager") as pager_client,
+            Fleet.from_settings(settings, broker=broker, interval_s=5.0, credentials=creds) as fleet,
         ):
             await pager_client.subscribe(topics.alarm_filter, qos=int(ALARM_EVENT.qos))
-            pager = _Pager(pager_client, topics, console)
+            pager = _Pager(pager_client, topics, console, broker=broker, devices=creds)
             pager_task = tg.create_task(pager.listen(), name="pager")
             try:
                 console.say("sensors", f"{len(fleet)} wireless sensors online")

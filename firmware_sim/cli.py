@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from firmware_sim.console import Console, CribRef, cribs_from_settings, prompt_lines, script_lines, stream_lines
@@ -32,7 +34,7 @@ from firmware_sim.fleet import (
 from firmware_sim.pins import PinDriver
 from firmware_sim.sensor import SensorConnectError
 from gateway.domain.vocab import is_identifier
-from gateway.mqtt.connection import BrokerAddress
+from gateway.mqtt.connection import BrokerAddress, TlsOptions
 from gateway.protocol import DEFAULT_BASE_TOPIC, Topics
 from gateway.settings import (
     ENV_MQTT_HOST,
@@ -143,6 +145,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_port,
         help=f"broker port (default: from --config, else {ENV_MQTT_PORT}, else {DEFAULT_PORT})",
     )
+    broker.add_argument(
+        "--tls", action="store_true", help="connect over TLS (the broker's TLS port, 8883; default: from --config)"
+    )
+    broker.add_argument("--cafile", metavar="FILE", help="with --tls: the CA of the broker's certificate")
+    broker.add_argument("--cert", metavar="FILE", help="with --tls: a client certificate (PEM), if the broker asks")
+    broker.add_argument("--key", metavar="FILE", help="with --cert: its key (PEM)")
     parser.add_argument(
         "--interval",
         metavar="SECONDS",
@@ -247,6 +255,15 @@ def plan_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = Non
             env.get(ENV_MQTT_PASSWORD) or None,
         )
         topics = Topics(site, base_topic or DEFAULT_BASE_TOPIC)
+    broker = _with_tls(broker, args)
+    credentials = _credentials(getattr(args, "credentials", None))
+    if args.config is not None and settings.mqtt.credentials_file is not None and not env.get(ENV_MQTT_USERNAME):
+        # The account the site file leads to is the gateway's: a sensor logging in with it would take the running
+        # gateway's session on the shipped broker (the client id is the username). The sensors take theirs from the
+        # same credentials file instead (unless --credentials names another), and none falls back to the gateway's.
+        broker = dataclasses.replace(broker, username=None, password=None)
+        if credentials is None:
+            credentials = _credentials(settings.mqtt.credentials_file)
     interval = choose_interval(getattr(args, "interval", None), site_interval)
     cribs = cribs_from_settings(settings) if args.config is not None else ()
     return Plan(
@@ -255,11 +272,26 @@ def plan_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = Non
         tuple(ids),
         interval,
         args.script,
-        _credentials(getattr(args, "credentials", None)),
+        credentials,
         cribs=cribs,
         live=getattr(args, "live", False),
         demo=demo,
     )
+
+
+def _with_tls(broker: BrokerAddress, args: argparse.Namespace) -> BrokerAddress:
+    """``broker`` with the TLS of ``--tls``/``--cafile``/``--cert``/``--key`` (else as it is: the site file's)."""
+    cafile, cert, key = getattr(args, "cafile", None), getattr(args, "cert", None), getattr(args, "key", None)
+    if not getattr(args, "tls", False):
+        if cafile or cert or key:
+            raise UsageError("--cafile, --cert and --key need --tls")
+        return broker
+    if (cert is None) != (key is None):
+        raise UsageError("--cert and --key go together (a client certificate and its key)")
+    for option, path in (("--cafile", cafile), ("--cert", cert), ("--key", key)):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{option} {path}: no such file")
+    return dataclasses.replace(broker, tls=TlsOptions(cafile, cert, key))
 
 
 def choose_interval(given: float | None, site_s: float | None, err: TextIO | None = None) -> float:

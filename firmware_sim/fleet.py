@@ -71,13 +71,22 @@ class Credentials(BaseModel):
         username = "staff"
         password = "..."
 
-    A sensor uses its own ``[sensors.<id>]`` account, else ``[shared]``, else the environment's credentials.
+    A sensor uses its own ``[sensors.<id>]`` account, else ``[shared]``, else the environment's credentials. The file
+    that ``cribwatch provision`` writes (gateway/credentials.py) is such a file: its other accounts (``site``,
+    ``[gateway]``, ``[devices.*]``, ...) are read and not used here.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     sensors: dict[str, _Account] = Field(default_factory=dict)
     shared: _Account | None = None
     watcher: _Account | None = None
+    site: str | None = None
+    gateway: _Account | None = None
+    gateway_intake: _Account | None = None
+    technician: _Account | None = None
+    staff: _Account | None = None
+    bridge: _Account | None = None
+    devices: dict[str, _Account] = Field(default_factory=dict)
 
     def apply(self, broker: BrokerAddress, sensor_id: str) -> BrokerAddress:
         """``broker`` with the credentials ``sensor_id`` connects with."""

@@ -48,7 +48,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.domain.vocab import LatchState, is_identifier
-from gateway.mqtt.connection import BrokerAddress
+from gateway.mqtt.connection import BrokerAddress, make_tls_context
 from gateway.protocol import (
     AVAILABILITY,
     DEFAULT_BASE_TOPIC,
@@ -139,6 +139,8 @@ def _paho_client(client_id: str, broker: BrokerAddress) -> mqtt.Client:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
     if broker.username:
         client.username_pw_set(broker.username, broker.password)
+    if broker.tls is not None:
+        client.tls_set_context(make_tls_context(broker.tls))
     client.max_inflight_messages_set(0)  # no window of our own: the broker's limits are what is measured
     client.max_queued_messages_set(0)
     return client

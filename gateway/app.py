@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -50,7 +50,7 @@ from gateway.gpio.button import BUTTON_DEVICE, AckButton
 from gateway.gpio.latches import GpioLatchInputs
 from gateway.gpio.simulated import NEEDS_DEMO, SimulatedPins, SimulationRefusedError
 from gateway.influx.service import InfluxService
-from gateway.mqtt.connection import broker_address
+from gateway.mqtt.connection import broker_address, intake_address
 from gateway.mqtt.link import MqttLink
 from gateway.protocol import (
     CRIB_STATE,
@@ -65,6 +65,7 @@ from gateway.protocol import (
 from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.protocol.commands import CommandAnswerPayload, CommandPayload, CommandResult
 from gateway.protocol.topics import COMMAND
+from gateway.sdnotify import Notifier, beat, heartbeat_from_env, notify_systemd
 from gateway.settings import Settings
 from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
@@ -80,6 +81,8 @@ FAULT_OUTCOME = Outcome(accepted=False, reason="fault")
 DEFER_AFTER_ALARM_S = 0.001
 """After an alarm event has gone to the socket and the buzzer, the rest of the delivery (crib state, record, log
 line) waits this long, or until the next dispatch: the broker and staff devices get the CPU first (performance.md)."""
+RECENT_ALERT_LATENCIES = 200
+"""How many of the latest alarms' latencies the technician console summarises."""
 _COMMAND_RESULTS: dict[str, CommandResult] = {
     "unknown_crib": "unknown_crib",
     "maintenance_past": "maintenance_past",
@@ -138,6 +141,11 @@ class Gateway:
         if settings.influx is not None:
             self.influx = InfluxService(settings, settings.influx, self.writer, self._open_store, self.clock)
         self._alert_latency_max_s: float | None = None
+        self.started_at = self.clock.time()
+        """When this gateway was made (the technician console's uptime)."""
+        self.recent_alert_latency_s: deque[float] = deque(maxlen=RECENT_ALERT_LATENCIES)
+        """The latest raised alarms' latencies, oldest first (the technician console): from an adapter seeing the
+        event (or a timer's due time) to the alarm having left every channel."""
         self._loop_lag_s = 0.0
         run, prefix = self._run_id(record)
         self.core = CribMonitor(settings, self.clock, self.stats, run=run, alarm_prefix=prefix)
@@ -151,24 +159,7 @@ class Gateway:
         self.sim_pins: SimulatedPins | None = None
         self._pin_factory = pin_factory = self._pins(simulate_pins, pin_factory)
         self._extra_channels = list(extra_channels)
-        self.mqtt = MqttLink(
-            topics=self.topics,
-            broker=broker_address(settings.mqtt),
-            client_id=settings.gateway_client_id,
-            on_event=self.submit,
-            stats=self.stats,
-            gw_run=self.core.gw_run,
-            sensor_ids=[crib.sensor_id for _, crib in settings.cribs() if crib.sensor_id is not None],
-            wired_keys=[crib.sensor_key for _, crib in settings.cribs() if crib.wired],
-            keepalive=settings.mqtt.keepalive_s,
-            reconnect_min_s=settings.mqtt.reconnect_min_s,
-            reconnect_max_s=settings.mqtt.reconnect_max_s,
-            on_connected=self._connected,
-            on_delivered=self._delivered,
-            monotonic=self.clock.monotonic,
-            on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
-            on_command=self._on_command,
-        )
+        self.mqtt = self._make_link(settings)
         self.channels: ChannelRouter = build_channels(
             settings,
             send=self.mqtt.send,
@@ -190,6 +181,36 @@ class Gateway:
         self.dispatcher: Dispatcher | None = None
         self.buzzer: BuzzerChannel | None = None
         self.gpio: GpioLatchInputs | None = None
+
+    def _make_link(self, settings: Settings) -> MqttLink:
+        """The MQTT link: the main connection and the intake's, each with its own account when it has one."""
+        main_account, intake_account = broker_address(settings.mqtt), intake_address(settings.mqtt)
+        if main_account.username is not None and intake_account.username == main_account.username:
+            log.warning(
+                "both MQTT connections log in as %r: on a broker that makes the username the client id (the shipped "
+                "one, use_username_as_clientid) they take each other's session in turn; give the intake its own "
+                "account (mqtt.credentials_file of `cribwatch provision`, or CRIBWATCH_MQTT_INTAKE_USERNAME/_PASSWORD)",
+                main_account.username,
+            )
+        return MqttLink(
+            topics=self.topics,
+            broker=main_account,
+            client_id=settings.gateway_client_id,
+            on_event=self.submit,
+            stats=self.stats,
+            gw_run=self.core.gw_run,
+            sensor_ids=[crib.sensor_id for _, crib in settings.cribs() if crib.sensor_id is not None],
+            wired_keys=[crib.sensor_key for _, crib in settings.cribs() if crib.wired],
+            keepalive=settings.mqtt.keepalive_s,
+            reconnect_min_s=settings.mqtt.reconnect_min_s,
+            reconnect_max_s=settings.mqtt.reconnect_max_s,
+            on_connected=self._connected,
+            on_delivered=self._delivered,
+            monotonic=self.clock.monotonic,
+            on_sim_pin=self.sim_pins.drive if self.sim_pins is not None else None,
+            on_command=self._on_command,
+            intake_broker=intake_account,
+        )
 
     @functools.cached_property
     def web_changes(self) -> BoardChanges:
@@ -364,11 +385,11 @@ class Gateway:
         self._deliver(decision.events)
         if isinstance(event, AckRequest):
             self._answer(event, decision.outcome, claim, web=login is not None)
-        if self.influx is not None:  # after the channels: the points wait for the alarm, never the other way
-            self._measure_alert(event, decision.events)
-            if self.dispatcher is not None:  # a failure is logged and counted (channel_failures: influx)
-                feed, outcome = self.influx.feed, decision.outcome
-                self.dispatcher.call(feed, type(event).__name__, lambda: feed.reading(event, outcome))
+        self._measure_alert(event, decision.events)  # after the channels: it costs the alarm nothing
+        # after the channels: the points wait for the alarm, never the other way; a failure is logged and counted
+        if self.influx is not None and self.dispatcher is not None:  # (channel_failures: influx)
+            feed, outcome = self.influx.feed, decision.outcome
+            self.dispatcher.call(feed, type(event).__name__, lambda: feed.reading(event, outcome))
         return decision.outcome
 
     def _measure_alert(self, event: InboundEvent, out: list[OutboundEvent]) -> None:
@@ -379,6 +400,7 @@ class Gateway:
         ):
             return
         took = self.clock.monotonic() - event.observed_at
+        self.recent_alert_latency_s.append(took)
         if self._alert_latency_max_s is None or took > self._alert_latency_max_s:
             self._alert_latency_max_s = took
 
@@ -677,6 +699,12 @@ class Gateway:
 
                     tg.create_task(serve_web(self), name="web")
                 self.ready.set()
+                notifier = Notifier.from_env()  # systemd's READY=1 and watchdog (deploy/systemd/cribwatch.service)
+                if notifier is not None:
+                    tg.create_task(notify_systemd(notifier, self._service_status), name="systemd-notify")
+                heartbeat = heartbeat_from_env()  # Docker's health check (Dockerfile) reads its age
+                if heartbeat is not None:
+                    tg.create_task(beat(heartbeat), name="heartbeat-file")
                 if self.sim_pins is not None:
                     log.warning(
                         "SIMULATION MODE: every GPIO pin is a mock pin; wired cribs (pins %s) move by pin commands "
@@ -703,6 +731,11 @@ class Gateway:
                 self.influx.stop(timeout=2.0)  # their last confirmations go to the writer, stopped next
             self.writer.stop(timeout=5.0)  # what is queued is written before the process ends
 
+    def _service_status(self) -> str:
+        """One line for the service manager (``systemctl status cribwatch``)."""
+        broker = "connected" if self.mqtt.connected.is_set() else "AWAY"
+        return f"{len(self.core.active_alarms())} open alarms; broker {broker}"
+
     async def _timer_loop(self) -> None:
         """Sleep until the core's next deadline (or until an event moves it), then let the core fire it."""
         core, clock = self.core, self.clock
@@ -724,6 +757,12 @@ class Gateway:
                 await asyncio.sleep(FAULT_RETRY_S)  # no busy loop on a failure that repeats
                 continue
             self._deliver(out)
+            if deadline is not None and any(
+                isinstance(ev, AlarmEvent) and ev.type is AlarmEventType.RAISED for ev in out
+            ):
+                late = clock.monotonic() - deadline  # a timer's alarm (crib open too long): after its due time
+                if late >= 0:
+                    self.recent_alert_latency_s.append(late)
             if self.dispatcher is not None:
                 self.dispatcher.flush()  # the policy has every event (an ack above all) before its timers fire
             try:

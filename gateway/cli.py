@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import gc
 import getpass
 import logging
@@ -20,6 +21,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway import provision as prov
+from gateway.credentials import CredentialsFileError, read_credentials_file
 from gateway.gpio.pins import MOCK_PINS_ADVICE, GpioUnavailableError
 from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, ConfigError, Settings, load_settings
 from gateway.store import Incident, Store, StoreError
@@ -76,8 +79,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if settings.needs_credentials:
         print(
             f"WARNING: {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} are not both set here: `cribwatch gateway` "
-            "will refuse to start until both are set in its environment (unless [site] demo = true, "
-            "never on a site with children)",
+            "will refuse to start until both are set in its environment, or [mqtt] credentials_file names a "
+            "readable file of `cribwatch provision` (unless [site] demo = true, never on a site with children)",
             file=sys.stderr,
         )
     for target in settings.influx.targets if settings.influx is not None and not settings.site.demo else ():
@@ -296,12 +299,25 @@ def _run_command(args: argparse.Namespace, command: str, **fields: object) -> in
     from gateway.protocol import Topics  # noqa: PLC0415
     from gateway.protocol.payloads import CommandPayload  # noqa: PLC0415
 
-    by = args.by or settings.mqtt.username or "technician"
-    device = args.device or settings.mqtt.username or "technician"
+    address = broker_address(settings.mqtt)
+    if not os.environ.get(ENV_MQTT_USERNAME) and settings.mqtt.credentials_file is not None:
+        # The site's credentials file: the tool is the technician, never the gateway (whose account would take the
+        # running gateway's session on the shipped broker, where the client id is the username).
+        try:
+            technician = read_credentials_file(settings.mqtt.credentials_file).single.get("technician")
+        except CredentialsFileError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        if technician is None:
+            print(f"{settings.mqtt.credentials_file}: no [technician] account (cribwatch provision)", file=sys.stderr)
+            return 2
+        address = dataclasses.replace(address, username=technician.username, password=technician.password)
+    by = args.by or address.username or "technician"
+    device = args.device or address.username or "technician"
     payload = CommandPayload(command=command, crib=args.crib, by=by, ts=time.time(), **fields)
     topics = Topics(settings.site.id, settings.mqtt.base_topic)
     try:
-        answer = asyncio.run(send_command(broker_address(settings.mqtt), topics, device, payload, timeout=args.timeout))
+        answer = asyncio.run(send_command(address, topics, device, payload, timeout=args.timeout))
     except Exception as exc:  # noqa: BLE001 - a broker that refuses or is away: one clear line
         print(f"cannot reach the broker {settings.mqtt.host}:{settings.mqtt.port}: {exc}", file=sys.stderr)
         return 1
@@ -327,7 +343,12 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
 
 
 def _command_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="the site's TOML file (broker address; credentials from env)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="the site's TOML file (broker address); the account: env CRIBWATCH_MQTT_USERNAME/_PASSWORD, else "
+        "[technician] of its mqtt.credentials_file",
+    )
     p.add_argument("--by", help="your technician id (default: the broker username)")
     p.add_argument("--device", help="this tool's device id in the topic (default: the broker username)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer")
@@ -432,6 +453,98 @@ def cmd_device(args: argparse.Namespace) -> int:
         accounts.close()
 
 
+def cmd_provision(args: argparse.Namespace) -> int:
+    """The site's broker accounts (gateway/provision.py, docs/broker.md)."""
+    paths = prov.Paths(Path(args.credentials), Path(args.password_file), Path(args.acl), Path(args.acl_template))
+    sensors: list[str] = []
+    devices: list[str] = []
+    site_id: str | None = None
+    if args.config is not None:
+        settings = _load(args.config, require_credentials=False)
+        if settings is None:
+            return 2
+        site_id, sensors, devices = settings.site.id, prov.site_sensors(settings), prov.site_devices(settings)
+    elif not paths.credentials.exists():
+        print(f"{paths.credentials} does not exist: provision the site first (--config SITE_FILE)", file=sys.stderr)
+        return 2
+    for kind, _ident in [*(args.add or []), *(args.remove or [])]:
+        if kind not in prov.KINDS:
+            print(f"{kind!r}: the kinds of account are {' and '.join(prov.KINDS)}", file=sys.stderr)
+            return 2
+    for kind, ident in args.add or []:
+        (sensors if kind == "sensor" else devices).append(ident)
+    try:
+        if site_id is None:
+            site_id = read_credentials_file(paths.credentials).site or "site"
+        bridge = None
+        if args.bridge_to is not None:
+            host, _, port_text = args.bridge_to.partition(":")
+            if not host or (port_text and not port_text.isdigit()):
+                print(f"--bridge-to {args.bridge_to!r}: expected HOST or HOST:PORT", file=sys.stderr)
+                return 2
+            bridge = (host, int(port_text or 8883))
+        rotate: list[str] | bool = False if args.rotate is None else (args.rotate or True)
+        outcome = prov.provision(
+            paths,
+            site_id=site_id,
+            sensors=sensors,
+            devices=devices,
+            remove=[(k, i) for k, i in args.remove or []],
+            rotate=rotate,
+            bridge=bridge is not None,
+            from_site_file=args.config is not None,
+            owner=args.owner,
+        )
+        if bridge is not None:
+            account = read_credentials_file(paths.credentials).single["bridge"]
+            prov.write_bridge(
+                Path(args.bridge_conf),
+                prov.BRIDGE_TEMPLATE.read_text(encoding="utf-8"),
+                prov.Bridge(site_id, bridge[0], bridge[1], account.password, args.bridge_ca),
+            )
+    except (prov.ProvisionError, CredentialsFileError, OSError, ValueError) as exc:
+        print(f"provision: {exc}", file=sys.stderr)
+        return 2
+    print(outcome.summary())
+    print(f"credentials: {paths.credentials} (mode 0600); password file: {paths.password_file}; ACL: {paths.acl}")
+    if bridge is None and site_id in outcome.rotated:
+        print(
+            "WARNING: the bridge's password changed: run again with --bridge-to HOST:PORT to write bridge.conf, and "
+            "give the city the new line for its password file; until then the bridge cannot log in",
+            file=sys.stderr,
+        )
+    if bridge is not None:
+        print(f"bridge: {args.bridge_conf}; give the city this line for its broker's password file:")
+        print(f"{site_id}:{prov.hash_password(account.password)}")
+    print("Reload Mosquitto to apply: systemctl reload mosquitto")
+    return 0
+
+
+def _add_provision_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "provision", help="the site's broker accounts: random passwords, Mosquitto's password file and ACL"
+    )
+    p.add_argument("--config", help="the site's TOML file: every sensor and staff device of it gets an account")
+    p.add_argument(
+        "--add", nargs=2, action="append", metavar=("KIND", "ID"), help="one more account: sensor ID or device ID"
+    )
+    p.add_argument("--remove", nargs=2, action="append", metavar=("KIND", "ID"), help="delete one: sensor or device")
+    p.add_argument(
+        "--rotate", nargs="*", metavar="USERNAME", help="new passwords: for these accounts, or every one if none named"
+    )
+    p.add_argument("--credentials", default=prov.DEFAULT_CREDENTIALS, help="the credentials file (mode 0600)")
+    p.add_argument("--owner", metavar="USER", help="who owns the credentials file: the gateway's user (kept once set)")
+    p.add_argument("--password-file", default=prov.DEFAULT_PASSWORD_FILE, help="Mosquitto's password file")
+    p.add_argument("--acl", default=prov.DEFAULT_ACL, help="the ACL to write")
+    p.add_argument("--acl-template", default=str(prov.ACL_TEMPLATE), help="the shipped ACL it starts from")
+    p.add_argument("--bridge-to", metavar="HOST[:PORT]", help="also render bridge.conf for the city's central broker")
+    p.add_argument("--bridge-conf", default=prov.DEFAULT_BRIDGE_CONF, help="where the bridge's config goes")
+    p.add_argument(
+        "--bridge-ca", default="/etc/mosquitto/certs/city-ca.crt", help="the CA of the central broker's certificate"
+    )
+    p.set_defaults(func=cmd_provision)
+
+
 def _add_web_commands(sub: Any) -> None:
     """``user`` and ``device``: the web app's accounts and wall tablets, in the site's store."""
     p = sub.add_parser("user", help="web accounts (docs/web.md): add one, or list them")
@@ -509,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_maintenance)
 
     _add_web_commands(sub)
+    _add_provision_command(sub)
 
     p = sub.add_parser("sim", help="simulated crib-latch sensors (a technician's test tool)")
     from firmware_sim.cli import add_arguments  # noqa: PLC0415

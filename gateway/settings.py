@@ -26,12 +26,13 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.credentials import CredentialsFileError, read_credentials_file
 from gateway.domain.vocab import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier
 
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 GpioPin = Annotated[int, Field(ge=0, le=27, description="BCM pin number of the Raspberry Pi header.")]
 
-RESERVED_SENSOR_IDS = ("gateway", "staff", "technician")
+RESERVED_SENSOR_IDS = ("gateway", "gateway-intake", "staff", "technician", "coordinator")
 """Ids no wireless sensor may have: the broker accounts of deploy/mosquitto/cribwatch.acl other than sensors.
 
 A sensor's broker account is its sensor id, and the ACL's sensor pattern (``cribwatch/+/sensor/%u/#``) applies
@@ -43,6 +44,10 @@ ENV_MQTT_HOST = "CRIBWATCH_MQTT_HOST"
 ENV_MQTT_PORT = "CRIBWATCH_MQTT_PORT"
 ENV_MQTT_USERNAME = "CRIBWATCH_MQTT_USERNAME"
 ENV_MQTT_PASSWORD = "CRIBWATCH_MQTT_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
+ENV_MQTT_CREDENTIALS = "CRIBWATCH_MQTT_CREDENTIALS"
+ENV_MQTT_INTAKE_USERNAME = "CRIBWATCH_MQTT_INTAKE_USERNAME"
+ENV_MQTT_INTAKE_PASSWORD = "CRIBWATCH_MQTT_INTAKE_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
+"""The credentials file of ``cribwatch provision`` (gateway/credentials.py), if not ``[mqtt] credentials_file``."""
 ENV_STORE_PATH = "CRIBWATCH_STORE_PATH"
 ENV_STATE_DIR = "CRIBWATCH_STATE_DIR"
 DEFAULT_STATE_DIR = "/var/lib/cribwatch"
@@ -126,6 +131,26 @@ class MqttConfig(_Model):
     port: int = Field(default=DEFAULT_MQTT_PORT, ge=1, le=65535, description="Broker port (env CRIBWATCH_MQTT_PORT).")
     username: str | None = Field(default=None, description="Only from env CRIBWATCH_MQTT_USERNAME.")
     password: SecretStr | None = Field(default=None, description="Only from env CRIBWATCH_MQTT_PASSWORD.")
+    credentials_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The file of `cribwatch provision` (mode 0600): the gateway's accounts come from its [gateway] "
+        "and [gateway_intake] unless CRIBWATCH_MQTT_USERNAME is set (env CRIBWATCH_MQTT_CREDENTIALS).",
+    )
+    intake_username: str | None = Field(
+        default=None,
+        description="The second (intake) connection's account: from the credentials file or env "
+        "CRIBWATCH_MQTT_INTAKE_USERNAME; default the main one's.",
+    )
+    intake_password: SecretStr | None = Field(
+        default=None, description="From the credentials file or env CRIBWATCH_MQTT_INTAKE_PASSWORD."
+    )
+    tls: bool = Field(default=False, description="Connect over TLS (the broker's TLS listener, port 8883 usually).")
+    tls_ca_file: str | None = Field(
+        default=None, min_length=1, description="CA certificate(s) that signed the broker's (default: the system's)."
+    )
+    tls_cert_file: str | None = Field(default=None, min_length=1, description="Client certificate (PEM), if asked.")
+    tls_key_file: str | None = Field(default=None, min_length=1, description="The client certificate's key (PEM).")
     base_topic: Identifier = Field(default=DEFAULT_BASE_TOPIC, description="First level of every topic.")
     client_id: Identifier | None = Field(
         default=None, description="Gateway's MQTT client id; default cribwatch-gateway-<site>."
@@ -142,6 +167,19 @@ class MqttConfig(_Model):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Self:
+        given = [k for k in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(self, k) is not None]
+        if given and not self.tls:
+            raise ValueError(f"{', '.join(given)} given but tls = false: set tls = true (and the TLS port, 8883)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together (a client certificate and its key)")
+        for key in given:
+            path = Path(str(getattr(self, key)))
+            if not path.is_file():
+                raise ValueError(f"{key} = {str(path)!r}: no such file")
+        return self
 
     @field_validator("reconnect_max_s")
     @classmethod
@@ -465,6 +503,10 @@ class Settings(_Model):
         default_factory=lambda: AlertingConfig(),  # noqa: PLW0108 - defined further down
         description="Staff groups, shifts, escalation, maintenance.",
     )
+    helping_hands: HelpingHandsConfig = Field(
+        default_factory=lambda: HelpingHandsConfig(),  # noqa: PLW0108 - defined further down
+        description="The helping-hands requests to the city's coordinators (docs/helping-hands.md).",
+    )
 
     @model_validator(mode="after")
     def _unique_and_safe(self) -> Self:
@@ -511,6 +553,31 @@ class Settings(_Model):
                     if device in RESERVED_DEVICE_IDS:
                         names = ", ".join(RESERVED_DEVICE_IDS)
                         raise ValueError(f"{at}: {device!r} is reserved ({names}): a staff device needs its own id")
+
+    @model_validator(mode="after")
+    def _helping_hands_consistent(self) -> Self:
+        hh = self.helping_hands
+        _unique([(f"helping_hands.partner_sites[{i}].id", p.id) for i, p in enumerate(hh.partner_sites)])
+        for i, partner in enumerate(hh.partner_sites):
+            if partner.id == self.site.id:
+                raise ValueError(f"helping_hands.partner_sites[{i}].id: {partner.id!r} is this site's own id")
+        sensors = {c.sensor_id for _, c in self.cribs() if c.sensor_id is not None}
+        for i, member in enumerate(hh.coordinators):
+            for j, address in enumerate(member.channels):
+                device = address.address or member.id
+                if address.channel == MQTT_CHANNEL and (device in sensors or device in RESERVED_DEVICE_IDS):
+                    raise ValueError(
+                        f"helping_hands.coordinators[{i}].channels[{j}].address: {device!r} is a sensor's id or "
+                        "reserved: a coordinator's device needs its own id"
+                    )
+        groups = {g.id for g in self.alerting.groups}
+        for i, group in enumerate(hh.coordinator_groups):
+            if group not in groups:
+                raise ValueError(
+                    f"helping_hands.coordinator_groups[{i}]: no group {group!r} in [alerting] "
+                    f"(groups: {sorted(groups) or 'none'})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _web_not_plain_by_default(self) -> Self:
@@ -569,7 +636,8 @@ def _same_label(label: str) -> str:
 
 
 CREDENTIALS_NEEDED = (
-    f"the broker needs credentials: set {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} "
+    f"the broker needs credentials: [mqtt] credentials_file (or {ENV_MQTT_CREDENTIALS}), the file of `cribwatch "
+    f"provision`, or {ENV_MQTT_USERNAME} and {ENV_MQTT_PASSWORD} "
     "(an anonymous broker connection is allowed in demo mode only: [site] demo = true)"
 )
 """Why settings without broker credentials cannot run (see :attr:`Settings.needs_credentials`)."""
@@ -670,14 +738,23 @@ def settings_from_mapping(
     if not isinstance(raw_mqtt, Mapping):
         raise ConfigError(source, [f"mqtt = {raw_mqtt!r}: expected a table ([mqtt] with host, port, ...)"])
     mqtt: dict[str, Any] = dict(raw_mqtt)
-    for key in ("username", "password"):
+    for key in ("username", "password", "intake_username", "intake_password"):
         if key in mqtt:
             raise ConfigError(
-                source, [f"mqtt.{key}: secrets do not belong in the file; set {ENV_PREFIX}MQTT_{key.upper()}"]
+                source,
+                [
+                    f"mqtt.{key}: secrets do not belong in the file; set {ENV_PREFIX}MQTT_{key.upper()} "
+                    "or mqtt.credentials_file"
+                ],
             )
     # The environment's values are text: each is converted here, and a bad one is reported under its variable.
     env_problems: list[str] = []
-    for key, var in (("username", ENV_MQTT_USERNAME), ("password", ENV_MQTT_PASSWORD)):
+    for key, var in (
+        ("username", ENV_MQTT_USERNAME),
+        ("password", ENV_MQTT_PASSWORD),
+        ("intake_username", ENV_MQTT_INTAKE_USERNAME),
+        ("intake_password", ENV_MQTT_INTAKE_PASSWORD),
+    ):
         if env.get(var):
             mqtt[key] = env[var]
     if env.get(ENV_MQTT_HOST):
@@ -692,6 +769,7 @@ def settings_from_mapping(
             env_problems.append(f"{ENV_MQTT_PORT} = {env[ENV_MQTT_PORT]!r}: expected a port number 1-65535")
         else:
             mqtt["port"] = port
+    env_problems += _provisioned_accounts(mqtt, env, required=require_credentials)
     merged["mqtt"] = mqtt
     raw_store = merged.get("store", {})
     if isinstance(raw_store, Mapping):
@@ -735,6 +813,29 @@ def settings_from_mapping(
                 ],
             )
     return settings
+
+
+def _provisioned_accounts(mqtt: dict[str, Any], env: Mapping[str, str], *, required: bool) -> list[str]:
+    """The gateway's two accounts from ``mqtt.credentials_file`` into ``mqtt`` (the environment's username, when
+    set, wins: then both connections use it). Problems name the file; an unreadable file is one only if
+    ``required`` (``cribwatch check-config`` may run as a user that cannot read it)."""
+    if env.get(ENV_MQTT_CREDENTIALS):
+        mqtt["credentials_file"] = env[ENV_MQTT_CREDENTIALS]
+    path = mqtt.get("credentials_file")
+    if not isinstance(path, str) or not path or env.get(ENV_MQTT_USERNAME):
+        return []
+    try:
+        creds = read_credentials_file(path)
+    except CredentialsFileError as exc:
+        return [f"mqtt.credentials_file: {exc}"] if required or "cannot read" not in str(exc) else []
+    main = creds.single.get("gateway")
+    if main is None:
+        return [f"mqtt.credentials_file: {path}: no [gateway] account (run `cribwatch provision`)"]
+    mqtt["username"], mqtt["password"] = main.username, main.password
+    intake = creds.single.get("gateway_intake")
+    if intake is not None and "intake_username" not in mqtt:  # the environment's wins
+        mqtt["intake_username"], mqtt["intake_password"] = intake.username, intake.password
+    return []
 
 
 def _influx_secrets(merged: dict[str, Any], env: Mapping[str, str]) -> list[str]:
@@ -880,7 +981,7 @@ SIREN_CHANNEL = "siren"
 """The channel name of the site's siren: a step with ``siren = true`` adds it as a recipient."""
 MQTT_CHANNEL = "mqtt"
 """The channel name of staff devices: a member's ``mqtt`` address is a staff device id (its broker account)."""
-RESERVED_DEVICE_IDS = ("gateway", "staff", "technician", "answer")
+RESERVED_DEVICE_IDS = ("gateway", "gateway-intake", "staff", "technician", "answer", "coordinator")
 """Ids no staff device may have: the broker accounts that are not staff devices' (the ACL's ``ack/%u`` pattern
 applies to every account) and ``answer`` (``ack/answer/...`` are the gateway's answers)."""
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -1111,6 +1212,50 @@ DEFAULT_POLICIES: dict[str, PolicyConfig] = {
 """The crèche defaults: a crib open (high) goes to its room at once, the whole site and the siren after 30 s, the
 managers after 60 s, repeating every 30 s; a silent sensor (medium) to its room, the site after 2 minutes,
 repeating every 5; a low battery (low) to the managers, again every 4 hours."""
+
+
+SITE_KINDS = ("kdv", "cmww", "bso", "psz", "other")
+"""Kinds of site that may ask for helping hands: a day nursery (kdv), a partner crèche (cmww), out-of-school care
+(bso), a toddler group (psz)."""
+
+
+class PartnerSiteConfig(_Model):
+    """A site that asks for helping hands through this gateway's form (it has no gateway of its own, no cribs)."""
+
+    id: Identifier = Field(description="The partner site's id (in the requests' MQTT payloads).")
+    label: Label = Field(description="Its name as staff and coordinators read it, e.g. 'BSO De Vlinder'.")
+    kind: str = Field(default="other", pattern=f"^({'|'.join(SITE_KINDS)})$", description="kdv, cmww, bso, psz, other.")
+
+
+class HelpingHandsConfig(_Model):
+    """``[helping_hands]``: the request form for extra staff ("handjes hulp") and its coordinators."""
+
+    site_kind: str = Field(default="kdv", pattern=f"^({'|'.join(SITE_KINDS)})$", description="This site's kind.")
+    partner_sites: tuple[PartnerSiteConfig, ...] = Field(
+        default=(), strict=False, description="The other sites this site's staff may ask for (no crib data)."
+    )
+    max_people: int = Field(default=8, ge=1, le=50, description="The most people one request may ask for.")
+    note_max: int = Field(default=300, ge=20, le=2000, description="The longest note on a request, in characters.")
+    days_ahead: int = Field(default=90, ge=1, le=366, description="How far ahead a request may be, in days.")
+    coordinators: tuple[MemberConfig, ...] = Field(
+        default=(),
+        strict=False,
+        description="The coordinators told of new requests (id and channels, as a staff group's members; they get no "
+        "alarms): low priority, behind every alarm notice.",
+    )
+    coordinator_groups: tuple[Identifier, ...] = Field(
+        default=(),
+        strict=False,
+        description="[alerting] groups told of new requests too (e.g. the managers).",
+    )
+    notify: str = Field(
+        default="all",
+        pattern="^(all|urgent)$",
+        description="Tell the coordinators of every new request, or urgent ones.",
+    )
+    phone_region: str = Field(
+        default="NL", pattern="^[A-Z]{2}$", description="The country a phone number without +code is read in."
+    )
 
 
 Settings.model_rebuild()

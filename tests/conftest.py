@@ -2,7 +2,9 @@
 
 Brokers
     ``mosquitto_broker`` (session): one real Mosquitto for the whole run, password-protected, in a temporary
-    directory. ``mqtt_endpoint`` (function): where it listens and the credentials to use.
+    directory. It runs the shipped configuration (deploy/mosquitto/mosquitto.conf) without the ACL and the client-id
+    lock: its one account plays every role (tests/test_broker_lockdown.py runs the whole lock-down).
+    ``mqtt_endpoint`` (function): where it listens and the credentials to use.
     Mosquitto is required: ``make test`` installs it (``make system-deps``); a missing one fails, not skips.
     Tests that kill, restart or reconfigure a broker should start their own ``MosquittoBroker`` rather than
     disturb the shared one.
@@ -34,7 +36,7 @@ def mosquitto_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosqu
             pytrace=False,
         )
     workdir = tmp_path_factory.mktemp("mosquitto")
-    with MosquittoBroker(workdir, users={MQTT_USERNAME: secrets.token_urlsafe(16)}) as broker:
+    with MosquittoBroker(workdir, users={MQTT_USERNAME: secrets.token_urlsafe(16)}, shipped=True) as broker:
         yield broker
 
 

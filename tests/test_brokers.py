@@ -109,6 +109,16 @@ def _settings(text: str) -> dict[str, str]:
     return {parts[0]: parts[1].strip() for parts in lines if len(parts) == 2}
 
 
+def test_the_session_broker_runs_the_shipped_configuration(mosquitto_broker: MosquittoBroker) -> None:
+    """Every directive of deploy/mosquitto/mosquitto.conf, but the ones naming this machine's paths, users and port,
+    and the ACL with its client-id lock (the session broker's one account plays every role)."""
+    placed = {"pid_file", "user", "listener", "persistence_location", "log_dest", "password_file", "acl_file"}
+    placed |= {"use_username_as_clientid", "include_dir"}
+    shipped = _settings((REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text())
+    ours = _settings(mosquitto_broker.config_path.read_text())
+    assert {k: v for k, v in ours.items() if k not in placed} == {k: v for k, v in shipped.items() if k not in placed}
+
+
 def test_test_broker_has_the_shipped_brokers_queue_limits(mosquitto_broker: MosquittoBroker) -> None:
     """Tests and benchmarks see the queues a site's broker has (Mosquitto's defaults drop messages sooner)."""
     shipped = _settings((REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text())

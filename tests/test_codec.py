@@ -165,7 +165,7 @@ class TestDecodeValid:
             decode_inbound(TOPICS, TOPICS.ack("pager-9"), raw(ACK))
         assert err.value.reason == "ack_device"
 
-    @pytest.mark.parametrize("device", [SENSOR, "gateway", "staff", "technician", "answer"])
+    @pytest.mark.parametrize("device", [SENSOR, "gateway", "staff", "technician", "answer", "coordinator"])
     def test_an_ack_from_an_account_that_is_no_staff_device_is_refused(self, device: str) -> None:
         """The ACL's ack/%u pattern lets every account write its own ack topic, sensors too."""
         with pytest.raises(ProtocolError) as err:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from gateway.domain.events import LatchReading, TelemetryReading
 from gateway.domain.vocab import LatchState, Source
 from gateway.settings import ConfigError, settings_from_mapping
 from gateway.store.accounts import AccountStore
+from gateway.store.store import Store
 from gateway.web.app import SESSION_COOKIE, create_app, wrap
 from gateway.web.auth import Role, Throttle, hash_pin, new_token, token_hash
 from gateway.web.i18n import LANGUAGES, catalogue, pick_language
@@ -84,6 +86,7 @@ SAMPLE = {
     "username": "mana01",
     "action": "disable",
     "name": "fast-wall",
+    "request_id": "1",
 }
 
 
@@ -511,3 +514,113 @@ def test_a_site_that_asks_for_a_pin_on_tablets_checks_it_and_throttles_wrong_one
             hash_pin("12ab")
     finally:
         site.accounts.close()
+
+
+def _audit(site: Site) -> list[tuple[str, str, dict[str, str]]]:
+    """The audit rows the web app wrote (the gateway's writer thread, started by the test, commits them)."""
+    assert site.gateway.writer.flush()
+    store = Store.open(site.settings.store_path, site_id=site.settings.site.id)
+    try:
+        return [(e.actor, e.action, json.loads(e.detail or "{}")) for e in store.audit_log() if e.source == "web"]
+    finally:
+        store.close()
+
+
+def test_an_admin_changes_a_role_and_resets_a_password_never_their_own(site: Site) -> None:
+    site.gateway.writer.start()
+    admin, staff = site.client(Role.ADMIN), site.client(Role.STAFF)
+    csrf, me, staff_id = csrf_of(admin), USERS[Role.ADMIN], USERS[Role.STAFF]
+    assert staff.get("/console").status_code == 403
+    promoted = admin.post(f"/admin/users/{staff_id}/role", data={"csrf": csrf, "role": "technician"})
+    assert promoted.status_code == 200, promoted.text
+    assert staff.get("/console").status_code == 200  # the open session has the new role at its next request
+    assert admin.post(f"/admin/users/{staff_id}/role", data={"csrf": csrf, "role": "boss"}).status_code == 422
+    assert admin.post("/admin/users/nobody/role", data={"csrf": csrf, "role": "staff"}).status_code == 404
+    assert admin.post(f"/admin/users/{me}/role", data={"csrf": csrf, "role": "staff"}).status_code == 422
+    assert admin.post(f"/admin/users/{staff_id}/role", data={"csrf": "forged", "role": "admin"}).status_code == 403
+    assert site.accounts.user(me).role == "admin"  # type: ignore[union-attr]
+
+    new = "a brand new password"
+    assert admin.post(f"/admin/users/{staff_id}/password", data={"csrf": csrf, "password": "short"}).status_code == 422
+    reset = admin.post(f"/admin/users/{staff_id}/password", data={"csrf": csrf, "password": new})
+    assert reset.status_code == 200, reset.text
+    assert staff.get("/api/board").status_code == 401  # sessions under the old password end
+    assert login(site.client(), staff_id).status_code == 401
+    assert login(site.client(), staff_id, new).status_code == 303
+    assert admin.post(f"/admin/users/{me}/password", data={"csrf": csrf, "password": new}).status_code == 422
+    assert login(site.client(), me).status_code == 303  # an admin's own password is not reset here
+    site.gateway.writer.stop()
+    assert _audit(site) == [
+        (me, "account_role_changed", {"account": staff_id, "role": "technician"}),
+        (me, "account_password_reset", {"account": staff_id}),
+    ]
+    assert new not in json.dumps(_audit(site))
+
+
+def test_an_admin_adds_a_wall_tablet_and_its_address_is_shown_once(site: Site) -> None:
+    site.gateway.writer.start()
+    admin = site.client(Role.ADMIN)
+    csrf = csrf_of(admin)
+    assert admin.post("/admin/devices", data={"csrf": "forged", "name": "w1", "room": "fast"}).status_code == 403
+    assert admin.post("/admin/devices", data={"csrf": csrf, "name": "x y", "room": "fast"}).status_code == 422
+    assert admin.post("/admin/devices", data={"csrf": csrf, "name": "w1", "room": "attic"}).status_code == 422
+    added = admin.post("/admin/devices", data={"csrf": csrf, "name": "fast-wall", "room": "fast"})
+    assert added.status_code == 200, added.text
+    assert added.headers["cache-control"] == "no-store"
+    found = re.search(r'id="tablet-link">http://testserver/device/([\w-]+)<', added.text)
+    assert found, added.text
+    token = found.group(1)
+    assert token not in admin.get("/admin").text  # shown once only
+    again = admin.post("/admin/devices", data={"csrf": csrf, "name": "fast-wall", "room": "slow"})
+    assert again.status_code == 422
+    tablet = TestClient(site.client_app)
+    assert tablet.get(f"/device/{token}", follow_redirects=False).headers["location"] == "/board?room=fast"
+    assert {t["room_id"] for t in tablet.get("/api/board").json()["tiles"]} == {"fast"}
+    site.gateway.writer.stop()
+    assert _audit(site) == [(USERS[Role.ADMIN], "tablet_added", {"room": "fast", "tablet": "fast-wall"})]
+
+
+def test_everyone_changes_their_own_password_with_the_old_one(site: Site) -> None:
+    site.gateway.writer.start()
+    coordinator = site.client(Role.COORDINATOR)
+    other = site.client(Role.COORDINATOR)  # the same account on another device
+    name, csrf = USERS[Role.COORDINATOR], csrf_of(coordinator)
+    assert 'href="/account/password"' in coordinator.get("/welcome").text
+    assert coordinator.get("/account/password").status_code == 200
+    new = "my own new password"
+    form = {"csrf": csrf, "old": PASSWORD, "new": new, "again": new}
+    assert coordinator.post("/account/password", data={**form, "csrf": "forged"}).status_code == 403
+    assert coordinator.post("/account/password", data={**form, "again": new + "!"}).status_code == 422
+    assert coordinator.post("/account/password", data={**form, "new": "short", "again": "short"}).status_code == 422
+    wrong = coordinator.post("/account/password", data={**form, "old": "not my password"})
+    assert wrong.status_code == 403
+    assert "Je huidige wachtwoord klopt niet" in wrong.text
+    changed = coordinator.post("/account/password", data=form)
+    assert changed.status_code == 200, changed.text
+    assert coordinator.get("/welcome").status_code == 200  # this session stays
+    assert other.get("/welcome", follow_redirects=False).status_code == 303  # the other one ended
+    assert login(site.client(), name).status_code == 401
+    assert login(site.client(), name, new).status_code == 303
+    # Wrong old passwords count as failed logins of the account: a borrowed session cannot guess it.
+    for _ in range(3):  # the login above cleared the account's count
+        assert coordinator.post("/account/password", data={**form, "old": "guess guess"}).status_code == 403
+    assert coordinator.post("/account/password", data={**form, "old": new}).status_code == 429
+    site.gateway.writer.stop()
+    assert _audit(site) == [(name, "password_changed", {"account": name})]
+
+
+def test_the_console_shows_the_gateways_version_uptime_broker_and_outbox(site: Site) -> None:
+    tech = site.client(Role.TECHNICIAN)
+    site.clock.advance(3 * 3600)
+    gateway = tech.get("/api/console").json()["gateway"]
+    assert gateway["version"] == version("cribwatch")
+    assert gateway["uptime_s"] == pytest.approx(3 * 3600, abs=1)
+    assert (gateway["broker"], gateway["mqtt_outbox"]) == (False, len(site.gateway.mqtt.offline_buffer))
+    assert gateway["alert_latency_ms"] is None  # no alarm yet
+    site.gateway.recent_alert_latency_s.extend([0.004, 0.002, 0.010])
+    assert tech.get("/api/console").json()["gateway"]["alert_latency_ms"] == {
+        "n": 3,
+        "last": 10.0,
+        "p50": 4.0,
+        "max": 10.0,
+    }

@@ -3,18 +3,22 @@ gateway and a real Mosquitto: a simulated sensor opens a crib and every open boa
 one board and every board shows who has it; the gateway stopped, the boards say "connection lost", and after a
 restart they show the true state again.
 
-``CRIBWATCH_SCREENSHOTS=1`` also saves the pages' screenshots into docs/img/ (docs/staff.md shows them).
+``CRIBWATCH_SCREENSHOTS=1`` (``make screenshots``) also saves every page's screenshot, in Dutch, into docs/img/
+(docs/staff.md, docs/technicians.md and docs/web.md show them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
@@ -49,6 +53,22 @@ async def chromium() -> AsyncIterator[Browser]:
             await browser.close()
 
 
+async def shot(page: Page, name: str, *, full_page: bool = False) -> None:
+    """The page's screenshot for the docs (docs/img/web-<name>.png), when asked for."""
+    if os.environ.get("CRIBWATCH_SCREENSHOTS"):
+        await page.screenshot(path=str(SHOTS / f"web-{name}.png"), full_page=full_page)
+
+
+async def log_in(browser: Browser, base: str, username: str, password: str = PASSWORD, lang: str = "nl") -> Page:
+    context = await browser.new_context(locale=lang, extra_http_headers={"Accept-Language": lang})
+    page = await context.new_page()
+    await page.goto(f"{base}/login")
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", password)
+    await page.click("button[type=submit]")
+    return page
+
+
 async def web_up(base: str) -> None:
     async with httpx.AsyncClient() as client, asyncio.timeout(10):
         while True:
@@ -61,12 +81,7 @@ async def web_up(base: str) -> None:
 
 
 async def board_of(browser: Browser, base: str, role: Role, lang: str = "nl") -> Page:
-    context = await browser.new_context(locale=lang, extra_http_headers={"Accept-Language": lang})
-    page = await context.new_page()
-    await page.goto(f"{base}/login")
-    await page.fill("input[name=username]", USERS[role])
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("button[type=submit]")
+    page = await log_in(browser, base, USERS[role], lang=lang)
     await expect(page).to_have_url(f"{base}/board")
     await expect(page.locator("#connection")).to_have_class("connection ok", timeout=LIVE_MS)
     return page
@@ -88,9 +103,11 @@ async def test_an_alarm_appears_live_on_every_board_and_is_acknowledged_from_one
         running(settings) as gw,
         staff_device(mqtt_endpoint, topics) as pager,
         sensor(mqtt_endpoint, topics, "s-1") as s1,
+        sensor(mqtt_endpoint, topics, "s-2", battery_pct=12),
         chromium() as browser,
     ):
         await web_up(base)
+        assert gw.maintenance_on("n-3", reason="nieuwe batterij", until=time.time() + 3600, by="tech01").accepted
         staff = await board_of(browser, base, Role.STAFF)
         manager = await board_of(browser, base, Role.MANAGER, lang="en")
         tiles = [page.locator('[data-crib="n-1"]') for page in (staff, manager)]
@@ -104,38 +121,39 @@ async def test_an_alarm_appears_live_on_every_board_and_is_acknowledged_from_one
             await expect(tile).to_have_attribute("data-status", "alarm", timeout=LIVE_MS)
         await expect(tiles[0].locator(".status")).to_have_text("Alarm · hoog")
         await expect(tiles[1].locator(".status")).to_have_text("Alarm · high")
-        if os.environ.get("CRIBWATCH_SCREENSHOTS"):
-            await staff.screenshot(path=str(SHOTS / "web-board-alarm.png"))
+        await expect(staff.locator('[data-crib="n-2"] .battery')).to_have_text("Batterij bijna leeg 12%")
+        await expect(staff.locator('[data-crib="n-3"]')).to_have_attribute("data-status", "maintenance")
+        await expect(staff.locator('[data-crib="n-3"] .reason')).to_contain_text("nieuwe batterij · tot ")
+        await expect(staff.locator("#board")).to_have_class(re.compile(r"\balarming\b"))  # sound off: it flashes
+        await shot(staff, "board-alarm")
 
         await tiles[0].locator("button.ack").click()
         await expect(tiles[0].locator(".answer")).to_have_text("Jij hebt hem", timeout=LIVE_MS)
         for tile in tiles:
             await expect(tile).to_have_attribute("data-status", "acknowledged", timeout=LIVE_MS)
         await expect(tiles[1].locator(".by")).to_have_text(f"Taken by {USERS[Role.STAFF]}")
+        await expect(tiles[0].locator(".by")).to_have_text(f"Opgepakt door {USERS[Role.STAFF]}")
         acked = await pager.until(
             lambda: next((e for e in pager.events if e.event == "acknowledged" and e.crib == "n-1"), None)
         )
         assert (acked.by, acked.device) == (USERS[Role.STAFF], "web-board")
         assert gw.core.crib_state("n-1").alarms[0].acknowledged_by == USERS[Role.STAFF]
-        if os.environ.get("CRIBWATCH_SCREENSHOTS"):
-            await manager.screenshot(path=str(SHOTS / "web-board-acknowledged.png"))
+        await shot(staff, "board-acknowledged")
 
         # The technician console: a staff account is refused; a technician sees the sensors and health.
         refused = await staff.goto(f"{base}/console")
         assert refused is not None
         assert refused.status == 403
-        context = await browser.new_context(locale="en", extra_http_headers={"Accept-Language": "en"})
-        tech = await context.new_page()
-        await tech.goto(f"{base}/login")
-        await tech.fill("input[name=username]", USERS[Role.TECHNICIAN])
-        await tech.fill("input[name=password]", PASSWORD)
-        await tech.click("button[type=submit]")
+        tech = await log_in(browser, base, USERS[Role.TECHNICIAN])
         await expect(tech).to_have_url(f"{base}/console")
-        row = tech.locator('tr[data-crib="n-1"]')
-        await expect(row).to_contain_text("s-1")
-        await expect(tech.locator("#health")).to_contain_text("Messages accepted")
-        if os.environ.get("CRIBWATCH_SCREENSHOTS"):
-            await tech.screenshot(path=str(SHOTS / "web-console.png"), full_page=True)
+        await expect(tech.locator('tr[data-crib="n-2"]')).to_contain_text("12%")
+        await expect(tech.locator("#health")).to_contain_text("Berichten aangenomen")
+        health = {key: tech.locator(f'#health dd[data-health="{key}"]') for key in ("version", "broker", "latency")}
+        await expect(health["version"]).to_have_text(version("cribwatch"))
+        await expect(health["broker"]).to_have_text("verbonden")
+        await expect(health["latency"]).to_contain_text("laatste")  # the alarm above was measured
+        await expect(tech.locator("#health")).to_contain_text("Draait al")
+        await shot(tech, "console", full_page=True)
 
 
 async def test_the_board_shows_connection_lost_then_the_true_state_after_a_restart(
@@ -152,6 +170,7 @@ async def test_the_board_shows_connection_lost_then_the_true_state_after_a_resta
         # The gateway (and its web app) is gone: the board says so, and the crib opens meanwhile.
         await expect(board.locator("#connection")).to_have_class("connection lost", timeout=LIVE_MS)
         await expect(board.locator("#connection")).to_have_text("VERBINDING VERBROKEN: dit bord is niet actueel")
+        await shot(board, "board-connection-lost")
         await s2.open()
         async with running(settings):
             await expect(board.locator("#connection")).to_have_class("connection ok", timeout=LIVE_MS)
@@ -209,8 +228,7 @@ async def test_a_wall_tablet_asks_who_acknowledges_and_shows_its_room_only(mqtt_
         await tile.locator("button.ack").click()
         await expect(tablet.locator("#picker")).to_be_visible()
         await expect(tablet.locator("#picker h2")).to_have_text("Wie ben jij? Tik je medewerkernummer")
-        if os.environ.get("CRIBWATCH_SCREENSHOTS"):
-            await tablet.screenshot(path=str(SHOTS / "web-tablet-picker.png"))
+        await shot(tablet, "tablet-picker")
         await tablet.locator("#people button", has_text=USERS[Role.MANAGER]).click()
         await expect(tile).to_have_attribute("data-status", "acknowledged", timeout=LIVE_MS)
         await expect(tile.locator(".answer")).to_have_text("Jij hebt hem")
@@ -254,3 +272,53 @@ async def test_a_web_app_that_cannot_bind_its_port_leaves_the_gateway_alarming(
             )
             assert raised.alarm_id in {a.alarm_id for a in gw.core.active_alarms()}
         assert any("the web app failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_admin_page_adds_a_tablet_and_resets_a_password_and_everyone_changes_their_own(
+    mqtt_endpoint: BrokerEndpoint,
+) -> None:
+    """The pages of accounts in Chromium, in Dutch: login, admin (a tablet added: its address opens its room's
+    board), a reset password, the welcome page and the password page."""
+    settings, base = site(mqtt_endpoint)
+    async with running(settings), chromium() as browser:
+        await web_up(base)
+        login = await log_in(browser, base, "nobody", "wrong password")
+        await expect(login.locator(".error")).to_have_text("Onjuist medewerkernummer of wachtwoord.")
+        await shot(login, "login")
+
+        admin = await log_in(browser, base, USERS[Role.ADMIN])
+        await expect(admin).to_have_url(f"{base}/board")
+        await admin.goto(f"{base}/admin")
+        await admin.fill(".tablet-add input[name=name]", "nursery-wall")
+        await admin.select_option(".tablet-add select[name=room]", "nursery")
+        await admin.click(".tablet-add button[type=submit]")
+        link = await admin.locator("#tablet-link").text_content()
+        assert link is not None
+        assert link.startswith(f"{base}/device/")
+        await expect(admin.locator('tr[data-tablet="nursery-wall"]')).to_contain_text("Nursery")
+        staff_row = admin.locator(f'tr[data-user="{USERS[Role.STAFF]}"]')
+        await staff_row.locator("input[name=password]").fill("nieuw wachtwoord 1")
+        await staff_row.locator("form[action$='/password'] button").click()
+        await expect(admin.locator("p.done")).to_contain_text("opnieuw ingesteld")
+        await admin.goto(f"{base}/admin")
+        await admin.fill(".tablet-add input[name=name]", "vlinders-wall")  # the page as an admin finds it
+        await shot(admin, "admin", full_page=True)
+
+        tablet = await (await browser.new_context(locale="nl")).new_page()
+        await tablet.goto(link)
+        await expect(tablet).to_have_url(f"{base}/board?room=nursery")
+        await expect(tablet.locator("#connection")).to_have_class("connection ok", timeout=LIVE_MS)
+        staff = await log_in(browser, base, USERS[Role.STAFF], "nieuw wachtwoord 1")
+        await expect(staff).to_have_url(f"{base}/board")
+
+        coordinator = await log_in(browser, base, USERS[Role.COORDINATOR])
+        await expect(coordinator).to_have_url(f"{base}/welcome")
+        await expect(coordinator.locator("h1")).to_have_text("Welkom")
+        await shot(coordinator, "welcome")
+        await coordinator.click("a.password-link")
+        await coordinator.fill("input[name=old]", PASSWORD)
+        await coordinator.fill("input[name=new]", "mijn eigen wachtwoord")
+        await coordinator.fill("input[name=again]", "mijn eigen wachtwoord")
+        await coordinator.click("form.login button[type=submit]")
+        await expect(coordinator.locator("p.done")).to_have_text("Je wachtwoord is gewijzigd.")
+        await shot(coordinator, "password")

@@ -18,13 +18,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from alerts.channels.base import ChannelError, Delivery, DeliveryResult, describe_notice
-from alerts.notices import NoticeKind
+from alerts.notices import NoticeKind, RequestNotice
 
 _ERROR_LEVELS = frozenset({"ERROR", "WARNING", "CRITICAL"})
 
 
-def _notify_type(kind: NoticeKind) -> Any:
+def _notify_type(kind: NoticeKind | None, *, urgent: bool = False) -> Any:
+    """Apprise's type of a notice; ``kind`` None: a helping-hands request (info, a warning when urgent)."""
     import apprise  # noqa: PLC0415 - imported when a notice goes out, not when the gateway imports its modules
+
+    if kind is None:
+        return apprise.NotifyType.WARNING if urgent else apprise.NotifyType.INFO
 
     if kind is NoticeKind.RESOLVED:
         return apprise.NotifyType.SUCCESS
@@ -60,6 +64,10 @@ class AppriseTransport:
 
         notice, address = delivery.notice, delivery.recipient.address
         title, body = describe_notice(notice)
+        if isinstance(notice, RequestNotice):
+            kind = _notify_type(None, urgent=notice.urgent)
+        else:
+            kind = _notify_type(notice.kind)
         target: Any = self._apprise
         tag: str = apprise.common.MATCH_ALL_TAG
         if "://" in address:
@@ -68,9 +76,7 @@ class AppriseTransport:
                 raise ChannelError("Apprise does not know the recipient's target URL")
         elif address:
             tag = address
-        result = target.notify(
-            body=body, title=title, notify_type=_notify_type(notice.kind), tag=tag, timeout=timeout_s
-        )
+        result = target.notify(body=body, title=title, notify_type=kind, tag=tag, timeout=timeout_s)
         if bool(result):
             return DeliveryResult.DELIVERED
         raise ChannelError(_why(result, tag))

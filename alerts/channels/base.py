@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from alerts.notices import Notice, NoticeKind, Recipient
+from alerts.notices import Notice, NoticeKind, Recipient, RequestNotice
 from gateway.domain.events import AlarmEvent
 
 log = logging.getLogger("cribwatch.channels")
@@ -45,10 +45,15 @@ class DeliveryResult(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One notice for one of its recipients, as a channel takes it."""
+    """One notice for one of its recipients, as a channel takes it (a :class:`RequestNotice` at low priority)."""
 
-    notice: Notice
+    notice: Notice | RequestNotice
     recipient: Recipient
+
+    @property
+    def low(self) -> bool:
+        """Not about an alarm: behind every alarm notice in the queue, and the first dropped when it is full."""
+        return isinstance(self.notice, RequestNotice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +155,10 @@ _KIND_WORDS = {
 }
 
 
-def describe_notice(notice: Notice) -> tuple[str, str]:
+def describe_notice(notice: Notice | RequestNotice) -> tuple[str, str]:
     """A title and a body a person reads on a phone: labels and ids only, never a child."""
+    if isinstance(notice, RequestNotice):
+        return describe_request(notice)
     alarm = notice.alarm
     what = alarm.kind.value.replace("_", " ")
     where = f"{alarm.room_label} / {alarm.crib_label}"
@@ -163,6 +170,29 @@ def describe_notice(notice: Notice) -> tuple[str, str]:
         body += f"; {words}, step {notice.step + 1}"
     if alarm.acknowledged_by:
         body += f"; acknowledged by {alarm.acknowledged_by}"
+    return title, body
+
+
+_REASON_WORDS = {
+    "illness": "illness",
+    "outing": "outing",
+    "settling_in": "settling in",
+    "busy": "busy period",
+    "training": "training",
+    "other": "other",
+}
+
+
+def describe_request(notice: RequestNotice) -> tuple[str, str]:
+    """A helping-hands request as a coordinator reads it on a phone (no note: it stays on the site's page)."""
+    r = notice.request
+    urgent = "URGENT " if r.urgent else ""
+    title = f"{urgent}Helping hands: {r.people} for {r.site_label} / {r.room}, {r.date} {r.start}-{r.end}"
+    body = (
+        f"{urgent}request {r.request} from {r.site_label} ({r.site_kind}), room or group {r.room}: {r.people} "
+        f"people on {r.date} from {r.start} to {r.end}, reason {_REASON_WORDS.get(r.reason, r.reason)}; "
+        f"contact {r.contact} (asked by {r.requested_by}). Status: {r.status}."
+    )
     return title, body
 
 
@@ -188,6 +218,8 @@ class ChannelWorker:
         self._wall = wall_clock
         self._monotonic = monotonic
         self._queue: collections.deque[Delivery] = collections.deque()
+        self._low: collections.deque[Delivery] = collections.deque()
+        """Deliveries of low priority (helping-hands requests): taken only when no alarm notice waits."""
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -208,22 +240,29 @@ class ChannelWorker:
         self._thread.start()
 
     def put(self, delivery: Delivery) -> None:
-        """Queue one delivery and return at once; a full queue drops (and records) its oldest one."""
+        """Queue one delivery and return at once; a full queue drops (and records) its oldest one, of low priority
+        first (a helping-hands notice never pushes out an alarm notice)."""
         victim: Delivery | None = None
+        why = f"queue full ({self.limits.queue_size}): the oldest"
         try:
             with self._cond:
                 if self._stopping:
-                    victim = delivery
+                    victim, why = delivery, "gateway stopping"
                 else:
-                    if len(self._queue) >= self.limits.queue_size:
-                        victim = self._queue.popleft()
-                    self._queue.append(delivery)
-                    self._cond.notify()
+                    if len(self._queue) + len(self._low) >= self.limits.queue_size:
+                        if self._low:
+                            victim = self._low.popleft()
+                        elif delivery.low:
+                            victim, why = delivery, f"queue full ({self.limits.queue_size}) of alarm notices"
+                        else:
+                            victim = self._queue.popleft()
+                    if victim is not delivery:
+                        (self._low if delivery.low else self._queue).append(delivery)
+                        self._cond.notify()
         except Exception:  # never raise into the event loop
             log.critical("channel %s: could not queue a delivery", self.name, exc_info=True)
             return
         if victim is not None:
-            why = "gateway stopping" if victim is delivery else f"queue full ({self.limits.queue_size}): the oldest"
             self.drop(victim, why)
 
     def drop(self, delivery: Delivery, why: str) -> None:
@@ -252,7 +291,7 @@ class ChannelWorker:
                     )
             return ChannelHealth(
                 state="failing" if failing else "ok",
-                queued=len(self._queue) + (1 if self._in_hand else 0),
+                queued=len(self._queue) + len(self._low) + (1 if self._in_hand else 0),
                 delivered=self._delivered,
                 failed=self._failed,
                 gave_up=self._gave_up,
@@ -266,8 +305,9 @@ class ChannelWorker:
         (a transport that hangs past ``timeout`` is left to its daemon thread)."""
         with self._cond:
             self._stopping = True
-            left = list(self._queue)
+            left = list(self._queue) + list(self._low)
             self._queue.clear()
+            self._low.clear()
             self._cond.notify_all()
         for delivery in left:
             self.drop(delivery, "gateway stopping")
@@ -283,11 +323,11 @@ class ChannelWorker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._low and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
-                delivery = self._queue.popleft()
+                delivery = self._queue.popleft() if self._queue else self._low.popleft()
                 self._in_hand = True
             try:
                 self._deliver(delivery)
@@ -377,6 +417,23 @@ def delivery_record(  # noqa: PLR0917 - one row's columns
     at: float | None = None,
 ) -> DeliveryRecord:
     notice, recipient = delivery.notice, delivery.recipient
+    if isinstance(notice, RequestNotice):
+        return DeliveryRecord(
+            at=time.time() if at is None else at,
+            channel=channel,
+            group=recipient.group,
+            member=recipient.member,
+            address=redact(recipient.address),
+            notice_id=notice.notice_id,
+            alarm_id=f"hh-{notice.request.request}",
+            kind="helping_hands",
+            attempt=attempt,
+            result=result.value,
+            latency_ms=latency_ms,
+            error=error,
+            test=notice.test,
+            notice_at=notice.at,
+        )
     return DeliveryRecord(
         at=time.time() if at is None else at,
         channel=channel,

@@ -14,9 +14,11 @@ import concurrent.futures
 from collections.abc import Callable
 
 from alerts.channels.base import ChannelError, Delivery, DeliveryResult
+from alerts.notices import RequestNotice
 from gateway.domain.vocab import is_identifier
 from gateway.protocol import NOTIFY, NotifyPayload, Topics, encode
 from gateway.protocol.codec import Outgoing, alarm_event_payload
+from gateway.protocol.helping import HelpingHandsNoticePayload, encode_helping
 
 
 def notify_message(topics: Topics, delivery: Delivery) -> Outgoing:
@@ -25,6 +27,15 @@ def notify_message(topics: Topics, delivery: Delivery) -> Outgoing:
     device = recipient.address or recipient.member
     if not is_identifier(device):
         raise ChannelError(f"{device!r} is not a device id (lower case letters, digits, - and _)")
+    if isinstance(notice, RequestNotice):
+        told = HelpingHandsNoticePayload(
+            notice_id=notice.notice_id,
+            group=recipient.group,
+            member=recipient.member,
+            ts=notice.at,
+            request=notice.request,
+        )
+        return Outgoing.of(topics.notify(device), encode_helping(told), NOTIFY)
     payload = NotifyPayload(
         notice_id=notice.notice_id,
         kind=notice.kind.value,

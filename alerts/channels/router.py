@@ -33,7 +33,7 @@ from alerts.channels.base import (
 from alerts.channels.mqtt_notify import MqttNotifyTransport
 from alerts.channels.siren import SirenTransport
 from alerts.channels.webhook import WebhookTransport
-from alerts.notices import Notice
+from alerts.notices import Notice, RequestNotice
 from gateway.domain.events import AlarmEvent, OutboundEvent
 from gateway.protocol import Topics
 from gateway.protocol.codec import Outgoing
@@ -78,8 +78,9 @@ class ChannelRouter:
 
     # -------------------------------------------------------------------------------- NoticeSink
 
-    def send(self, notice: Notice) -> None:
-        """Every recipient to its channel's queue; returns at once, never raises."""
+    def send(self, notice: Notice | RequestNotice) -> None:
+        """Every recipient to its channel's queue; returns at once, never raises. A :class:`RequestNotice` (helping
+        hands) waits behind every alarm notice of its channel."""
         for recipient in notice.recipients:
             delivery = Delivery(notice, recipient)
             worker = self.workers.get(recipient.channel)

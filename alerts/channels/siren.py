@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from alerts.channels.base import Delivery, DeliveryResult, Skipped
-from alerts.notices import NoticeKind
+from alerts.notices import NoticeKind, RequestNotice
 from gateway.domain.events import AlarmEvent
 from gateway.domain.vocab import AlarmEventType
 from gateway.gpio.pins import opening_pin
@@ -48,6 +48,8 @@ class SirenTransport:
 
     def send(self, delivery: Delivery, timeout_s: float) -> DeliveryResult:
         notice = delivery.notice
+        if isinstance(notice, RequestNotice):
+            raise Skipped("the siren sounds for alarms only, never for a helping-hands request")
         alarm_id = notice.alarm.alarm_id
         with self._lock:
             if notice.kind is NoticeKind.ACKNOWLEDGED:

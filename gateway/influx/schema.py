@@ -409,3 +409,53 @@ def input_points(site: str, at: float, rejected: Mapping[str, int], ignored: Map
 def gateway_point(site: str, at: float, fields: Mapping[str, FieldValue | None]) -> Point:
     """The gateway's health (see docs/influx-schema.md for the fields)."""
     return point(GATEWAY, at, {"site": site}, fields)
+
+
+# ------------------------------------------------------------------------------------------ the keys, declared
+
+GATEWAY_FIELDS = (
+    "run",
+    "accepted",
+    "rejected",
+    "ignored",
+    "internal_errors",
+    "active_alarms",
+    "channel_failures",
+    "offline_buffer",
+    "store_pending",
+    "store_size_bytes",
+    "store_failures",
+    "influx_waiting",
+    "influx_dropped",
+    "influx_alarm_dropped",
+    "loop_lag_ms",
+    "alert_latency_ms",
+)
+"""The ``gateway`` measurement's fields (``Gateway._influx_points`` fills them; docs/influx-schema.md)."""
+
+
+class Keys(NamedTuple):
+    """The tag keys and field keys a measurement's points may carry."""
+
+    tags: frozenset[str]
+    fields: frozenset[str]
+
+
+def _keys(tags: str, fields: Iterable[str] | str) -> Keys:
+    return Keys(frozenset(tags.split()), frozenset(fields.split() if isinstance(fields, str) else fields))
+
+
+KEYS: Mapping[str, Keys] = {
+    LATCH: _keys("site room crib sensor", "open"),
+    SENSOR: _keys("site room crib sensor firmware", "battery_pct rssi_dbm uptime_s interval_s boot seq"),
+    SENSOR_ONLINE: _keys("site room crib sensor", "online"),
+    ALARM: _keys("site room crib kind priority event test", "alarm_id seconds level by device resolution run"),
+    DELIVERY: _keys("site room channel notice outcome", "notice_id alarm_id attempts seconds error"),
+    SENSOR_REFUSED: _keys("site sensor crib", "refused resynced"),
+    INPUT: _keys("site outcome reason", "count"),
+    GATEWAY: _keys("site", GATEWAY_FIELDS),
+    MAINTENANCE: _keys("site room crib", "on by reason"),
+    SENSOR_NUISANCE: _keys("site sensor crib", NUISANCE_FIELDS),
+}
+"""Every measurement's tags and fields, for what reads the points (the dashboards of ``dashboards/`` are checked
+against it by tests/test_dashboards.py; tests/test_dashboards.py also checks it against the functions above)."""

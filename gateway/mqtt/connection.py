@@ -25,7 +25,7 @@ import select
 import socket
 import ssl
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
@@ -131,17 +131,54 @@ class BufferedSocket:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """TLS to the broker: the CA file that signed its certificate (None: the system's CAs) and, if the broker asks
+    for one, a client certificate and its key (PEM files)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerAddress:
     host: str
     port: int
-    username: str | None = None
-    password: str | None = None
+    username: str | None = field(default=None)
+    password: str | None = field(default=None, repr=False)
+    tls: TlsOptions | None = None
+    """None: plain MQTT; else every client of :func:`new_client` for this address speaks TLS."""
+
+
+def make_tls_context(options: TlsOptions) -> ssl.SSLContext:
+    """A client context that checks the broker's certificate and host name against ``options.ca_file`` (or the
+    system's CAs), with the client certificate if given. TLS 1.2 at least."""
+    context = ssl.create_default_context(cafile=options.ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if options.cert_file is not None:
+        context.load_cert_chain(options.cert_file, options.key_file)
+    return context
+
+
+def tls_options(mqtt: MqttConfig) -> TlsOptions | None:
+    if not mqtt.tls:
+        return None
+    return TlsOptions(mqtt.tls_ca_file, mqtt.tls_cert_file, mqtt.tls_key_file)
 
 
 def broker_address(mqtt: MqttConfig) -> BrokerAddress:
     """Where the site file (and its environment) says the broker is, with the credentials to give it."""
     password = None if mqtt.password is None else mqtt.password.get_secret_value()
-    return BrokerAddress(mqtt.host, mqtt.port, mqtt.username, password)
+    return BrokerAddress(mqtt.host, mqtt.port, mqtt.username, password, tls_options(mqtt))
+
+
+def intake_address(mqtt: MqttConfig) -> BrokerAddress:
+    """The gateway's second (intake) connection: its own account when the credentials file has one (the shipped
+    broker makes the username the client id, so the two connections need two accounts), else the main one's."""
+    if mqtt.intake_username is None or mqtt.intake_password is None:
+        return broker_address(mqtt)
+    password = mqtt.intake_password.get_secret_value()
+    return BrokerAddress(mqtt.host, mqtt.port, mqtt.intake_username, password, tls_options(mqtt))
 
 
 def new_client(
@@ -170,8 +207,11 @@ def new_client(
     iteration, since the socket stays readable). This gives another connection of the process precedence. Bytes
     already buffered when it lets its turn go are read ``read_retry_s`` later (the kernel no longer signals them).
 
-    With ``tls_context``, the connection is TLS (aiomqtt's ``tls_context``); reads are buffered the same way.
+    With ``tls_context``, or TLS options in ``broker``, the connection is TLS (aiomqtt's ``tls_context``); reads are
+    buffered the same way.
     """
+    if tls_context is None and broker.tls is not None:
+        tls_context = make_tls_context(broker.tls)
     inbox = None if on_message is None else _Inbox(on_message)
     client = aiomqtt.Client(
         broker.host,

@@ -125,6 +125,7 @@ class MqttLink:
         monotonic: Callable[[], float] = time.monotonic,
         on_sim_pin: Callable[[SimPinCommand], object] | None = None,
         on_command: Callable[[str, CommandPayload], object] | None = None,
+        intake_broker: BrokerAddress | None = None,
     ) -> None:
         self._topics = topics
         self._on_command = on_command
@@ -134,6 +135,8 @@ class MqttLink:
         """Simulation mode: where a test bench's pin commands go (None: they are counted and dropped)."""
         self._sim_head = f"{topics.prefix}/sim/pin/"
         self._broker = broker
+        self._intake_broker = intake_broker or broker
+        """The intake's account: its own on the shipped broker (the client id is the username there)."""
         self._client_id = client_id
         self._on_event = on_event
         self._stats = stats
@@ -388,7 +391,7 @@ class MqttLink:
 
     def _intake_client(self) -> aiomqtt.Client:
         return new_client(
-            self._broker,
+            self._intake_broker,
             identifier=self._intake_id,
             clean_session=False,  # acks sent while the gateway was away are delivered when it is back
             keepalive=self._keepalive,

@@ -111,7 +111,22 @@ class AccountStore:
         with self._lock:
             self._conn.execute("UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username))
 
+    def set_role(self, username: str, role: str) -> bool:
+        """Give an account another role (its open sessions carry on with it at their next request); False when
+        there is no such account."""
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+        with self._lock:
+            return self._conn.execute("UPDATE users SET role = ? WHERE username = ?", (role, username)).rowcount > 0
+
     # ------------------------------------------------------------------------------------------ sessions
+
+    def end_sessions_of(self, username: str, *, keep: str | None = None) -> int:
+        """End an account's sessions (after its password changed), all but the one whose token hash is ``keep``."""
+        with self._lock:
+            return self._conn.execute(
+                "DELETE FROM web_sessions WHERE username = ? AND token_hash IS NOT ?", (username, keep)
+            ).rowcount
 
     def add_session(self, token_hash: str, username: str, csrf: str, at: float, expires_at: float) -> None:
         with self._lock:

@@ -3,7 +3,7 @@ of incidents at a time, newest first, by keyset; one incident with its whole tim
 response-time statistics need (gateway/reports/response.py).
 
 Keyset paging: a page ends at an ``(raised_at, alarm_id)`` key and the next one starts strictly after it, so a page
-deep in a year of incidents costs what the first one does (an index range, schema version 4), and an incident
+deep in a year of incidents costs what the first one does (an index range, schema version 5), and an incident
 raised meanwhile never shifts the pages already shown. Plain synchronous code on a read-only :class:`Store`, called
 from the web app's worker threads.
 """

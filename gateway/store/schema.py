@@ -192,14 +192,59 @@ CREATE TABLE web_devices (
 hash, the logins (the SHA-256 of each session token, never the token itself, with its CSRF token), and the wall tablets
 (a per-device token, as its SHA-256, that opens one room's board)."""
 
-V4_INCIDENT_LOG = """
+HELPING_HANDS = """
+CREATE TABLE helping_requests (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    site_id      TEXT NOT NULL,
+    room         TEXT NOT NULL,
+    day          TEXT NOT NULL,
+    start        TEXT NOT NULL,
+    "end"        TEXT NOT NULL,
+    starts_at    REAL NOT NULL,
+    ends_at      REAL NOT NULL,
+    people       INTEGER NOT NULL CHECK (people >= 1),
+    reason       TEXT NOT NULL,
+    urgency      TEXT NOT NULL CHECK (urgency IN ('normal', 'urgent')),
+    note         TEXT NOT NULL DEFAULT '',
+    contact_kind TEXT NOT NULL CHECK (contact_kind IN ('account', 'phone')),
+    contact      TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    status       TEXT NOT NULL
+                 CHECK (status IN ('new', 'assigned', 'partly_filled', 'filled', 'done', 'cancelled')),
+    assignee     TEXT,
+    filled       INTEGER NOT NULL DEFAULT 0,
+    updated_at   REAL NOT NULL
+);
+CREATE INDEX helping_requests_starts ON helping_requests (starts_at);
+CREATE INDEX helping_requests_status ON helping_requests (status, starts_at);
+CREATE INDEX helping_requests_by ON helping_requests (requested_by, created_at);
+
+CREATE TABLE helping_history (
+    id         INTEGER PRIMARY KEY,
+    request_id INTEGER NOT NULL REFERENCES helping_requests (id) ON DELETE CASCADE,
+    at         REAL NOT NULL,
+    "by"       TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    assignee   TEXT,
+    filled     INTEGER NOT NULL DEFAULT 0,
+    comment    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX helping_history_request ON helping_history (request_id, id);
+"""
+"""The helping-hands requests (docs/helping-hands.md): each request for extra staff (a room or group of this site
+or a partner site, a window in the site's local time, how many people, a reason, a note, a staff contact), its
+status, and the history of every change (who, when). Their MQTT messages go through the ``outbox`` like alarm
+events. AUTOINCREMENT: a request's number is never given twice, also after pruning."""
+
+INCIDENT_LOG = """
 CREATE INDEX incidents_log ON incidents (raised_at, alarm_id);
 CREATE INDEX incidents_log_kind ON incidents (kind, raised_at, alarm_id);
 CREATE INDEX incidents_log_priority ON incidents (priority, raised_at, alarm_id);
 CREATE INDEX timeline_acks ON timeline (alarm_id, at) WHERE type = 'acknowledged';
 CREATE INDEX timeline_reminded ON timeline (at) WHERE type = 'reminded';
 """
-"""Version 4: the incident log's pages (gateway/store/incident_log.py, docs/managers.md): newest first with a keyset
+"""Version 5: the incident log's pages (gateway/store/incident_log.py, docs/managers.md): newest first with a keyset
 ``(raised_at, alarm_id)``, so a page deep in a year of incidents is an index range, not an OFFSET; the kind and the
 priority filters walk their own index; each incident's first acknowledgement (its response time) is one index
 probe, and the statistics look it up only for the alarms that were reminded (the others keep their first one in
@@ -207,7 +252,7 @@ probe, and the statistics look it up only for the alarms that were reminded (the
 
 Migration = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [V1, V2, V3, V4_INCIDENT_LOG]
+MIGRATIONS: list[Migration] = [V1, V2, V3, HELPING_HANDS, INCIDENT_LOG]
 """Entry ``i`` brings a file from version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

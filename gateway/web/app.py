@@ -12,8 +12,10 @@ where the core lives; the accounts (SQLite, argon2) in FastAPI's worker threads,
 import asyncio
 import json
 import secrets
+import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +29,7 @@ from gateway.domain.events import AckRequest, Outcome
 from gateway.settings import Settings, WebConfig
 from gateway.store.accounts import AccountStore
 from gateway.web import admin as admin_pages
+from gateway.web import helping as helping_pages
 from gateway.web import incidents as incident_pages
 from gateway.web.auth import (
     ACKNOWLEDGERS,
@@ -191,6 +194,7 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
     throttle = throttle or Throttle(web.login_failures, window_s=web.lockout_s, lockout_s=web.lockout_s)
     battery_low = settings.alarms.battery_low_pct
     rooms = [(room.id, room.label) for room in settings.rooms]
+    package_version = _package_version()
     app = FastAPI(title="cribwatch", version="1", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.state.throttle = throttle
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -485,9 +489,18 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
                 }
             )
         stats = gateway.stats_payload()
+        vitals = gateway.vitals()
         return {
             "at": snap.at,
             "sensors": sensors,
+            "gateway": {
+                "version": package_version,
+                "started_at": vitals.started_at,
+                "uptime_s": round(max(0.0, now() - vitals.started_at), 1),
+                "broker": gateway.broker_connected(),
+                "mqtt_outbox": vitals.mqtt_outbox,
+                "alert_latency_ms": _latency_ms(vitals.alert_latencies_s),
+            },
             "stats": json.loads(stats.model_dump_json()),
             "logins_refused": throttle.refused,
         }
@@ -522,9 +535,29 @@ def create_app(  # noqa: PLR0915 - the routes are closures over the collaborator
 
     kit = WebKit(settings, web, gateway, accounts, templates, now, access, roles_of, page, lang_of)
     admin_pages.register(app, kit)
+    helping_pages.register(app, kit)
     incident_pages.register(app, kit)
 
     return app
+
+
+def _package_version() -> str:
+    try:
+        return version("cribwatch")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _latency_ms(latencies_s: tuple[float, ...]) -> dict[str, object] | None:
+    """The latest alarms' latencies: how many, the last, the median and the worst (ms); None before any alarm."""
+    if not latencies_s:
+        return None
+    return {
+        "n": len(latencies_s),
+        "last": round(latencies_s[-1] * 1e3, 1),
+        "p50": round(statistics.median(latencies_s) * 1e3, 1),
+        "max": round(max(latencies_s) * 1e3, 1),
+    }
 
 
 def _command_status(outcome: Outcome) -> int:

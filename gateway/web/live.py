@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.domain.events import AckRequest, OutboundEvent, Outcome, SiteSnapshot
 from gateway.protocol import GatewayStatsPayload
+from gateway.protocol.codec import Outgoing
+
+if TYPE_CHECKING:
+    from alerts.notices import RequestNotice
 
 
 class GatewayPort(Protocol):
@@ -31,6 +35,29 @@ class GatewayPort(Protocol):
     def stats_payload(self) -> GatewayStatsPayload: ...
 
     def audit(self, at: float, actor: str, source: str, action: str, detail: str) -> None: ...
+
+    def vitals(self) -> GatewayVitals:
+        """What the technician console shows of the gateway beside its stats."""
+        ...
+
+    def publish_kept(self, item: Outgoing) -> None:
+        """Send a message already in the store's durable outbox (``item.key``: its row, marked delivered when the
+        broker acknowledges it; a helping-hands request). Never waits: kept in the link's buffer while offline."""
+        ...
+
+    def notify_low(self, notice: RequestNotice) -> None:
+        """Hand a notice that is not an alarm (helping hands) to the alert channels, at low priority."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayVitals:
+    started_at: float
+    """When the gateway started (wall clock): its uptime."""
+    mqtt_outbox: int
+    """Messages waiting for the broker (the MQTT link's offline buffer)."""
+    alert_latencies_s: tuple[float, ...]
+    """The latest raised alarms' latencies, oldest first."""
 
 
 class BoardChanges:

@@ -13,10 +13,13 @@ import uvicorn
 
 from gateway.domain.events import AckRequest, Outcome, SiteSnapshot
 from gateway.protocol import GatewayStatsPayload
+from gateway.protocol.codec import Outgoing
 from gateway.store.accounts import AccountStore
 from gateway.web.app import create_app, wrap
+from gateway.web.live import GatewayVitals
 
 if TYPE_CHECKING:
+    from alerts.notices import RequestNotice
     from gateway.app import Gateway
 
 log = logging.getLogger("cribwatch.web")
@@ -53,6 +56,18 @@ class GatewayAdapter:
 
     def audit(self, at: float, actor: str, source: str, action: str, detail: str) -> None:
         self._gw.writer.audit(at, actor, source, action, detail)
+
+    def vitals(self) -> GatewayVitals:
+        gw = self._gw
+        return GatewayVitals(gw.started_at, len(gw.mqtt.offline_buffer), tuple(gw.recent_alert_latency_s))
+
+    def publish_kept(self, item: Outgoing) -> None:
+        """The link reports the broker's acknowledgement of ``item.key`` to the gateway, which marks its outbox row
+        delivered (the same path as an alarm event's); at a restart before that, the row is sent again."""
+        self._gw.mqtt.send(item)
+
+    def notify_low(self, notice: RequestNotice) -> None:
+        self._gw.channels.send(notice)
 
 
 class _Server(uvicorn.Server):

@@ -84,7 +84,10 @@
     if (tile.online === false && tile.status !== "offline") flags.append(el("li", "offline", t("status.offline")));
     if (tile.low_battery) flags.append(el("li", "battery", t("flag.low_battery") + " " + tile.battery_pct + "%"));
     if (tile.maintenance_reason !== null && tile.status !== "maintenance") flags.append(el("li", "maint", t("status.maintenance")));
-    if (tile.maintenance_reason !== null) flags.append(el("li", "reason", tile.maintenance_reason));
+    if (tile.maintenance_reason !== null) {
+      const until = new Date(tile.maintenance_until * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      flags.append(el("li", "reason", tile.maintenance_reason + " · " + t("board.until") + " " + until));
+    }
     if (flags.childElementCount) div.append(flags);
     for (const alarm of tile.alarms) {
       const row = el("div", "alarm " + (alarm.acknowledged_by ? "taken" : "waiting"));

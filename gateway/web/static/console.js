@@ -69,25 +69,54 @@
     tr.append(a);
     return tr;
   }
+  function duration(s) {
+    const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+    return (d ? d + " d " : "") + (d || h ? h + " h " : "") + m + " min";
+  }
   function showHealth(data) {
     const st = data.stats;
-    const items = [
-      [t("console.run"), st.gw_run],
-      [t("console.accepted"), st.accepted],
-      [t("console.rejected"), Object.entries(st.rejected).map(([k, v]) => k + ": " + v).join(", ") || "0"],
-      [t("console.active_alarms"), st.active_alarms],
-      [t("console.internal_errors"), st.internal_errors],
-      [t("console.store"), st.store ? (st.store.size_bytes / 1e6).toFixed(1) + " MB, " + st.store.pending + " " + t("console.pending") + (st.store.failing ? " FAILING" : "") : "–"],
-      [t("console.channels"), Object.entries(st.channels || {}).map(([k, v]) => k + ": " + v.state).join(", ") || "–"],
-      [t("console.influx"), (st.influx || []).map((i) => i.name + (i.connected ? " ok" : " DOWN") + " (" + i.waiting + ")").join(", ") || "–"],
-      [t("console.logins_refused"), data.logins_refused],
+    const gw = data.gateway;
+    const lat = gw.alert_latency_ms;
+    const influx = st.influx || [];
+    const items = [ // [key, label, value, bad]
+      ["version", t("console.version"), gw.version, false],
+      ["uptime", t("console.uptime"), duration(gw.uptime_s) + " · " + t("console.run") + " " + st.gw_run, false],
+      ["broker", t("console.broker"), gw.broker ? t("console.connected") : t("console.disconnected"), !gw.broker],
+      ["influx", t("console.influx"), influx.map((i) => i.name + ": " + (i.connected === false ? t("console.disconnected") : i.connected ? t("console.connected") : "–")).join(", ") || t("console.none"), influx.some((i) => i.connected === false)],
+      ["outbox", t("console.outbox"),
+        t("console.outbox_mqtt") + " " + gw.mqtt_outbox + " · " +
+        t("console.outbox_influx") + " " + (influx.map((i) => i.name + " " + i.waiting + (i.oldest_waiting_s ? " (" + duration(i.oldest_waiting_s) + ")" : "")).join(", ") || "–") + " · " +
+        t("console.outbox_store") + " " + (st.store ? st.store.pending : "–"),
+        gw.mqtt_outbox > 0],
+      ["rejected", t("console.rejected"), Object.entries(st.rejected).map(([k, v]) => k + ": " + v).join(", ") || "0", false],
+      ["latency", t("console.latency"), lat ? t("console.latency_last") + " " + lat.last + " ms · " + t("console.latency_p50") + " " + lat.p50 + " ms · " + t("console.latency_max") + " " + lat.max + " ms (" + lat.n + ")" : "–", false],
+      ["store", t("console.store"), st.store ? (st.store.size_bytes / 1e6).toFixed(1) + " MB" + (st.store.failing ? " · " + t("console.failing") : "") : "–", !!(st.store && st.store.failing)],
+      ["accepted", t("console.accepted"), st.accepted, false],
+      ["alarms", t("console.active_alarms"), st.active_alarms, false],
+      ["errors", t("console.internal_errors"), st.internal_errors, st.internal_errors > 0],
+      ["channels", t("console.channels"), Object.entries(st.channels || {}).map(([k, v]) => k + ": " + (v.state === "ok" ? "ok" : t("console.failing"))).join(", ") || "–", Object.values(st.channels || {}).some((v) => v.state !== "ok")],
+      ["logins", t("console.logins_refused"), data.logins_refused, false],
     ];
-    health.replaceChildren(...items.flatMap(([k, v]) => [el("dt", "", k), el("dd", "", String(v))]));
+    health.replaceChildren(...items.flatMap(([key, k, v, bad]) => {
+      const dd = el("dd", bad ? "bad" : "", String(v));
+      dd.dataset.health = key;
+      return [el("dt", "", k), dd];
+    }));
   }
   async function load() {
     if (document.activeElement && document.activeElement.closest && document.activeElement.closest("form.maint")) return;
-    const res = await fetch("/api/console", { credentials: "same-origin" });
+    let res;
+    try {
+      res = await fetch("/api/console", { credentials: "same-origin" });
+    } catch (e) { // the gateway is away: say so, and keep trying
+      msg.textContent = t("board.connection_lost");
+      root.classList.add("stale");
+      return;
+    }
+    if (res.status === 401) { window.location.href = "/login"; return; }
     if (!res.ok) { msg.textContent = t("board.connection_lost"); return; }
+    root.classList.remove("stale");
+    if (msg.textContent === t("board.connection_lost")) msg.textContent = "";
     const data = await res.json();
     rows.replaceChildren(...data.sensors.map((s) => row(s, data.at)));
     showHealth(data);
