@@ -83,7 +83,8 @@ def test_the_log_lists_every_incident_newest_first_with_its_response_times(
     by_id = {i["alarm_id"]: i for i in body["incidents"]}
     reminded = by_id[log.made[2].alarm_id]
     assert reminded["time_to_acknowledge_s"] == 30.0  # the first answer stands, though the reminder cleared it
-    assert reminded["acknowledged_by"] is None
+    assert reminded["acknowledged_by"] is None  # the reminder cleared the standing acknowledgement...
+    assert (reminded["first_acknowledged_by"], reminded["first_acknowledged_device"]) == ("staf01", "web-board")
     assert reminded["time_to_resolve_s"] == 180.0
     still_open = by_id[log.made[-1].alarm_id]
     assert (still_open["open"], still_open["time_to_acknowledge_s"], still_open["resolved_at"]) == (True, None, None)

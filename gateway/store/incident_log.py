@@ -25,7 +25,14 @@ _COLUMNS = (
     "acknowledged_at, acknowledged_by, acknowledged_device, resolved_at, resolution, test, escalation_level, "
     "maintenance, flaps"
 )
-_FIRST_ACK = "(SELECT MIN(t.at) FROM timeline t WHERE t.alarm_id = incidents.alarm_id AND t.type = 'acknowledged')"
+_QUALIFIED = ", ".join(f"incidents.{name.strip()}" for name in _COLUMNS.split(","))
+_FIRST_ACK = 'fa.at, fa."by", fa.device'
+_FIRST_ACK_JOIN = (
+    " LEFT JOIN timeline fa ON fa.id = (SELECT t.id FROM timeline t WHERE t.alarm_id = incidents.alarm_id "
+    "AND t.type = 'acknowledged' ORDER BY t.at, t.id LIMIT 1)"
+)
+"""Each incident's first acknowledgement on its timeline (when, by whom, from which device): the response, which a
+reminder does not undo (``incidents.acknowledged_*`` is cleared by a reminder until the next one)."""
 
 MAX_PAGE = 200
 
@@ -54,6 +61,8 @@ class LogRow:
 
     incident: Incident
     first_ack_at: float | None
+    first_ack_by: str | None = None
+    first_ack_device: str | None = None
 
     @property
     def ack_s(self) -> float | None:
@@ -102,18 +111,18 @@ def _where(f: Filters) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     args: list[Any] = []
     for clause, value in (
-        ("room_id = ?", f.room),
-        ("crib_id = ?", f.crib),
-        ("kind = ?", f.kind),
-        ("priority = ?", f.priority),
-        ("raised_at >= ?", f.since),
-        ("raised_at < ?", f.until),
+        ("incidents.room_id = ?", f.room),
+        ("incidents.crib_id = ?", f.crib),
+        ("incidents.kind = ?", f.kind),
+        ("incidents.priority = ?", f.priority),
+        ("incidents.raised_at >= ?", f.since),
+        ("incidents.raised_at < ?", f.until),
     ):
         if value is not None:
             where.append(clause)
             args.append(value)
     if not f.tests:
-        where.append("test = 0")
+        where.append("incidents.test = 0")
     return where, args
 
 
@@ -155,20 +164,20 @@ def page(store: Store, f: Filters, *, limit: int = 50, older: str | None = None,
         op = "<" if older is not None else ">"
         # An index range on raised_at first, the tie on the alarm id after (row values would not narrow the range).
         eq = "<=" if op == "<" else ">="
-        where.append(f"raised_at {eq} ? AND (raised_at {op} ? OR alarm_id {op} ?)")
+        where.append(f"incidents.raised_at {eq} ? AND (incidents.raised_at {op} ? OR incidents.alarm_id {op} ?)")
         args += [at, at, alarm_id]
     order = "ASC" if backwards else "DESC"
-    sql = f"SELECT {_COLUMNS}, {_FIRST_ACK} FROM incidents"  # noqa: S608 - fixed columns and clauses
+    sql = f"SELECT {_QUALIFIED}, {_FIRST_ACK} FROM incidents{_FIRST_ACK_JOIN}"  # noqa: S608 - fixed columns and clauses
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY raised_at {order}, alarm_id {order} LIMIT ?"
+    sql += f" ORDER BY incidents.raised_at {order}, incidents.alarm_id {order} LIMIT ?"
     args.append(limit + 1)
     found = store.connection.execute(sql, args).fetchall()
     more = len(found) > limit
     found = found[:limit]
     if backwards:
         found.reverse()
-    rows = [LogRow(_incident(r), r[20]) for r in found]
+    rows = [LogRow(_incident(r), r[20], r[21], r[22]) for r in found]
     if not rows:
         return Page([], None, None)
     first, last = rows[0].incident, rows[-1].incident
@@ -204,13 +213,15 @@ def iterate(store: Store, f: Filters, *, batch: int = 1000) -> Iterator[LogRow]:
 def record(store: Store, alarm_id: str) -> IncidentRecord | None:
     """One incident with its whole timeline and every delivery attempt of its notices; None if unknown."""
     found = store.connection.execute(
-        f"SELECT {_COLUMNS}, {_FIRST_ACK} FROM incidents WHERE alarm_id = ?",  # noqa: S608 - fixed columns
+        f"SELECT {_QUALIFIED}, {_FIRST_ACK} FROM incidents{_FIRST_ACK_JOIN} WHERE incidents.alarm_id = ?",  # noqa: S608
         (alarm_id,),
     ).fetchone()
     if found is None:
         return None
     return IncidentRecord(
-        LogRow(_incident(found), found[20]), store.timeline(alarm_id), store.deliveries(alarm_id=alarm_id)
+        LogRow(_incident(found), found[20], found[21], found[22]),
+        store.timeline(alarm_id),
+        store.deliveries(alarm_id=alarm_id),
     )
 
 
