@@ -85,6 +85,7 @@ class Credentials(BaseModel):
     gateway_intake: _Account | None = None
     technician: _Account | None = None
     staff: _Account | None = None
+    coordinator: _Account | None = None
     bridge: _Account | None = None
     devices: dict[str, _Account] = Field(default_factory=dict)
 

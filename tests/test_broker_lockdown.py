@@ -125,7 +125,13 @@ def test_provision_writes_every_account_hashed_and_private(locked: LockedSite, t
     creds = locked.creds
     assert sorted(creds.sensors) == ["s-1", "s-2"]
     assert sorted(creds.devices) == ["pager-a", "pager-b"]
-    assert {a.username for a in creds.single.values()} == {"gateway", "gateway-intake", "technician", "staff"}
+    assert {a.username for a in creds.single.values()} == {
+        "gateway",
+        "gateway-intake",
+        "technician",
+        "staff",
+        "coordinator",
+    }
     assert os.stat(locked.credentials_file).st_mode & 0o777 == 0o600
     passwd = locked.credentials_file.parent / "cribwatch.passwd"
     lines = dict(line.split(":", 1) for line in passwd.read_text().split())
