@@ -40,7 +40,8 @@ WORKDIR /var/lib/cribwatch
 VOLUME ["/var/lib/cribwatch"]
 
 # The gateway touches CRIBWATCH_HEARTBEAT_FILE every 10 s from its event loop (gateway/sdnotify.py): older than
-# 45 s, it is hung (Docker shows it unhealthy; the container restarts when the process exits).
+# 45 s, it is hung (Docker shows it unhealthy). Docker restarts only a process that exits: CRIBWATCH_LOOP_WATCHDOG_S
+# (docker-compose.yml: 60) makes the gateway end itself when its event loop hangs that long.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=2 \
     CMD ["python", "-c", "import os, sys, time; sys.exit(time.time() - os.stat(os.environ['CRIBWATCH_HEARTBEAT_FILE']).st_mtime > 45)"]
 

@@ -1,7 +1,7 @@
 # ruff: noqa: S608, E501 - InfluxQL built from this module's constants (never from input), one query a line as Grafana shows it
 """The Grafana dashboards of ``dashboards/``, written as code: ``python -m devtools.dashboards`` writes them.
 
-Four dashboards (site overview, incidents, sensor health, gateway health), every query raw InfluxQL (InfluxDB 1.x;
+Five dashboards (site overview, incidents, sensor health, gateway health, helping hands), every query raw InfluxQL (InfluxDB 1.x;
 2.x through a DBRP mapping; 3.x), every name in it one of ``gateway/influx/schema.py``'s :data:`KEYS`
 (tests/test_dashboards.py checks each query against the schema and runs it against a real influxd holding the
 gateway's points). The data source is the one ``dashboards/provisioning/datasources/`` provisions, by its uid.
@@ -697,11 +697,93 @@ def gateway() -> Json:
     )
 
 
+def helping() -> Json:
+    where = f"{SITE} AND {TIME}"
+    made = f"\"status\" = 'new' AND {where}"
+    panels = [
+        panel(
+            "stat",
+            "Open requests now, by requesting site",
+            [
+                target(
+                    f'SELECT last("open_requests") FROM "helping_hands" WHERE {where} GROUP BY "requesting_site"',
+                    alias="$tag_requesting_site",
+                )
+            ],
+            description="Requests new, assigned, partly filled or filled (not yet done or cancelled), as of the "
+            "last change of any request of that site.",
+            decimals=0,
+            width=8,
+        ),
+        panel(
+            "timeseries",
+            "People asked and found per week",
+            [
+                target(
+                    f'SELECT sum("people") AS "asked" FROM "helping_hands" WHERE {made} GROUP BY time(1w) fill(0)',
+                    alias="asked",
+                ),
+                target(
+                    f'SELECT sum("filled_change") AS "found" FROM "helping_hands" WHERE {where} GROUP BY time(1w) fill(0)',
+                    alias="found",
+                ),
+            ],
+            description="asked: the people the requests made that week asked for; found: the people the "
+            "coordinators found that week (a request partly filled and then filled counts each step once).",
+            decimals=0,
+            width=16,
+        ),
+        panel(
+            "timeseries",
+            "Requests per week, by reason",
+            [
+                target(
+                    f'SELECT count("request_id") FROM "helping_hands" WHERE {made} GROUP BY time(1w), "reason" fill(0)',
+                    alias="$tag_reason",
+                )
+            ],
+            decimals=0,
+        ),
+        panel(
+            "timeseries",
+            "Requests per week, by urgency",
+            [
+                target(
+                    f'SELECT count("request_id") FROM "helping_hands" WHERE {made} GROUP BY time(1w), "urgency" fill(0)',
+                    alias="$tag_urgency",
+                )
+            ],
+            decimals=0,
+        ),
+        panel(
+            "timeseries",
+            "Status changes per week",
+            [
+                target(
+                    f'SELECT count("request_id") FROM "helping_hands" WHERE {where} GROUP BY time(1w), "status" fill(none)',
+                    alias="$tag_status",
+                )
+            ],
+            description="new: requests made; filled, done, cancelled: how they ended.",
+            decimals=0,
+            width=24,
+        ),
+    ]
+    return dashboard(
+        "cribwatch-helping",
+        "cribwatch: helping hands",
+        "Requests for helping hands: how many, why, how urgent, and how many people were found (no names, no notes).",
+        panels,
+        rooms=False,
+    )
+
+
 DASHBOARDS = {
     "cribwatch-overview.json": overview,
     "cribwatch-incidents.json": incidents,
     "cribwatch-sensors.json": sensors,
     "cribwatch-gateway.json": gateway,
+    "cribwatch-helping.json": helping,
 }
 
 

@@ -65,7 +65,7 @@ from gateway.protocol import (
 from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.protocol.commands import CommandAnswerPayload, CommandPayload, CommandResult
 from gateway.protocol.topics import COMMAND
-from gateway.sdnotify import Notifier, beat, heartbeat_from_env, notify_systemd
+from gateway.sdnotify import Notifier, beat, heartbeat_from_env, notify_systemd, start_loop_watchdog
 from gateway.settings import Settings
 from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
@@ -647,7 +647,7 @@ class Gateway:
         dispatcher.on_flushed = self._take_policy
         return dispatcher
 
-    async def run(self) -> None:
+    async def run(self) -> None:  # noqa: PLR0915 - the composition root: every task starts here
         loop = asyncio.get_running_loop()
         self.dispatcher = self._open_channels()
         self.writer.start()
@@ -705,6 +705,7 @@ class Gateway:
                 heartbeat = heartbeat_from_env()  # Docker's health check (Dockerfile) reads its age
                 if heartbeat is not None:
                     tg.create_task(beat(heartbeat), name="heartbeat-file")
+                start_loop_watchdog(tg)  # CRIBWATCH_LOOP_WATCHDOG_S (Docker): a hung loop ends the process
                 if self.sim_pins is not None:
                     log.warning(
                         "SIMULATION MODE: every GPIO pin is a mock pin; wired cribs (pins %s) move by pin commands "

@@ -97,6 +97,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_gateway(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     settings = _load(args.config)
+    try:
+        from gateway.sdnotify import loop_watchdog_from_env  # noqa: PLC0415 - keep the command line light
+
+        loop_watchdog_from_env()  # a bad CRIBWATCH_LOOP_WATCHDOG_S stops start-up here, saying so
+    except ValueError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
     if settings is None:
         return 2
     if args.simulate_pins and not settings.site.demo:

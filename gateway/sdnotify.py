@@ -7,7 +7,11 @@ the gateway's TaskGroup: it says READY=1, then WATCHDOG=1 every half period, so 
 (the timers, the MQTT link and this task all live on it) misses its pings and systemd kills and restarts it.
 
 Docker has no notify socket: there ``CRIBWATCH_HEARTBEAT_FILE`` names a file that :func:`beat` touches every
-``HEARTBEAT_S`` from the same event loop, and the container's health check (Dockerfile) reads its age.
+``HEARTBEAT_S`` from the same event loop, and the container's health check (Dockerfile) reads its age. Docker only
+shows such a container "unhealthy"; its restart policy acts when the process exits. So ``CRIBWATCH_LOOP_WATCHDOG_S``
+(docker-compose.yml sets it) starts :class:`LoopWatchdog`: a thread of its own, off the event loop, that the loop
+pulses (:func:`pulse_watchdog`); a pulse older than that many seconds is a hung loop, and the watchdog logs CRITICAL
+and ends the process with :data:`WATCHDOG_EXIT`, as systemd's ``WatchdogSec=`` would kill it.
 
 Nothing here waits: the socket is non-blocking, and a datagram systemd cannot take (it is gone, or its queue is
 full) is counted in :attr:`Notifier.failures` and logged, never raised into the gateway. Without
@@ -18,8 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
+import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -29,6 +37,13 @@ NOTIFY_SOCKET = "NOTIFY_SOCKET"
 HEARTBEAT_FILE = "CRIBWATCH_HEARTBEAT_FILE"
 HEARTBEAT_S = 10.0
 """How often :func:`beat` touches the heartbeat file (the Dockerfile's health check allows 45 s)."""
+LOOP_WATCHDOG = "CRIBWATCH_LOOP_WATCHDOG_S"
+"""Seconds without a pulse from the event loop after which :class:`LoopWatchdog` ends the process (unset: none)."""
+WATCHDOG_EXIT = 70
+"""The exit status of a gateway the loop watchdog ended (EX_SOFTWARE): any non-zero status restarts it."""
+LOG_FLUSH_S = 5.0
+"""How long the watchdog gives its CRITICAL line to reach the log before it exits all the same (a hung loop may
+hold the log's lock)."""
 WATCHDOG_USEC = "WATCHDOG_USEC"
 WATCHDOG_PID = "WATCHDOG_PID"
 
@@ -139,3 +154,110 @@ async def beat(path: Path, period_s: float = HEARTBEAT_S) -> None:
                 log.warning("heartbeat file %s touched again", path)
             failing = False
         await asyncio.sleep(period_s)
+
+
+# ------------------------------------------------------------------------------------------ the loop watchdog
+
+
+def loop_watchdog_from_env(env: Mapping[str, str] | None = None) -> float | None:
+    """The seconds ``CRIBWATCH_LOOP_WATCHDOG_S`` gives, or None when unset or empty; ValueError (naming the
+    variable) for anything but a positive number of seconds."""
+    env = os.environ if env is None else env
+    value = env.get(LOOP_WATCHDOG, "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{LOOP_WATCHDOG}={value!r}: expected a positive number of seconds (or unset: no watchdog)")
+    return seconds
+
+
+class LoopWatchdog:
+    """A daemon thread that ends the process when the event loop has not pulsed for ``limit_s`` seconds.
+
+    :meth:`pulse` is called from the event loop (:func:`pulse_watchdog`); the thread looks at the last pulse's age
+    on the monotonic clock a few times per ``limit_s``. ``exit`` is ``os._exit``: no cleanup runs, because a hung
+    loop would hang it too; the log handlers are flushed first (in a helper thread, given at most
+    :data:`LOG_FLUSH_S`)."""
+
+    def __init__(
+        self,
+        limit_s: float,
+        *,
+        exit_: Callable[[int], object] = os._exit,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit_s = limit_s
+        self._exit = exit_
+        self._clock = clock
+        self._last = clock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="cribwatch-loop-watchdog", daemon=True)
+
+    def pulse(self) -> None:
+        """The event loop ran: called from it."""
+        self._last = self._clock()
+
+    def start(self) -> None:
+        self._last = self._clock()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The gateway stops on purpose: the watchdog stops watching."""
+        self._stop.set()
+
+    def _watch(self) -> None:
+        check_s = min(1.0, self.limit_s / 4)
+        while not self._stop.wait(check_s):
+            age = self._clock() - self._last
+            if age > self.limit_s and not self._stop.is_set():
+                self._bite(age)
+                return
+
+    def _bite(self, age: float) -> None:
+        def say() -> None:
+            log.critical(
+                "the event loop has not run for %.1f s (%s=%g): the gateway is hung; exiting with status %d so that "
+                "the restart policy starts it again",
+                age,
+                LOOP_WATCHDOG,
+                self.limit_s,
+                WATCHDOG_EXIT,
+            )
+            for handler in [*logging.getLogger().handlers, *log.handlers]:
+                handler.flush()
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+
+        saying = threading.Thread(target=say, name="cribwatch-loop-watchdog-log", daemon=True)
+        saying.start()
+        saying.join(LOG_FLUSH_S)
+        self._exit(WATCHDOG_EXIT)
+
+
+async def pulse_watchdog(watchdog: LoopWatchdog) -> None:
+    """Start ``watchdog`` and pulse it from the event loop (four times per limit, at least once a second) until
+    cancelled; then stop it."""
+    period_s = min(1.0, watchdog.limit_s / 4)
+    watchdog.start()
+    log.info("loop watchdog on: a loop hung for %g s ends the process (%s)", watchdog.limit_s, LOOP_WATCHDOG)
+    try:
+        while True:
+            watchdog.pulse()
+            await asyncio.sleep(period_s)
+    finally:
+        watchdog.stop()
+
+
+def start_loop_watchdog(tg: asyncio.TaskGroup, env: Mapping[str, str] | None = None) -> LoopWatchdog | None:
+    """The watchdog ``CRIBWATCH_LOOP_WATCHDOG_S`` asks for, pulsed by a task of ``tg``; None when it asks for none
+    (ValueError for a bad value: ``cribwatch gateway`` checks it before it starts)."""
+    limit_s = loop_watchdog_from_env(env)
+    if limit_s is None:
+        return None
+    watchdog = LoopWatchdog(limit_s)
+    tg.create_task(pulse_watchdog(watchdog), name="loop-watchdog")
+    return watchdog

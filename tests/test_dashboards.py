@@ -10,6 +10,7 @@ and the gateway's health fields, so the check rests on what the gateway really w
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -21,8 +22,12 @@ import yaml
 from devtools import dashboards as generator
 from devtools.influx import InfluxdServer
 from gateway.domain.events import TelemetryReading
+from gateway.domain.helping import ContactKind, Outcome, Reason, RequestFields, Status, Urgency
 from gateway.influx import schema
 from gateway.influx.client import V1Client
+from gateway.store.helping import HelpChange, HelpingStore, HelpRequest
+from gateway.store.store import OutboxRow
+from gateway.web.helping import influx_points
 from tests.test_influx_v1 import BASE, influxd  # noqa: F401 - the fixture
 
 REPO = Path(__file__).resolve().parent.parent
@@ -200,6 +205,20 @@ def test_the_schemas_keys_are_what_the_gateway_writes() -> None:
         *schema.nuisance_points(SITE, at, {"s-1": {"flaps": 1}}, {"s-1": "c-1"}),
         *schema.input_points(SITE, at, {"bad_json": 1}, {"duplicate": 1}),
         schema.gateway_point(SITE, at, dict.fromkeys(schema.GATEWAY_FIELDS, 1)),
+        schema.helping_point(
+            SITE,
+            "bso-1",
+            "illness",
+            "urgent",
+            "new",
+            at,
+            request_id=1,
+            change_id=1,
+            people=2,
+            filled=0,
+            filled_change=0,
+            open_requests=1,
+        ),
     ]
     written: dict[str, tuple[set[str], set[str]]] = {}
     for p in points:
@@ -323,12 +342,52 @@ def site_points() -> list[schema.Point]:
     return out
 
 
-def test_every_query_of_every_dashboard_answers_from_the_gateways_points(influxd: InfluxdServer) -> None:  # noqa: F811
+def helping_lines(path: Path) -> list[str]:
+    """Helping-hands requests over two weeks, made and moved through the site's store as the web app does: the
+    points its InfluxDB outbox then holds (gateway/web/helping.py ``influx_points``)."""
+    store = HelpingStore.open(path, site_id=SITE, points=influx_points(SITE))
+
+    def message(request: HelpRequest, change: HelpChange) -> OutboxRow:
+        return OutboxRow(f"hh:{request.id}:{change.id}", "t", b"{}", 1, False, change.at)  # noqa: FBT003
+
+    def to(status: Status, filled: int) -> Any:
+        return lambda current: Outcome(status, "coor01", filled)
+
+    try:
+        for week in (0, 1):
+            at = BASE + week * 7 * 86400
+            for n, (reason, urgency, people) in enumerate(
+                [(Reason.ILLNESS, Urgency.URGENT, 3), (Reason.OUTING, Urgency.NORMAL, 2)]
+            ):
+                day = dt.date.fromtimestamp(at)
+                fields = RequestFields(
+                    SITE, "r-1", day, "13:00", "17:00", at, at + 3600, people, reason, urgency, "a note",
+                    ContactKind.ACCOUNT, "staf01",
+                )  # fmt: skip
+                start = at + 1000 * n  # in time order, as they happen
+                request, _ = store.create(fields, "staf01", start, message)
+                store.change(request.id, to(Status.ASSIGNED, 0), "coor01", start + 60, "", message)
+                store.change(request.id, to(Status.PARTLY_FILLED, 1), "coor01", start + 120, "", message)
+                if n == 0:
+                    store.change(request.id, to(Status.FILLED, people), "coor01", start + 180, "", message)
+        conn = store._store.connection  # noqa: SLF001 - what the outbox holds
+        return [str(r[0]) for r in conn.execute("SELECT line FROM influx_outbox ORDER BY id")]
+    finally:
+        store.close()
+
+
+def test_every_query_of_every_dashboard_answers_from_the_gateways_points(
+    influxd: InfluxdServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     database = "dashboards"
     influxd.query(f'CREATE DATABASE "{database}"')
+    helping = helping_lines(tmp_path / "site.sqlite3")
+    assert len(helping) == 14
     client = V1Client(influxd.url, database, username=influxd.username, password=influxd.password, timeout_s=10.0)
     try:
         client.write(schema.lines(site_points()).encode())  # the gateway's serialisation and client
+        client.write("\n".join(helping).encode())  # as the InfluxDB shipper sends the outbox's lines
     finally:
         client.close()
 
@@ -355,6 +414,16 @@ def test_every_query_of_every_dashboard_answers_from_the_gateways_points(influxd
     [open_now] = [p for p in overview["panels"] if p["title"] == "Cribs open now"]
     [result] = influxd.query(grafana(open_now["targets"][0]["query"]), db=database)
     assert result["series"][0]["values"][0][1] == 1, "c-1 closed again, c-2 open"
+    [helping_board] = [load(p) for p in dashboard_files() if p.name == "cribwatch-helping.json"]
+    [asked_found] = [p for p in helping_board["panels"] if p["title"] == "People asked and found per week"]
+    totals = []
+    for query in asked_found["targets"]:
+        [result] = influxd.query(grafana(query["query"]), db=database)
+        totals.append(sum(v[1] or 0 for v in result["series"][0]["values"]))
+    assert totals == [10, 2 * (3 + 1)], "asked: 3 + 2 a week; found: the filled one 3, the partly filled one 1"
+    [open_now] = [p for p in helping_board["panels"] if p["title"] == "Open requests now, by requesting site"]
+    [result] = influxd.query(grafana(open_now["targets"][0]["query"]), db=database)
+    assert result["series"][0]["values"][0][1] == 4, "filled is open until done: all four"
 
 
 # ------------------------------------------------------------------------------------------ provisioning

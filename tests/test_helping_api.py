@@ -51,10 +51,12 @@ HASHED = hash_password(PASSWORD)
 
 
 class HelpSite:
-    def __init__(self, tmp_path: Path, **helping: Any) -> None:
+    def __init__(self, tmp_path: Path, *, influx: dict[str, Any] | None = None, **helping: Any) -> None:
         self.clock = FakeClock(start_wall=NOW.timestamp())
         store = {"path": str(tmp_path / "site.sqlite3")}
         data = site_mapping(web={"port": 8099}, store=store, helping_hands={**HELPING, **helping})
+        if influx is not None:
+            data["influx"] = influx
         self.settings = make_settings(data=data)
         self.gateway = Gateway(self.settings, clock=self.clock, pin_factory=MockFactory())
         self.accounts = AccountStore.open(self.settings.store_path, site_id=self.settings.site.id)
@@ -83,6 +85,15 @@ class HelpSite:
         finally:
             store.close()
         return [tuple(r) for r in rows]
+
+    def influx_lines(self) -> list[str]:
+        store = Store.open(self.settings.store_path, site_id=self.settings.site.id, readonly=True)
+        try:
+            rows = store.connection.execute("SELECT line, alarm FROM influx_outbox ORDER BY id").fetchall()
+        finally:
+            store.close()
+        assert all(alarm == 0 for _, alarm in rows), "helping-hands points are not alarm points"
+        return [str(line) for line, _ in rows]
 
     def messages(self) -> list[HelpingHandsPayload]:
         return [HelpingHandsPayload.model_validate_json(r[2], context={"wire": True}) for r in self.outbox()]
@@ -415,6 +426,45 @@ def test_a_coordinator_assigns_fills_and_closes_a_request_and_the_requester_sees
     assert 'name="to"' not in detail  # done: nothing more to change
     assert f'data-request="{request_id}"' not in coordinator.get("/helping/requests").text  # open ones by default
     assert f'data-request="{request_id}" data-status="done"' in coordinator.get("/helping/requests?status=all").text
+
+
+UNREACHABLE_INFLUX = {"targets": [{"name": "site", "url": "http://127.0.0.1:9", "database": "cribwatch"}]}
+
+
+def test_each_request_and_status_change_is_an_influx_point_in_the_outbox_without_names_or_notes(
+    tmp_path: Path,
+) -> None:
+    hs = HelpSite(tmp_path, influx=UNREACHABLE_INFLUX)
+    try:
+        request_id = make_request(hs, people="3", site=PARTNER["id"], urgency="urgent", note="Do not publish this note")
+        other = make_request(hs, people="1")
+        coordinator = hs.client(Role.COORDINATOR)
+        for form in ({"to": "assigned"}, {"to": "partly_filled", "filled": "2"}, {"to": "filled"}, {"to": "done"}):
+            hs.clock.advance(60)
+            assert move(coordinator, request_id, **form).status_code == 303
+        assert move(coordinator, other, to="cancelled").status_code == 303
+        lines = hs.influx_lines()
+    finally:
+        hs.accounts.close()
+    assert len(lines) == len(hs.outbox()) == 7, "one point with each MQTT message, in the same transaction"
+    for line in lines:
+        assert line.startswith("helping_hands,"), line
+        for secret in ("Do not publish", USERS[Role.STAFF], USERS[Role.COORDINATOR], "Dolfijnen"):
+            assert secret not in line
+    mine = [line for line in lines if f"request_id={request_id}i" in line]
+    statuses = [re.search(r",status=(\w+)", line).group(1) for line in mine]  # type: ignore[union-attr]
+    assert statuses == ["new", "assigned", "partly_filled", "filled", "done"]
+    assert all("requesting_site=bso-vlinder" in line and "site=test-site" in line for line in mine)
+    assert all("reason=illness" in line and "urgency=urgent" in line for line in mine)
+    assert [int(re.search(r"filled_change=(-?\d+)i", line).group(1)) for line in mine] == [0, 0, 2, 1, 0]  # type: ignore[union-attr]
+    assert [int(re.search(r"open_requests=(\d+)i", line).group(1)) for line in mine] == [1, 1, 1, 1, 0]  # type: ignore[union-attr]
+    assert int(mine[-1].rsplit(" ", 1)[1]) == int((NOW.timestamp() + 240) * 1e9), "the change's time"
+
+
+def test_without_influx_targets_no_point_is_kept(hs: HelpSite) -> None:
+    make_request(hs)
+    assert len(hs.outbox()) == 1
+    assert hs.influx_lines() == []
 
 
 MOVES: list[tuple[str, list[dict[str, str]], dict[str, str], str]] = [

@@ -1,5 +1,6 @@
 """gateway/sdnotify.py against a real unix datagram socket (what systemd listens on), and a real gateway saying
-READY=1, WATCHDOG=1 and STOPPING=1 to it."""
+READY=1, WATCHDOG=1 and STOPPING=1 to it; the loop watchdog (Docker's stand-in for WatchdogSec) in real processes
+whose event loop hangs or runs."""
 
 from __future__ import annotations
 
@@ -7,13 +8,29 @@ import asyncio
 import os
 import secrets
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devtools.brokers import BrokerEndpoint
-from gateway.sdnotify import Notifier, beat, heartbeat_from_env, notify_systemd, socket_address, watchdog_period
+from gateway import cli
+from gateway.sdnotify import (
+    LOOP_WATCHDOG,
+    WATCHDOG_EXIT,
+    Notifier,
+    beat,
+    heartbeat_from_env,
+    loop_watchdog_from_env,
+    notify_systemd,
+    socket_address,
+    watchdog_period,
+)
+
+REPO = Path(__file__).resolve().parent.parent
 
 WAIT_S = 10.0
 
@@ -129,12 +146,18 @@ async def test_the_gateway_notifies_systemd(
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     heartbeat = tmp_path / "heartbeat"
     monkeypatch.setenv("CRIBWATCH_HEARTBEAT_FILE", str(heartbeat))
+    monkeypatch.setenv(LOOP_WATCHDOG, "30")
     async with running(make_settings(mqtt_endpoint)):
         got = await listener.until("WATCHDOG=1")
         assert got[0][0] == "READY=1"
         assert got[0][1].startswith("STATUS=0 open alarms; broker ")
         assert heartbeat.exists()
+        [watchdog] = [t for t in threading.enumerate() if t.name == "cribwatch-loop-watchdog"]
+        assert watchdog.is_alive()
+        assert watchdog.daemon
     assert (await listener.until("STOPPING=1"))[-1] == ["STOPPING=1"]
+    await asyncio.to_thread(watchdog.join, WAIT_S)
+    assert not watchdog.is_alive(), "a gateway that stops on purpose stops its watchdog"
 
 
 async def test_the_heartbeat_file_is_touched_and_a_failure_is_only_logged(
@@ -165,3 +188,74 @@ async def test_the_heartbeat_file_is_touched_and_a_failure_is_only_logged(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert caplog.text.count("cannot be touched") == 1
+
+
+# ------------------------------------------------------------------------------------------ the loop watchdog
+
+LOOP_SCRIPT = """
+import asyncio, logging, sys, time
+from gateway.sdnotify import start_loop_watchdog
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+
+async def main(hang: bool) -> None:
+    async with asyncio.TaskGroup() as tg:
+        watchdog = start_loop_watchdog(tg)
+        assert watchdog is not None
+        await asyncio.sleep(0.2)
+        print("running", flush=True)
+        if hang:
+            time.sleep(600)  # the event loop hangs: no task of it runs again
+        await asyncio.sleep(3 * watchdog.limit_s)  # a healthy loop, three limits long
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+    print("stopped cleanly", flush=True)
+
+asyncio.run(main(sys.argv[1] == "hang"))
+"""
+
+
+def test_the_loop_watchdog_ends_a_process_whose_loop_hangs_and_leaves_a_healthy_one() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRIBWATCH_")}
+    env |= {"CRIBWATCH_STATE_DIR": os.environ["CRIBWATCH_STATE_DIR"], "PYTHONPATH": str(REPO), LOOP_WATCHDOG: "1"}
+    runs = {
+        how: subprocess.Popen(
+            [sys.executable, "-c", LOOP_SCRIPT, how], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for how in ("hang", "healthy")
+    }
+    results = {}
+    try:
+        for how, process in runs.items():
+            out, err = process.communicate(timeout=120)
+            results[how] = (process.returncode, out, err)
+    finally:
+        for process in runs.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    code, out, err = results["hang"]
+    assert "running" in out
+    assert code == WATCHDOG_EXIT != 0, err
+    assert "CRITICAL cribwatch.systemd the event loop has not run for" in err
+    assert "stopped cleanly" not in out
+    code, out, err = results["healthy"]
+    assert (code, out.split()) == (0, ["running", "stopped", "cleanly"]), err
+    assert "CRITICAL" not in err
+    assert "loop watchdog on" in err
+
+
+def test_the_watchdogs_limit_comes_from_the_environment_and_a_bad_one_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert loop_watchdog_from_env({}) is None
+    assert loop_watchdog_from_env({LOOP_WATCHDOG: ""}) is None
+    assert loop_watchdog_from_env({LOOP_WATCHDOG: "60"}) == 60.0
+    assert loop_watchdog_from_env({LOOP_WATCHDOG: "2.5"}) == 2.5
+    for bad in ("0", "-5", "soon", "nan", "inf"):
+        with pytest.raises(ValueError, match=LOOP_WATCHDOG):
+            loop_watchdog_from_env({LOOP_WATCHDOG: bad})
+    monkeypatch.setenv(LOOP_WATCHDOG, "a minute")
+    assert cli.main(["gateway", "--config", "/nonexistent/site.toml"]) == 2
+    assert f"cannot start: {LOOP_WATCHDOG}='a minute'" in capsys.readouterr().err

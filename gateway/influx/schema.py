@@ -45,6 +45,8 @@ MAINTENANCE = "maintenance"
 """A crib (or a room) put in or out of maintenance: ``on`` 1 or 0, by whom."""
 SENSOR_NUISANCE = "sensor_nuisance"
 """Per sensor, flaps, offline periods and alarms resolved within seconds: running counts (for technicians)."""
+HELPING_HANDS = "helping_hands"
+"""A helping-hands request made or moved (tag ``status``: what it became); no note, names or phone numbers."""
 
 MEASUREMENTS = (
     LATCH,
@@ -57,6 +59,7 @@ MEASUREMENTS = (
     GATEWAY,
     MAINTENANCE,
     SENSOR_NUISANCE,
+    HELPING_HANDS,
 )
 
 ESCALATED = "escalated"
@@ -350,6 +353,37 @@ def maintenance_point(
     return point(MAINTENANCE, at, tags, {"on": int(on), "by": by, "reason": reason}, alarm=True)
 
 
+def helping_point(  # noqa: PLR0917 - the plain values of one change, named at every call
+    site: str,
+    requesting_site: str,
+    reason: str,
+    urgency: str,
+    status: str,
+    at: float,
+    *,
+    request_id: int,
+    change_id: int,
+    people: int,
+    filled: int,
+    filled_change: int,
+    open_requests: int,
+) -> Point:
+    """A helping-hands request made (``status`` new) or moved, at ``at``, on the gateway of ``site`` for
+    ``requesting_site`` (the site that needs the hands): ``people`` asked, ``filled`` found so far,
+    ``filled_change`` found by this change (a week's sum: the people found that week), ``open_requests`` of
+    ``requesting_site`` after it. The request's note, contact, requester and assignee are never written."""
+    tags = {"site": site, "requesting_site": requesting_site, "reason": reason, "urgency": urgency, "status": status}
+    fields: dict[str, FieldValue | None] = {
+        "request_id": request_id,
+        "change_id": change_id,
+        "people": people,
+        "filled": filled,
+        "filled_change": filled_change,
+        "open_requests": open_requests,
+    }
+    return point(HELPING_HANDS, at, tags, fields)
+
+
 def crib_change_points(before: CribState | None, now: CribState, sensor: str) -> list[Point]:
     """The latch and sensor-online changes between a crib's previous state and this one (none at the first state
     after a start: a restart is not a change)."""
@@ -456,6 +490,9 @@ KEYS: Mapping[str, Keys] = {
     GATEWAY: _keys("site", GATEWAY_FIELDS),
     MAINTENANCE: _keys("site room crib", "on by reason"),
     SENSOR_NUISANCE: _keys("site sensor crib", NUISANCE_FIELDS),
+    HELPING_HANDS: _keys(
+        "site requesting_site reason urgency status", "request_id change_id people filled filled_change open_requests"
+    ),
 }
 """Every measurement's tags and fields, for what reads the points (the dashboards of ``dashboards/`` are checked
 against it by tests/test_dashboards.py; tests/test_dashboards.py also checks it against the functions above)."""

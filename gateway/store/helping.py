@@ -3,7 +3,8 @@
 One connection of its own, shared by the web app's worker threads under a lock (like the accounts); never used on
 the event loop. A request, each status change and its MQTT message are written in ONE transaction: the message's
 row in the ``outbox`` (the same durable outbox as alarm events) exists exactly when the change does, and stays
-there until the broker has acknowledged it (the gateway's link reports it; a restart sends it again).
+there until the broker has acknowledged it (the gateway's link reports it; a restart sends it again). The change's
+InfluxDB points (``points``, built by the caller) go into the store's InfluxDB outbox in the same transaction.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import contextlib
 import datetime as dt
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.helping import ContactKind, Outcome, Reason, RequestFields, Status, Urgency
+from gateway.domain.helping import OPEN_STATUSES, ContactKind, Outcome, Reason, RequestFields, Status, Urgency
 from gateway.store.schema import StoreError
 from gateway.store.store import OutboxRow, Store
 
@@ -78,6 +79,11 @@ class RequestFilter:
 Message = Callable[[HelpRequest, HelpChange], OutboxRow]
 """The MQTT message of a request after a change (built by the caller: the store knows no protocol)."""
 
+Points = Callable[["HelpRequest", "HelpChange", "HelpRequest | None", int], Sequence[tuple[str, bool, float]]]
+"""The InfluxDB points of a change, as the InfluxDB outbox's rows ``(line, alarm, at)``, given the request after
+the change, the change, the request before it (None: just made) and how many requests of its site are open after
+it (built by the caller: the store knows no InfluxDB schema)."""
+
 _COLUMNS = (
     'id, site_id, room, day, start, "end", starts_at, ends_at, people, reason, urgency, note, contact_kind, '
     "contact, requested_by, created_at, status, assignee, filled, updated_at"
@@ -112,15 +118,16 @@ def _request(r: tuple[Any, ...]) -> HelpRequest:
 class HelpingStore:
     """Requests and their history. Build it with :meth:`open`; safe to call from several threads."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, points: Points | None = None) -> None:
         self._store = store
+        self._points = points
         self._conn = store.connection
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: Path | str, *, site_id: str) -> HelpingStore:
+    def open(cls, path: Path | str, *, site_id: str, points: Points | None = None) -> HelpingStore:
         """Open (create, migrate) the site's store (StoreError as :meth:`Store.open`)."""
-        return cls(Store.open(path, site_id=site_id))
+        return cls(Store.open(path, site_id=site_id), points=points)
 
     def close(self) -> None:
         with self._lock:
@@ -165,7 +172,7 @@ class HelpingStore:
                 ),
             )
             request_id = int(cursor.lastrowid or 0)
-            return self._after_change(request_id, by, at, "", message)
+            return self._after_change(None, request_id, by, at, "", message)
 
     def change(  # noqa: PLR0917 - a change's parts
         self,
@@ -188,10 +195,10 @@ class HelpingStore:
                 "UPDATE helping_requests SET status = ?, assignee = ?, filled = ?, updated_at = ? WHERE id = ?",
                 (outcome.status.value, outcome.assignee, outcome.filled, at, request_id),
             )
-            return self._after_change(request_id, by, at, comment, message)
+            return self._after_change(current, request_id, by, at, comment, message)
 
-    def _after_change(
-        self, request_id: int, by: str, at: float, comment: str, message: Message
+    def _after_change(  # noqa: PLR0917 - a change's parts
+        self, before: HelpRequest | None, request_id: int, by: str, at: float, comment: str, message: Message
     ) -> tuple[HelpRequest, OutboxRow]:
         request = self._get(request_id)
         assert request is not None
@@ -205,7 +212,18 @@ class HelpingStore:
         )
         row = message(request, change)
         self._store.outbox_put(row.key, row.topic, row.payload, row.qos, row.retain, at)
+        if self._points is not None:
+            self._store.influx_put(self._points(request, change, before, self._open_count(request.site_id)))
         return request, row
+
+    def _open_count(self, site_id: str) -> int:
+        statuses = sorted(s.value for s in OPEN_STATUSES)
+        marks = ", ".join("?" for _ in statuses)
+        row = self._conn.execute(
+            f"SELECT COUNT(*) FROM helping_requests WHERE site_id = ? AND status IN ({marks})",  # noqa: S608 - marks only
+            (site_id, *statuses),
+        ).fetchone()
+        return int(row[0])
 
     def prune(self, now: float, keep_s: float) -> int:
         """Delete the requests whose window ended and that nobody changed for longer than ``keep_s``, with their

@@ -38,6 +38,7 @@ from gateway.domain.helping import (
     moves_for,
     validate_request,
 )
+from gateway.influx import schema as influx_schema
 from gateway.protocol import Topics
 from gateway.protocol.codec import Outgoing
 from gateway.protocol.helping import (
@@ -47,7 +48,7 @@ from gateway.protocol.helping import (
     helping_hands_topic,
 )
 from gateway.settings import Settings
-from gateway.store.helping import HelpChange, HelpingStore, HelpRequest, RequestFilter
+from gateway.store.helping import HelpChange, HelpingStore, HelpRequest, Points, RequestFilter
 from gateway.store.schema import StoreError
 from gateway.store.store import OutboxRow
 from gateway.web.auth import Role
@@ -121,6 +122,32 @@ def phone_checker(region: str) -> Callable[[str], str | None]:
     return phone
 
 
+def influx_points(gateway_site: str) -> Points:
+    """The ``helping_hands`` InfluxDB point of each change (gateway/influx/schema.py), as the outbox's rows: the
+    HelpingStore writes them in the change's transaction. Nothing of the note, contact or names goes in."""
+
+    def points(
+        request: HelpRequest, change: HelpChange, before: HelpRequest | None, open_requests: int
+    ) -> list[tuple[str, bool, float]]:
+        p = influx_schema.helping_point(
+            gateway_site,
+            request.site_id,
+            request.reason.value,
+            request.urgency.value,
+            change.status.value,
+            change.at,
+            request_id=request.id,
+            change_id=change.id,
+            people=request.people,
+            filled=change.filled,
+            filled_change=change.filled - (0 if before is None else before.filled),
+            open_requests=open_requests,
+        )
+        return [(p.line(), p.alarm, p.time_ns / 1e9)]
+
+    return points
+
+
 def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes are closures over the kit
     settings = kit.settings
     hh = settings.helping_hands
@@ -141,7 +168,9 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         the store's retention are deleted at most every PRUNE_EVERY_S (they hold staff ids and phone numbers)."""
         with opening:
             if not opened:
-                opened.append(HelpingStore.open(kit.store_path, site_id=settings.site.id))
+                # With InfluxDB targets, each change's point goes into the store's InfluxDB outbox with it.
+                points = None if settings.influx is None else influx_points(settings.site.id)
+                opened.append(HelpingStore.open(kit.store_path, site_id=settings.site.id, points=points))
             now = kit.now()
             if now - pruned_at[0] >= PRUNE_EVERY_S:
                 pruned_at[0] = now
