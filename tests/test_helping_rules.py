@@ -4,9 +4,11 @@ dropped from a full queue, never the siren, a phone-readable text with no note."
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -18,7 +20,17 @@ from alerts.channels.router import ChannelRouter
 from alerts.channels.siren import SirenTransport
 from alerts.channels.webhook import WebhookTransport
 from alerts.notices import RequestNotice
-from gateway.domain.helping import TRANSITIONS, Move, MoveError, Status, check_move, moves_for
+from gateway.domain.helping import (
+    START_GRACE_S,
+    TRANSITIONS,
+    Limits,
+    Move,
+    MoveError,
+    Status,
+    check_move,
+    moves_for,
+    validate_request,
+)
 from gateway.protocol import Topics
 from gateway.protocol.helping import HELPING_HANDS, HelpingHandsNoticePayload, HelpingHandsPayload, helping_hands_topic
 from tests.channel_helpers import WAIT_S, HttpEndpoint
@@ -86,6 +98,49 @@ def test_filled_counts_and_assignees() -> None:
         go(Status.NEW, Move(Status.ASSIGNED))
     with pytest.raises(MoveError, match="comment_too_long"):
         go(Status.NEW, Move(Status.CANCELLED, comment="c" * 201))
+
+
+# ------------------------------------------------------------------------------------------ the form's window
+
+ZONE = ZoneInfo("Europe/Amsterdam")
+NOW = dt.datetime(2026, 3, 2, 8, 0, 40, tzinfo=ZONE).timestamp()
+"""08:00:40 on the day of the request: a person typing 08:00 means "now"."""
+
+
+def window_errors(start: str, end: str) -> dict[str, str]:
+    form = {
+        "site": "kids-f", "room": "Dolfijnen", "day": "2026-03-02", "start": start, "end": end, "people": "2",
+        "reason": "illness", "urgency": "normal", "note": "", "contact_kind": "phone", "contact": "+31612345678",
+    }  # fmt: skip
+    fields, errors = validate_request(
+        form,
+        now=NOW,
+        zone=ZONE,
+        sites=frozenset({"kids-f"}),
+        limits=Limits(max_people=8, note_max=300, days_ahead=30),
+        is_account=lambda name: False,
+        phone=lambda text: text,
+    )
+    assert (fields is None) == bool(errors)
+    return errors
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "errors"),
+    [
+        ("08:00", "12:00", {}),  # the current minute
+        ("07:46", "12:00", {}),  # a shift that began a quarter of an hour ago, less 40 s
+        ("07:45", "12:00", {"start": "start_past"}),  # 15 min 40 s ago
+        ("06:00", "12:00", {"start": "start_past"}),
+        ("07:50", "08:00", {"end": "end_past"}),  # within the grace, but over: nothing left to help with
+        ("08:30", "09:00", {}),
+    ],
+)
+def test_a_start_up_to_a_quarter_of_an_hour_ago_is_taken_while_the_end_is_to_come(
+    start: str, end: str, errors: dict[str, str]
+) -> None:
+    assert START_GRACE_S == 15 * 60
+    assert window_errors(start, end) == errors
 
 
 # ------------------------------------------------------------------------------------------ the channels
