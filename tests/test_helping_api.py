@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -625,3 +626,20 @@ def test_a_request_the_gateway_cannot_carry_is_a_clear_503_that_keeps_the_input(
     assert hs.outbox() == []
     assert "Zeepaardjes" not in staff.get("/helping/mine").text  # nothing half-saved
     assert submit(staff, good_form(room="Zeepaardjes")).status_code == 303
+
+
+def test_a_change_the_gateway_cannot_carry_is_a_clear_503_and_nothing_changes(hs: HelpSite) -> None:
+    """The same for a status change: a request row whose contact no payload takes (as another tool could leave it in
+    the store) cannot be published; the move is rolled back and the page says so."""
+    request_id = make_request(hs)
+    db = sqlite3.connect(hs.settings.store_path)
+    try:
+        with db:
+            db.execute("UPDATE helping_requests SET contact = ? WHERE id = ?", ("s" * 70, request_id))
+    finally:
+        db.close()
+    answer = move(hs.client(Role.COORDINATOR), request_id, to="assigned")
+    assert answer.status_code == 503
+    assert EN("helping.error.unexpected") in html.unescape(answer.text)
+    assert 'data-status="new"' in hs.client(Role.STAFF).get("/helping/mine").text
+    assert [m.status for m in hs.messages()] == ["new"]
