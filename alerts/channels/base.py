@@ -4,10 +4,10 @@ timeout, retries with backoff, a delivery record per attempt and its health.
 A channel has two lanes, each its own thread: alarm notices, and deliveries of low priority (helping-hands requests).
 A low delivery starts only when no alarm notice waits or is in hand; once started, its attempts and backoff run in
 the low lane's thread, so an alarm notice that comes meanwhile is taken at once by the alarm lane: it never waits
-behind a low delivery (docs/channels.md, "Two lanes").
+behind a low delivery (docs/channels.md, "Helping-hands requests go last, in a lane of their own").
 
 A channel's :class:`Transport` does one thing: deliver one :class:`Delivery` (a notice for one recipient) within a
-timeout, raising :class:`ChannelError` (or anything) when it could not. It runs in the channel's own thread, so a
+timeout, raising :class:`ChannelError` (or anything) when it could not. It runs in the channel's own threads, so a
 transport may block (an HTTP request, Apprise's ``notify``): a channel that hangs or fails holds up only its own
 queue, never another channel, the event loop, the MQTT alert or the buzzer.
 
