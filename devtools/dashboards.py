@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.influx import schema
+
 DATASOURCE_UID = "cribwatch-influxdb"
 """The uid of the provisioned InfluxDB data source (dashboards/provisioning/datasources/cribwatch-influxdb.yaml)."""
 DS = {"type": "influxdb", "uid": DATASOURCE_UID}
@@ -28,6 +30,8 @@ SITE = '"site" =~ /^$site$/'
 ROOM = '"room" =~ /^$room$/'
 TIME = "$timeFilter"
 NOT_TEST = "\"test\" = 'false'"
+ALARM_NOTICES = f"\"notice\" != '{schema.HELPING_HANDS_NOTICE}'"
+"""The deliveries of alarm notices only (a helping-hands request to the coordinators is not an alarm)."""
 
 Json = dict[str, Any]
 
@@ -410,12 +414,13 @@ def incidents() -> Json:
             [
                 target(
                     'SELECT count("notice_id") FROM "delivery" WHERE ("outcome" = \'gave_up\' OR "outcome" = \'dropped\') '
-                    f'AND {where} AND {TIME} GROUP BY time(1d), "channel" fill(0)',
+                    f'AND {ALARM_NOTICES} AND {where} AND {TIME} GROUP BY time(1d), "channel" fill(0)',
                     alias="$tag_channel",
                 )
             ],
-            description="Deliveries given up (every attempt failed) or dropped (never attempted). Failed attempts that "
-            "were retried, messages buffered for the broker and skipped deliveries are not counted.",
+            description="Alarm notices given up (every attempt failed) or dropped (never attempted). Failed attempts "
+            "that were retried, messages buffered for the broker, skipped deliveries and helping-hands requests are not "
+            "counted.",
             decimals=0,
         ),
         panel(
@@ -423,12 +428,14 @@ def incidents() -> Json:
             "Notice delivery time, by channel",
             [
                 target(
-                    f'SELECT mean("seconds") FROM "delivery" WHERE "outcome" = \'delivered\' AND {where} AND {TIME} '
+                    f'SELECT mean("seconds") FROM "delivery" WHERE "outcome" = \'delivered\' AND {ALARM_NOTICES} '
+                    f"AND {where} AND {TIME} "
                     'GROUP BY time($__interval), "channel" fill(none)',
                     alias="$tag_channel",
                 )
             ],
-            description="From the policy's decision to the channel's confirmation (queue and retries included).",
+            description="From the policy's decision to the channel's confirmation (queue and retries included); alarm "
+            "notices only.",
             unit="s",
         ),
         panel(

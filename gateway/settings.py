@@ -27,9 +27,8 @@ from pydantic import (
 )
 
 from gateway.credentials import CredentialsFileError, read_credentials_file
-from gateway.domain.vocab import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier
+from gateway.domain.vocab import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier, Label
 
-Label = Annotated[str, Field(min_length=1, max_length=64)]
 GpioPin = Annotated[int, Field(ge=0, le=27, description="BCM pin number of the Raspberry Pi header.")]
 
 RESERVED_SENSOR_IDS = ("gateway", "gateway-intake", "staff", "technician", "coordinator")

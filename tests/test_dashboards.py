@@ -55,15 +55,15 @@ def queries(board: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def grafana(query: str) -> str:
-    """The query as Grafana sends it: the last ten years, hourly, site kids-f, room baby."""
+def grafana(query: str, **chosen: str) -> str:
+    """The query as Grafana sends it: the last ten years, hourly, site kids-f, room baby (or as ``chosen``)."""
     for macro, value in (
         ("$timeFilter", "time > now() - 3650d"),
         ("$__interval", "1h"),
         ("$site", SITE),
         ("$room", ROOM),
     ):
-        query = query.replace(macro, value)
+        query = query.replace(macro, chosen.get(macro, value))
     return query
 
 
@@ -339,6 +339,20 @@ def site_points() -> list[schema.Point]:
             )
             for n, outcome in enumerate(outcomes)
         ]
+        out += [  # a helping-hands request to the coordinators: not an alarm notice, in no alarm panel
+            schema.delivery_point(
+                SITE,
+                "apprise",
+                schema.HELPING_HANDS_NOTICE,
+                outcome,
+                raised + 10 + n,
+                notice_id=f"hh-{hour}/1",
+                alarm_id=f"hh-{hour}",
+                attempts=3,
+                seconds=400.0,
+            )
+            for n, outcome in enumerate(("gave_up", "dropped", "delivered"))
+        ]
     return out
 
 
@@ -407,9 +421,15 @@ def test_every_query_of_every_dashboard_answers_from_the_gateways_points(
     # current state of the cribs comes from each crib's last change.
     [incidents] = [load(p) for p in dashboard_files() if p.name == "cribwatch-incidents.json"]
     [undelivered] = [p for p in incidents["panels"] if p["title"] == "Notices not delivered, by channel"]
-    [result] = influxd.query(grafana(undelivered["targets"][0]["query"]), db=database)
+    every_room = {"$room": ".*"}  # the room variable's "All" (a helping-hands request has no room)
+    [result] = influxd.query(grafana(undelivered["targets"][0]["query"], **every_room), db=database)
     counts = [v[1] for series in result["series"] for v in series["values"]]
-    assert sum(counts) == 6, "only the final failures (gave_up, dropped): not a retried attempt, buffered, skipped"
+    assert sum(counts) == 6, "only the final failures (gave_up, dropped) of alarm notices: not a retried attempt, "
+    "buffered, skipped, nor a helping-hands request"
+    [took] = [p for p in incidents["panels"] if p["title"] == "Notice delivery time, by channel"]
+    [result] = influxd.query(grafana(took["targets"][0]["query"], **every_room), db=database)
+    means = {v[1] for series in result["series"] for v in series["values"] if v[1] is not None}
+    assert means == {1.0}, "alarm notices only (a helping-hands request took 400 s)"
     [overview] = [load(p) for p in dashboard_files() if p.name == "cribwatch-overview.json"]
     [open_now] = [p for p in overview["panels"] if p["title"] == "Cribs open now"]
     [result] = influxd.query(grafana(open_now["targets"][0]["query"]), db=database)

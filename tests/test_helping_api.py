@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from gpiozero.pins.mock import MockFactory
 from gateway.app import Gateway
 from gateway.domain.clock import FakeClock
 from gateway.domain.helping import ContactKind, Reason, Status, Urgency
+from gateway.domain.vocab import LABEL_MAX
 from gateway.protocol.helping import HelpingHandsPayload
 from gateway.settings import ConfigError, settings_from_mapping
 from gateway.store import SCHEMA_VERSION, Store
@@ -266,6 +268,9 @@ RULES: list[tuple[str, dict[str, str], str, str]] = [
     ("no phone", {"contact_kind": "phone", "contact": ""}, "contact", "contact_missing"),
     ("unknown account", {"contact": "nobody"}, "contact", "contact_no_account"),
     ("disabled account", {"contact": "staf02"}, "contact", "contact_no_account"),
+    ("an administrator's account", {"contact": "admi01"}, "contact", "contact_no_account"),
+    ("a technician's account", {"contact": "tech01"}, "contact", "contact_no_account"),
+    ("a coordinator's account", {"contact": "coor01"}, "contact", "contact_no_account"),
     ("not a phone number", {"contact_kind": "phone", "contact": "12345"}, "contact", "contact_bad_phone"),
     ("letters for a phone", {"contact_kind": "phone", "contact": "call me"}, "contact", "contact_bad_phone"),
 ]
@@ -472,6 +477,13 @@ MOVES: list[tuple[str, list[dict[str, str]], dict[str, str], str]] = [
     ("unknown status", [], {"to": "lost"}, "not_allowed"),
     ("assigned to a staff account", [], {"to": "assigned", "assignee": "staf01"}, "assignee_unknown"),
     ("assigned to nobody known", [], {"to": "assigned", "assignee": "ghost"}, "assignee_unknown"),
+    (
+        "partly filled for a staff account",
+        [],
+        {"to": "partly_filled", "filled": "1", "assignee": "staf01"},
+        "assignee_unknown",
+    ),
+    ("filled for nobody known", [{"to": "assigned"}], {"to": "filled", "assignee": "ghost"}, "assignee_unknown"),
     ("the same assignee again", [{"to": "assigned"}], {"to": "assigned", "assignee": "coor01"}, "not_allowed"),
     ("partly filled with all", [], {"to": "partly_filled", "filled": "3"}, "filled_range"),
     ("partly filled with none", [], {"to": "partly_filled", "filled": "0"}, "filled_range"),
@@ -628,3 +640,56 @@ def test_a_store_that_cannot_take_the_request_says_so_and_keeps_the_input(hs: He
     assert 'value="Zeepaardjes"' in answer.text
     assert hs.outbox() == []
     assert submit(staff, good_form(room="Zeepaardjes")).status_code == 303
+
+
+def test_a_manager_may_be_the_contact_and_a_start_typed_as_the_current_minute_is_taken(hs: HelpSite) -> None:
+    hs.clock.advance(40.0)  # 08:00:40: the person typed 08:00
+    request_id = make_request(hs, start="08:00", end="12:00", contact=USERS[Role.MANAGER])
+    [sent] = hs.messages()
+    assert (sent.request, sent.start, sent.contact) == (request_id, "08:00", USERS[Role.MANAGER])
+    assert EN("helping.start_hint") in hs.client(Role.STAFF).get("/helping/new").text
+
+
+def test_a_site_label_as_long_as_the_site_file_allows_goes_on_the_wire(tmp_path: Path) -> None:
+    """The settings and the payload take one Label: the longest label a site file may give is carried."""
+    label = "BSO " + "V" * (LABEL_MAX - 4)
+    hs = HelpSite(tmp_path, partner_sites=[{**PARTNER, "label": label}])
+    try:
+        make_request(hs, site=PARTNER["id"])
+        assert [m.site_label for m in hs.messages()] == [label]
+        with pytest.raises(ConfigError, match="label"):
+            make_settings(data=site_mapping(helping_hands={"partner_sites": [{**PARTNER, "label": label + "V"}]}))
+    finally:
+        hs.accounts.close()
+
+
+def test_a_request_the_gateway_cannot_carry_is_a_clear_503_that_keeps_the_input(hs: HelpSite) -> None:
+    """Something unexpected inside the store's transaction (here: a staff account made straight in the account
+    store, its id longer than a payload takes) is rolled back and said on the form, never a 500."""
+    long_id = "s" * 70
+    hs.accounts.add_user(long_id, "staff", HASHED, 0.0)
+    staff = hs.client(Role.STAFF)
+    answer = submit(staff, good_form(room="Zeepaardjes", contact=long_id))
+    assert answer.status_code == 503
+    assert EN("helping.error.unexpected") in html.unescape(answer.text)
+    assert 'value="Zeepaardjes"' in answer.text
+    assert hs.outbox() == []
+    assert "Zeepaardjes" not in staff.get("/helping/mine").text  # nothing half-saved
+    assert submit(staff, good_form(room="Zeepaardjes")).status_code == 303
+
+
+def test_a_change_the_gateway_cannot_carry_is_a_clear_503_and_nothing_changes(hs: HelpSite) -> None:
+    """The same for a status change: a request row whose contact no payload takes (as another tool could leave it in
+    the store) cannot be published; the move is rolled back and the page says so."""
+    request_id = make_request(hs)
+    db = sqlite3.connect(hs.settings.store_path)
+    try:
+        with db:
+            db.execute("UPDATE helping_requests SET contact = ? WHERE id = ?", ("s" * 70, request_id))
+    finally:
+        db.close()
+    answer = move(hs.client(Role.COORDINATOR), request_id, to="assigned")
+    assert answer.status_code == 503
+    assert EN("helping.error.unexpected") in html.unescape(answer.text)
+    assert 'data-status="new"' in hs.client(Role.STAFF).get("/helping/mine").text
+    assert [m.status for m in hs.messages()] == ["new"]

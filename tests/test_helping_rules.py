@@ -4,9 +4,11 @@ dropped from a full queue, never the siren, a phone-readable text with no note."
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -18,13 +20,23 @@ from alerts.channels.router import ChannelRouter
 from alerts.channels.siren import SirenTransport
 from alerts.channels.webhook import WebhookTransport
 from alerts.notices import RequestNotice
-from gateway.domain.helping import TRANSITIONS, Move, MoveError, Status, check_move, moves_for
+from gateway.domain.helping import (
+    START_GRACE_S,
+    TRANSITIONS,
+    Limits,
+    Move,
+    MoveError,
+    Status,
+    check_move,
+    moves_for,
+    validate_request,
+)
 from gateway.protocol import Topics
 from gateway.protocol.helping import HELPING_HANDS, HelpingHandsNoticePayload, HelpingHandsPayload, helping_hands_topic
-from tests.channel_helpers import HttpEndpoint
-from tests.test_channels import Record, http, notice, record, to, wait_until, worker
+from tests.channel_helpers import WAIT_S, HttpEndpoint
+from tests.test_channels import Record, http, http2, notice, record, to, wait_until, worker
 
-__all__ = ["http", "record"]  # the fixtures, from the channels' tests
+__all__ = ["http", "http2", "record"]  # the fixtures, from the channels' tests
 
 # ------------------------------------------------------------------------------------------ transitions
 
@@ -88,6 +100,49 @@ def test_filled_counts_and_assignees() -> None:
         go(Status.NEW, Move(Status.CANCELLED, comment="c" * 201))
 
 
+# ------------------------------------------------------------------------------------------ the form's window
+
+ZONE = ZoneInfo("Europe/Amsterdam")
+NOW = dt.datetime(2026, 3, 2, 8, 0, 40, tzinfo=ZONE).timestamp()
+"""08:00:40 on the day of the request: a person typing 08:00 means "now"."""
+
+
+def window_errors(start: str, end: str) -> dict[str, str]:
+    form = {
+        "site": "kids-f", "room": "Dolfijnen", "day": "2026-03-02", "start": start, "end": end, "people": "2",
+        "reason": "illness", "urgency": "normal", "note": "", "contact_kind": "phone", "contact": "+31612345678",
+    }  # fmt: skip
+    fields, errors = validate_request(
+        form,
+        now=NOW,
+        zone=ZONE,
+        sites=frozenset({"kids-f"}),
+        limits=Limits(max_people=8, note_max=300, days_ahead=30),
+        is_account=lambda name: False,
+        phone=lambda text: text,
+    )
+    assert (fields is None) == bool(errors)
+    return errors
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "errors"),
+    [
+        ("08:00", "12:00", {}),  # the current minute
+        ("07:46", "12:00", {}),  # a shift that began a quarter of an hour ago, less 40 s
+        ("07:45", "12:00", {"start": "start_past"}),  # 15 min 40 s ago
+        ("06:00", "12:00", {"start": "start_past"}),
+        ("07:50", "08:00", {"end": "end_past"}),  # within the grace, but over: nothing left to help with
+        ("08:30", "09:00", {}),
+    ],
+)
+def test_a_start_up_to_a_quarter_of_an_hour_ago_is_taken_while_the_end_is_to_come(
+    start: str, end: str, errors: dict[str, str]
+) -> None:
+    assert START_GRACE_S == 15 * 60
+    assert window_errors(start, end) == errors
+
+
 # ------------------------------------------------------------------------------------------ the channels
 
 REQUEST = HelpingHandsPayload(
@@ -140,6 +195,34 @@ def test_requests_wait_behind_every_alarm_notice_of_their_channel(http: HttpEndp
     assert (told.kind, told.request.request, told.request.urgent) == ("helping_hands", 4, True)
     rows = [(r.notice_id, r.alarm_id, r.kind) for r in record.rows() if r.notice_id.startswith("hh-")]
     assert rows == [("hh-4/1", "hh-4", "helping_hands"), ("hh-4/2", "hh-4", "helping_hands")]
+
+
+def test_an_alarm_notice_never_waits_behind_a_request_in_hand(
+    http: HttpEndpoint, http2: HttpEndpoint, record: Record
+) -> None:
+    """A coordinator's endpoint takes the request and never answers (Apprise, three attempts each as long as the
+    test may wait): an alarm notice put in while the request is in hand is delivered by the same channel before the
+    request's first attempt ends, let alone its retries."""
+    http.hanging = True
+    coordinator = to(
+        "apprise", member="coord-1", group="coordinators", address=f"json://127.0.0.1:{http.port}/hh?rto=60"
+    )
+    staff = to("apprise", address=f"json://127.0.0.1:{http2.port}/staff")
+    w = worker(AppriseTransport(urls=[f"json://127.0.0.1:{http2.port}/default"]), record, timeout_s=WAIT_S * 3)
+    router = ChannelRouter({"apprise": w}, record)
+    router.send(request_notice(coordinator))
+    assert http.entered.wait(WAIT_S)  # the request is in hand, hanging
+    router.send(notice(staff, n=1))
+    wait_until(lambda: http2.json_bodies("/staff"), "the alarm notice while the request hangs")
+    wait_until(lambda: "delivered" in record.results("apprise"), "the alarm notice's record")
+    assert [(r.notice_id, r.result) for r in record.taken] == [("7-1/1", "delivered")]  # the request: no outcome yet
+    assert router.health()["apprise"].queued == 1  # the request, still in hand
+    http.release()
+    wait_until(lambda: record.results("apprise").count("delivered") == 2, "the request once answered")
+    router.close()
+    assert [(r.notice_id, r.attempt, r.result) for r in record.rows()] == [
+        ("7-1/1", 1, "delivered"), ("hh-4/1", 1, "delivered"),
+    ]  # fmt: skip
 
 
 def test_a_full_queue_drops_requests_first_and_never_an_alarm_notice_for_one(

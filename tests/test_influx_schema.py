@@ -115,6 +115,12 @@ def test_escalations_and_deliveries_take_plain_values() -> None:
         "delivery,channel=webhook,notice=alarm,outcome=failed,site=kids-f "
         'alarm_id="3-12",attempts=3i,error="HTTP 503",notice_id="3-12/1",seconds=1.0 101000000000'
     )
+    helping = schema.delivery_point(
+        "kids-f", "apprise", "helping_hands", "gave_up", 102.0, notice_id="hh-4/9", alarm_id="hh-4", attempts=3,
+        seconds=40.0,
+    )  # fmt: skip
+    assert not helping.alarm  # a request to the coordinators is telemetry: dropped before any alarm point
+    assert helping.line().startswith("delivery,channel=apprise,notice=helping_hands,outcome=gave_up,site=kids-f ")
 
 
 def test_maintenance_is_on_record_and_never_dropped() -> None:

@@ -1,8 +1,13 @@
-"""What every notice channel shares: one :class:`ChannelWorker` per channel, with its own thread, bounded queue,
+"""What every notice channel shares: one :class:`ChannelWorker` per channel, with its own threads, bounded queue,
 timeout, retries with backoff, a delivery record per attempt and its health.
 
+A channel has two lanes, each its own thread: alarm notices, and deliveries of low priority (helping-hands requests).
+A low delivery starts only when no alarm notice waits or is in hand; once started, its attempts and backoff run in
+the low lane's thread, so an alarm notice that comes meanwhile is taken at once by the alarm lane: it never waits
+behind a low delivery (docs/channels.md, "Helping-hands requests go last, in a lane of their own").
+
 A channel's :class:`Transport` does one thing: deliver one :class:`Delivery` (a notice for one recipient) within a
-timeout, raising :class:`ChannelError` (or anything) when it could not. It runs in the channel's own thread, so a
+timeout, raising :class:`ChannelError` (or anything) when it could not. It runs in the channel's own threads, so a
 transport may block (an HTTP request, Apprise's ``notify``): a channel that hangs or fails holds up only its own
 queue, never another channel, the event loop, the MQTT alert or the buzzer.
 
@@ -18,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from alerts.notices import Notice, NoticeKind, Recipient, RequestNotice
@@ -88,7 +93,8 @@ class Skipped(Exception):  # noqa: N818 - not an error: the delivery had nothing
 
 
 class Transport(Protocol):
-    """One channel's way out. ``send`` runs in the channel's own thread and may block, up to ``timeout_s``."""
+    """One channel's way out. ``send`` runs in the channel's own threads and may block, up to ``timeout_s``; the
+    alarm lane and the low lane may call it at the same time (each call is one request of its own)."""
 
     name: str
 
@@ -196,8 +202,21 @@ def describe_request(notice: RequestNotice) -> tuple[str, str]:
     return title, body
 
 
+@dataclass(slots=True)
+class _Lane:
+    """One of a channel's two lanes (alarm notices, low priority): its queue, its thread, its attempt in hand.
+    Read and changed under the worker's lock."""
+
+    name: str
+    queue: collections.deque[Delivery] = field(default_factory=collections.deque)
+    in_hand: bool = False
+    attempt_started: float | None = None
+    thread: threading.Thread | None = None
+
+
 class ChannelWorker:
-    """One channel: its transport in its own thread, a bounded queue, retries and a record of every attempt.
+    """One channel: its transport in its own two threads (lanes), a bounded queue, retries and a record of every
+    attempt.
 
     ``record`` takes each :class:`DeliveryRecord` (the store writer's queue: it must not block either).
     """
@@ -217,14 +236,13 @@ class ChannelWorker:
         self._record = record
         self._wall = wall_clock
         self._monotonic = monotonic
-        self._queue: collections.deque[Delivery] = collections.deque()
-        self._low: collections.deque[Delivery] = collections.deque()
-        """Deliveries of low priority (helping-hands requests): taken only when no alarm notice waits."""
+        self._alarms = _Lane("alarm")
+        """Alarm notices: taken in order, one at a time, whatever the low lane is doing."""
+        self._low = _Lane("low")
+        """Deliveries of low priority (helping-hands requests): one starts only when no alarm notice waits or is
+        in hand."""
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._in_hand = False
-        self._attempt_started: float | None = None
         self._delivered = 0
         self._failed = 0
         self._gave_up = 0
@@ -236,8 +254,12 @@ class ChannelWorker:
     # ------------------------------------------------------------------------------------ the loop's side
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"channel-{self.name}", daemon=True)
-        self._thread.start()
+        for lane in (self._alarms, self._low):
+            suffix = "" if lane is self._alarms else "-low"
+            lane.thread = threading.Thread(
+                target=self._run, args=(lane,), name=f"channel-{self.name}{suffix}", daemon=True
+            )
+            lane.thread.start()
 
     def put(self, delivery: Delivery) -> None:
         """Queue one delivery and return at once; a full queue drops (and records) its oldest one, of low priority
@@ -249,16 +271,16 @@ class ChannelWorker:
                 if self._stopping:
                     victim, why = delivery, "gateway stopping"
                 else:
-                    if len(self._queue) + len(self._low) >= self.limits.queue_size:
-                        if self._low:
-                            victim = self._low.popleft()
+                    if len(self._alarms.queue) + len(self._low.queue) >= self.limits.queue_size:
+                        if self._low.queue:
+                            victim = self._low.queue.popleft()
                         elif delivery.low:
                             victim, why = delivery, f"queue full ({self.limits.queue_size}) of alarm notices"
                         else:
-                            victim = self._queue.popleft()
+                            victim = self._alarms.queue.popleft()
                     if victim is not delivery:
-                        (self._low if delivery.low else self._queue).append(delivery)
-                        self._cond.notify()
+                        (self._low if delivery.low else self._alarms).queue.append(delivery)
+                        self._cond.notify_all()  # two lanes wait on this condition: wake the one it is for
         except Exception:  # never raise into the event loop
             log.critical("channel %s: could not queue a delivery", self.name, exc_info=True)
             return
@@ -281,9 +303,9 @@ class ChannelWorker:
         with self._cond:
             failing = self._streak > 0
             last_error = self._last_error
-            started = self._attempt_started
-            if started is not None:
-                running = self._monotonic() - started
+            starts = [lane.attempt_started for lane in (self._alarms, self._low) if lane.attempt_started is not None]
+            if starts:
+                running = self._monotonic() - min(starts)
                 if running > self.limits.timeout_s + HANG_GRACE_S:
                     failing = True
                     last_error = (
@@ -291,7 +313,7 @@ class ChannelWorker:
                     )
             return ChannelHealth(
                 state="failing" if failing else "ok",
-                queued=len(self._queue) + len(self._low) + (1 if self._in_hand else 0),
+                queued=sum(len(lane.queue) + lane.in_hand for lane in (self._alarms, self._low)),
                 delivered=self._delivered,
                 failed=self._failed,
                 gave_up=self._gave_up,
@@ -301,18 +323,20 @@ class ChannelWorker:
             )
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop taking deliveries; what waits is recorded as dropped; the thread ends after its attempt in hand
+        """Stop taking deliveries; what waits is recorded as dropped; the threads end after their attempts in hand
         (a transport that hangs past ``timeout`` is left to its daemon thread)."""
         with self._cond:
             self._stopping = True
-            left = list(self._queue) + list(self._low)
-            self._queue.clear()
-            self._low.clear()
+            left = list(self._alarms.queue) + list(self._low.queue)
+            self._alarms.queue.clear()
+            self._low.queue.clear()
             self._cond.notify_all()
         for delivery in left:
             self.drop(delivery, "gateway stopping")
-        if self._thread is not None:
-            self._thread.join(timeout)
+        until = time.monotonic() + timeout
+        for lane in (self._alarms, self._low):
+            if lane.thread is not None:
+                lane.thread.join(max(0.0, until - time.monotonic()))
         try:
             self.transport.close()
         except Exception:
@@ -320,39 +344,47 @@ class ChannelWorker:
 
     # ------------------------------------------------------------------------------------ the thread
 
-    def _run(self) -> None:
+    def _ready(self, lane: _Lane) -> bool:
+        """Something for ``lane`` to take: the low lane only while the alarm lane has nothing (under the lock)."""
+        if not lane.queue:
+            return False
+        return lane is self._alarms or not (self._alarms.queue or self._alarms.in_hand)
+
+    def _run(self, lane: _Lane) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._low and not self._stopping:
+                while not self._stopping and not self._ready(lane):
                     self._cond.wait()
                 if self._stopping:
                     return
-                delivery = self._queue.popleft() if self._queue else self._low.popleft()
-                self._in_hand = True
+                delivery = lane.queue.popleft()
+                lane.in_hand = True
             try:
-                self._deliver(delivery)
+                self._deliver(lane, delivery)
             except Exception:  # the worker itself must not die: its channel would go quiet
                 log.critical("channel %s: delivery of %s failed unexpectedly", self.name, delivery, exc_info=True)
             finally:
                 with self._cond:
-                    self._in_hand = False
+                    lane.in_hand = False
+                    lane.attempt_started = None
+                    self._cond.notify_all()  # the low lane may wait for the alarm lane to be idle
 
-    def _deliver(self, delivery: Delivery) -> None:
+    def _deliver(self, lane: _Lane, delivery: Delivery) -> None:
         limits = self.limits
         for attempt in range(1, limits.attempts + 1):
             started = self._monotonic()
             with self._cond:
-                self._attempt_started = started
+                lane.attempt_started = started
             try:
                 result = self.transport.send(delivery, limits.timeout_s)
             except Skipped as skip:
-                self._finished(delivery, attempt, DeliveryResult.SKIPPED, started, str(skip))
+                self._finished(lane, delivery, attempt, DeliveryResult.SKIPPED, started, str(skip))
                 return
             except Exception as exc:  # noqa: BLE001 - whatever a transport raises is a failed attempt
                 error = str(exc) if isinstance(exc, ChannelError) else f"{type(exc).__name__}: {exc}"
                 last = attempt == limits.attempts
                 self._finished(
-                    delivery, attempt, DeliveryResult.GAVE_UP if last else DeliveryResult.FAILED, started, error
+                    lane, delivery, attempt, DeliveryResult.GAVE_UP if last else DeliveryResult.FAILED, started, error
                 )
                 if last:
                     return
@@ -360,7 +392,7 @@ class ChannelWorker:
                     self.drop(delivery, f"gateway stopping after attempt {attempt} failed")
                     return
             else:
-                self._finished(delivery, attempt, result, started, None)
+                self._finished(lane, delivery, attempt, result, started, None)
                 return
 
     def _wait(self, seconds: float) -> bool:
@@ -369,13 +401,13 @@ class ChannelWorker:
             self._cond.wait_for(lambda: self._stopping, timeout=seconds)
             return self._stopping
 
-    def _finished(
-        self, delivery: Delivery, attempt: int, result: DeliveryResult, started: float, error: str | None
+    def _finished(  # noqa: PLR0917 - one attempt's outcome
+        self, lane: _Lane, delivery: Delivery, attempt: int, result: DeliveryResult, started: float, error: str | None
     ) -> None:
         latency_ms = (self._monotonic() - started) * 1000.0
         recovered = 0
         with self._cond:
-            self._attempt_started = None
+            lane.attempt_started = None
             if result in {DeliveryResult.FAILED, DeliveryResult.GAVE_UP}:
                 self._failed += 1
                 self._streak += 1

@@ -174,6 +174,10 @@ class RequestFields:
     contact: str
 
 
+START_GRACE_S = 15 * 60.0
+"""How far in the past a request's start may be (the current minute typed a moment ago, a shift already begun):
+the request is for help still to come, so its end must be in the future."""
+
 FORM_FIELDS = ("site", "room", "day", "start", "end", "people", "reason", "urgency", "note", "contact_kind", "contact")
 """The form's fields, in its order."""
 
@@ -196,8 +200,9 @@ def validate_request(  # noqa: PLR0915 - one rule after the other, each with its
     phone: Callable[[str], str | None],
 ) -> tuple[RequestFields | None, dict[str, str]]:
     """The request of a filled form, or the errors: ``{field: code}``, one per wrong field (codes are message
-    keys ``helping.error.<code>``). ``sites``: the site ids one may ask for; ``is_account``: a staff id of an active
-    account of this site; ``phone``: the number normalised (E.164), or None when it is not a phone number."""
+    keys ``helping.error.<code>``). The start may be up to :data:`START_GRACE_S` in the past, the end must be in the
+    future. ``sites``: the site ids one may ask for; ``is_account``: a staff id of an active staff or manager account
+    of this site; ``phone``: the number normalised (E.164), or None when it is not a phone number."""
     errors: dict[str, str] = {}
     value = {name: str(form.get(name, "")).strip() for name in FORM_FIELDS}
 
@@ -236,7 +241,7 @@ def validate_request(  # noqa: PLR0915 - one rule after the other, each with its
             errors["day"] = "day_too_far"
         elif ends_at <= now:
             errors["end"] = "end_past"
-        elif starts_at < now:
+        elif starts_at < now - START_GRACE_S:
             errors["start"] = "start_past"
 
     people = 0

@@ -20,6 +20,14 @@ _ID_RE = re.compile(ID_PATTERN)
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, description="Lower case letters, digits, - and _.")]
 """An id as a pydantic field type (settings and payloads)."""
 
+LABEL_MAX = 64
+"""The longest label (a site's, a partner site's, a room's or a crib's name as people read it): the settings and the
+payloads that carry a label take the same :data:`Label`, so a label the site file accepts is never refused on the
+wire."""
+
+Label = Annotated[str, Field(min_length=1, max_length=LABEL_MAX)]
+"""A label as a pydantic field type (settings and payloads)."""
+
 DEFAULT_BASE_TOPIC = "cribwatch"
 """The first level of every MQTT topic of cribwatch, unless a site file says otherwise."""
 

@@ -35,6 +35,9 @@ ALARM = "alarm"
 """One step of an alarm's life (tag ``event``: raised, escalated, repeated, reminded, acknowledged, resolved)."""
 DELIVERY = "delivery"
 """One notice's delivery on one channel: delivered, failed or given up, after how many attempts and seconds."""
+HELPING_HANDS_NOTICE = "helping_hands"
+"""The ``notice`` tag of a delivery that is not about an alarm (a helping-hands request to the coordinators): a
+telemetry point, not an alarm point, and left out of the alarm panels."""
 SENSOR_REFUSED = "sensor_refused"
 """Per sensor, readings refused (or taken after a resync) for their sequence numbers: running counts."""
 INPUT = "gateway_input"
@@ -332,7 +335,9 @@ def delivery_point(
     error: str | None = None,
 ) -> Point:
     """One notice on one channel (``outcome``: delivered, failed, gave_up), ``seconds`` from the notice to the
-    outcome. The address delivered to is not written (a phone number or a URL is nobody's dashboard)."""
+    outcome. The address delivered to is not written (a phone number or a URL is nobody's dashboard). An alarm point,
+    except a helping-hands notice's delivery (``notice_kind`` :data:`HELPING_HANDS_NOTICE`): telemetry, as it is not
+    about an alarm."""
     tags = {"site": site, "room": room, "channel": channel, "notice": notice_kind, "outcome": outcome}
     fields: dict[str, FieldValue | None] = {
         "notice_id": notice_id,
@@ -341,7 +346,7 @@ def delivery_point(
         "seconds": float(seconds),
         "error": None if error is None else error[:200],
     }
-    return point(DELIVERY, at, tags, fields, alarm=True)
+    return point(DELIVERY, at, tags, fields, alarm=notice_kind != HELPING_HANDS_NOTICE)
 
 
 def maintenance_point(

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gateway.domain.vocab import Identifier
+from gateway.domain.vocab import Identifier, Label
 from gateway.protocol.payloads import _Payload
 from gateway.protocol.topics import Qos, Topics, TopicSpec
 
@@ -48,7 +48,7 @@ class HelpingHandsPayload(_Payload):
     event: Literal["created", "changed"] = Field(description="created (a new request) or changed (its status).")
     gateway_site: Identifier = Field(description="The site whose gateway took the request (the topic's site).")
     site: str = Field(min_length=1, max_length=64, description="The site that asks: this site or a partner site.")
-    site_label: str = Field(min_length=1, max_length=64, description="Its name as people read it.")
+    site_label: Label = Field(description="Its name as people read it (the settings' label, at most LABEL_MAX).")
     site_kind: SiteKindName = Field(description="kdv, cmww, bso, psz or other.")
     room: str = Field(min_length=1, max_length=64, description="The room or group that needs the help.")
     date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="The day, ISO 8601, in the site's time zone.")

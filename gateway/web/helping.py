@@ -60,8 +60,12 @@ T = TypeVar("T")
 
 REQUESTERS = frozenset({Role.STAFF, Role.MANAGER})
 """Who may ask for helping hands: the people who work in the rooms and their managers."""
+REQUESTER_ROLES = frozenset(role.value for role in REQUESTERS)
+"""The same, as the account store names the roles (a request's contact is one of these accounts)."""
 COORDINATORS = frozenset({Role.COORDINATOR})
 """Who sees every request and moves it through its statuses: the city's coordinators."""
+ASSIGNING = frozenset({Status.ASSIGNED, Status.PARTLY_FILLED, Status.FILLED})
+"""The moves that take an assignee from the form (check_move): it must be an active coordinator's account."""
 PRUNE_EVERY_S = 6 * 3600.0
 """How often requests past ``[store] retention_days`` are deleted (checked when the pages use the store)."""
 MAX_FORM_BYTES = 16_384
@@ -302,8 +306,10 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         at = kit.now()
 
         def is_account(name: str) -> bool:
+            """An active staff or manager account: one answer for "no such account" and "not a staff account" (the
+            form tells nobody which other accounts exist)."""
             user = kit.accounts.user(name)
-            return user is not None and not user.disabled
+            return user is not None and not user.disabled and user.role in REQUESTER_ROLES
 
         fields, errors = await asyncio.to_thread(
             validate_request,
@@ -322,6 +328,9 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         except StoreError as exc:  # a full or failing disk: nothing was saved, the form and its input stay
             log.error("helping hands: a request could not be saved: %s", exc)
             return form_page(request, who, kept, {}, status_code=503, problem="helping.error.store")
+        except Exception:  # a bug (e.g. a payload the protocol refuses): rolled back; the form and its input stay
+            log.exception("helping hands: a request could not be saved (unexpected)")
+            return form_page(request, who, kept, {}, status_code=503, problem="helping.error.unexpected")
         publish(row)
         if recipients and (hh.notify == "all" or made.urgency is Urgency.URGENT):
             notice = RequestNotice(f"hh-{made.id}/{row.key.rsplit(':', 1)[1]}", payload_of(row), recipients, at)
@@ -459,8 +468,8 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         def decide(current: HelpRequest) -> Outcome:
             if not coordinator and current.requested_by != who.username:
                 raise LookupError(request_id)  # another's request: as if it did not exist
-            if move.to is Status.ASSIGNED and move.assignee is not None and not is_coordinator(move.assignee):
-                raise MoveError("assignee_unknown")
+            if move.assignee is not None and move.to in ASSIGNING and not is_coordinator(move.assignee):
+                raise MoveError("assignee_unknown")  # every move that may set the assignee: checked alike
             return check_move(
                 current.status,
                 move,
@@ -482,6 +491,9 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         except StoreError as exc:
             log.error("helping hands: a status change could not be saved: %s", exc)
             return await detail_page(request, who, request_id, "helping.error.store", 503)
+        except Exception:  # a bug (e.g. a payload the protocol refuses): rolled back, said on the page
+            log.exception("helping hands: a status change could not be saved (unexpected)")
+            return await detail_page(request, who, request_id, "helping.error.unexpected", 503)
         if done is None:
             raise HTTPException(status_code=404, detail=f"no request {request_id}")
         changed, row = done
