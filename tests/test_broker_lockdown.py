@@ -63,6 +63,9 @@ offline_grace_s = 0
     {{ id = "pager-b", channels = [{{ channel = "mqtt", address = "pager-b" }}] }},
   ]
 
+[helping_hands]
+coordinators = [{{ id = "coord-city", channels = [{{ channel = "mqtt", address = "tablet-coord" }}] }}]
+
 [[rooms]]
 id = "nursery"
 label = "Nursery"
@@ -113,6 +116,7 @@ def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockedSite]:
     creds_file, passwd, acl = root / "creds.toml", root / "cribwatch.passwd", root / "cribwatch.acl"
     files = ["--credentials", str(creds_file), "--password-file", str(passwd), "--acl", str(acl)]
     assert cribwatch(["provision", "--config", str(site_file), *files]) == 0
+    assert cribwatch(["provision", "--add", "board", "hall-1", *files]) == 0  # a second wall screen
     broker_tls, client_tls = make_test_ca(root / "ca")
     with MosquittoBroker(root / "broker", shipped=True, password_file=passwd, acl_file=acl, tls=broker_tls) as broker:
         yield LockedSite(broker, site_file, creds_file, read_credentials_file(creds_file), client_tls)
@@ -129,9 +133,13 @@ def test_provision_writes_every_account_hashed_and_private(locked: LockedSite, t
         "gateway",
         "gateway-intake",
         "technician",
+        "technician-tool",
         "staff",
+        "watcher",
         "coordinator",
     }
+    assert list(creds.boards) == ["hall-1"]
+    assert list(creds.coordinator_devices) == ["tablet-coord"]
     assert os.stat(locked.credentials_file).st_mode & 0o777 == 0o600
     passwd = locked.credentials_file.parent / "cribwatch.passwd"
     lines = dict(line.split(":", 1) for line in passwd.read_text().split())
@@ -317,6 +325,53 @@ async def test_nobody_takes_the_gateways_client_id(locked: LockedSite) -> None:
             await pager_a.publish(TOPICS.ack("pager-a"), b"still there?", qos=1)
             assert await gateway.until(TOPICS.ack("pager-a")) == b"still there?"
     assert "Client gateway already connected" not in locked.broker.log_text()
+
+
+async def test_accounts_that_run_side_by_side_never_knock_each_other_off(locked: LockedSite) -> None:
+    """Each account allows one connection (the client id is the username): two wall screens, the simulator's
+    watcher beside a live board, a technician's monitor beside `cribwatch test-alarm`'s account. All connected at
+    once, each still gets what it reads, and the broker closed no connection for another of the same name."""
+    alarm, stats = TOPICS.alarm("nursery"), f"{TOPICS.prefix}/gateway/stats"
+    async with (
+        listening(locked.login("staff"), TOPICS.alarm_filter, identifier="board-1") as board_1,
+        listening(locked.login("hall-1"), TOPICS.alarm_filter, identifier="board-2") as board_2,
+        listening(locked.login("watcher"), TOPICS.alarm_filter, identifier="check") as watcher,
+        listening(locked.login("technician"), f"{TOPICS.prefix}/gateway/#", identifier="monitor") as monitor,
+        listening(locked.login("technician-tool"), f"{TOPICS.prefix}/cmd/+/answer", identifier="tool") as tool,
+        connected(locked.login("gateway")) as gateway,
+    ):
+        await gateway.publish(alarm, b"raised", qos=1)
+        await gateway.publish(stats, b"{}", qos=1)
+        await gateway.publish(f"{TOPICS.prefix}/cmd/technician-tool/answer", b"ok", qos=1)
+        for listener in (board_1, board_2, watcher):
+            assert await listener.until(alarm) == b"raised"
+        assert await monitor.until(stats) == b"{}"
+        assert await tool.until(f"{TOPICS.prefix}/cmd/technician-tool/answer") == b"ok"
+    assert "already connected, closing old connection" not in locked.broker.log_text()
+
+
+async def test_boards_and_the_watcher_acknowledge_nothing_and_a_coordinators_device_reads_its_notices_only(
+    locked: LockedSite,
+) -> None:
+    """A wall board and the watcher read the alarm ids but may not write an ack (``topic deny`` over the ack
+    patterns); a helping-hands coordinator's device reads its own notices, no alarm or crib state."""
+    async with (
+        listening(locked.login("gateway"), f"{TOPICS.prefix}/ack/#") as gateway,
+        listening(locked.login("tablet-coord"), f"{TOPICS.prefix}/#", identifier="coord") as tablet,
+        connected(locked.login("hall-1")) as board,
+        connected(locked.login("watcher")) as watcher,
+        connected(locked.login("pager-a")) as pager,
+        connected(locked.login("gateway-intake")) as gateway_out,  # the listener is `gateway`: one connection each
+    ):
+        await board.publish(TOPICS.ack("hall-1"), b"forged", qos=1)
+        await watcher.publish(TOPICS.ack("watcher"), b"forged", qos=1)
+        for topic in (TOPICS.alarm("nursery"), TOPICS.crib_state("n-1"), f"{TOPICS.prefix}/notify/tablet-coord"):
+            await gateway_out.publish(topic, b"x", qos=1)
+        await pager.publish(TOPICS.ack("pager-a"), b"mine", qos=1)
+        await gateway.until(TOPICS.ack("pager-a"))
+        await tablet.until(f"{TOPICS.prefix}/notify/tablet-coord")
+        assert gateway.topics() == [TOPICS.ack("pager-a")]
+        assert tablet.topics() == [f"{TOPICS.prefix}/notify/tablet-coord"]
 
 
 # -- end to end: gateway, simulator, staff device ------------------------------------------------------------------
