@@ -354,7 +354,7 @@ def _command_arguments(p: argparse.ArgumentParser) -> None:
         "--config",
         required=True,
         help="the site's TOML file (broker address); the account: env CRIBWATCH_MQTT_USERNAME/_PASSWORD, else "
-        "[technician] of its mqtt.credentials_file",
+        "[technician_tool] of its mqtt.credentials_file",
     )
     p.add_argument("--by", help="your technician id (default: the broker username)")
     p.add_argument("--device", help="this tool's device id in the topic (default: the broker username)")
