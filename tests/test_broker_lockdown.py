@@ -35,7 +35,7 @@ from gateway.domain.vocab import AlarmEventType
 from gateway.mqtt.connection import BrokerAddress, TlsOptions, new_client
 from gateway.protocol import AckAnswerPayload, AckPayload, AlarmEventPayload, Topics, decode, encode
 from gateway.provision import hash_password, password_matches
-from gateway.settings import load_settings
+from gateway.settings import ConfigError, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -422,6 +422,40 @@ async def test_gateway_simulator_and_staff_device_end_to_end(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_environments_main_account_keeps_the_files_intake_on_the_shipped_broker(
+    locked: LockedSite, tmp_path: Path
+) -> None:
+    """CRIBWATCH_MQTT_USERNAME/PASSWORD set (the old advice of README and the systemd unit) beside the credentials
+    file: the intake still logs in as [gateway_intake], so the two connections stay up side by side on the broker
+    that makes the username the client id; with the main account alone the gateway refuses to start."""
+    site_file = tmp_path / "site.toml"
+    mqtt = f'host = "127.0.0.1"\nport = {locked.broker.endpoint.port}\ncredentials_file = "{locked.credentials_file}"\n'
+    site_file.write_text(SITE_FILE.replace("[mqtt]\n", "[mqtt]\n" + mqtt, 1))
+    gateway = locked.creds.single["gateway"]
+    env = {"CRIBWATCH_STATE_DIR": str(tmp_path / "state"), "CRIBWATCH_MQTT_USERNAME": gateway.username}
+    env["CRIBWATCH_MQTT_PASSWORD"] = gateway.password
+    settings = load_settings(site_file, env=env)
+    assert (settings.mqtt.username, settings.mqtt.intake_username) == ("gateway", "gateway-intake")
+    gw = Gateway(settings, pin_factory=MockFactory())
+    task = asyncio.create_task(gw.run(), name="gateway-env-account")
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await gw.mqtt.connected.wait()
+        # An ack through the intake, answered by the gateway (no such alarm): both connections are up and working.
+        async with listening(locked.login("pager-a"), TOPICS.ack_answer("pager-a")) as pager:
+            ack = encode(AckPayload(alarm_id="no-such-alarm", by="pager-a"))
+            await pager.client.publish(TOPICS.ack("pager-a"), ack, qos=1)
+            await pager.until(TOPICS.ack_answer("pager-a"))
+        assert (gw.mqtt.connections, gw.mqtt.intake_connections) == (1, 1)  # nobody knocked a connection off
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    one = {"CRIBWATCH_MQTT_INTAKE_USERNAME": gateway.username, "CRIBWATCH_MQTT_INTAKE_PASSWORD": gateway.password}
+    alone = load_settings(site_file, env={**env, **one})
+    with pytest.raises(ConfigError, match="both MQTT connections would log in as 'gateway'"):
+        Gateway(alone, pin_factory=MockFactory())
 
 
 async def test_the_simulators_command_line_speaks_tls_with_the_provisioned_accounts(locked: LockedSite) -> None:
