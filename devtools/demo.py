@@ -32,7 +32,7 @@ from gateway.app import Gateway
 from gateway.domain.vocab import AlarmEventType, AlarmKind
 from gateway.mqtt.connection import BrokerAddress, new_client, stop_if_cancelled
 from gateway.protocol import ACK, ALARM_EVENT, AckPayload, AlarmEventPayload, Topics, decode, encode
-from gateway.provision import Paths, provision, site_devices, site_sensors
+from gateway.provision import Paths, provision, site_coordinator_devices, site_devices, site_sensors
 from gateway.settings import (
     ConfigError,
     CribConfig,
@@ -147,7 +147,13 @@ def demo_accounts(settings: Settings, workdir: Path) -> DemoAccounts:
     paths = Paths(workdir / "mqtt-credentials.toml", workdir / "cribwatch.passwd", workdir / "cribwatch.acl")
     devices = site_devices(settings)
     devices += [d for d in DEMO_DEVICES if d not in devices and d not in site_sensors(settings)]
-    provision(paths, site_id=settings.site.id, sensors=site_sensors(settings), devices=devices)
+    provision(
+        paths,
+        site_id=settings.site.id,
+        sensors=site_sensors(settings),
+        devices=devices,
+        coordinator_devices=site_coordinator_devices(settings),
+    )
     return DemoAccounts(paths.credentials, paths.password_file, paths.acl)
 
 

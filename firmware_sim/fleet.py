@@ -67,8 +67,8 @@ class Credentials(BaseModel):
         username = "demo"
         password = "..."
 
-        [watcher]                   # what `sim run --check` listens with (the shipped ACL: staff)
-        username = "staff"
+        [watcher]                   # what `sim run --check` listens with (the shipped ACL: its own account, with
+        username = "watcher"        # the reads of a wall board; never `staff`, whose live board it would knock off)
         password = "..."
 
     A sensor uses its own ``[sensors.<id>]`` account, else ``[shared]``, else the environment's credentials. The file
@@ -84,10 +84,13 @@ class Credentials(BaseModel):
     gateway: _Account | None = None
     gateway_intake: _Account | None = None
     technician: _Account | None = None
+    technician_tool: _Account | None = None
     staff: _Account | None = None
     coordinator: _Account | None = None
     bridge: _Account | None = None
     devices: dict[str, _Account] = Field(default_factory=dict)
+    boards: dict[str, _Account] = Field(default_factory=dict)
+    coordinator_devices: dict[str, _Account] = Field(default_factory=dict)
 
     def apply(self, broker: BrokerAddress, sensor_id: str) -> BrokerAddress:
         """``broker`` with the credentials ``sensor_id`` connects with."""

@@ -66,7 +66,7 @@ from gateway.protocol.codec import Outgoing, ack_answer
 from gateway.protocol.commands import CommandAnswerPayload, CommandPayload, CommandResult
 from gateway.protocol.topics import COMMAND
 from gateway.sdnotify import Notifier, beat, heartbeat_from_env, notify_systemd, start_loop_watchdog
-from gateway.settings import Settings
+from gateway.settings import ConfigError, Settings
 from gateway.store import DeliveryRow, OutboxRow, Store, StoreWriter
 from gateway.store.recorder import StoreRecorder
 from gateway.web.live import BoardChanges
@@ -184,14 +184,10 @@ class Gateway:
 
     def _make_link(self, settings: Settings) -> MqttLink:
         """The MQTT link: the main connection and the intake's, each with its own account when it has one."""
+        problem = settings.shared_account_problem
+        if problem is not None:  # sensor input would stall while the two connections knock each other off
+            raise ConfigError("[mqtt]", [problem])
         main_account, intake_account = broker_address(settings.mqtt), intake_address(settings.mqtt)
-        if main_account.username is not None and intake_account.username == main_account.username:
-            log.warning(
-                "both MQTT connections log in as %r: on a broker that makes the username the client id (the shipped "
-                "one, use_username_as_clientid) they take each other's session in turn; give the intake its own "
-                "account (mqtt.credentials_file of `cribwatch provision`, or CRIBWATCH_MQTT_INTAKE_USERNAME/_PASSWORD)",
-                main_account.username,
-            )
         return MqttLink(
             topics=self.topics,
             broker=main_account,

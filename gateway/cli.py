@@ -106,6 +106,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 2
     if settings is None:
         return 2
+    if settings.shared_account_problem is not None:
+        print(f"cannot start: {settings.shared_account_problem}.", file=sys.stderr)
+        return 2
     if args.simulate_pins and not settings.site.demo:
         from gateway.gpio.simulated import NEEDS_DEMO  # noqa: PLC0415 - keep the command line light
 
@@ -308,15 +311,19 @@ def _run_command(args: argparse.Namespace, command: str, **fields: object) -> in
 
     address = broker_address(settings.mqtt)
     if not os.environ.get(ENV_MQTT_USERNAME) and settings.mqtt.credentials_file is not None:
-        # The site's credentials file: the tool is the technician, never the gateway (whose account would take the
-        # running gateway's session on the shipped broker, where the client id is the username).
+        # The site's credentials file: the tool is [technician_tool], never the gateway (whose account would take the
+        # running gateway's session on the shipped broker, where the client id is the username) nor [technician]
+        # (whose monitor, connected for hours, this short session would knock off).
         try:
-            technician = read_credentials_file(settings.mqtt.credentials_file).single.get("technician")
+            technician = read_credentials_file(settings.mqtt.credentials_file).single.get("technician_tool")
         except CredentialsFileError as exc:
             print(exc, file=sys.stderr)
             return 2
         if technician is None:
-            print(f"{settings.mqtt.credentials_file}: no [technician] account (cribwatch provision)", file=sys.stderr)
+            print(
+                f"{settings.mqtt.credentials_file}: no [technician_tool] account (run `cribwatch provision`)",
+                file=sys.stderr,
+            )
             return 2
         address = dataclasses.replace(address, username=technician.username, password=technician.password)
     by = args.by or address.username or "technician"
@@ -354,7 +361,7 @@ def _command_arguments(p: argparse.ArgumentParser) -> None:
         "--config",
         required=True,
         help="the site's TOML file (broker address); the account: env CRIBWATCH_MQTT_USERNAME/_PASSWORD, else "
-        "[technician] of its mqtt.credentials_file",
+        "[technician_tool] of its mqtt.credentials_file",
     )
     p.add_argument("--by", help="your technician id (default: the broker username)")
     p.add_argument("--device", help="this tool's device id in the topic (default: the broker username)")
@@ -463,23 +470,24 @@ def cmd_device(args: argparse.Namespace) -> int:
 def cmd_provision(args: argparse.Namespace) -> int:
     """The site's broker accounts (gateway/provision.py, docs/broker.md)."""
     paths = prov.Paths(Path(args.credentials), Path(args.password_file), Path(args.acl), Path(args.acl_template))
-    sensors: list[str] = []
-    devices: list[str] = []
+    listed: dict[str, list[str]] = {kind: [] for kind in prov.KINDS}
     site_id: str | None = None
     if args.config is not None:
         settings = _load(args.config, require_credentials=False)
         if settings is None:
             return 2
-        site_id, sensors, devices = settings.site.id, prov.site_sensors(settings), prov.site_devices(settings)
+        site_id = settings.site.id
+        listed["sensor"], listed["device"] = prov.site_sensors(settings), prov.site_devices(settings)
+        listed["coordinator-device"] = prov.site_coordinator_devices(settings)
     elif not paths.credentials.exists():
         print(f"{paths.credentials} does not exist: provision the site first (--config SITE_FILE)", file=sys.stderr)
         return 2
     for kind, _ident in [*(args.add or []), *(args.remove or [])]:
         if kind not in prov.KINDS:
-            print(f"{kind!r}: the kinds of account are {' and '.join(prov.KINDS)}", file=sys.stderr)
+            print(f"{kind!r}: the kinds of account are {', '.join(prov.KINDS)}", file=sys.stderr)
             return 2
     for kind, ident in args.add or []:
-        (sensors if kind == "sensor" else devices).append(ident)
+        listed[kind].append(ident)
     try:
         if site_id is None:
             site_id = read_credentials_file(paths.credentials).site or "site"
@@ -494,8 +502,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
         outcome = prov.provision(
             paths,
             site_id=site_id,
-            sensors=sensors,
-            devices=devices,
+            sensors=listed["sensor"],
+            devices=listed["device"],
+            boards=listed["board"],
+            coordinator_devices=listed["coordinator-device"],
             remove=[(k, i) for k, i in args.remove or []],
             rotate=rotate,
             bridge=bridge is not None,
@@ -533,9 +543,19 @@ def _add_provision_command(sub: Any) -> None:
     )
     p.add_argument("--config", help="the site's TOML file: every sensor and staff device of it gets an account")
     p.add_argument(
-        "--add", nargs=2, action="append", metavar=("KIND", "ID"), help="one more account: sensor ID or device ID"
+        "--add",
+        nargs=2,
+        action="append",
+        metavar=("KIND", "ID"),
+        help="one more account: sensor ID, device ID, board ID (a wall screen) or coordinator-device ID",
     )
-    p.add_argument("--remove", nargs=2, action="append", metavar=("KIND", "ID"), help="delete one: sensor or device")
+    p.add_argument(
+        "--remove",
+        nargs=2,
+        action="append",
+        metavar=("KIND", "ID"),
+        help="delete one: sensor, device, board or coordinator-device",
+    )
     p.add_argument(
         "--rotate", nargs="*", metavar="USERNAME", help="new passwords: for these accounts, or every one if none named"
     )

@@ -7,12 +7,15 @@ One TOML file, mode 0600, readable by the gateway's user only::
     username = "gateway"
     password = "..."
     [gateway_intake]          # its second connection (client id = username on the shipped broker)
-    [technician]              # cribwatch test-alarm / maintenance; reads health only
-    [staff]                   # the shared read-only account of wall boards
-    [watcher]                 # what `cribwatch sim run --check` listens with (a copy of [staff])
+    [technician]              # a technician's monitor; reads health only
+    [technician_tool]         # cribwatch test-alarm / maintenance (never collides with a technician's monitor)
+    [staff]                   # a read-only wall board (one connection at a time: more boards, [boards.<id>])
+    [watcher]                 # what `cribwatch sim run --check` listens with (staff's reads, its own account)
     [bridge]                  # the site's account on the city's central broker (username = the site id)
     [sensors.<sensor id>]     # one per wireless sensor: username = the sensor id
     [devices.<device id>]     # one per staff device: username = the device id
+    [boards.<board id>]       # one per wall screen (`cribwatch provision --add board ID`): staff's reads
+    [coordinator_devices.<id>] # one per helping-hands coordinator's MQTT device: its own notices only
 
 The gateway reads ``[gateway]`` and ``[gateway_intake]`` (``[mqtt] credentials_file`` or env
 ``CRIBWATCH_MQTT_CREDENTIALS``); the simulator reads ``[sensors.*]`` and ``[watcher]`` (``--credentials``).
@@ -26,10 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SINGLE_ACCOUNTS = ("gateway", "gateway_intake", "technician", "staff", "coordinator", "watcher", "bridge")
+SINGLE_ACCOUNTS = (
+    "gateway",
+    "gateway_intake",
+    "technician",
+    "technician_tool",
+    "staff",
+    "coordinator",
+    "watcher",
+    "bridge",
+)
 """The tables of one account each, in the order the file lists them."""
-ACCOUNT_GROUPS = ("sensors", "devices")
-"""The tables of one account per sensor id and per staff device id."""
+ACCOUNT_GROUPS = ("sensors", "devices", "boards", "coordinator_devices")
+"""The tables of one account per sensor id, staff device id, wall board id and coordinator's device id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +59,23 @@ class SiteCredentials:
     """The site these accounts are for (the file's top-level ``site``)."""
     sensors: dict[str, Account] = field(default_factory=dict)
     devices: dict[str, Account] = field(default_factory=dict)
+    boards: dict[str, Account] = field(default_factory=dict)
+    coordinator_devices: dict[str, Account] = field(default_factory=dict)
+
+    def group(self, table: str) -> dict[str, Account]:
+        """The accounts of one of :data:`ACCOUNT_GROUPS` by id."""
+        groups = {
+            "sensors": self.sensors,
+            "devices": self.devices,
+            "boards": self.boards,
+            "coordinator_devices": self.coordinator_devices,
+        }
+        return groups[table]
 
     def all_accounts(self) -> list[Account]:
-        """Every account once (``watcher`` is a copy of another one), in file order."""
+        """Every account once (an older file's ``watcher`` was a copy of ``staff``), in file order."""
         seen: dict[str, Account] = {}
-        for account in [*self.single.values(), *self.sensors.values(), *self.devices.values()]:
+        for account in [*self.single.values(), *(a for t in ACCOUNT_GROUPS for a in self.group(t).values())]:
             seen.setdefault(account.username, account)
         return list(seen.values())
 
@@ -83,7 +107,7 @@ def parse_credentials(path: Path, data: dict[str, Any]) -> SiteCredentials:
         elif key in ACCOUNT_GROUPS:
             if not isinstance(value, dict):
                 raise CredentialsFileError(f"{path}: [{key}] must be tables [{key}.<id>]")
-            group = creds.sensors if key == "sensors" else creds.devices
+            group = creds.group(key)
             for ident, account in value.items():
                 group[ident] = _account(path, f"{key}.{ident}", account)
         else:

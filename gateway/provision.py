@@ -6,7 +6,13 @@ Writes three files:
   (``[mqtt] credentials_file``) and the simulator (``cribwatch sim --credentials``);
 * Mosquitto's password file: the same accounts, passwords hashed the way ``mosquitto_passwd`` 2.0 does
   (``$7$``: PBKDF2-HMAC-SHA512), written here so that no password is ever on a command line;
-* the ACL: deploy/mosquitto/cribwatch.acl, then one block per staff device (its reads of alarms and crib states).
+* the ACL: deploy/mosquitto/cribwatch.acl, then one block per staff device (its reads of alarms and crib states)
+  and per wall board (the reads of ``staff``). A helping-hands coordinator's device gets no block: the template's
+  patterns give it its own notices.
+
+Mosquitto allows one connection per account (``use_username_as_clientid``): whatever may run several at once gets
+an account each (wall boards, staff devices, sensors; the simulator's ``watcher``; the technician's tools apart from
+the technician's monitor).
 
 The credentials file is the truth: a password it holds is never changed unless asked (``rotate``); an account the
 password file lacks, or whose hash does not match, gets its hash (again). Users of the password file that this site
@@ -46,11 +52,24 @@ SINGLE_USERNAMES = {
     "gateway": "gateway",
     "gateway_intake": "gateway-intake",
     "technician": "technician",
+    "technician_tool": "technician-tool",
     "staff": "staff",
     "coordinator": "coordinator",
+    "watcher": "watcher",
 }
 """The site's fixed accounts: table of the credentials file -> broker username (deploy/mosquitto/cribwatch.acl)."""
-KINDS = ("sensor", "device")
+KINDS = ("sensor", "device", "board", "coordinator-device")
+GROUP_OF_KIND = {
+    "sensor": "sensors",
+    "device": "devices",
+    "board": "boards",
+    "coordinator-device": "coordinator_devices",
+}
+"""Each kind of account ``--add`` takes -> its table of the credentials file."""
+STAFF_READS = ("topic read cribwatch/+/alarm/#", "topic read cribwatch/+/crib/#")
+"""What each staff device reads beyond the template's patterns (its own answers and notices)."""
+BOARD_READS = ("topic deny cribwatch/+/ack/#", *STAFF_READS, "topic read cribwatch/+/gateway/#")
+"""What each wall board reads: the same as ``staff`` in the template (and no ack: ``deny`` overrides the patterns)."""
 
 PBKDF2_ITERATIONS = 101
 """What mosquitto_passwd 2.0 uses. The passwords are random (192 bits), so more rounds would protect nothing and
@@ -104,12 +123,26 @@ def site_devices(settings: Settings) -> list[str]:
     return list(found)
 
 
+def site_coordinator_devices(settings: Settings) -> list[str]:
+    """The helping-hands coordinators' devices (``mqtt`` addresses of ``[helping_hands] coordinators``) that are no
+    staff device: they read their own notices only (``notify/<device>``, a pattern of the template)."""
+    staff = set(site_devices(settings))
+    found: dict[str, None] = {}
+    for member in settings.helping_hands.coordinators:
+        for address in member.channels:
+            device = address.address or member.id
+            if address.channel == MQTT_CHANNEL and device not in staff:
+                found.setdefault(device, None)
+    return list(found)
+
+
 def check_id(kind: str, ident: str) -> None:
     if kind not in KINDS:
         raise ProvisionError(f"{kind!r}: the kinds of account to add are {' and '.join(KINDS)}")
     if not is_identifier(ident):
         raise ProvisionError(f"{kind} {ident!r}: expected an id (lower case letters, digits, '-' and '_')")
     reserved = RESERVED_SENSOR_IDS if kind == "sensor" else RESERVED_DEVICE_IDS
+    reserved = tuple(dict.fromkeys([*reserved, *SINGLE_USERNAMES.values()]))
     if ident in reserved:
         raise ProvisionError(f"{kind} {ident!r}: reserved ({', '.join(reserved)}) for the site's other accounts")
 
@@ -159,25 +192,34 @@ def provision(
     site_id: str,
     sensors: Iterable[str] = (),
     devices: Iterable[str] = (),
+    boards: Iterable[str] = (),
+    coordinator_devices: Iterable[str] = (),
     remove: Collection[tuple[str, str]] = (),
     rotate: Collection[str] | bool = False,
     bridge: bool = False,
     from_site_file: bool = True,
     owner: str | None = None,
 ) -> Outcome:
-    """Bring the three files in step with the site's accounts: ``sensors`` and ``devices`` (with those the
-    credentials file already has), the fixed ones of :data:`SINGLE_USERNAMES`; ``rotate``: True for every account,
+    """Bring the three files in step with the site's accounts: ``sensors``, ``devices``, ``boards`` and
+    ``coordinator_devices`` (with those the credentials file already has; boards are never in the site file), the
+    fixed ones of :data:`SINGLE_USERNAMES`; ``rotate``: True for every account,
     or usernames. Existing passwords are kept otherwise. ``bridge``: also the site's account on the city's central
     broker (``[bridge]``, username = the site id; kept once made). ``from_site_file``: ``sensors`` and ``devices``
     are all the site's (accounts beyond them are reported as unlisted). ``owner``: the user the credentials file
     belongs to (the gateway's); by default a rewritten file keeps its owner. Returns what changed."""
-    sensors, devices = list(sensors), list(devices)
-    for kind, ident in [*(("sensor", s) for s in sensors), *(("device", d) for d in devices), *remove]:
+    listed = {"sensor": list(sensors), "device": list(devices), "board": list(boards)}
+    listed["coordinator-device"] = [c for c in coordinator_devices if c not in listed["device"]]
+    for kind, ident in [*((k, i) for k, ids in listed.items() for i in ids), *remove]:
         check_id(kind, ident)
-    clash = set(sensors) & set(devices)
-    if clash:
-        raise ProvisionError(f"ids both a sensor and a staff device: {', '.join(sorted(clash))}")
     old = read_credentials_file(paths.credentials) if paths.credentials.exists() else SiteCredentials()
+    kinds_of: dict[str, list[str]] = {}
+    for kind, ids in listed.items():
+        kept = [i for i in old.group(GROUP_OF_KIND[kind]) if (kind, i) not in set(remove)]
+        for ident in dict.fromkeys([*ids, *kept]):
+            kinds_of.setdefault(ident, []).append(kind)
+    clash = sorted(f"{i} ({' and '.join(k)})" for i, k in kinds_of.items() if len(k) > 1)
+    if clash:
+        raise ProvisionError(f"ids of two kinds of account: {', '.join(clash)}")
     if not paths.acl_template.is_file():
         raise ProvisionError(
             f"{paths.acl_template}: the shipped ACL is not there: pass --acl-template with the "
@@ -188,7 +230,7 @@ def provision(
     wanted_rotation = set(rotate) if not isinstance(rotate, bool) else set()
 
     def account(existing: Account | None, username: str) -> Account:
-        if existing is None:
+        if existing is None or existing.username != username:  # an older file's [watcher] was a copy of [staff]
             outcome.created.append(username)
             return Account(username, new_password())
         if rotate is True or username in wanted_rotation:
@@ -200,24 +242,21 @@ def provision(
     new = SiteCredentials()
     for table, username in SINGLE_USERNAMES.items():
         new.single[table] = account(old.single.get(table), username)
-    new.single["watcher"] = new.single["staff"]  # `sim run --check` listens as a wall board
     if bridge or "bridge" in old.single:
         # Not in this broker's password file: the city's broker has it (print_central_line tells the city).
         new.single["bridge"] = account(old.single.get("bridge"), site_id)
     removed = {(kind, ident) for kind, ident in remove}
-    for kind, listed, old_group, new_group in (
-        ("sensor", sensors, old.sensors, new.sensors),
-        ("device", devices, old.devices, new.devices),
-    ):
-        for ident in [*listed, *(i for i in old_group if i not in listed)]:
+    for kind, table in GROUP_OF_KIND.items():
+        wanted, old_group, new_group = listed[kind], old.group(table), new.group(table)
+        for ident in [*wanted, *(i for i in old_group if i not in wanted)]:
             if (kind, ident) in removed:
                 if ident in old_group:
                     outcome.removed.append(ident)
                 continue
-            if ident not in listed and from_site_file:
+            if ident not in wanted and from_site_file and kind != "board":  # boards are not in the site file
                 outcome.unlisted.append(ident)
             new_group[ident] = account(old_group.get(ident), ident)
-    unknown = [f"{k} {i}" for k, i in removed if i not in (old.sensors if k == "sensor" else old.devices)]
+    unknown = [f"{k} {i}" for k, i in removed if i not in old.group(GROUP_OF_KIND[k])]
     if unknown:
         raise ProvisionError(f"nothing to remove: no provisioned {', '.join(sorted(unknown))}")
     if wanted_rotation - {a.username for a in new.all_accounts()}:
@@ -227,7 +266,7 @@ def provision(
     hashes = _updated_hashes(_read_password_file(paths.password_file), new, outcome)
     _write_private(paths.credentials, credentials_text(new, site_id), mode=0o600, owner=owner)
     _write_private(paths.password_file, "".join(f"{u}:{h}\n" for u, h in hashes.items()), mode=0o640, group="mosquitto")
-    _write_private(paths.acl, acl_text(template, site_id, list(new.devices)), mode=0o644)
+    _write_private(paths.acl, acl_text(template, site_id, list(new.devices), list(new.boards)), mode=0o644)
     return outcome
 
 
@@ -237,7 +276,7 @@ def _updated_hashes(hashes: dict[str, str], creds: SiteCredentials, outcome: Out
     for gone in outcome.removed:
         hashes.pop(gone, None)
     local = [a for table, a in creds.single.items() if table != "bridge"]  # the bridge's is the city's broker's
-    local += [*creds.sensors.values(), *creds.devices.values()]
+    local += [a for table in GROUP_OF_KIND.values() for a in creds.group(table).values()]
     ours = {a.username for a in local}
     outcome.foreign = [user for user in hashes if user not in ours]
     for acc in local:
@@ -270,24 +309,28 @@ def _toml_string(value: str) -> str:
 def credentials_text(creds: SiteCredentials, site_id: str) -> str:
     out = [
         f"# Broker accounts of site {site_id}, written by `cribwatch provision` (docs/broker.md). Mode 0600: the",
-        "# gateway reads [gateway] and [gateway_intake], the simulator [sensors.*] and [watcher]. Never in a repo.",
+        "# gateway reads [gateway] and [gateway_intake], the simulator [sensors.*] and [watcher], `cribwatch",
+        "# test-alarm` [technician_tool]. Each account allows one connection at a time. Never in a repo.",
         "",
         f"site = {_toml_string(site_id)}",
     ]
     tables = list(creds.single.items())
     tables += [(f"sensors.{i}", a) for i, a in creds.sensors.items()]
-    tables += [(f"devices.{i}", a) for i, a in creds.devices.items()]
+    tables += [(f"{t}.{i}", a) for t in GROUP_OF_KIND.values() if t != "sensors" for i, a in creds.group(t).items()]
     for table, acc in tables:
         out += ["", f"[{table}]", f"username = {_toml_string(acc.username)}"]
         out.append(f"password = {_toml_string(acc.password)}")
     return "\n".join(out) + "\n"
 
 
-def acl_text(template: str, site_id: str, devices: Iterable[str]) -> str:
-    """The shipped ACL, then each staff device's reads of the site's alarms and crib states."""
+def acl_text(template: str, site_id: str, devices: Iterable[str], boards: Iterable[str] = ()) -> str:
+    """The shipped ACL, then each staff device's reads of the site's alarms and crib states, and each wall board's
+    (those of ``staff``). Coordinators' devices need no block: the template's patterns give them their notices."""
     lines = [template.rstrip("\n"), "", _DEVICE_BLOCK_HEAD.format(site=site_id)]
     for device in devices:
-        lines += [f"user {device}", "topic read cribwatch/+/alarm/#", "topic read cribwatch/+/crib/#", ""]
+        lines += [f"user {device}", *STAFF_READS, ""]
+    for board in boards:
+        lines += [f"user {board}", *BOARD_READS, ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -31,7 +31,15 @@ from gateway.domain.vocab import DEFAULT_BASE_TOPIC, ID_PATTERN, Identifier, Lab
 
 GpioPin = Annotated[int, Field(ge=0, le=27, description="BCM pin number of the Raspberry Pi header.")]
 
-RESERVED_SENSOR_IDS = ("gateway", "gateway-intake", "staff", "technician", "coordinator")
+RESERVED_SENSOR_IDS = (
+    "gateway",
+    "gateway-intake",
+    "staff",
+    "technician",
+    "technician-tool",
+    "coordinator",
+    "watcher",
+)
 """Ids no wireless sensor may have: the broker accounts of deploy/mosquitto/cribwatch.acl other than sensors.
 
 A sensor's broker account is its sensor id, and the ACL's sensor pattern (``cribwatch/+/sensor/%u/#``) applies
@@ -46,6 +54,7 @@ ENV_MQTT_PASSWORD = "CRIBWATCH_MQTT_PASSWORD"  # noqa: S105 - the name of a vari
 ENV_MQTT_CREDENTIALS = "CRIBWATCH_MQTT_CREDENTIALS"
 ENV_MQTT_INTAKE_USERNAME = "CRIBWATCH_MQTT_INTAKE_USERNAME"
 ENV_MQTT_INTAKE_PASSWORD = "CRIBWATCH_MQTT_INTAKE_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
+ENV_MQTT_CLIENT_ID_IS_USERNAME = "CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME"
 """The credentials file of ``cribwatch provision`` (gateway/credentials.py), if not ``[mqtt] credentials_file``."""
 ENV_STORE_PATH = "CRIBWATCH_STORE_PATH"
 ENV_STATE_DIR = "CRIBWATCH_STATE_DIR"
@@ -153,6 +162,12 @@ class MqttConfig(_Model):
     base_topic: Identifier = Field(default=DEFAULT_BASE_TOPIC, description="First level of every topic.")
     client_id: Identifier | None = Field(
         default=None, description="Gateway's MQTT client id; default cribwatch-gateway-<site>."
+    )
+    client_id_is_username: bool = Field(
+        default=True,
+        description="The broker makes each connection's client id its username (the shipped mosquitto.conf: "
+        "use_username_as_clientid), so the gateway's two connections need two accounts: outside demo mode it refuses "
+        "to start with one. false only for a broker without that lock (env CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME).",
     )
     keepalive_s: int = Field(default=10, ge=2, le=600, description="MQTT keepalive of the gateway.")
     reconnect_min_s: float = Field(default=0.2, gt=0, description="First wait before reconnecting.")
@@ -603,6 +618,22 @@ class Settings(_Model):
         return not self.site.demo and (self.mqtt.username is None or self.mqtt.password is None)
 
     @property
+    def shared_account_problem(self) -> str | None:
+        """Why the gateway may not start with these accounts: both connections log in as one account on a broker
+        that makes the username the client id (they would take each other's session in turn, and sensor input
+        stalls); None when they may (distinct accounts, demo mode, or ``mqtt.client_id_is_username = false``)."""
+        main, intake = self.mqtt.username, self.mqtt.intake_username or self.mqtt.username
+        if main is None or main != intake or self.site.demo or not self.mqtt.client_id_is_username:
+            return None
+        return (
+            f"both MQTT connections would log in as {main!r}: the broker makes the username the client id "
+            "(use_username_as_clientid), so they would take each other's session in turn. Give the intake its own "
+            f"account: [mqtt] credentials_file (or {ENV_MQTT_CREDENTIALS}), the file of `cribwatch provision` with "
+            f"[gateway_intake], or {ENV_MQTT_INTAKE_USERNAME}/{ENV_MQTT_INTAKE_PASSWORD}; on a broker without that "
+            "lock set [mqtt] client_id_is_username = false"
+        )
+
+    @property
     def gateway_client_id(self) -> str:
         return self.mqtt.client_id or f"cribwatch-gateway-{self.site.id}"
 
@@ -768,7 +799,7 @@ def settings_from_mapping(
             env_problems.append(f"{ENV_MQTT_PORT} = {env[ENV_MQTT_PORT]!r}: expected a port number 1-65535")
         else:
             mqtt["port"] = port
-    env_problems += _provisioned_accounts(mqtt, env, required=require_credentials)
+    env_problems += _client_id_lock_from_env(mqtt, env) + _provisioned_accounts(mqtt, env, required=require_credentials)
     merged["mqtt"] = mqtt
     raw_store = merged.get("store", {})
     if isinstance(raw_store, Mapping):
@@ -814,23 +845,37 @@ def settings_from_mapping(
     return settings
 
 
+def _client_id_lock_from_env(mqtt: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """``mqtt.client_id_is_username`` from env CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME (true/false), when set."""
+    text = env.get(ENV_MQTT_CLIENT_ID_IS_USERNAME, "").strip().lower()
+    if not text:
+        return []
+    if text not in ("true", "1", "yes", "false", "0", "no"):
+        return [f"{ENV_MQTT_CLIENT_ID_IS_USERNAME} = {text!r}: expected true or false"]
+    mqtt["client_id_is_username"] = text in ("true", "1", "yes")
+    return []
+
+
 def _provisioned_accounts(mqtt: dict[str, Any], env: Mapping[str, str], *, required: bool) -> list[str]:
-    """The gateway's two accounts from ``mqtt.credentials_file`` into ``mqtt`` (the environment's username, when
-    set, wins: then both connections use it). Problems name the file; an unreadable file is one only if
-    ``required`` (``cribwatch check-config`` may run as a user that cannot read it)."""
+    """The gateway's two accounts from ``mqtt.credentials_file`` into ``mqtt``. The environment's accounts win, each
+    on its own: with only ``CRIBWATCH_MQTT_USERNAME`` set, the intake still logs in as the file's [gateway_intake]
+    (one account for both connections would make them take each other's session on the shipped broker). Problems
+    name the file; an unreadable file is one only if ``required`` (``cribwatch check-config`` may run as a user
+    that cannot read it)."""
     if env.get(ENV_MQTT_CREDENTIALS):
         mqtt["credentials_file"] = env[ENV_MQTT_CREDENTIALS]
     path = mqtt.get("credentials_file")
-    if not isinstance(path, str) or not path or env.get(ENV_MQTT_USERNAME):
+    if not isinstance(path, str) or not path:
         return []
     try:
         creds = read_credentials_file(path)
     except CredentialsFileError as exc:
         return [f"mqtt.credentials_file: {exc}"] if required or "cannot read" not in str(exc) else []
     main = creds.single.get("gateway")
-    if main is None:
-        return [f"mqtt.credentials_file: {path}: no [gateway] account (run `cribwatch provision`)"]
-    mqtt["username"], mqtt["password"] = main.username, main.password
+    if "username" not in mqtt:  # the environment's wins
+        if main is None:
+            return [f"mqtt.credentials_file: {path}: no [gateway] account (run `cribwatch provision`)"]
+        mqtt["username"], mqtt["password"] = main.username, main.password
     intake = creds.single.get("gateway_intake")
     if intake is not None and "intake_username" not in mqtt:  # the environment's wins
         mqtt["intake_username"], mqtt["intake_password"] = intake.username, intake.password
@@ -980,7 +1025,16 @@ SIREN_CHANNEL = "siren"
 """The channel name of the site's siren: a step with ``siren = true`` adds it as a recipient."""
 MQTT_CHANNEL = "mqtt"
 """The channel name of staff devices: a member's ``mqtt`` address is a staff device id (its broker account)."""
-RESERVED_DEVICE_IDS = ("gateway", "gateway-intake", "staff", "technician", "answer", "coordinator")
+RESERVED_DEVICE_IDS = (
+    "gateway",
+    "gateway-intake",
+    "staff",
+    "technician",
+    "technician-tool",
+    "answer",
+    "coordinator",
+    "watcher",
+)
 """Ids no staff device may have: the broker accounts that are not staff devices' (the ACL's ``ack/%u`` pattern
 applies to every account) and ``answer`` (``ack/answer/...`` are the gateway's answers)."""
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"

@@ -73,4 +73,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     environment of their own copy it (``tests.helpers.test_env``)."""
     path = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("CRIBWATCH_STATE_DIR", str(path))
+    # The shared broker (mosquitto_broker) has no client-id lock: its one account may serve both of the gateway's
+    # connections (the lock-down tests run the shipped broker with the lock and provisioned accounts).
+    monkeypatch.setenv("CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME", "false")
     return path

@@ -98,6 +98,7 @@ def site(endpoint: BrokerEndpoint, apprise_config: Path) -> Settings:
         "CRIBWATCH_MQTT_USERNAME": "gateway",
         "CRIBWATCH_MQTT_PASSWORD": USERS["gateway"],
         "CRIBWATCH_STATE_DIR": os.environ["CRIBWATCH_STATE_DIR"],
+        "CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME": "false",  # a test broker without the client-id lock
     }
     return settings_from_mapping(data, env=env)
 

@@ -35,7 +35,7 @@ from gateway.domain.vocab import AlarmEventType
 from gateway.mqtt.connection import BrokerAddress, TlsOptions, new_client
 from gateway.protocol import AckAnswerPayload, AckPayload, AlarmEventPayload, Topics, decode, encode
 from gateway.provision import hash_password, password_matches
-from gateway.settings import load_settings
+from gateway.settings import ConfigError, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +62,9 @@ offline_grace_s = 0
     {{ id = "pager-a", channels = [{{ channel = "mqtt", address = "pager-a" }}] }},
     {{ id = "pager-b", channels = [{{ channel = "mqtt", address = "pager-b" }}] }},
   ]
+
+[helping_hands]
+coordinators = [{{ id = "coord-city", channels = [{{ channel = "mqtt", address = "tablet-coord" }}] }}]
 
 [[rooms]]
 id = "nursery"
@@ -113,6 +116,7 @@ def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockedSite]:
     creds_file, passwd, acl = root / "creds.toml", root / "cribwatch.passwd", root / "cribwatch.acl"
     files = ["--credentials", str(creds_file), "--password-file", str(passwd), "--acl", str(acl)]
     assert cribwatch(["provision", "--config", str(site_file), *files]) == 0
+    assert cribwatch(["provision", "--add", "board", "hall-1", *files]) == 0  # a second wall screen
     broker_tls, client_tls = make_test_ca(root / "ca")
     with MosquittoBroker(root / "broker", shipped=True, password_file=passwd, acl_file=acl, tls=broker_tls) as broker:
         yield LockedSite(broker, site_file, creds_file, read_credentials_file(creds_file), client_tls)
@@ -129,9 +133,13 @@ def test_provision_writes_every_account_hashed_and_private(locked: LockedSite, t
         "gateway",
         "gateway-intake",
         "technician",
+        "technician-tool",
         "staff",
+        "watcher",
         "coordinator",
     }
+    assert list(creds.boards) == ["hall-1"]
+    assert list(creds.coordinator_devices) == ["tablet-coord"]
     assert os.stat(locked.credentials_file).st_mode & 0o777 == 0o600
     passwd = locked.credentials_file.parent / "cribwatch.passwd"
     lines = dict(line.split(":", 1) for line in passwd.read_text().split())
@@ -319,6 +327,53 @@ async def test_nobody_takes_the_gateways_client_id(locked: LockedSite) -> None:
     assert "Client gateway already connected" not in locked.broker.log_text()
 
 
+async def test_accounts_that_run_side_by_side_never_knock_each_other_off(locked: LockedSite) -> None:
+    """Each account allows one connection (the client id is the username): two wall screens, the simulator's
+    watcher beside a live board, a technician's monitor beside `cribwatch test-alarm`'s account. All connected at
+    once, each still gets what it reads, and the broker closed no connection for another of the same name."""
+    alarm, stats = TOPICS.alarm("nursery"), f"{TOPICS.prefix}/gateway/stats"
+    async with (
+        listening(locked.login("staff"), TOPICS.alarm_filter, identifier="board-1") as board_1,
+        listening(locked.login("hall-1"), TOPICS.alarm_filter, identifier="board-2") as board_2,
+        listening(locked.login("watcher"), TOPICS.alarm_filter, identifier="check") as watcher,
+        listening(locked.login("technician"), f"{TOPICS.prefix}/gateway/#", identifier="monitor") as monitor,
+        listening(locked.login("technician-tool"), f"{TOPICS.prefix}/cmd/+/answer", identifier="tool") as tool,
+        connected(locked.login("gateway")) as gateway,
+    ):
+        await gateway.publish(alarm, b"raised", qos=1)
+        await gateway.publish(stats, b"{}", qos=1)
+        await gateway.publish(f"{TOPICS.prefix}/cmd/technician-tool/answer", b"ok", qos=1)
+        for listener in (board_1, board_2, watcher):
+            assert await listener.until(alarm) == b"raised"
+        assert await monitor.until(stats) == b"{}"
+        assert await tool.until(f"{TOPICS.prefix}/cmd/technician-tool/answer") == b"ok"
+    assert "already connected, closing old connection" not in locked.broker.log_text()
+
+
+async def test_boards_and_the_watcher_acknowledge_nothing_and_a_coordinators_device_reads_its_notices_only(
+    locked: LockedSite,
+) -> None:
+    """A wall board and the watcher read the alarm ids but may not write an ack (``topic deny`` over the ack
+    patterns); a helping-hands coordinator's device reads its own notices, no alarm or crib state."""
+    async with (
+        listening(locked.login("gateway"), f"{TOPICS.prefix}/ack/#") as gateway,
+        listening(locked.login("tablet-coord"), f"{TOPICS.prefix}/#", identifier="coord") as tablet,
+        connected(locked.login("hall-1")) as board,
+        connected(locked.login("watcher")) as watcher,
+        connected(locked.login("pager-a")) as pager,
+        connected(locked.login("gateway-intake")) as gateway_out,  # the listener is `gateway`: one connection each
+    ):
+        await board.publish(TOPICS.ack("hall-1"), b"forged", qos=1)
+        await watcher.publish(TOPICS.ack("watcher"), b"forged", qos=1)
+        for topic in (TOPICS.alarm("nursery"), TOPICS.crib_state("n-1"), f"{TOPICS.prefix}/notify/tablet-coord"):
+            await gateway_out.publish(topic, b"x", qos=1)
+        await pager.publish(TOPICS.ack("pager-a"), b"mine", qos=1)
+        await gateway.until(TOPICS.ack("pager-a"))
+        await tablet.until(f"{TOPICS.prefix}/notify/tablet-coord")
+        assert gateway.topics() == [TOPICS.ack("pager-a")]
+        assert tablet.topics() == [f"{TOPICS.prefix}/notify/tablet-coord"]
+
+
 # -- end to end: gateway, simulator, staff device ------------------------------------------------------------------
 
 
@@ -367,6 +422,40 @@ async def test_gateway_simulator_and_staff_device_end_to_end(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_environments_main_account_keeps_the_files_intake_on_the_shipped_broker(
+    locked: LockedSite, tmp_path: Path
+) -> None:
+    """CRIBWATCH_MQTT_USERNAME/PASSWORD set (the old advice of README and the systemd unit) beside the credentials
+    file: the intake still logs in as [gateway_intake], so the two connections stay up side by side on the broker
+    that makes the username the client id; with the main account alone the gateway refuses to start."""
+    site_file = tmp_path / "site.toml"
+    mqtt = f'host = "127.0.0.1"\nport = {locked.broker.endpoint.port}\ncredentials_file = "{locked.credentials_file}"\n'
+    site_file.write_text(SITE_FILE.replace("[mqtt]\n", "[mqtt]\n" + mqtt, 1))
+    gateway = locked.creds.single["gateway"]
+    env = {"CRIBWATCH_STATE_DIR": str(tmp_path / "state"), "CRIBWATCH_MQTT_USERNAME": gateway.username}
+    env["CRIBWATCH_MQTT_PASSWORD"] = gateway.password
+    settings = load_settings(site_file, env=env)
+    assert (settings.mqtt.username, settings.mqtt.intake_username) == ("gateway", "gateway-intake")
+    gw = Gateway(settings, pin_factory=MockFactory())
+    task = asyncio.create_task(gw.run(), name="gateway-env-account")
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await gw.mqtt.connected.wait()
+        # An ack through the intake, answered by the gateway (no such alarm): both connections are up and working.
+        async with listening(locked.login("pager-a"), TOPICS.ack_answer("pager-a")) as pager:
+            ack = encode(AckPayload(alarm_id="no-such-alarm", by="pager-a"))
+            await pager.client.publish(TOPICS.ack("pager-a"), ack, qos=1)
+            await pager.until(TOPICS.ack_answer("pager-a"))
+        assert (gw.mqtt.connections, gw.mqtt.intake_connections) == (1, 1)  # nobody knocked a connection off
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    one = {"CRIBWATCH_MQTT_INTAKE_USERNAME": gateway.username, "CRIBWATCH_MQTT_INTAKE_PASSWORD": gateway.password}
+    alone = load_settings(site_file, env={**env, **one})
+    with pytest.raises(ConfigError, match="both MQTT connections would log in as 'gateway'"):
+        Gateway(alone, pin_factory=MockFactory())
 
 
 async def test_the_simulators_command_line_speaks_tls_with_the_provisioned_accounts(locked: LockedSite) -> None:

@@ -62,6 +62,7 @@ def site(endpoint: BrokerEndpoint, *, env: dict[str, str] | None = None, **secti
         "CRIBWATCH_MQTT_USERNAME": "gateway",
         "CRIBWATCH_MQTT_PASSWORD": USERS["gateway"],
         "CRIBWATCH_STATE_DIR": os.environ["CRIBWATCH_STATE_DIR"],
+        "CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME": "false",  # a test broker without the client-id lock
         **(env or {}),
     }
     return settings_from_mapping(data, env=full_env)

@@ -60,6 +60,7 @@ grace_s = 0
 def cli_env(endpoint: BrokerEndpoint | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRIBWATCH_")}
     env["CRIBWATCH_STATE_DIR"] = os.environ["CRIBWATCH_STATE_DIR"]  # the test's own (conftest.state_dir)
+    env["CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME"] = "false"  # the shared broker has no client-id lock (conftest)
     env["PYTHONPATH"] = str(REPO)
     if endpoint is not None:
         env["CRIBWATCH_MQTT_USERNAME"] = endpoint.username or ""

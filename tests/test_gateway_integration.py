@@ -75,6 +75,7 @@ def make_settings(endpoint: BrokerEndpoint, *, alarms: dict[str, Any] | None = N
         "CRIBWATCH_MQTT_USERNAME": endpoint.username or "",
         "CRIBWATCH_MQTT_PASSWORD": endpoint.password or "",
         "CRIBWATCH_STATE_DIR": os.environ["CRIBWATCH_STATE_DIR"],  # the test's own (conftest.state_dir)
+        "CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME": "false",  # a test broker without the client-id lock
     }
     return settings_from_mapping(data, env=env)
 

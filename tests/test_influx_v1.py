@@ -363,6 +363,7 @@ def gateway_settings(endpoint: BrokerEndpoint, server: InfluxdServer, **influx: 
         "CRIBWATCH_MQTT_USERNAME": endpoint.username or "",
         "CRIBWATCH_MQTT_PASSWORD": endpoint.password or "",
         "CRIBWATCH_STATE_DIR": os.environ["CRIBWATCH_STATE_DIR"],
+        "CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME": "false",  # a test broker without the client-id lock
         influx_env("site", "password"): server.password,
     }
     return settings_from_mapping(data, env=env)

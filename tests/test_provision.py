@@ -6,11 +6,15 @@ import dataclasses
 import os
 import pwd
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
+from gateway.app import Gateway
 from gateway.cli import main as cribwatch
 from gateway.credentials import read_credentials_file
 from gateway.mqtt.connection import TlsOptions, broker_address, intake_address
@@ -22,9 +26,11 @@ from gateway.provision import (
     acl_text,
     provision,
     render_bridge,
+    site_coordinator_devices,
 )
 from gateway.settings import ConfigError, settings_from_mapping
 
+REPO = Path(__file__).resolve().parent.parent
 SITE: dict[str, Any] = {
     "site": {"id": "prov", "label": "Provisioned"},
     "rooms": [{"id": "r", "label": "Room", "cribs": [{"id": "c-1", "label": "Crib 1", "sensor_id": "s-1"}]}],
@@ -46,10 +52,13 @@ def test_the_gateway_takes_both_accounts_from_the_credentials_file(tmp_path: Pat
     main, intake = broker_address(settings.mqtt), intake_address(settings.mqtt)
     assert (main.username, main.password) == ("gateway", creds.single["gateway"].password)
     assert (intake.username, intake.password) == ("gateway-intake", creds.single["gateway_intake"].password)
-    # The environment's account wins, for both connections.
+    # The environment's main account wins for the main connection only: the intake keeps the file's own (one account
+    # for both would make them take each other's session on the shipped broker).
     env = {"CRIBWATCH_MQTT_USERNAME": "u", "CRIBWATCH_MQTT_PASSWORD": "p"}
     settings = settings_from_mapping(with_mqtt(credentials_file=str(tmp_path / "creds.toml")), env=env)
-    assert intake_address(settings.mqtt).username == broker_address(settings.mqtt).username == "u"
+    assert (broker_address(settings.mqtt).username, intake_address(settings.mqtt).username) == ("u", "gateway-intake")
+    assert intake_address(settings.mqtt).password == creds.single["gateway_intake"].password
+    assert settings.shared_account_problem is None
     # ... and so does the environment's intake account, the file's main one being kept.
     env = {"CRIBWATCH_MQTT_INTAKE_USERNAME": "i", "CRIBWATCH_MQTT_INTAKE_PASSWORD": "q"}
     settings = settings_from_mapping(with_mqtt(credentials_file=str(tmp_path / "creds.toml")), env=env)
@@ -97,7 +106,7 @@ def test_tls_settings(tmp_path: Path) -> None:
 def test_provision_refuses_what_it_cannot_do_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ProvisionError, match="reserved"):
         provision(paths(tmp_path), site_id="prov", sensors=["gateway-intake"])
-    with pytest.raises(ProvisionError, match="both a sensor and a staff device"):
+    with pytest.raises(ProvisionError, match=r"two kinds of account: x-1 \(sensor and device\)"):
         provision(paths(tmp_path), site_id="prov", sensors=["x-1"], devices=["x-1"])
     with pytest.raises(ProvisionError, match="nothing to remove"):
         provision(paths(tmp_path), site_id="prov", remove=[("sensor", "s-9")])
@@ -149,3 +158,95 @@ def test_the_credentials_file_belongs_to_the_gateways_user_and_stays_so(tmp_path
     assert p.credentials.stat().st_mode & 0o777 == 0o600
     with pytest.raises(ProvisionError, match="no such user"):
         provision(p, site_id="prov", owner="no-such-user-here")
+
+
+def test_one_account_for_both_connections_refuses_to_start_outside_demo_mode(tmp_path: Path) -> None:
+    """CRIBWATCH_MQTT_USERNAME alone (README's old advice) on the shipped broker, which makes the username the client
+    id: the gateway's two connections would knock each other off in turn. It refuses to start, clearly; demo mode and
+    a broker without the lock (mqtt.client_id_is_username = false, as the tests' shared broker) may share one."""
+    env = {"CRIBWATCH_MQTT_USERNAME": "gateway", "CRIBWATCH_MQTT_PASSWORD": "p"}
+    settings = settings_from_mapping(SITE, env=env)
+    assert settings.shared_account_problem is not None
+    assert "both MQTT connections would log in as 'gateway'" in settings.shared_account_problem
+    with pytest.raises(ConfigError, match="take each other's session"):
+        Gateway(settings, pin_factory=MockFactory())
+    assert (
+        settings_from_mapping({**SITE, "site": {**SITE["site"], "demo": True}}, env=env).shared_account_problem is None
+    )
+    assert settings_from_mapping(with_mqtt(client_id_is_username=False), env=env).shared_account_problem is None
+    unlocked = settings_from_mapping(SITE, env={**env, "CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME": "false"})
+    assert unlocked.shared_account_problem is None
+    with pytest.raises(ConfigError, match="CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME"):
+        settings_from_mapping(SITE, env={**env, "CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME": "perhaps"})
+    # `cribwatch gateway` says so and stops before it connects anywhere.
+    site_file = tmp_path / "site.toml"
+    site_file.write_text(
+        '[site]\nid = "prov"\nlabel = "P"\n[[rooms]]\nid = "r"\nlabel = "Room"\n'
+        '[[rooms.cribs]]\nid = "c-1"\nlabel = "Crib 1"\nsensor_id = "s-1"\n'
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CRIBWATCH_")}
+    environment |= {**env, "CRIBWATCH_STATE_DIR": os.environ["CRIBWATCH_STATE_DIR"], "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(site_file)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "cannot start: both MQTT connections would log in as 'gateway'" in result.stderr
+
+
+def test_coordinators_devices_and_wall_boards_get_accounts_of_their_own(tmp_path: Path) -> None:
+    """A helping-hands coordinator's mqtt device gets an account with no alarm/crib block (the patterns give it its
+    notices); wall boards (--add board) and the simulator's watcher each their own, with staff's reads."""
+    site = {
+        **SITE,
+        "helping_hands": {"coordinators": [{"id": "coord", "channels": [{"channel": "mqtt", "address": "tablet-c"}]}]},
+    }
+    settings = settings_from_mapping(site, env={}, require_credentials=False)
+    assert site_coordinator_devices(settings) == ["tablet-c"]
+    site_file = tmp_path / "site.toml"
+    site_file.write_text(
+        '[site]\nid = "prov"\nlabel = "P"\n[[rooms]]\nid = "r"\nlabel = "Room"\n[[rooms.cribs]]\nid = "c-1"\n'
+        'label = "Crib 1"\nsensor_id = "s-1"\n[helping_hands]\n'
+        'coordinators = [{ id = "coord", channels = [{ channel = "mqtt", address = "tablet-c" }] }]\n'
+    )
+    p = paths(tmp_path)
+    files = ["--credentials", str(p.credentials), "--password-file", str(p.password_file), "--acl", str(p.acl)]
+    assert cribwatch(["provision", "--config", str(site_file), *files]) == 0
+    assert cribwatch(["provision", "--add", "board", "hall-1", "--add", "board", "hall-2", *files]) == 0
+    creds = read_credentials_file(p.credentials)
+    assert list(creds.coordinator_devices) == ["tablet-c"]
+    assert list(creds.boards) == ["hall-1", "hall-2"]
+    assert (creds.single["watcher"].username, creds.single["technician_tool"].username) == (
+        "watcher",
+        "technician-tool",
+    )
+    users = {line.split(":")[0] for line in p.password_file.read_text().splitlines()}
+    assert {"tablet-c", "hall-1", "hall-2", "watcher", "technician-tool"} <= users
+    acl = p.acl.read_text()
+    assert "user tablet-c" not in acl
+    assert "user hall-1\ntopic deny cribwatch/+/ack/#\ntopic read cribwatch/+/alarm/#\n" in acl
+    assert cribwatch(["provision", "--add", "board", "watcher", *files]) == 2  # a fixed account's name
+    assert cribwatch(["provision", "--add", "board", "tablet-c", *files]) == 2  # already a coordinator's device
+    assert cribwatch(["provision", "--remove", "board", "hall-2", *files]) == 0
+    assert list(read_credentials_file(p.credentials).boards) == ["hall-1"]
+
+
+def test_an_older_files_watcher_copy_of_staff_becomes_its_own_account(tmp_path: Path) -> None:
+    p = paths(tmp_path)
+    provision(p, site_id="prov", sensors=["s-1"])
+    text = p.credentials.read_text()
+    staff = read_credentials_file(p.credentials).single["staff"]
+    start = text.index("\n[watcher]\n") + 1
+    end = text.index("\n\n", start)
+    old_watcher = f'[watcher]\nusername = "staff"\npassword = "{staff.password}"'
+    p.credentials.write_text(text[:start] + old_watcher + text[end:])
+    outcome = provision(p, site_id="prov", sensors=["s-1"])
+    creds = read_credentials_file(p.credentials)
+    assert creds.single["watcher"].username == "watcher"
+    assert creds.single["watcher"].password != staff.password
+    assert creds.single["staff"] == staff
+    assert "watcher" in outcome.created

@@ -70,7 +70,16 @@ _JSON_VALUE_STARTS = frozenset(b'{["-0123456789tfn')
 _JSON_WHITESPACE = b" \t\n\r"
 
 
-RESERVED_DEVICE_IDS = ("gateway", "staff", "technician", "answer", "coordinator")
+RESERVED_DEVICE_IDS = (
+    "gateway",
+    "gateway-intake",
+    "staff",
+    "watcher",
+    "technician",
+    "technician-tool",
+    "answer",
+    "coordinator",
+)
 """Device ids no ack may come from: the broker accounts of the gateway, the technicians' tools and the read-only
 staff board (the ACL's ``ack/%u`` pattern applies to every account), and ``answer`` (``ack/answer/...`` are the
 gateway's answers). The site file refuses them as staff device ids (gateway/settings.py, the same list)."""

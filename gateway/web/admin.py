@@ -202,12 +202,13 @@ def register(app: FastAPI, kit: WebKit) -> None:  # noqa: PLR0915 - the routes a
         new: Annotated[str, Form(max_length=256)],
         again: Annotated[str, Form(max_length=256)],
     ) -> HTMLResponse:
-        """Your own password, with the old one (a wrong old password counts as a failed login of the account:
-        a borrowed session cannot guess it); your other sessions end, this one stays."""
+        """Your own password, with the old one: wrong old passwords are throttled as logins are, but on a key of
+        their own (``pw:<username>``), so a borrowed session can neither guess the password nor, by guessing, lock
+        the real user out of logging in. Your other sessions end, this one stays."""
         await check_csrf(request, who)
         t = Translator(kit.lang_of(request))
         throttle: Throttle = request.app.state.throttle
-        keys = [f"user:{who.username}"]
+        keys = [f"pw:{who.username}"]
         wait = throttle.locked(keys, kit.now())
         if wait is not None:
             return password_page(request, who, t("login.locked", minutes=int(wait // 60) + 1), status=429)
