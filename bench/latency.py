@@ -159,6 +159,8 @@ def site_toml(
         "[mqtt]",
         f'host = "{host}"',
         f"port = {port}",
+        "# The benches' brokers do not tie client ids to usernames: one account serves both connections.",
+        "client_id_is_username = false",
         *([] if stats_interval_s is None else [f"stats_interval_s = {stats_interval_s}"]),
         "",
         "[alarms]",

@@ -109,6 +109,19 @@ class _Record:
         self.error: str | None = None
 
 
+def _refuse_to_start(settings: Settings, *, simulate_pins: bool, pin_factory: Any) -> None:
+    """The refusals of :class:`Gateway`, before anything is opened: simulated pins outside demo mode (or with a pin
+    factory of the caller's), and one broker account for both connections where the broker ties client ids to
+    usernames (sensor input would stall while the two connections knock each other off)."""
+    if simulate_pins and not settings.site.demo:
+        raise SimulationRefusedError(NEEDS_DEMO)
+    if simulate_pins and pin_factory is not None:
+        raise ValueError("simulate_pins brings its own mock pin factory: give no pin_factory")
+    problem = settings.shared_account_problem
+    if problem is not None:
+        raise ConfigError("[mqtt]", [problem])
+
+
 class Gateway:
     """One site's gateway. ``await gateway.run()`` until cancelled; ``ready`` is set once it is listening."""
 
@@ -124,10 +137,7 @@ class Gateway:
     ) -> None:
         """``simulate_pins``: simulation mode (demo sites only, else :class:`SimulationRefusedError`): every pin is a
         mock pin (:class:`SimulatedPins`, ``self.sim_pins``) and the wired cribs move by pin commands over MQTT."""
-        if simulate_pins and not settings.site.demo:
-            raise SimulationRefusedError(NEEDS_DEMO)
-        if simulate_pins and pin_factory is not None:
-            raise ValueError("simulate_pins brings its own mock pin factory: give no pin_factory")
+        _refuse_to_start(settings, simulate_pins=simulate_pins, pin_factory=pin_factory)
         self.settings = settings
         self.clock = clock or SystemClock()
         self.stats = IngestStats()
@@ -184,9 +194,6 @@ class Gateway:
 
     def _make_link(self, settings: Settings) -> MqttLink:
         """The MQTT link: the main connection and the intake's, each with its own account when it has one."""
-        problem = settings.shared_account_problem
-        if problem is not None:  # sensor input would stall while the two connections knock each other off
-            raise ConfigError("[mqtt]", [problem])
         main_account, intake_account = broker_address(settings.mqtt), intake_address(settings.mqtt)
         return MqttLink(
             topics=self.topics,

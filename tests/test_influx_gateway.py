@@ -50,6 +50,7 @@ def settings_for(endpoint: BrokerEndpoint, server: InfluxdServer, db: str) -> Se
         "CRIBWATCH_MQTT_USERNAME": endpoint.username or "",
         "CRIBWATCH_MQTT_PASSWORD": endpoint.password or "",
         "CRIBWATCH_STATE_DIR": os.environ["CRIBWATCH_STATE_DIR"],
+        "CRIBWATCH_MQTT_CLIENT_ID_IS_USERNAME": "false",  # the tests' broker: one account for every role
         influx_env("site", "password"): server.password,
     }
     return settings_from_mapping(data, env=env)
