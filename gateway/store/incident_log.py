@@ -16,16 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.vocab import AlarmKind
 from gateway.reports.response import IncidentFacts, OfflinePeriod
-from gateway.store.store import DeliveryRow, Incident, Store, TimelineEntry
+from gateway.store.store import INCIDENT_COLUMNS, DeliveryRow, Incident, Store, TimelineEntry, incident_from_row
 
-_COLUMNS = (
-    "alarm_id, run, kind, priority, site_id, room_id, crib_id, room_label, crib_label, raised_at, latch_opened_at, "
-    "acknowledged_at, acknowledged_by, acknowledged_device, resolved_at, resolution, test, escalation_level, "
-    "maintenance, flaps"
-)
-_QUALIFIED = ", ".join(f"incidents.{name.strip()}" for name in _COLUMNS.split(","))
+_QUALIFIED = ", ".join(f"incidents.{name.strip()}" for name in INCIDENT_COLUMNS.split(","))
 _FIRST_ACK = 'fa.at, fa."by", fa.device'
 _FIRST_ACK_JOIN = (
     " LEFT JOIN timeline fa ON fa.id = (SELECT t.id FROM timeline t WHERE t.alarm_id = incidents.alarm_id "
@@ -126,31 +120,6 @@ def _where(f: Filters) -> tuple[list[str], list[Any]]:
     return where, args
 
 
-def _incident(r: Any) -> Incident:
-    return Incident(
-        alarm_id=r[0],
-        run=r[1],
-        kind=AlarmKind(r[2]),
-        priority=r[3],
-        site_id=r[4],
-        room_id=r[5],
-        crib_id=r[6],
-        room_label=r[7],
-        crib_label=r[8],
-        raised_at=r[9],
-        latch_opened_at=r[10],
-        acknowledged_at=r[11],
-        acknowledged_by=r[12],
-        acknowledged_device=r[13],
-        resolved_at=r[14],
-        resolution=r[15],
-        test=bool(r[16]),
-        escalation_level=r[17],
-        maintenance=bool(r[18]),
-        flaps=r[19],
-    )
-
-
 def page(store: Store, f: Filters, *, limit: int = 50, older: str | None = None, newer: str | None = None) -> Page:
     """One page of incidents, newest first: the first one, the one after ``older`` or the one before ``newer``.
 
@@ -177,7 +146,7 @@ def page(store: Store, f: Filters, *, limit: int = 50, older: str | None = None,
     found = found[:limit]
     if backwards:
         found.reverse()
-    rows = [LogRow(_incident(r), r[20], r[21], r[22]) for r in found]
+    rows = [LogRow(incident_from_row(r), r[20], r[21], r[22]) for r in found]
     if not rows:
         return Page([], None, None)
     first, last = rows[0].incident, rows[-1].incident
@@ -219,7 +188,7 @@ def record(store: Store, alarm_id: str) -> IncidentRecord | None:
     if found is None:
         return None
     return IncidentRecord(
-        LogRow(_incident(found), found[20], found[21], found[22]),
+        LogRow(incident_from_row(found), found[20], found[21], found[22]),
         store.timeline(alarm_id),
         store.deliveries(alarm_id=alarm_id),
     )

@@ -109,7 +109,7 @@ class SensorEventRow:
     detail: str | None
 
 
-_INCIDENT_COLUMNS = (
+INCIDENT_COLUMNS = (
     "alarm_id, run, kind, priority, site_id, room_id, crib_id, room_label, crib_label, raised_at, latch_opened_at, "
     "acknowledged_at, acknowledged_by, acknowledged_device, resolved_at, resolution, test, escalation_level, "
     "maintenance, flaps"
@@ -133,6 +133,32 @@ class DeliveryRow:
     latency_ms: float | None
     error: str | None
     test: bool
+
+
+def incident_from_row(r: Sequence[Any]) -> Incident:
+    """An :class:`Incident` from a row whose first columns are :data:`INCIDENT_COLUMNS`, in that order."""
+    return Incident(
+        alarm_id=r[0],
+        run=r[1],
+        kind=AlarmKind(r[2]),
+        priority=r[3],
+        site_id=r[4],
+        room_id=r[5],
+        crib_id=r[6],
+        room_label=r[7],
+        crib_label=r[8],
+        raised_at=r[9],
+        latch_opened_at=r[10],
+        acknowledged_at=r[11],
+        acknowledged_by=r[12],
+        acknowledged_device=r[13],
+        resolved_at=r[14],
+        resolution=r[15],
+        test=bool(r[16]),
+        escalation_level=r[17],
+        maintenance=bool(r[18]),
+        flaps=r[19],
+    )
 
 
 _DELIVERY_COLUMNS = (
@@ -730,38 +756,14 @@ class Store:
                 args.append(value)
         if not include_tests:
             where.append("test = 0")
-        sql = f"SELECT {_INCIDENT_COLUMNS} FROM incidents"  # noqa: S608 - fixed column list and clauses
+        sql = f"SELECT {INCIDENT_COLUMNS} FROM incidents"  # noqa: S608 - fixed column list and clauses
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY raised_at DESC, alarm_id DESC"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [
-            Incident(
-                alarm_id=r[0],
-                run=r[1],
-                kind=AlarmKind(r[2]),
-                priority=r[3],
-                site_id=r[4],
-                room_id=r[5],
-                crib_id=r[6],
-                room_label=r[7],
-                crib_label=r[8],
-                raised_at=r[9],
-                latch_opened_at=r[10],
-                acknowledged_at=r[11],
-                acknowledged_by=r[12],
-                acknowledged_device=r[13],
-                resolved_at=r[14],
-                resolution=r[15],
-                test=bool(r[16]),
-                escalation_level=r[17],
-                maintenance=bool(r[18]),
-                flaps=r[19],
-            )
-            for r in self._conn.execute(sql, args).fetchall()
-        ]
+        return [incident_from_row(r) for r in self._conn.execute(sql, args).fetchall()]
 
     def timeline(self, alarm_id: str) -> list[TimelineEntry]:
         """An alarm's steps in the order they happened."""
