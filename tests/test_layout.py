@@ -84,8 +84,9 @@ def test_the_gateway_never_imports_the_simulator_or_the_tools() -> None:
     assert offenders(("gateway", "alerts"), ("firmware_sim", "devtools", "bench"), allow=("gateway.cli",)) == []
 
 
-SHARED_BY_CHANNELS = ("alerts.channels.base",)
-"""The machinery every channel of notices shares (worker thread, queue, retries, records): not a channel."""
+SHARED_BY_CHANNELS = ("alerts.channels.base", "alerts.channels.payloads")
+"""The machinery every channel of notices shares (worker thread, queue, retries, records; a notice's JSON
+payload): not a channel."""
 CHANNEL_ROUTER = "alerts.channels.router"
 """The router builds the channels of notices from the settings: it alone imports them."""
 

@@ -14,38 +14,22 @@ import concurrent.futures
 from collections.abc import Callable
 
 from alerts.channels.base import ChannelError, Delivery, DeliveryResult
-from alerts.notices import RequestNotice
+from alerts.channels.payloads import notice_payload
 from gateway.domain.vocab import is_identifier
-from gateway.protocol import NOTIFY, NotifyPayload, Topics, encode
-from gateway.protocol.codec import Outgoing, alarm_event_payload
+from gateway.protocol import NOTIFY, Topics, encode
+from gateway.protocol.codec import Outgoing
 from gateway.protocol.helping import HelpingHandsNoticePayload, encode_helping
 
 
 def notify_message(topics: Topics, delivery: Delivery) -> Outgoing:
     """The notice for one device as an MQTT message; ChannelError if the address is no device id."""
-    notice, recipient = delivery.notice, delivery.recipient
+    recipient = delivery.recipient
     device = recipient.address or recipient.member
     if not is_identifier(device):
         raise ChannelError(f"{device!r} is not a device id (lower case letters, digits, - and _)")
-    if isinstance(notice, RequestNotice):
-        told = HelpingHandsNoticePayload(
-            notice_id=notice.notice_id,
-            group=recipient.group,
-            member=recipient.member,
-            ts=notice.at,
-            request=notice.request,
-        )
-        return Outgoing.of(topics.notify(device), encode_helping(told), NOTIFY)
-    payload = NotifyPayload(
-        notice_id=notice.notice_id,
-        kind=notice.kind.value,
-        step=notice.step,
-        group=recipient.group,
-        member=recipient.member,
-        test=notice.test,
-        ts=notice.at,
-        alarm=alarm_event_payload(notice.alarm),
-    )
+    payload = notice_payload(delivery)
+    if isinstance(payload, HelpingHandsNoticePayload):
+        return Outgoing.of(topics.notify(device), encode_helping(payload), NOTIFY)
     return Outgoing.of(topics.notify(device), encode(payload), NOTIFY)
 
 

@@ -15,37 +15,15 @@ import urllib.error
 import urllib.request
 
 from alerts.channels.base import ChannelError, Delivery, DeliveryResult
-from alerts.notices import RequestNotice
+from alerts.channels.payloads import notice_payload
 from gateway.domain.vocab import is_identifier
-from gateway.protocol import NotifyPayload
-from gateway.protocol.codec import alarm_event_payload
-from gateway.protocol.helping import HelpingHandsNoticePayload
 
 USER_AGENT = "cribwatch-gateway"
 
 
 def webhook_body(delivery: Delivery) -> bytes:
-    notice, recipient = delivery.notice, delivery.recipient
-    payload: NotifyPayload | HelpingHandsNoticePayload
-    if isinstance(notice, RequestNotice):
-        payload = HelpingHandsNoticePayload(
-            notice_id=notice.notice_id,
-            group=recipient.group,
-            member=recipient.member,
-            ts=notice.at,
-            request=notice.request,
-        )
-    else:
-        payload = NotifyPayload(
-            notice_id=notice.notice_id,
-            kind=notice.kind.value,
-            step=notice.step,
-            group=recipient.group,
-            member=recipient.member,
-            test=notice.test,
-            ts=notice.at,
-            alarm=alarm_event_payload(notice.alarm),
-        )
+    recipient = delivery.recipient
+    payload = notice_payload(delivery)
     body = json.loads(payload.model_dump_json(exclude_none=True))
     body["channel"] = "webhook"
     if recipient.address and is_identifier(recipient.address):  # a device or staff id: never a URL (a secret)
