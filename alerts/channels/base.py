@@ -450,22 +450,9 @@ def delivery_record(  # noqa: PLR0917 - one row's columns
 ) -> DeliveryRecord:
     notice, recipient = delivery.notice, delivery.recipient
     if isinstance(notice, RequestNotice):
-        return DeliveryRecord(
-            at=time.time() if at is None else at,
-            channel=channel,
-            group=recipient.group,
-            member=recipient.member,
-            address=redact(recipient.address),
-            notice_id=notice.notice_id,
-            alarm_id=f"hh-{notice.request.request}",
-            kind="helping_hands",
-            attempt=attempt,
-            result=result.value,
-            latency_ms=latency_ms,
-            error=error,
-            test=notice.test,
-            notice_at=notice.at,
-        )
+        alarm_id, kind, room = f"hh-{notice.request.request}", "helping_hands", None
+    else:
+        alarm_id, kind, room = notice.alarm.alarm_id, notice.kind.value, notice.alarm.room_id
     return DeliveryRecord(
         at=time.time() if at is None else at,
         channel=channel,
@@ -473,13 +460,13 @@ def delivery_record(  # noqa: PLR0917 - one row's columns
         member=recipient.member,
         address=redact(recipient.address),
         notice_id=notice.notice_id,
-        alarm_id=notice.alarm.alarm_id,
-        kind=notice.kind.value,
+        alarm_id=alarm_id,
+        kind=kind,
         attempt=attempt,
         result=result.value,
         latency_ms=latency_ms,
         error=error,
         test=notice.test,
         notice_at=notice.at,
-        room=notice.alarm.room_id,
+        room=room,
     )
