@@ -178,11 +178,12 @@ def test_each_role_lands_where_it_works(site: Site) -> None:
         Role.STAFF: "/board",
         Role.MANAGER: "/board",
         Role.TECHNICIAN: "/console",
-        Role.COORDINATOR: "/welcome",
+        Role.COORDINATOR: "/helping/requests",
         Role.ADMIN: "/board",
     }
     coordinator = site.client(Role.COORDINATOR)
-    assert coordinator.get("/", follow_redirects=False).headers["location"] == "/welcome"
+    assert coordinator.get("/", follow_redirects=False).headers["location"] == "/helping/requests"
+    assert coordinator.get("/helping/requests").status_code == 200
     assert coordinator.get("/welcome").status_code == 200
 
 

@@ -121,10 +121,12 @@ class Access:
 
 
 def _home_of(role: Role) -> str:
-    """Where a role lands after logging in: technicians on the console, board viewers on the board, the rest on a
-    welcome page."""
+    """Where a role lands after logging in: technicians on the console, coordinators on the helping-hands requests,
+    board viewers on the board."""
     if role == Role.TECHNICIAN:
         return "/console"
+    if role == Role.COORDINATOR:
+        return "/helping/requests"
     if role in BOARD_VIEWERS:
         return "/board"
     return "/welcome"
