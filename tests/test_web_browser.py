@@ -312,7 +312,8 @@ async def test_the_admin_page_adds_a_tablet_and_resets_a_password_and_everyone_c
         await expect(staff).to_have_url(f"{base}/board")
 
         coordinator = await log_in(browser, base, USERS[Role.COORDINATOR])
-        await expect(coordinator).to_have_url(f"{base}/welcome")
+        await expect(coordinator).to_have_url(f"{base}/helping/requests")  # where a coordinator works
+        await coordinator.goto(f"{base}/welcome")
         await expect(coordinator.locator("h1")).to_have_text("Welkom")
         await shot(coordinator, "welcome")
         await coordinator.click("a.password-link")
