@@ -19,13 +19,16 @@ import time
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import provision as prov
 from gateway.credentials import CredentialsFileError, read_credentials_file
 from gateway.gpio.pins import MOCK_PINS_ADVICE, GpioUnavailableError
 from gateway.settings import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, ConfigError, Settings, load_settings
 from gateway.store import Incident, Store, StoreError
+
+if TYPE_CHECKING:
+    from gateway.store.accounts import AccountStore
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "kids-f.toml"
 
@@ -368,19 +371,29 @@ def _command_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer")
 
 
-def cmd_user(args: argparse.Namespace) -> int:
-    """Web accounts in the site's store: ``add`` (the first admin, then anyone) and ``list``."""
-    from gateway.store.accounts import AccountExistsError, AccountStore  # noqa: PLC0415 - only this command
-    from gateway.web.auth import STAFF_ID, hash_password, hash_pin  # noqa: PLC0415 - argon2 only for this command
+def _open_accounts(config: str) -> tuple[Settings, AccountStore] | int:
+    """The site's settings and its web accounts (the store), or the exit code after saying why not."""
+    from gateway.store.accounts import AccountStore  # noqa: PLC0415 - only the account commands
 
-    settings = _load(args.config, require_credentials=False)
+    settings = _load(config, require_credentials=False)
     if settings is None:
         return 2
     try:
-        accounts = AccountStore.open(settings.store_path, site_id=settings.site.id)
+        return settings, AccountStore.open(settings.store_path, site_id=settings.site.id)
     except StoreError as exc:
         print(exc, file=sys.stderr)
         return 1
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """Web accounts in the site's store: ``add`` (the first admin, then anyone) and ``list``."""
+    from gateway.store.accounts import AccountExistsError  # noqa: PLC0415 - only this command
+    from gateway.web.auth import STAFF_ID, hash_password, hash_pin  # noqa: PLC0415 - argon2 only for this command
+
+    opened = _open_accounts(args.config)
+    if isinstance(opened, int):
+        return opened
+    _, accounts = opened
     try:
         if args.action == "list":
             for user in accounts.users():
@@ -423,17 +436,13 @@ def cmd_device(args: argparse.Namespace) -> int:
     """Wall tablets: ``add`` (prints the address the tablet opens once), ``list``, ``remove``."""
     import secrets  # noqa: PLC0415 - only this command
 
-    from gateway.store.accounts import AccountExistsError, AccountStore  # noqa: PLC0415 - only this command
+    from gateway.store.accounts import AccountExistsError  # noqa: PLC0415 - only this command
     from gateway.web.auth import STAFF_ID, new_token, token_hash  # noqa: PLC0415 - only this command
 
-    settings = _load(args.config, require_credentials=False)
-    if settings is None:
-        return 2
-    try:
-        accounts = AccountStore.open(settings.store_path, site_id=settings.site.id)
-    except StoreError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    opened = _open_accounts(args.config)
+    if isinstance(opened, int):
+        return opened
+    settings, accounts = opened
     try:
         if args.action == "list":
             for device in accounts.devices():
